@@ -1,0 +1,18 @@
+"""mpipipe: one pipeline script for a laptop, an MPI world or a SLURM cluster."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from mpipipe.driver import Driver
+from mpipipe.errors import (ConfigError, JobInterrupted, JournalError, MpipipeError, PlanError, PlatformError,
+                            RequirementError, TaskFailedError)
+from mpipipe.jobmanager import JobManager, JobResult
+from mpipipe.logical.node import ComputeNode, Context, LogicalPlan, Node
+from mpipipe.platform.base import Platform, World
+from mpipipe.session import Session, init
+
+__all__ = [
+    "ComputeNode", "ConfigError", "Context", "Driver", "JobInterrupted", "JobManager", "JobResult", "JournalError",
+    "LogicalPlan", "MpipipeError", "Node", "PlanError", "Platform", "PlatformError", "RequirementError", "Session",
+    "TaskFailedError", "World", "init",
+]

@@ -1,0 +1,153 @@
+"""The loop every executor rank runs: take task batches from rank 0, run them in workers, report.
+
+The same code runs over MPI and over local sockets; only the transport differs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+from mpipipe.execution import protocol as P
+from mpipipe.execution.task import FAILED, Result, Task
+from mpipipe.execution.transport import Backoff, PeerLost, Transport
+from mpipipe.execution.worker import WorkerHandle, wait_any
+
+log = logging.getLogger("mpipipe.executor")
+
+
+def host_description() -> Dict[str, Any]:
+    """What this rank's host offers; requirement-aware placement builds on it."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        memory = 0
+    return {"host": socket.gethostname(), "pid": os.getpid(), "cores": cores, "memory": memory}
+
+
+def task_log_path(job_dir: str, node_name: str, task: Task) -> str:
+    return os.path.join(job_dir, "logs", "tasks", node_name, f"p{task.partition}.a{task.attempt}.log")
+
+
+def copy_log_range(src: str, start: int, end: Optional[int], dest: str) -> str:
+    """Copy one task's part of a worker log into a file of its own."""
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    with open(src, "rb") as f, open(dest, "wb") as out:
+        f.seek(max(start, 0))
+        out.write(f.read() if end is None else f.read(max(0, end - start)))
+    return dest
+
+
+class Executor:
+    """Runs tasks for rank 0 until told to stop. `workers` worker processes per rank."""
+
+    def __init__(self, transport: Transport, hello_timeout: float = 600.0) -> None:
+        self.t = transport
+        self.hello_timeout = hello_timeout
+        self.queue: Deque[Task] = deque()
+        self.workers: List[WorkerHandle] = []
+        self.setup: Dict[str, Any] = {}
+        self.node_names: Dict[int, str] = {}
+
+    def run(self) -> None:
+        host = host_description()
+        self.setup = P.executor_hello(self.t, host, self.hello_timeout)
+        self.setup.update(rank=self.t.rank, size=self.t.size, host=host["host"])
+        self.node_names = dict(self.setup["node_names"])
+        logs = os.path.join(self.setup["job_dir"], "logs", f"rank-{self.t.rank}")
+        for i in range(int(self.setup.get("workers_per_executor", 1))):
+            w = WorkerHandle(os.path.join(logs, f"worker-{i}.log"), self.setup)
+            w.start()
+            self.workers.append(w)
+        reason = "lost"
+        try:
+            reason = self._loop()
+        except PeerLost:
+            log.warning("rank %d: rank 0 went away; stopping", self.t.rank)
+        finally:
+            for w in self.workers:
+                w.stop(timeout=5.0 if reason == "done" else 0.2)
+            self.t.close()
+
+    def _loop(self) -> str:
+        backoff = Backoff()
+        chunk = 64
+        while True:
+            got = self.t.poll()
+            for _src, (kind, payload) in got:
+                if kind == P.TASKS:
+                    self.queue.extend(payload)
+                elif kind == P.NODES:
+                    self.node_names.update(payload[1])
+                    for w in self.workers:
+                        w.add_nodes(payload[0])
+                elif kind == P.STOP:
+                    return str(payload)
+            for w in self.workers:
+                if not w.alive:
+                    w.restarts += 1
+                    w.start()
+                if self.queue and len(w.inflight) < chunk:
+                    n = min(chunk, len(self.queue))
+                    w.submit([self.queue.popleft() for _ in range(n)])
+            ready = wait_any(self.workers, 0 if got else backoff.next())
+            results: List[Result] = []
+            for w in ready:
+                done, crashed, rest = w.collect()
+                results.extend(self._with_log_files(done))
+                if crashed is not None:
+                    results.append(self._crash_result(w, *crashed))
+                    self.queue.extendleft(reversed(rest))
+            if results:
+                self.t.send(0, P.results_msg(results))
+            if got or results:
+                backoff.reset()
+
+    def _where(self) -> str:
+        return f"rank {self.t.rank} of {self.t.size} on {self.setup['host']}"
+
+    def _with_log_files(self, results: List[Result]) -> List[Result]:
+        """Failed attempts get a log file of their own and say where they ran."""
+        for res in results:
+            if res.status == FAILED:
+                res.info["where"] = self._where()
+                task_node = res.info.get("node_name")
+                src, start, end = res.info["log"]
+                dest = os.path.join(self.setup["job_dir"], "logs", "tasks", str(task_node),
+                                    f"p{res.info.get('partition')}.a{res.info.get('attempt')}.log")
+                try:
+                    res.info["log"] = (copy_log_range(src, start, end, dest), 0, None)
+                except OSError:
+                    pass
+        return results
+
+    def _crash_result(self, w: WorkerHandle, task: Task, why: str, start: int) -> Result:
+        name = self.node_names.get(task.node, str(task.node))
+        dest = task_log_path(self.setup["job_dir"], name, task)
+        try:
+            if start < 0:
+                start = _find_marker(w.log_path, name, task)
+            copy_log_range(w.log_path, start, None, dest)
+        except OSError:
+            dest = w.log_path
+        now = time.time()
+        return Result(task.tid, FAILED, {
+            "error": f"the worker process running the task {why}",
+            "traceback": "", "crash": True, "log": (dest, 0, None), "where": self._where(),
+            "t0": now, "t1": now,
+        })
+
+
+def _find_marker(path: str, node_name: str, task: Task) -> int:
+    marker = f"--- {node_name}[{task.partition}] attempt {task.attempt} ---".encode()
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = data.rfind(marker)
+    return max(pos, 0)

@@ -1,0 +1,138 @@
+"""The job's journal: an append-only log of task outcomes that a re-run replays.
+
+One record per line: 8 hex digits of CRC-32, a space, compact JSON. Writes are
+batched (one write() per batch, fsync on a timer and at the end). A torn or
+damaged last line, the only kind a crash can leave, is ignored on replay.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import zlib
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from mpipipe.errors import JournalError
+
+log = logging.getLogger("mpipipe.journal")
+
+JOURNAL_NAME = "journal.log"
+
+
+def encode(record: Dict[str, Any]) -> bytes:
+    body = json.dumps(record, separators=(",", ":"), default=str).encode()
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+def decode(line: bytes) -> Optional[Dict[str, Any]]:
+    """The record on a line, or None if the line is torn or damaged."""
+    if len(line) < 10 or line[8:9] != b" " or not line.endswith(b"\n"):
+        return None
+    body = line[9:-1]
+    try:
+        if int(line[:8], 16) != zlib.crc32(body):
+            return None
+        rec = json.loads(body)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def read_records(path: str) -> Iterator[Dict[str, Any]]:
+    """Every intact record, in order; damaged lines are skipped (and reported once)."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return
+    bad = 0
+    with f:
+        for line in f:
+            rec = decode(line)
+            if rec is None:
+                bad += 1
+                continue
+            yield rec
+    if bad:
+        log.warning("%s: skipped %d damaged record(s) (a torn last write is expected after a crash)", path, bad)
+
+
+class Journal:
+    """Appends outcome records for rank 0; `replay()` gives what earlier runs finished."""
+
+    def __init__(self, job_dir: str, flush_every: float = 0.2, fsync_every: float = 2.0) -> None:
+        self.path = os.path.join(job_dir, JOURNAL_NAME)
+        self.flush_every = flush_every
+        self.fsync_every = fsync_every
+        self._buf: List[bytes] = []
+        self._fd: Optional[int] = None
+        self._last_flush = time.monotonic()
+        self._last_fsync = time.monotonic()
+
+    def replay(self) -> Dict[str, Dict[str, Any]]:
+        """Task key -> its last successful outcome record."""
+        done: Dict[str, Dict[str, Any]] = {}
+        for rec in read_records(self.path):
+            if rec.get("s") == "ok":
+                done[rec["k"]] = rec
+        return done
+
+    def open(self, fresh: bool = False) -> None:
+        if fresh and os.path.exists(self.path):
+            os.replace(self.path, f"{self.path}.{time.strftime('%Y%m%d-%H%M%S')}.old")
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as e:
+            raise JournalError(f"cannot write the journal {self.path}: {e.strerror}; check the data root's permissions") from e
+        self._ensure_line_start()
+
+    def _ensure_line_start(self) -> None:
+        """After a crash the file may end mid-record: start ours on a fresh line."""
+        assert self._fd is not None
+        size = os.fstat(self._fd).st_size
+        if size:
+            with open(self.path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    os.write(self._fd, b"\n")
+
+    def append(self, record: Dict[str, Any]) -> None:
+        self._buf.append(encode(record))
+
+    def maybe_flush(self, now: float) -> None:
+        if self._buf and (now - self._last_flush >= self.flush_every or len(self._buf) >= 4096):
+            self.flush(sync=now - self._last_fsync >= self.fsync_every)
+
+    def flush(self, sync: bool = False) -> None:
+        if self._fd is None:
+            return
+        if self._buf:
+            data = b"".join(self._buf)
+            self._buf.clear()
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        self._last_flush = time.monotonic()
+        if sync:
+            os.fsync(self._fd)
+            self._last_fsync = self._last_flush
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self.flush(sync=True)
+            os.close(self._fd)
+            self._fd = None
+
+
+def summarize(path: str) -> Tuple[Dict[str, int], List[Dict[str, Any]]]:
+    """Counts of outcomes per node and the run records, for `mpipipe status`."""
+    counts: Dict[str, int] = {}
+    runs: List[Dict[str, Any]] = []
+    for rec in read_records(path):
+        if rec.get("type") == "run":
+            runs.append(rec)
+        elif "s" in rec:
+            key = f"{rec.get('n')}:{rec['s']}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts, runs

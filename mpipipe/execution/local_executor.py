@@ -1,0 +1,21 @@
+"""Entry point of a local executor process: `python -m mpipipe.execution.local_executor FD RANK SIZE`."""
+from __future__ import annotations
+
+import signal
+import sys
+
+from mpipipe.execution.executor import Executor
+from mpipipe.execution.osutil import die_with_parent
+from mpipipe.execution.transport import PipeTransport, socket_from_fd
+
+
+def main() -> None:
+    fd, rank, size = (int(a) for a in sys.argv[1:4])
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 decides when to stop
+    transport = PipeTransport(rank, size, {0: socket_from_fd(fd)})
+    Executor(transport).run()
+
+
+if __name__ == "__main__":
+    main()

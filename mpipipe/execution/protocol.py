@@ -1,0 +1,87 @@
+"""The scheduler <-> executor conversation, written as paired phases.
+
+Messages are small tuples `(KIND, payload)`. Each phase has a scheduler side
+and an executor side next to each other, so the two cannot drift apart.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Tuple
+
+from mpipipe.errors import PlatformError
+from mpipipe.execution.transport import Backoff, Transport
+
+SETUP = "setup"    # S->E: job setup (paths, plan code)
+READY = "ready"    # E->S: host description
+TASKS = "tasks"    # S->E: a batch of Task
+NODES = "nodes"    # S->E: more plan code (nodes added while running)
+RESULTS = "results"  # E->S: a batch of Result
+STOP = "stop"      # S->E: leave the loop (payload: reason)
+FATAL = "fatal"    # E->S: the executor cannot go on (payload: message)
+
+
+# --- phase 1: hello -----------------------------------------------------------
+
+def scheduler_hello(t: Transport, setup: Dict[str, Any], timeout: float) -> Dict[int, Dict[str, Any]]:
+    """Send the setup to every executor and wait for each one's host description."""
+    for rank in range(1, t.size):
+        t.send(rank, (SETUP, setup))
+    hosts: Dict[int, Dict[str, Any]] = {}
+    backoff = Backoff()
+    deadline = time.monotonic() + timeout
+    while len(hosts) < t.size - 1:
+        got = t.poll()
+        for src, (kind, payload) in got:
+            if kind == READY:
+                hosts[src] = payload
+            elif kind == FATAL:
+                raise PlatformError(f"executor rank {src} could not start: {payload}")
+        if not got:
+            if time.monotonic() > deadline:
+                missing = sorted(set(range(1, t.size)) - set(hosts))
+                raise PlatformError(
+                    f"executor ranks {missing} did not answer within {timeout:.0f} s; "
+                    "check their logs under the job directory's logs/ folder"
+                )
+            t.wait(backoff.next())
+        else:
+            backoff.reset()
+    return hosts
+
+
+def executor_hello(t: Transport, host: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+    """Wait for the setup from rank 0 and answer with this host's description."""
+    backoff = Backoff()
+    deadline = time.monotonic() + timeout
+    while True:
+        for src, (kind, payload) in t.poll():
+            if kind == SETUP:
+                t.send(0, (READY, host))
+                return payload
+            if kind == STOP:
+                raise SystemExit(0)
+        if time.monotonic() > deadline:
+            raise PlatformError(f"rank {t.rank}: no setup from rank 0 within {timeout:.0f} s")
+        t.wait(backoff.next())
+
+
+# --- phase 2: work (see Scheduler.run and Executor.run) ------------------------
+
+def tasks_msg(batch: List[Any]) -> Tuple[str, List[Any]]:
+    return (TASKS, batch)
+
+
+def results_msg(batch: List[Any]) -> Tuple[str, List[Any]]:
+    return (RESULTS, batch)
+
+
+# --- phase 3: goodbye -----------------------------------------------------------
+
+def scheduler_goodbye(t: Transport, reason: str) -> None:
+    """Tell every executor to leave; what they still send is dropped."""
+    for rank in range(1, t.size):
+        try:
+            t.send(rank, (STOP, reason))
+        except Exception:  # noqa: BLE001  a dead peer needs no goodbye
+            pass
+    t.close()

@@ -1,0 +1,314 @@
+"""Rank 0's scheduler: expands the plan into tasks lazily, dispatches batches, journals outcomes.
+
+Tasks of a node are created only when due (a cursor over its partitions), so
+plans with millions of partitions never exist as a list. Tiny tasks are batched
+per message automatically from the measured task duration; long tasks are sent
+one at a time so the last ones are not stuck behind a busy rank.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Deque, Dict, List, Optional, Set, Tuple
+
+from mpipipe.errors import JobInterrupted, PlatformError, TaskFailedError
+from mpipipe.execution import protocol as P
+from mpipipe.execution.journal import Journal
+from mpipipe.execution.progress import Progress
+from mpipipe.execution.task import OK, Result, Task, output_exists
+from mpipipe.execution.transport import Backoff, PeerLost, Transport
+from mpipipe.logical.node import NodeInfo
+
+log = logging.getLogger("mpipipe.scheduler")
+
+# Aim for batches that keep a worker busy this long per message; beyond it, prefer balance.
+BATCH_SECONDS = 0.02
+MAX_BATCH = 512
+
+
+@dataclass
+class NodeState:
+    info: NodeInfo
+    children: List[int] = field(default_factory=list)
+    outputs: Dict[int, Dict[str, Any]] = field(default_factory=dict)  # partition -> outcome record
+    cursor: int = 0  # next partition to expand (non-pointwise nodes)
+    active: bool = False
+    blocked: bool = False  # an input failed for good
+
+    @property
+    def complete(self) -> bool:
+        return len(self.outputs) == self.info.npartitions
+
+
+@dataclass
+class Failure:
+    node: str
+    partition: int
+    attempts: int
+    error: str
+    traceback: str
+    where: str
+    log: str
+
+    def render(self) -> str:
+        tb = self.traceback.rstrip()
+        body = f"\n{tb}" if tb else ""
+        return (f"task {self.node}[{self.partition}] failed after {self.attempts} attempt(s): {self.error}\n"
+                f"--- {self.where} ---{body}\n--- log: {self.log}")
+
+
+class Scheduler:
+    def __init__(self, transport: Transport, infos: List[NodeInfo], roots: List[int], *, job_dir: str,
+                 job_id: str, journal: Journal, max_retries: int, fail_fast: bool, fresh: bool,
+                 workers_per_executor: int, platform: str, progress_interval: float) -> None:
+        self.t = transport
+        self.job_dir = job_dir
+        self.job_id = job_id
+        self.journal = journal
+        self.max_retries = max_retries
+        self.fail_fast = fail_fast
+        self.fresh = fresh
+        self.workers = workers_per_executor
+        self.platform = platform
+        self.nodes: Dict[int, NodeState] = {i.id: NodeState(i) for i in infos}
+        for i in infos:
+            for dep in i.inputs:
+                self.nodes[dep].children.append(i.id)
+        self.roots = roots
+        self.total = sum(i.npartitions for i in infos)
+        self.ready: Deque[Tuple[int, int, int]] = deque()  # (node, partition, attempt)
+        self.active: Deque[int] = deque()  # nodes whose cursors still have partitions
+        self.inflight: Dict[int, Tuple[Task, int]] = {}
+        self.load: Dict[int, int] = {r: 0 for r in range(1, transport.size)}
+        self.next_tid = 0
+        self.done_before: Dict[str, Dict[str, Any]] = {}
+        self.failures: List[Failure] = []
+        self.ran = self.cached = self.retried = self.failed_attempts = 0
+        self.avg_duration: Optional[float] = None
+        self.slowest: List[Tuple[float, str, int]] = []
+        self.stop_reason: Optional[str] = None
+        self.progress = Progress(self.total, progress_interval)
+
+    # --- plan expansion --------------------------------------------------------------
+
+    def key(self, node: int, partition: int) -> str:
+        return f"{self.nodes[node].info.fingerprint}:{partition}"
+
+    def output_path(self, node: int, partition: int) -> str:
+        info = self.nodes[node].info
+        width = max(5, len(str(info.npartitions - 1)))
+        return os.path.join(self.job_dir, "outputs", info.name, f"part-{partition:0{width}d}")
+
+    def _activate_ready_nodes(self, candidates: List[int]) -> None:
+        for nid in candidates:
+            st = self.nodes[nid]
+            if st.active or st.blocked or st.info.pointwise and st.info.inputs:
+                continue
+            if all(self.nodes[d].complete for d in st.info.inputs):
+                st.active = True
+                self.active.append(nid)
+
+    def _expand(self, want: int) -> None:
+        """Move up to `want` partitions from active node cursors into the ready queue."""
+        while want > 0 and self.active:
+            nid = self.active[0]
+            st = self.nodes[nid]
+            while want > 0 and st.cursor < st.info.npartitions:
+                p = st.cursor
+                st.cursor += 1
+                if not self._reuse(nid, p):
+                    self.ready.append((nid, p, 0))
+                    want -= 1
+            if st.cursor >= st.info.npartitions:
+                self.active.popleft()
+
+    def _reuse(self, nid: int, p: int) -> bool:
+        """A partition an earlier run finished (journaled, output still there) is not run again."""
+        rec = self.done_before.get(self.key(nid, p))
+        if rec is None or not output_exists(rec.get("o")):
+            return False
+        self.cached += 1
+        self._complete(nid, p, rec)
+        return True
+
+    def _complete(self, nid: int, p: int, rec: Dict[str, Any]) -> None:
+        st = self.nodes[nid]
+        st.outputs[p] = rec
+        for cid in st.children:
+            child = self.nodes[cid]
+            if child.info.pointwise and not child.blocked:
+                if all(p in self.nodes[d].outputs for d in child.info.inputs):
+                    if not self._reuse(cid, p):
+                        self.ready.append((cid, p, 0))
+        if st.complete:
+            self._activate_ready_nodes(st.children)
+
+    def _block_dependents(self, nid: int) -> None:
+        stack = list(self.nodes[nid].children)
+        while stack:
+            c = self.nodes[stack.pop()]
+            if not c.blocked:
+                c.blocked = True
+                stack.extend(c.children)
+        self.ready = deque(r for r in self.ready if not self.nodes[r[0]].blocked)
+        self.active = deque(n for n in self.active if not self.nodes[n].blocked)
+
+    def _make_task(self, nid: int, p: int, attempt: int) -> Task:
+        info = self.nodes[nid].info
+        groups = []
+        for d in info.inputs:
+            outs = self.nodes[d].outputs
+            if info.pointwise:
+                groups.append(tuple(o for o in (outs[p].get("o"),) if o))
+            else:
+                groups.append(tuple(o for o in (outs[q].get("o") for q in range(self.nodes[d].info.npartitions)) if o))
+        self.next_tid += 1
+        return Task(self.next_tid, nid, p, attempt, self.key(nid, p), tuple(groups), self.output_path(nid, p))
+
+    # --- dispatch ---------------------------------------------------------------------
+
+    def _limits(self) -> Tuple[int, int]:
+        """(tasks per message, tasks in flight per executor) from the measured task duration."""
+        if self.avg_duration is None:
+            return 1, self.workers
+        if self.avg_duration >= 0.05:
+            return 1, self.workers
+        batch = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(self.avg_duration, 1e-6))))
+        return batch, self.workers * 2 * batch
+
+    def _dispatch(self) -> bool:
+        batch, limit = self._limits()
+        sent = False
+        for rank in self.load:
+            room = limit - self.load[rank]
+            if room <= 0 or (room < batch and self.load[rank] > 0):
+                continue
+            n = min(room, batch)
+            if len(self.ready) < n:
+                self._expand(n - len(self.ready))
+            if not self.ready:
+                break
+            tasks = []
+            while self.ready and len(tasks) < n:
+                nid, p, attempt = self.ready.popleft()
+                task = self._make_task(nid, p, attempt)
+                self.inflight[task.tid] = (task, rank)
+                tasks.append(task)
+            self.load[rank] += len(tasks)
+            self.t.send(rank, P.tasks_msg(tasks))
+            sent = True
+        return sent
+
+    # --- results ----------------------------------------------------------------------
+
+    def _on_results(self, rank: int, results: List[Result]) -> None:
+        for res in results:
+            task, _ = self.inflight.pop(res.tid)
+            self.load[rank] -= 1
+            info = self.nodes[task.node].info
+            t0, t1 = res.info.get("t0", 0.0), res.info.get("t1", 0.0)
+            dur = max(0.0, t1 - t0)
+            self.avg_duration = dur if self.avg_duration is None else 0.9 * self.avg_duration + 0.1 * dur
+            rec = {"s": res.status, "k": task.key, "n": info.name, "p": task.partition, "a": task.attempt,
+                   "r": rank, "t0": round(t0, 6), "t1": round(t1, 6)}
+            if res.status == OK:
+                self.ran += 1
+                rec["o"] = res.info.get("output")
+                if res.info.get("value") is not None:
+                    rec["v"] = res.info["value"]
+                rec["log"] = res.info.get("log")
+                self.journal.append(rec)
+                self._note_slow(dur, info.name, task.partition)
+                self._complete(task.node, task.partition, rec)
+            else:
+                self.failed_attempts += 1
+                rec.update(e=res.info.get("error", ""), log=res.info.get("log"), where=res.info.get("where"))
+                self.journal.append(rec)
+                self._on_failure(task, res)
+
+    def _note_slow(self, dur: float, name: str, p: int) -> None:
+        item = (dur, name, p)
+        if len(self.slowest) < 3:
+            heapq.heappush(self.slowest, item)
+        elif dur > self.slowest[0][0]:
+            heapq.heapreplace(self.slowest, item)
+
+    def _on_failure(self, task: Task, res: Result) -> None:
+        if task.attempt < self.max_retries:
+            self.retried += 1
+            self.ready.appendleft((task.node, task.partition, task.attempt + 1))
+            return
+        info = self.nodes[task.node].info
+        logref = res.info.get("log") or ("?", 0, None)
+        self.failures.append(Failure(info.name, task.partition, task.attempt + 1, res.info.get("error", "?"),
+                                     res.info.get("traceback", ""), res.info.get("where", f"rank ?"), str(logref[0])))
+        self._block_dependents(task.node)
+        self.nodes[task.node].blocked = True
+        if self.fail_fast:
+            self.stop_reason = "failed"
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def _finished(self) -> bool:
+        return not self.inflight and not self.ready and not self.active
+
+    def run(self) -> Dict[str, Any]:
+        self.journal.open(fresh=self.fresh)
+        if not self.fresh:
+            self.done_before = self.journal.replay()
+        self.journal.append({"type": "run", "job": self.job_id, "time": time.time(), "pid": os.getpid(),
+                             "executors": self.t.size - 1, "platform": self.platform, "total": self.total})
+        self._activate_ready_nodes(list(self.nodes))
+        interrupted: List[int] = []
+        old = {s: signal.signal(s, lambda signum, _f: interrupted.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+        backoff = Backoff()
+        try:
+            while not self._finished() and self.stop_reason is None:
+                if interrupted:
+                    self.stop_reason = "interrupted"
+                    break
+                got = self.t.poll()
+                for src, (kind, payload) in got:
+                    if kind == P.RESULTS:
+                        self._on_results(src, payload)
+                    elif kind == P.FATAL:
+                        raise PlatformError(f"executor rank {src} stopped: {payload}")
+                sent = self._dispatch()
+                now = time.monotonic()
+                self.journal.maybe_flush(now)
+                self.progress.maybe_print(now, self.ran, self.cached, len(self.inflight), len(self.failures), self.retried)
+                if got or sent:
+                    backoff.reset()
+                elif not self._finished():
+                    self.t.wait(backoff.next())
+        except PeerLost as e:
+            raise PlatformError(f"executor rank {e.rank} died; the journal keeps what finished, run the same command again to resume") from e
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            status = self.stop_reason or ("failed" if self.failures else "succeeded")
+            self.journal.append({"type": "end", "status": status, "time": time.time()})
+            self.journal.close()
+        return self._outcome()
+
+    def _outcome(self) -> Dict[str, Any]:
+        status = self.stop_reason or ("failed" if self.failures else "succeeded")
+        outputs = [rec.get("o") for r in self.roots for _, rec in sorted(self.nodes[r].outputs.items()) if rec.get("o")]
+        stats = {"job_id": self.job_id, "status": status, "ran": self.ran, "cached": self.cached,
+                 "retried": self.retried, "failed": len(self.failures), "executors": self.t.size - 1,
+                 "platform": self.platform, "job_dir": self.job_dir,
+                 "slowest": sorted(self.slowest, reverse=True)}
+        self.progress.summary(stats, outputs)
+        if status == "interrupted":
+            raise JobInterrupted(f"job {self.job_id} interrupted; its journal is saved, run the same command again to resume")
+        if self.failures:
+            shown = self.failures[:5]
+            more = f"\n... and {len(self.failures) - 5} more failed task(s)" if len(self.failures) > 5 else ""
+            raise TaskFailedError("\n".join(f.render() for f in shown) + more)
+        return {"stats": stats, "nodes": {self.nodes[n].info.name: [self.nodes[n].outputs[p] for p in sorted(self.nodes[n].outputs)]
+                                          for n in self.nodes}}

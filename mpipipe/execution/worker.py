@@ -1,0 +1,272 @@
+"""Task isolation: each executor rank runs task bodies in a worker process it owns.
+
+A Python exception, os._exit, a segfault or a SIGKILL in a task body ends at
+most that worker; the executor sees which task was running, fails that one
+attempt, and starts a fresh worker for the rest.
+
+This module is both sides: `WorkerHandle` lives in the executor, `main()` is
+the worker process (`python -m mpipipe.execution.worker LOG_PATH`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+from mpipipe.execution.framing import FrameReader, _HEADER, read_msg, write_msg
+from mpipipe.execution.osutil import child_env, describe_exit, die_with_parent
+from mpipipe.execution.task import FAILED, OK, Result, Task, TaskContext
+
+import pickle
+
+
+def _log_offset() -> int:
+    try:
+        return os.lseek(1, 0, os.SEEK_END)
+    except OSError:
+        return 0
+
+
+class _WorkerState:
+    def __init__(self, setup: Dict[str, Any], log_path: str) -> None:
+        self.setup = setup
+        self.log_path = log_path
+        self.nodes: Dict[int, Any] = {}
+        self.load_error: Optional[str] = None
+        for path in reversed(setup.get("sys_path", [])):
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        self.add_nodes(setup.get("node_blobs", []))
+
+    def add_nodes(self, blobs: List[bytes]) -> None:
+        import cloudpickle
+
+        for blob in blobs:
+            try:
+                for node in cloudpickle.loads(blob):
+                    self.nodes[node.id] = node
+            except Exception:
+                self.load_error = (
+                    "could not load the plan's code in the worker process (is every module it uses "
+                    "importable on this host?)\n" + traceback.format_exc()
+                )
+
+    def run(self, task: Task) -> Result:
+        s = self.setup
+        start = _log_offset()
+        t0 = time.time()
+        node = self.nodes.get(task.node)
+        if node is None:
+            return Result(task.tid, FAILED, {
+                "error": f"node {task.node} is unknown in this worker",
+                "traceback": self.load_error or "", "log": (self.log_path, start, start), "t0": t0, "t1": t0,
+            })
+        ctx = TaskContext(task, node.name, node.npartitions, s["rank"], s["size"], s["host"], s["job_dir"],
+                          getattr(node, "args", None))
+        print(f"--- {node.name}[{task.partition}] attempt {task.attempt} ---", file=sys.stderr, flush=True)
+        try:
+            value = node.run_task(ctx)
+            json.dumps(value)
+            output = ctx.commit()
+            status, info = OK, {"output": output, "value": value}
+        except BaseException as exc:  # noqa: BLE001  a task body may raise anything, even SystemExit
+            ctx.abort()
+            tb = traceback.format_exc()
+            sys.stderr.write(tb)
+            if isinstance(exc, TypeError) and "JSON serializable" in str(exc):
+                msg = f"the task returned a value that is not JSON-serializable ({exc}); return paths, numbers, strings, lists or dicts"
+            else:
+                msg = f"{type(exc).__name__}: {exc}"
+            status, info = FAILED, {"error": msg, "traceback": tb, "node_name": node.name,
+                                    "partition": task.partition, "attempt": task.attempt}
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        info["t0"] = t0
+        info["t1"] = time.time()
+        info["log"] = (self.log_path, start, _log_offset())
+        return Result(task.tid, status, info)
+
+
+def main() -> None:
+    log_path = sys.argv[1]
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(logfd, 1)
+    os.dup2(logfd, 2)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state: Optional[_WorkerState] = None
+    while True:
+        try:
+            msg = read_msg(proto_in)
+        except EOFError:
+            return
+        kind = msg[0]
+        if kind == "setup":
+            state = _WorkerState(msg[1], log_path)
+        elif kind == "nodes":
+            assert state is not None
+            state.add_nodes(msg[1])
+        elif kind == "run":
+            assert state is not None
+            for task in msg[1]:
+                write_msg(proto_out, state.run(task))
+        elif kind == "stop":
+            return
+
+
+class WorkerHandle:
+    """The executor's end of one worker process: feeds it tasks, collects results, notices death."""
+
+    def __init__(self, log_path: str, setup: Dict[str, Any]) -> None:
+        self.log_path = log_path
+        self.setup = setup
+        self.inflight: Deque[Task] = deque()
+        self.proc: Optional[subprocess.Popen] = None
+        self._out = bytearray()
+        self._reader = FrameReader()
+        self.restarts = 0
+        self._extra_blobs: List[bytes] = []
+
+    def start(self) -> None:
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mpipipe.execution.worker", self.log_path],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=child_env(),
+                close_fds=True,
+            )
+        finally:
+            log.close()
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        os.set_blocking(self.proc.stdin.fileno(), False)
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self._reader = FrameReader()
+        self._out = bytearray()
+        self._queue(("setup", dict(self.setup, node_blobs=list(self.setup.get("node_blobs", [])) + self._extra_blobs)))
+
+    def add_nodes(self, blobs: List[bytes]) -> None:
+        self._extra_blobs.extend(blobs)
+        self._queue(("nodes", blobs))
+
+    def _queue(self, msg: Any) -> None:
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        self._out += _HEADER.pack(len(data))
+        self._out += data
+        self.flush()
+
+    def submit(self, tasks: List[Task]) -> None:
+        self.inflight.extend(tasks)
+        self._queue(("run", tasks))
+
+    def flush(self) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        fd = self.proc.stdin.fileno()
+        while self._out:
+            try:
+                n = os.write(fd, self._out)
+            except BlockingIOError:
+                return
+            except BrokenPipeError:
+                self._out.clear()  # death is noticed when reading
+                return
+            del self._out[:n]
+
+    @property
+    def wants_write(self) -> bool:
+        return bool(self._out)
+
+    def read_fd(self) -> int:
+        assert self.proc is not None and self.proc.stdout is not None
+        return self.proc.stdout.fileno()
+
+    def write_fd(self) -> int:
+        assert self.proc is not None and self.proc.stdin is not None
+        return self.proc.stdin.fileno()
+
+    def collect(self) -> Tuple[List[Result], Optional[Tuple[Task, str, int]], List[Task]]:
+        """Results that arrived; if the worker died: (task it was running, why, log offset) and the unstarted rest."""
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        results: List[Result] = []
+        eof = False
+        while True:
+            try:
+                data = os.read(fd, 1 << 20)
+            except BlockingIOError:
+                break
+            if not data:
+                eof = True
+                break
+            for res in self._reader.feed(data):
+                done = self.inflight.popleft()
+                assert done.tid == res.tid, "worker answered out of order"
+                results.append(res)
+            if len(data) < (1 << 20):
+                break
+        if not eof:
+            return results, None, []
+        code = self.proc.wait()
+        self.proc.stdin.close() if self.proc.stdin else None
+        self.proc.stdout.close()
+        crashed = None
+        rest: List[Task] = []
+        if self.inflight:
+            last_end = results[-1].info["log"][2] if results else None
+            crashed = (self.inflight.popleft(), describe_exit(code), last_end if last_end is not None else -1)
+            rest = list(self.inflight)
+            self.inflight.clear()
+        self.proc = None
+        return results, crashed, rest
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc is None:
+            return
+        try:
+            self._queue(("stop",))
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+def wait_any(workers: List[WorkerHandle], timeout: float) -> List[WorkerHandle]:
+    """Sleep until a worker has something to say (or can take more bytes), at most `timeout`."""
+    rmap = {w.read_fd(): w for w in workers if w.alive and w.inflight}
+    wfds = [w.write_fd() for w in workers if w.alive and w.wants_write]
+    if not rmap and not wfds:
+        time.sleep(timeout)
+        return []
+    readable, writable, _ = select.select(list(rmap), wfds, [], timeout)
+    for w in workers:
+        if w.alive and w.wants_write and w.write_fd() in writable:
+            w.flush()
+    return [rmap[fd] for fd in readable]
+
+
+if __name__ == "__main__":
+    main()

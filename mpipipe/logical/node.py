@@ -1,0 +1,219 @@
+"""Nodes of a logical plan and the plan itself.
+
+A node says what one step computes and how many partitions it has; the
+scheduler turns each (node, partition) into a task lazily, so a node with a
+million partitions costs nothing until its tasks are due.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from mpipipe.errors import PlanError
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+class Context:
+    """Owns the nodes of one plan and hands out unique node names."""
+
+    def __init__(self) -> None:
+        self.nodes: List["Node"] = []
+        self._names: Dict[str, "Node"] = {}
+
+    def _register(self, node: "Node", wanted: str) -> str:
+        if not _NAME_RE.match(wanted):
+            raise PlanError(
+                f"node name {wanted!r} is not usable as a folder name; "
+                "use letters, digits, '_', '-' or '.' (at most 100 characters)"
+            )
+        name = wanted
+        suffix = 2
+        while name in self._names:
+            name = f"{wanted}-{suffix}"
+            suffix += 1
+        self._names[name] = node
+        self.nodes.append(node)
+        return name
+
+
+class Node:
+    """A step of the plan: `npartitions` tasks that read its inputs' outputs.
+
+    `pointwise=True` makes partition p depend only on partition p of each input
+    (inputs then need the same partition count), so work flows without a barrier;
+    otherwise every partition sees all outputs of every input.
+    """
+
+    kind = "node"
+
+    def __init__(
+        self,
+        ctx: Context,
+        inputs: Sequence["Node"] = (),
+        npartitions: int = 1,
+        name: Optional[str] = None,
+        pointwise: bool = False,
+        version: str = "",
+    ) -> None:
+        if not isinstance(ctx, Context):
+            raise PlanError(f"a node needs a Context as its first argument, got {type(ctx).__name__}")
+        if isinstance(npartitions, bool) or not isinstance(npartitions, int) or npartitions < 1:
+            raise PlanError(f"node {name or self.kind!r}: npartitions must be a whole number >= 1, got {npartitions!r}")
+        for dep in inputs:
+            if not isinstance(dep, Node):
+                raise PlanError(f"node {name or self.kind!r}: inputs must be nodes, got {type(dep).__name__}")
+            if dep.ctx is not ctx:
+                raise PlanError(f"node {name or self.kind!r}: input {dep.name!r} belongs to another Context")
+            if pointwise and dep.npartitions != npartitions:
+                raise PlanError(
+                    f"node {name or self.kind!r} is pointwise with {npartitions} partitions but input "
+                    f"{dep.name!r} has {dep.npartitions}; give them the same count or set pointwise=False"
+                )
+        self.ctx = ctx
+        self.inputs: Tuple[Node, ...] = tuple(inputs)
+        self.npartitions = npartitions
+        self.pointwise = pointwise
+        self.version = str(version)
+        self.id = len(ctx.nodes)
+        self.name = ctx._register(self, name or self.default_name())
+
+    def default_name(self) -> str:
+        return self.kind
+
+    def config_fingerprint(self) -> str:
+        """What, besides inputs, decides this node's output: hashed into task keys."""
+        return f"{self.kind}|{self.npartitions}|{self.pointwise}|{self.version}"
+
+    def describe(self) -> str:
+        return self.kind
+
+    def run_task(self, task: Any) -> Any:
+        """The task body, run in a worker process; `task` is a TaskContext."""
+        raise NotImplementedError(f"{type(self).__name__} does not define run_task()")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} x{self.npartitions}>"
+
+
+TaskFunction = Callable[[Any], Any]
+
+
+def code_fingerprint(fn: Callable[..., Any]) -> str:
+    """A stable digest of a function's code, so editing it re-runs its tasks."""
+    target = getattr(fn, "__func__", fn)
+    try:
+        text = inspect.getsource(target)
+    except (OSError, TypeError):
+        code = getattr(target, "__code__", None)
+        text = repr((code.co_code, code.co_consts, code.co_names)) if code is not None else repr(target)
+    qual = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', repr(target))}"
+    return hashlib.sha1((qual + "\n" + text).encode()).hexdigest()[:16]
+
+
+class ComputeNode(Node):
+    """Calls `fn(task)` once per partition; `task` is a TaskContext.
+
+    The function reads `task.inputs` (one list of upstream outputs per input
+    node), writes files under `task.output_dir` (a private staging folder that
+    is renamed into place when it returns) and may return a small JSON-able
+    value that is journaled with the outcome.
+    """
+
+    kind = "compute"
+
+    def __init__(
+        self,
+        ctx: Context,
+        fn: TaskFunction,
+        inputs: Sequence[Node] = (),
+        npartitions: int = 1,
+        name: Optional[str] = None,
+        pointwise: bool = False,
+        version: str = "",
+        args: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        if not callable(fn):
+            raise PlanError(f"ComputeNode needs a callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.args = dict(args or {})
+        super().__init__(ctx, inputs, npartitions, name or getattr(fn, "__name__", "compute"), pointwise, version)
+
+    def config_fingerprint(self) -> str:
+        return f"{super().config_fingerprint()}|{code_fingerprint(self.fn)}|{sorted(self.args.items())!r}"
+
+    def describe(self) -> str:
+        return f"compute {getattr(self.fn, '__qualname__', self.fn)!r}"
+
+    def run_task(self, task: Any) -> Any:
+        return self.fn(task)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the scheduler keeps of a node: no user code, just the shape of the graph."""
+
+    id: int
+    name: str
+    kind: str
+    npartitions: int
+    inputs: Tuple[int, ...]
+    pointwise: bool
+    fingerprint: str
+    describe: str
+
+
+class LogicalPlan:
+    """The nodes reachable from the given roots, in dependency order."""
+
+    def __init__(self, ctx: Context, roots: "Node | Iterable[Node]") -> None:
+        roots_t = (roots,) if isinstance(roots, Node) else tuple(roots)
+        if not roots_t:
+            raise PlanError("a plan needs at least one node to compute")
+        for r in roots_t:
+            if not isinstance(r, Node) or r.ctx is not ctx:
+                raise PlanError(f"plan root {r!r} is not a node of this Context")
+        self.ctx = ctx
+        self.roots = roots_t
+        self.nodes = self._reachable(roots_t)
+        self.infos = self._infos()
+
+    @staticmethod
+    def _reachable(roots: Tuple[Node, ...]) -> List[Node]:
+        seen: Dict[int, Node] = {}
+        stack = list(roots)
+        while stack:
+            n = stack.pop()
+            if n.id not in seen:
+                seen[n.id] = n
+                stack.extend(n.inputs)
+        # node ids grow in creation order, and a node can only take existing nodes as inputs
+        return [seen[i] for i in sorted(seen)]
+
+    def _infos(self) -> List[NodeInfo]:
+        fps: Dict[int, str] = {}
+        infos = []
+        for n in self.nodes:
+            h = hashlib.sha1(n.config_fingerprint().encode())
+            for dep in n.inputs:
+                h.update(fps[dep.id].encode())
+            fps[n.id] = h.hexdigest()[:16]
+            infos.append(
+                NodeInfo(n.id, n.name, n.kind, n.npartitions, tuple(d.id for d in n.inputs), n.pointwise, fps[n.id], n.describe())
+            )
+        return infos
+
+    @property
+    def total_tasks(self) -> int:
+        return sum(n.npartitions for n in self.nodes)
+
+    def explain(self) -> str:
+        lines = [f"plan: {len(self.nodes)} nodes, {self.total_tasks} tasks"]
+        for info in self.infos:
+            deps = ", ".join(self.nodes[[n.id for n in self.nodes].index(d)].name for d in info.inputs) or "-"
+            mode = " pointwise" if info.pointwise and info.inputs else ""
+            lines.append(f"  {info.name}: {info.describe}, {info.npartitions} partitions, inputs: {deps}{mode}")
+        return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""The embedded default: this process is rank 0, executors are local child processes.
+
+Needs no MPI. Executors talk to rank 0 over socket pairs; each still runs its
+tasks in worker processes of its own, exactly as on MPI.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+from mpipipe.execution.osutil import child_env, die_with_parent
+from mpipipe.execution.transport import PipeTransport, make_pair
+from mpipipe.platform.base import Platform, World
+
+
+def start_local_executors(n: int, command_prefix: List[str]) -> World:
+    """Start `n` executor processes wired to this process (rank 0) by socket pairs."""
+    socks = {}
+    procs = []
+    for rank in range(1, n + 1):
+        mine, theirs = make_pair()
+        fd = theirs.fileno()
+        cmd = command_prefix + [sys.executable, "-m", "mpipipe.execution.local_executor", str(fd), str(rank), str(n + 1)]
+        procs.append(subprocess.Popen(cmd, pass_fds=[fd], env=child_env(), close_fds=True,
+                                      preexec_fn=lambda: die_with_parent(signal.SIGKILL)))
+        theirs.close()
+        socks[rank] = mine
+    return World(0, n + 1, PipeTransport(0, n + 1, socks), handles=procs)
+
+
+def stop_local_executors(world: World, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    for proc in world.handles:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class LocalPlatform(Platform):
+    name = "local"
+    description = "executors are child processes of this one; no MPI needed"
+
+    def in_world(self) -> bool:
+        return True  # the current process is rank 0 of the world it makes
+
+    def executor_command(self) -> List[str]:
+        """Hook: a prefix put before each executor's command (e.g. ['nice', '-n', '10'])."""
+        return []
+
+    def connect(self) -> World:
+        n = self.config.num_executors or max(1, os.cpu_count() or 1)
+        return start_local_executors(n, self.executor_command())
+
+    def disconnect(self, world: World) -> None:
+        world.transport.close()
+        stop_local_executors(world)
