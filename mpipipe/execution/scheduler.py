@@ -59,7 +59,8 @@ class Failure:
         tb = self.traceback.rstrip()
         body = f"\n{tb}" if tb else ""
         return (f"task {self.node}[{self.partition}] failed after {self.attempts} attempt(s): {self.error}\n"
-                f"--- {self.where} ---{body}\n--- log: {self.log}")
+                f"--- task {self.node}[{self.partition}], attempt {self.attempts}, {self.where} ---{body}\n"
+                f"--- log: {self.log}")
 
 
 class Scheduler:

@@ -27,6 +27,17 @@ from mpipipe.execution.task import FAILED, OK, Result, Task, TaskContext
 import pickle
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback from the first frame outside mpipipe: the user's code, not our plumbing."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR + os.sep):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
 def _log_offset() -> int:
     try:
         return os.lseek(1, 0, os.SEEK_END)
@@ -78,7 +89,7 @@ class _WorkerState:
             status, info = OK, {"output": output, "value": value}
         except BaseException as exc:  # noqa: BLE001  a task body may raise anything, even SystemExit
             ctx.abort()
-            tb = traceback.format_exc()
+            tb = _user_traceback(exc)
             sys.stderr.write(tb)
             if isinstance(exc, TypeError) and "JSON serializable" in str(exc):
                 msg = f"the task returned a value that is not JSON-serializable ({exc}); return paths, numbers, strings, lists or dicts"
