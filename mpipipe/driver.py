@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -42,6 +43,7 @@ class Driver:
         g.add_argument("--workers-per-executor", type=int, default=None, help="worker processes per executor rank (default: 1)")
         g.add_argument("--progress-interval", type=float, default=None, help="seconds between progress lines, 0 for none (default: 2)")
         self._builtin_dests = set(BUILTIN_FLAGS)
+        _install_error_hook()
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         """Add a flag of the user's script (same signature as argparse's)."""
@@ -72,6 +74,29 @@ class Driver:
             return JobManager(config, self.get_arguments()).run(plan)
         except MpipipeError as e:
             report_error(e, debug)
+
+
+def _wants_debug() -> bool:
+    return "--debug" in sys.argv[1:] or os.environ.get("SP_DEBUG", "").lower() in ("1", "true", "yes", "on")
+
+
+def _install_error_hook() -> None:
+    """An MpipipeError that escapes the user's script (say, while it builds its plan) prints as one line."""
+    previous = sys.excepthook
+    if getattr(previous, "_mpipipe", False):
+        return
+
+    def hook(etype, value, tb):  # type: ignore[no-untyped-def]
+        if isinstance(value, MpipipeError) and not _wants_debug():
+            print(f"mpipipe: error: {value}", file=sys.stderr)
+            sys.stderr.flush()
+            sys.stdout.flush()
+            logging.shutdown()
+            os._exit(value.exit_code)
+        previous(etype, value, tb)
+
+    hook._mpipipe = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
 
 
 def _console_logging(level: str) -> None:
