@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -129,6 +130,7 @@ class JobManager:
             raise SystemExit(platform.wait_job(handles))
         world = platform.connect()
         if world.rank != 0:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 decides when the world stops
             try:
                 Executor(world.transport, hello_timeout=max(600.0, self.config.hello_timeout)).run()
             finally:

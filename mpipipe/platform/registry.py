@@ -62,7 +62,7 @@ def load_platform(spec: str) -> Type[Platform]:
             raise PlatformError(f"cannot find platform {spec!r}: module {module!r} has no attribute {attr!r}") from None
         return _check_class(getattr(mod, attr), spec)
     own = [c for _, c in inspect.getmembers(mod, inspect.isclass)
-           if issubclass(c, Platform) and c.__module__ == mod.__name__]
+           if issubclass(c, Platform) and c is not Platform and c.__module__ == mod.__name__]
     if len(own) != 1:
         found = ", ".join(c.__name__ for c in own) or "none"
         raise PlatformError(

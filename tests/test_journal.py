@@ -1,0 +1,188 @@
+"""Tests for mpipipe.execution.journal: the record format and Journal replay after crashes."""
+from __future__ import annotations
+
+import os
+import zlib
+
+import pytest
+
+from mpipipe.execution import journal as journal_mod
+from mpipipe.execution.journal import JOURNAL_NAME, Journal, decode, encode, read_records
+
+
+def ok(key, **extra):
+    return {"s": "ok", "k": key, **extra}
+
+
+def failed(key, **extra):
+    return {"s": "failed", "k": key, **extra}
+
+
+def write_journal(job_dir, records, fresh=False):
+    j = Journal(str(job_dir))
+    j.open(fresh=fresh)
+    for rec in records:
+        j.append(rec)
+    j.close()
+    return j
+
+
+# --- record format -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("record", [
+    {},
+    ok("abc:0", o="/x/y", v=[1, 2.5, None, True], log=["/l", 1, 2]),
+    {"type": "run", "argv": ["a b", "é", "\n"], "nested": {"k": {"z": 0}}},
+])
+def test_encode_decode_round_trip(record):
+    line = encode(record)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert line[8:9] == b" "
+    assert int(line[:8], 16) == zlib.crc32(line[9:-1])
+    assert decode(line) == record
+
+
+def test_encode_falls_back_to_str_for_unknown_types():
+    rec = decode(encode({"k": "a", "path": object}))
+    assert rec == {"k": "a", "path": str(object)}
+
+
+def test_decode_torn_line_without_newline():
+    line = encode(ok("k1"))
+    assert decode(line[:-1]) is None
+    assert decode(line[: len(line) // 2]) is None
+    assert decode(b"") is None
+
+
+def test_decode_bad_crc():
+    line = encode(ok("k1"))
+    crc = int(line[:8], 16)
+    assert decode(b"%08x" % (crc ^ 1) + line[8:]) is None
+    # a damaged body no longer matches the CRC
+    assert decode(line.replace(b"k1", b"k2")) is None
+
+
+def test_decode_bad_json_and_non_dict():
+    for body in (b"{not json", b"[1, 2]", b"\"text\"", b"\xff\xfe"):
+        line = b"%08x %s\n" % (zlib.crc32(body), body)
+        assert decode(line) is None, body
+
+
+def test_decode_bad_header():
+    body = b'{"k":"a"}'
+    assert decode(b"zzzzzzzz %s\n" % body) is None
+    assert decode(b"%08x_%s\n" % (zlib.crc32(body), body)) is None
+
+
+# --- Journal -----------------------------------------------------------------------------------------
+
+
+def test_replay_returns_last_ok_record_per_key(tmp_path):
+    write_journal(tmp_path, [
+        ok("a:0", v=1),
+        failed("b:0", error="boom"),
+        ok("a:0", v=2),
+        {"type": "run", "argv": []},
+        ok("b:1", v=3),
+        failed("a:1"),
+    ])
+    done = Journal(str(tmp_path)).replay()
+    assert set(done) == {"a:0", "b:1"}
+    assert done["a:0"]["v"] == 2
+    assert done["b:1"]["v"] == 3
+
+
+def test_a_later_failure_does_not_undo_an_earlier_success(tmp_path):
+    write_journal(tmp_path, [ok("a:0", v=1), failed("a:0")])
+    assert Journal(str(tmp_path)).replay()["a:0"]["v"] == 1
+
+
+def test_nothing_is_written_before_flush(tmp_path):
+    j = Journal(str(tmp_path))
+    j.open()
+    j.append(ok("a:0"))
+    assert Journal(str(tmp_path)).replay() == {}
+    j.flush()
+    assert set(Journal(str(tmp_path)).replay()) == {"a:0"}
+    j.close()
+
+
+def test_maybe_flush_waits_for_the_interval(tmp_path):
+    j = Journal(str(tmp_path), flush_every=10.0)
+    j.open()
+    j.append(ok("a:0"))
+    j.maybe_flush(j._last_flush + 1.0)
+    assert Journal(str(tmp_path)).replay() == {}
+    j.maybe_flush(j._last_flush + 11.0)
+    assert set(Journal(str(tmp_path)).replay()) == {"a:0"}
+    j.close()
+
+
+def test_missing_and_zero_length_journal_replay_to_empty(tmp_path):
+    assert Journal(str(tmp_path)).replay() == {}
+    (tmp_path / JOURNAL_NAME).write_bytes(b"")
+    assert Journal(str(tmp_path)).replay() == {}
+
+
+def test_torn_last_record_is_ignored_and_the_next_run_starts_a_fresh_line(tmp_path):
+    write_journal(tmp_path, [ok("a:0", v=1)])
+    path = tmp_path / JOURNAL_NAME
+    torn = encode(ok("b:0", v=2))[:-7]
+    with open(path, "ab") as f:
+        f.write(torn)  # a crash in the middle of a write
+    assert set(Journal(str(tmp_path)).replay()) == {"a:0"}
+
+    write_journal(tmp_path, [ok("c:0", v=3), ok("d:0", v=4)])
+    data = path.read_bytes()
+    assert torn + b"\n" + encode(ok("c:0", v=3)) in data
+    done = Journal(str(tmp_path)).replay()
+    assert {k: r["v"] for k, r in done.items()} == {"a:0": 1, "c:0": 3, "d:0": 4}
+
+
+def test_open_adds_no_newline_after_a_clean_end(tmp_path):
+    write_journal(tmp_path, [ok("a:0")])
+    write_journal(tmp_path, [ok("b:0")])
+    assert (tmp_path / JOURNAL_NAME).read_bytes() == encode(ok("a:0")) + encode(ok("b:0"))
+
+
+def test_damaged_middle_line_is_skipped(tmp_path):
+    lines = [encode(ok(f"k:{i}", v=i)) for i in range(3)]
+    lines[1] = lines[1].replace(b"k:1", b"k:9")
+    (tmp_path / JOURNAL_NAME).write_bytes(b"".join(lines))
+    assert [r["k"] for r in read_records(str(tmp_path / JOURNAL_NAME))] == ["k:0", "k:2"]
+
+
+def test_fresh_moves_the_old_journal_aside(tmp_path):
+    write_journal(tmp_path, [ok("a:0")])
+    old_bytes = (tmp_path / JOURNAL_NAME).read_bytes()
+    write_journal(tmp_path, [ok("b:0")], fresh=True)
+    assert set(Journal(str(tmp_path)).replay()) == {"b:0"}
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith(JOURNAL_NAME + ".") and p.name.endswith(".old")]
+    assert len(aside) == 1
+    assert aside[0].read_bytes() == old_bytes
+
+
+def test_fresh_without_an_old_journal(tmp_path):
+    write_journal(tmp_path, [ok("a:0")], fresh=True)
+    assert os.listdir(tmp_path) == [JOURNAL_NAME]
+    assert set(Journal(str(tmp_path)).replay()) == {"a:0"}
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: .old name has one-second resolution; a second --fresh "
+                                      "in the same second overwrites the first saved journal")
+def test_two_fresh_runs_in_the_same_second_keep_both_old_journals(tmp_path, monkeypatch):
+    monkeypatch.setattr(journal_mod.time, "strftime", lambda fmt, *a: "20240101-000000")
+    write_journal(tmp_path, [ok("first:0")])
+    write_journal(tmp_path, [ok("second:0")], fresh=True)
+    write_journal(tmp_path, [ok("third:0")], fresh=True)
+    aside = sorted(p.read_bytes() for p in tmp_path.iterdir() if p.name.endswith(".old"))
+    assert aside == sorted([encode(ok("first:0")), encode(ok("second:0"))])
+
+
+def test_close_is_idempotent_and_flush_after_close_is_harmless(tmp_path):
+    j = write_journal(tmp_path, [ok("a:0")])
+    j.close()
+    j.append(ok("b:0"))
+    j.flush()
+    assert set(Journal(str(tmp_path)).replay()) == {"a:0"}
