@@ -6,6 +6,7 @@ converted once here, so the rest of the code reads typed fields.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -37,6 +38,7 @@ class JobConfig:
 
 OPTION_NAMES = tuple(f.name for f in fields(JobConfig))
 ENV_PREFIX = "SP_"
+_OTHER_SP_VARS = frozenset()  # SP_* names read elsewhere (none yet)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -111,6 +113,12 @@ def build_config(cli: Optional[Mapping[str, Any]] = None, env: Optional[Mapping[
             values[name] = _convert(name, env[env_name(name)], f"${env_name(name)}")
         elif name in init:
             values[name] = _convert(name, init[name], "init()")
+    unknown_env = sorted(k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in OPTION_NAMES
+                         and k not in _OTHER_SP_VARS)
+    if unknown_env:
+        logging.getLogger("mpipipe.config").warning(
+            "ignoring unknown environment variable(s) %s; valid: %s", ", ".join(unknown_env),
+            ", ".join(env_name(n) for n in OPTION_NAMES))
     cfg = JobConfig(**values)
     root = os.path.abspath(os.path.expanduser(cfg.data_root))
     return cfg.with_(data_root=root)

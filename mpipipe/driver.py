@@ -23,8 +23,7 @@ BUILTIN_FLAGS = ("platform", "num_executors", "job_id", "data_root", "max_retrie
 
 class Driver:
     def __init__(self, description: Optional[str] = None, args: Optional[List[str]] = None) -> None:
-        self.parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        self.parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
         self._argv = args
         self._parsed: Optional[argparse.Namespace] = None
         g = self.parser.add_argument_group("mpipipe options (each also settable as SP_<NAME>, e.g. SP_PLATFORM)")
@@ -38,7 +37,7 @@ class Driver:
         g.add_argument("--fail-fast", action="store_true", default=None, help="stop the job at the first task that fails for good")
         g.add_argument("--fresh", action="store_true", default=None, help="ignore the journal: run every task again")
         g.add_argument("--dry-run", action="store_true", default=None, help="print the plan and the platform choice; run nothing")
-        g.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="level of the rank logs (default: INFO)")
+        g.add_argument("--log-level", default=None, type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="level of the rank logs (default: INFO)")
         g.add_argument("--debug", action="store_true", default=None, help="show Python tracebacks for every error")
         g.add_argument("--workers-per-executor", type=int, default=None, help="worker processes per executor rank (default: 1)")
         g.add_argument("--progress-interval", type=float, default=None, help="seconds between progress lines, 0 for none (default: 2)")

@@ -169,8 +169,6 @@ def test_fresh_without_an_old_journal(tmp_path):
     assert set(Journal(str(tmp_path)).replay()) == {"a:0"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: .old name has one-second resolution; a second --fresh "
-                                      "in the same second overwrites the first saved journal")
 def test_two_fresh_runs_in_the_same_second_keep_both_old_journals(tmp_path, monkeypatch):
     monkeypatch.setattr(journal_mod.time, "strftime", lambda fmt, *a: "20240101-000000")
     write_journal(tmp_path, [ok("first:0")])

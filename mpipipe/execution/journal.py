@@ -79,7 +79,12 @@ class Journal:
 
     def open(self, fresh: bool = False) -> None:
         if fresh and os.path.exists(self.path):
-            os.replace(self.path, f"{self.path}.{time.strftime('%Y%m%d-%H%M%S')}.old")
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            target, n = f"{self.path}.{stamp}.old", 1
+            while os.path.exists(target):  # never overwrite an earlier saved journal
+                n += 1
+                target = f"{self.path}.{stamp}-{n}.old"
+            os.replace(self.path, target)
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         except OSError as e:

@@ -6,6 +6,7 @@ million partitions costs nothing until its tasks are due.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import re
@@ -14,7 +15,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from mpipipe.errors import PlanError
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
 
 class Context:
@@ -25,7 +26,7 @@ class Context:
         self._names: Dict[str, "Node"] = {}
 
     def _register(self, node: "Node", wanted: str) -> str:
-        if not _NAME_RE.match(wanted):
+        if not _NAME_RE.fullmatch(wanted):
             raise PlanError(
                 f"node name {wanted!r} is not usable as a folder name; "
                 "use letters, digits, '_', '-' or '.' (at most 100 characters)"
@@ -53,12 +54,13 @@ class Node:
     def __init__(
         self,
         ctx: Context,
-        inputs: Sequence["Node"] = (),
+        inputs: "Node | Iterable[Node]" = (),
         npartitions: int = 1,
         name: Optional[str] = None,
         pointwise: bool = False,
         version: str = "",
     ) -> None:
+        inputs = (inputs,) if isinstance(inputs, Node) else tuple(inputs)
         if not isinstance(ctx, Context):
             raise PlanError(f"a node needs a Context as its first argument, got {type(ctx).__name__}")
         if isinstance(npartitions, bool) or not isinstance(npartitions, int) or npartitions < 1:
@@ -86,7 +88,7 @@ class Node:
 
     def config_fingerprint(self) -> str:
         """What, besides inputs, decides this node's output: hashed into task keys."""
-        return f"{self.kind}|{self.npartitions}|{self.pointwise}|{self.version}"
+        return f"{self.kind}|{self.name}|{self.npartitions}|{self.pointwise}|{self.version}"
 
     def describe(self) -> str:
         return self.kind
@@ -102,15 +104,26 @@ class Node:
 TaskFunction = Callable[[Any], Any]
 
 
+def _code_text(code: Any) -> str:
+    """Bytecode, names and constants (nested code objects included), without memory addresses."""
+    consts = [_code_text(c) if inspect.iscode(c) else repr(c) for c in code.co_consts]
+    return repr((code.co_code, code.co_names, consts))
+
+
 def code_fingerprint(fn: Callable[..., Any]) -> str:
-    """A stable digest of a function's code, so editing it re-runs its tasks."""
+    """A stable digest of a callable's code, so editing it re-runs its tasks (same across processes)."""
+    if isinstance(fn, functools.partial):
+        inner = code_fingerprint(fn.func)
+        return hashlib.sha1(f"{inner}|{fn.args!r}|{sorted(fn.keywords.items())!r}".encode()).hexdigest()[:16]
     target = getattr(fn, "__func__", fn)
+    if not (inspect.isfunction(target) or inspect.isclass(target) or inspect.isbuiltin(target)):
+        target = type(target)  # a callable object: its class's code decides what it does
     try:
         text = inspect.getsource(target)
     except (OSError, TypeError):
         code = getattr(target, "__code__", None)
-        text = repr((code.co_code, code.co_consts, code.co_names)) if code is not None else repr(target)
-    qual = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', repr(target))}"
+        text = _code_text(code) if code is not None else f"{type(target).__name__}"
+    qual = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', type(target).__name__)}"
     return hashlib.sha1((qual + "\n" + text).encode()).hexdigest()[:16]
 
 
@@ -129,7 +142,7 @@ class ComputeNode(Node):
         self,
         ctx: Context,
         fn: TaskFunction,
-        inputs: Sequence[Node] = (),
+        inputs: "Node | Iterable[Node]" = (),
         npartitions: int = 1,
         name: Optional[str] = None,
         pointwise: bool = False,
@@ -140,7 +153,10 @@ class ComputeNode(Node):
             raise PlanError(f"ComputeNode needs a callable, got {type(fn).__name__}")
         self.fn = fn
         self.args = dict(args or {})
-        super().__init__(ctx, inputs, npartitions, name or getattr(fn, "__name__", "compute"), pointwise, version)
+        default = getattr(fn, "__name__", "")
+        if not _NAME_RE.fullmatch(default):
+            default = "compute"  # lambdas, partials and callable objects
+        super().__init__(ctx, inputs, npartitions, name or default, pointwise, version)
 
     def config_fingerprint(self) -> str:
         return f"{super().config_fingerprint()}|{code_fingerprint(self.fn)}|{sorted(self.args.items())!r}"

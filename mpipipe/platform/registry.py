@@ -51,7 +51,11 @@ def load_platform(spec: str) -> Type[Platform]:
         return _check_class(getattr(mod, attr), spec)
     try:
         mod = importlib.import_module(spec)
-    except ImportError:
+    except ImportError as e:
+        missing = getattr(e, "name", None)
+        if missing and not spec.startswith(missing):
+            # the module exists but one of its own imports failed: say that, not "not found"
+            raise PlatformError(f"platform module {spec!r} failed to import: {e}") from None
         if "." not in spec:
             raise PlatformError(
                 f"unknown platform {spec!r}: not a built-in ({', '.join(BUILTIN)}) and not an importable module"
