@@ -157,8 +157,8 @@ def start_cluster(directory: str | os.PathLike[str], *,
 
 def stop_cluster(directory: str | os.PathLike[str], *,
                  timeout: float = DOWN_TIMEOUT,
-                 extra_env: Mapping[str, str] | None = None) -> None:
-    """Run ``scripts/slurm-down DIRECTORY`` (idempotent).
+                 extra_env: Mapping[str, str] | None = None) -> str:
+    """Run ``scripts/slurm-down DIRECTORY`` (idempotent); return its stderr.
 
     Raises :class:`SlurmClusterError` if the script fails or times out.
     """
@@ -168,6 +168,7 @@ def stop_cluster(directory: str | os.PathLike[str], *,
         raise SlurmClusterError(
             f"slurm-down {directory} failed (exit {res.returncode})\n"
             f"--- stdout ---\n{res.stdout}\n--- stderr ---\n{res.stderr}")
+    return res.stderr
 
 
 def daemon_pids(directory: str | os.PathLike[str]) -> dict[str, int]:
