@@ -141,12 +141,7 @@ def start_cluster(directory: str | os.PathLike[str], *,
     ``os.environ`` plus ``SLURM_CONF`` (see :func:`cluster_env`).
     Raises :class:`SlurmClusterError` with the script's output on failure.
     """
-    directory = Path(directory).absolute()
-    res = _run([str(SLURM_UP), str(directory)], timeout, _script_env(extra_env))
-    if res.returncode != 0:
-        raise SlurmClusterError(
-            f"slurm-up {directory} failed (exit {res.returncode})\n"
-            f"--- stdout ---\n{res.stdout}\n--- stderr ---\n{res.stderr}")
+    res = _run_script(SLURM_UP, directory, timeout, extra_env)
     lines = res.stdout.strip().splitlines()
     if not lines or not lines[-1].startswith("SLURM_CONF="):
         raise SlurmClusterError(
@@ -162,13 +157,19 @@ def stop_cluster(directory: str | os.PathLike[str], *,
 
     Raises :class:`SlurmClusterError` if the script fails or times out.
     """
+    return _run_script(SLURM_DOWN, directory, timeout, extra_env).stderr
+
+
+def _run_script(script: Path, directory: "str | os.PathLike[str]", timeout: float,
+                extra_env: "Mapping[str, str] | None"):  # type: ignore[no-untyped-def]
+    """Run slurm-up or slurm-down on DIRECTORY; raise with its output if it fails."""
     directory = Path(directory).absolute()
-    res = _run([str(SLURM_DOWN), str(directory)], timeout, _script_env(extra_env))
+    res = _run([str(script), str(directory)], timeout, _script_env(extra_env))
     if res.returncode != 0:
         raise SlurmClusterError(
-            f"slurm-down {directory} failed (exit {res.returncode})\n"
+            f"{script.name} {directory} failed (exit {res.returncode})\n"
             f"--- stdout ---\n{res.stdout}\n--- stderr ---\n{res.stderr}")
-    return res.stderr
+    return res
 
 
 def daemon_pids(directory: str | os.PathLike[str]) -> dict[str, int]:

@@ -32,8 +32,9 @@ def host_description() -> Dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "cores": cores, "memory": memory}
 
 
-def task_log_path(job_dir: str, node_name: str, task: Task) -> str:
-    return os.path.join(job_dir, "logs", "tasks", node_name, f"p{task.partition}.a{task.attempt}.log")
+def task_log_path(job_dir: str, node_name: str, partition: int, attempt: int) -> str:
+    """Where a failed attempt's log is kept on its own."""
+    return os.path.join(job_dir, "logs", "tasks", node_name, f"p{partition}.a{attempt}.log")
 
 
 def copy_log_range(src: str, start: int, end: Optional[int], dest: str) -> str:
@@ -118,10 +119,9 @@ class Executor:
         for res in results:
             if res.status == FAILED:
                 res.info["where"] = self._where()
-                task_node = res.info.get("node_name")
                 src, start, end = res.info["log"]
-                dest = os.path.join(self.setup["job_dir"], "logs", "tasks", str(task_node),
-                                    f"p{res.info.get('partition')}.a{res.info.get('attempt')}.log")
+                dest = task_log_path(self.setup["job_dir"], str(res.info.get("node_name")),
+                                     int(res.info.get("partition", -1)), int(res.info.get("attempt", -1)))
                 try:
                     res.info["log"] = (copy_log_range(src, start, end, dest), 0, None)
                 except OSError:
@@ -130,7 +130,7 @@ class Executor:
 
     def _crash_result(self, w: WorkerHandle, task: Task, why: str, start: int) -> Result:
         name = self.node_names.get(task.node, str(task.node))
-        dest = task_log_path(self.setup["job_dir"], name, task)
+        dest = task_log_path(self.setup["job_dir"], name, task.partition, task.attempt)
         try:
             if start < 0:
                 start = _find_marker(w.log_path, name, task)

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import zlib
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 from mpipipe.errors import JournalError
 
@@ -129,15 +129,3 @@ class Journal:
             os.close(self._fd)
             self._fd = None
 
-
-def summarize(path: str) -> Tuple[Dict[str, int], List[Dict[str, Any]]]:
-    """Counts of outcomes per node and the run records, for `mpipipe status`."""
-    counts: Dict[str, int] = {}
-    runs: List[Dict[str, Any]] = []
-    for rec in read_records(path):
-        if rec.get("type") == "run":
-            runs.append(rec)
-        elif "s" in rec:
-            key = f"{rec.get('n')}:{rec['s']}"
-            counts[key] = counts.get(key, 0) + 1
-    return counts, runs

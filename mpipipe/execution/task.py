@@ -109,6 +109,3 @@ class TaskContext:
 def output_exists(output: Optional[str]) -> bool:
     return output is None or os.path.exists(output)
 
-
-def flatten(groups: Sequence[Sequence[str]]) -> List[str]:
-    return [p for g in groups for p in g]

@@ -7,15 +7,14 @@ spinning, so oversubscribed ranks leave the cores to the ones working.
 from __future__ import annotations
 
 import os
+import pickle
 import select
 import socket
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 from mpipipe.execution.framing import FrameReader, _HEADER
-
-import pickle
 
 
 class PeerLost(Exception):
@@ -167,12 +166,3 @@ def make_pair() -> Tuple[socket.socket, socket.socket]:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     return a, b
 
-
-def inheritable(sock: socket.socket) -> int:
-    fd = sock.fileno()
-    os.set_inheritable(fd, True)
-    return fd
-
-
-def optional_int(value: Optional[str]) -> Optional[int]:
-    return int(value) if value not in (None, "") else None
