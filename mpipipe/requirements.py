@@ -54,6 +54,21 @@ class RequirementSyntaxError(RequirementError):
         self.reason = message
 
 
+def parse_size(value: Union[int, str]) -> int:
+    """A byte count from 4096, '4GB', '512 MiB' or '2g' (K/M/G/T are x1000, KiB/MiB/GiB/TiB x1024)."""
+    if isinstance(value, bool):
+        raise RequirementError(f"expected a size such as 4GB or 512MiB, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise RequirementError(f"a size cannot be negative, got {value}")
+        return value
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(value))
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in _SIZE_UNITS:
+        raise RequirementError(f"expected a size such as 4GB or 512MiB, got {value!r}")
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
 def format_size(size: int) -> str:
     """Shortest exact spelling of a byte count (binary units win ties: 1GiB, 8GB, 1536)."""
     spellings = [

@@ -1,0 +1,283 @@
+"""Datasets: where a plan's data comes from, described without reading it.
+
+A dataset resolves to a list of `Fragment`s (a file, or part of one) when its
+source node is built, so a path that matches nothing is an error before
+anything runs. Local and shared POSIX paths are used as they are; object-store
+URIs (`s3://bucket/key`, anything pyarrow.fs knows) are listed and read through
+pyarrow.fs. In-memory tables travel with the plan and are written to Parquet by
+their source task.
+"""
+from __future__ import annotations
+
+import fnmatch
+import glob
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from mpipipe.errors import PlanError
+
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_WILDCARDS = re.compile(r"[*?\[]")
+
+FORMATS = ("parquet", "csv", "json")
+_SUFFIXES = {"parquet": (".parquet", ".parq", ".pq"), "csv": (".csv", ".tsv", ".csv.gz", ".tsv.gz"),
+             "json": (".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz")}
+
+
+def is_uri(path: str) -> bool:
+    """An object-store or other pyarrow.fs URI (local `file://` URIs count too)."""
+    return bool(_URI_RE.match(path))
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One file, or a slice of one (Parquet row groups or a row range), in one format."""
+
+    path: str
+    format: str = "parquet"
+    row_groups: Optional[Tuple[int, ...]] = None
+    rows: Optional[Tuple[int, int]] = None  # [start, stop) within the file
+    options: Tuple[Tuple[str, Any], ...] = ()
+
+    @property
+    def whole(self) -> bool:
+        return self.row_groups is None and self.rows is None
+
+    def to_json(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {"path": self.path, "format": self.format}
+        if self.row_groups is not None:
+            d["row_groups"] = list(self.row_groups)
+        if self.rows is not None:
+            d["rows"] = list(self.rows)
+        if self.options:
+            d["options"] = [list(kv) for kv in self.options]
+        return d
+
+    @staticmethod
+    def from_json(d: Dict[str, Any]) -> "Fragment":
+        return Fragment(d["path"], d.get("format", "parquet"),
+                        tuple(d["row_groups"]) if d.get("row_groups") is not None else None,
+                        tuple(d["rows"]) if d.get("rows") is not None else None,  # type: ignore[arg-type]
+                        tuple((k, v) for k, v in d.get("options", [])))
+
+
+def _filesystem(uri: str) -> Tuple[Any, str]:
+    import pyarrow.fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (ValueError, OSError) as e:
+        raise PlanError(f"cannot open {uri}: {e}") from None
+
+
+def _expand_uri(pattern: str, suffixes: Tuple[str, ...]) -> List[str]:
+    import pyarrow.fs as pafs
+
+    scheme = pattern.split("://", 1)[0]
+    m = _WILDCARDS.search(pattern)
+    base = pattern[: pattern.rfind("/", 0, m.start())] if m else pattern
+    fs, root = _filesystem(base)
+    try:
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.File and not m:
+            return [pattern]
+        if info.type == pafs.FileType.NotFound:
+            return []
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    except OSError as e:
+        raise PlanError(f"cannot list {pattern}: {e}") from None
+    rel_pattern = pattern.split("://", 1)[1]
+    out = []
+    for i in infos:
+        if i.type != pafs.FileType.File or os.path.basename(i.path).startswith(("_", ".")):
+            continue
+        if m:
+            if fnmatch.fnmatchcase(i.path, rel_pattern):
+                out.append(f"{scheme}://{i.path}")
+        elif i.path.endswith(suffixes):
+            out.append(f"{scheme}://{i.path}")
+    return sorted(out)
+
+
+def _expand_local(pattern: str, suffixes: Tuple[str, ...]) -> List[str]:
+    if pattern.startswith("file://"):
+        pattern = pattern[len("file://"):]
+    pattern = os.path.expanduser(pattern)
+    if _WILDCARDS.search(pattern):
+        hits = sorted(glob.glob(pattern, recursive=True))
+        return [os.path.abspath(h) for h in hits if os.path.isfile(h)]
+    if os.path.isdir(pattern):
+        found = []
+        for root, dirs, files in os.walk(pattern):
+            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+            found.extend(os.path.join(root, f) for f in files
+                         if f.endswith(suffixes) and not f.startswith((".", "_")))
+        return sorted(os.path.abspath(f) for f in found)
+    if os.path.exists(pattern):
+        return [os.path.abspath(pattern)]
+    return []
+
+
+def expand_paths(paths: Union[str, Sequence[str]], fmt: str) -> List[str]:
+    """Files named by paths, globs (`**` too) and directories, in a stable order; errors name what matched nothing."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [os.fspath(paths)]
+    if not paths:
+        raise PlanError("no input paths given")
+    files: List[str] = []
+    for p in paths:
+        p = os.fspath(p)
+        found = _expand_uri(p, _SUFFIXES[fmt]) if is_uri(p) and not p.startswith("file://") else _expand_local(p, _SUFFIXES[fmt])
+        if not found:
+            hint = f" (a directory is searched for {', '.join(_SUFFIXES[fmt])} files)" if not _WILDCARDS.search(p) else ""
+            raise PlanError(f"input path {p!r} matches no file{hint}")
+        for f in found:
+            if not is_uri(f) and not os.access(f, os.R_OK):
+                raise PlanError(f"input file {f} is not readable (permission denied)")
+        files.extend(found)
+    return files
+
+
+class DataSet:
+    """A description of input data; `fragments()` lists what to read."""
+
+    format = "parquet"
+
+    def fragments(self) -> List[Fragment]:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """Changes when the data it names changes (paths, sizes, mtimes), so dependent tasks re-run."""
+        raise NotImplementedError
+
+    def schema(self) -> Any:
+        """The Arrow schema, read from the first file (or None if it cannot be known cheaply)."""
+        from mpipipe.steps.partio import fragment_schema
+
+        frags = self.fragments()
+        return fragment_schema(frags[0]) if frags else None
+
+    def in_memory_table(self) -> Any:
+        """For in-memory datasets, the Arrow table the source task writes; None for files."""
+        return None
+
+
+class FileDataSet(DataSet):
+    def __init__(self, paths: Union[str, Sequence[str]], **options: Any) -> None:
+        self.paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        self.options = tuple(sorted(options.items()))
+        self._files: Optional[List[str]] = None
+
+    @property
+    def files(self) -> List[str]:
+        if self._files is None:
+            self._files = expand_paths(self.paths, self.format)
+        return self._files
+
+    def fragments(self) -> List[Fragment]:
+        return [Fragment(f, self.format, options=self.options) for f in self.files]
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha1(repr((self.format, self.options)).encode())
+        for f in self.files:
+            if is_uri(f):
+                h.update(f.encode())
+                continue
+            st = os.stat(f)
+            h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.paths!r})"
+
+
+class ParquetDataSet(FileDataSet):
+    """Parquet files, globs or directories (searched recursively for *.parquet)."""
+
+    format = "parquet"
+
+
+class CsvDataSet(FileDataSet):
+    """CSV files; options go to DuckDB's read_csv (e.g. delim='|', header=True, columns={...})."""
+
+    format = "csv"
+
+
+class JsonDataSet(FileDataSet):
+    """Newline-delimited JSON files; options go to DuckDB's read_json."""
+
+    format = "json"
+
+
+class ArrowTableDataSet(DataSet):
+    """An in-memory Arrow table; it is shipped with the plan, so keep it modest in size."""
+
+    def __init__(self, table: Any) -> None:
+        import pyarrow as pa
+
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        if not isinstance(table, pa.Table):
+            raise PlanError(f"ArrowTableDataSet needs a pyarrow.Table, got {type(table).__name__}")
+        self.table = table
+
+    def fragments(self) -> List[Fragment]:
+        return []
+
+    def schema(self) -> Any:
+        return self.table.schema
+
+    def in_memory_table(self) -> Any:
+        return self.table
+
+    def fingerprint(self) -> str:
+        import pyarrow as pa
+
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, self.table.schema) as w:
+            w.write_table(self.table)
+        return hashlib.sha1(sink.getvalue().to_pybytes()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"ArrowTableDataSet({self.table.num_rows} rows)"
+
+
+class PandasDataSet(ArrowTableDataSet):
+    """An in-memory pandas DataFrame (converted to Arrow once, when the plan is built)."""
+
+    def __init__(self, df: Any) -> None:
+        import pyarrow as pa
+
+        try:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+        except (TypeError, ValueError, pa.ArrowException) as e:
+            raise PlanError(f"cannot convert the pandas DataFrame to Arrow: {e}") from None
+        super().__init__(table)
+
+    def __repr__(self) -> str:
+        return f"PandasDataSet({self.table.num_rows} rows)"
+
+
+def dataset_for(data: Any) -> DataSet:
+    """Turn what a user passed (a DataSet, a table, a frame, a list of rows) into a DataSet."""
+    if isinstance(data, DataSet):
+        return data
+    mod = type(data).__module__.split(".")[0]
+    if mod == "pyarrow":
+        return ArrowTableDataSet(data)
+    if mod == "pandas":
+        return PandasDataSet(data)
+    if isinstance(data, list):
+        import pyarrow as pa
+
+        if data and not isinstance(data[0], dict):
+            data = [{"item": x} for x in data]
+        try:
+            return ArrowTableDataSet(pa.Table.from_pylist(data))
+        except (TypeError, pa.ArrowException) as e:
+            raise PlanError(f"cannot make a table of these items: {e}") from None
+    raise PlanError(f"cannot read data from a {type(data).__name__}; give a DataSet, a pyarrow.Table, "
+                    "a pandas.DataFrame or a list of rows")

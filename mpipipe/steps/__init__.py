@@ -1,0 +1,1 @@
+"""Task bodies of the data nodes; the engines (DuckDB, pyarrow) are imported only here."""
