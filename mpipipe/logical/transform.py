@@ -139,9 +139,12 @@ class _FunctionNode(DataNode):
         return self.process_fn(runtime_ctx, inputs)
 
     def step_fingerprint(self) -> str:
-        if self.process_fn is not None:
-            return code_fingerprint(self.process_fn)
-        return code_fingerprint(type(self))
+        if self.process_fn is None:
+            return code_fingerprint(type(self))
+        wrapped = getattr(self.process_fn, "_mpipipe_wraps", None)  # a DataFrame method's adapter
+        if wrapped is not None:
+            return f"{code_fingerprint(wrapped[0])}|{wrapped[1]}"
+        return code_fingerprint(self.process_fn)
 
     def output_schema(self) -> Any:
         return self._declared_schema
@@ -362,19 +365,30 @@ class LimitNode(DataNode):
     def output_schema(self) -> Any:
         return next((s for s in self.input_schemas() if s is not None), None)
 
+    def input_data(self, task: Any) -> List[Any]:
+        """Each input in the partition order its consumers see: for a partitioning input, bucket 0
+        of every task, then bucket 1, ... (not each task's buckets in turn)."""
+        from mpipipe.steps.partio import PartitionData
+
+        return [PartitionData.from_folders([f for j in range(num_outputs(d))
+                                            for f in partition_folders(d, task.inputs[i], j)])
+                for i, d in enumerate(self.inputs)]
+
     def process_partition(self, task: Any, inputs: List[Any]) -> Any:
         import pyarrow as pa
 
-        from mpipipe.steps.partio import write_table
+        from mpipipe.steps.partio import conform_batches, nullable_schema, write_table
 
+        schema = nullable_schema(inputs[0].schema())
         batches, left = [], self.limit
         for data in inputs:
-            for batch in data.batches():
-                if left <= 0:
-                    break
+            if left <= 0:
+                break
+            for batch in conform_batches(data.batches(), schema):
                 batches.append(batch.slice(0, left))
                 left -= min(left, batch.num_rows)
-        schema = inputs[0].schema()
+                if left <= 0:
+                    break  # before the next batch is read
         table = pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
         write_table(table, task.output_dir)
         return {"rows": table.num_rows}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -52,6 +52,10 @@ def _duck_reader(fmt: str, paths: Sequence[str], options: Sequence[Any]) -> str:
     """A DuckDB table function call reading local files in one format."""
     lst = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
     opts = "".join(f", {k} = {_sql_literal(v)}" for k, v in options)
+    if not any(k == "hive_partitioning" for k, _ in options):
+        # DuckDB would otherwise turn folder names like `__mpipipe_bucket=3/` (our bucket folders,
+        # or a user's `year=2024/`) into extra columns that the Arrow readers and the plan's schemas lack
+        opts += ", hive_partitioning = false"
     if fmt == "csv":
         return f"read_csv({lst}{opts})"
     if fmt == "json":
@@ -239,7 +243,8 @@ class PartitionData:
                 yield from read_fragment(frag).to_batches(max_chunksize=batch_size)
 
     def reader(self, batch_size: int = 65536) -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(self.schema(), self.batches(batch_size))
+        schema = nullable_schema(self.schema())
+        return pa.RecordBatchReader.from_batches(schema, conform_batches(self.batches(batch_size), schema))
 
     def duckdb_source(self, con: Any, name: str) -> None:
         """Make `name` a view (local files DuckDB reads itself) or a registered Arrow table."""
@@ -252,6 +257,20 @@ class PartitionData:
                         f"{_duck_reader(formats.pop(), paths, options.pop())}")
         else:
             con.register(name, self.to_arrow())
+
+
+def nullable_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema` with every field nullable: what all files of one input agree on. DuckDB writes a
+    column NOT NULL when it saw no nulls, and nullable in an empty partition, so files differ."""
+    return pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
+
+
+def conform_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Batches relabelled with `schema` where they differ from it only in nullability (or metadata)."""
+    for b in batches:
+        if b.schema != schema and b.schema.names == schema.names and b.schema.types == schema.types:
+            b = pa.RecordBatch.from_arrays(b.columns, schema=schema)
+        yield b
 
 
 # --- writing ---------------------------------------------------------------------------

@@ -18,6 +18,9 @@ from mpipipe.errors import PlanError
 from mpipipe.steps.partio import PartitionData, _quote
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*|[0-9]+)\}")
+# a placeholder, or a string literal ('...', quotes doubled inside) that is left as written,
+# so `regexp_matches(s, '[0-9]{3}')` or `'{name}'` in a literal is not taken for an input
+_PLACEHOLDER_OR_STRING = re.compile(r"'(?:[^']|'')*'|" + PLACEHOLDER.pattern)
 
 
 def input_view(i: int) -> str:
@@ -29,6 +32,8 @@ def substitute(node: str, sql: str, names: Sequence[str]) -> str:
 
     def repl(m: "re.Match[str]") -> str:
         ref = m.group(1)
+        if ref is None:
+            return m.group(0)  # a string literal
         if ref.isdigit():
             i = int(ref)
             if i >= len(names):
@@ -39,7 +44,7 @@ def substitute(node: str, sql: str, names: Sequence[str]) -> str:
             return input_view(names.index(ref))
         raise PlanError(f"node {node!r}: the SQL refers to {{{ref}}}, which is not an input; inputs are {_listing(names)}")
 
-    return PLACEHOLDER.sub(repl, sql)
+    return _PLACEHOLDER_OR_STRING.sub(repl, sql)
 
 
 def _listing(names: Sequence[str]) -> str:

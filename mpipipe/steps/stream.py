@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mpipipe.steps.partio import PartitionData, write_table
+from mpipipe.steps.partio import PartitionData, conform_batches, nullable_schema, write_table
 
 STATE = "state.json"
 
@@ -73,7 +73,8 @@ def run_stream(node: Any, task: Any, inputs: List[PartitionData]) -> Dict[str, A
     if state["chunks"]:
         task.log.info("resuming from a checkpoint: %d chunk(s), input batches done: %s", len(state["chunks"]), state["consumed"])
     counters = [_Counting(d, node.batch_size, state["consumed"][i]) for i, d in enumerate(inputs)]
-    readers = [pa.RecordBatchReader.from_batches(d.schema(), iter(c)) for d, c in zip(inputs, counters)]
+    schemas = [nullable_schema(d.schema()) for d in inputs]
+    readers = [pa.RecordBatchReader.from_batches(s, conform_batches(c, s)) for s, c in zip(schemas, counters)]
     writer: Optional[pq.ParquetWriter] = None
     tmp_path = ""
     rows_in_chunk = 0
