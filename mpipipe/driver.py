@@ -79,6 +79,15 @@ def _wants_debug() -> bool:
     return "--debug" in sys.argv[1:] or os.environ.get("SP_DEBUG", "").lower() in ("1", "true", "yes", "on")
 
 
+def _world_rank() -> Optional[int]:
+    """This process's rank if an MPI or SLURM launcher started it, else None."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return None
+
+
 def _install_error_hook() -> None:
     """An MpipipeError that escapes the user's script (say, while it builds its plan) prints as one line."""
     previous = sys.excepthook
@@ -87,7 +96,8 @@ def _install_error_hook() -> None:
 
     def hook(etype, value, tb):  # type: ignore[no-untyped-def]
         if isinstance(value, MpipipeError) and not _wants_debug():
-            print(f"mpipipe: error: {value}", file=sys.stderr)
+            if _world_rank() in (None, 0):  # every rank builds the plan: one copy of the message is enough
+                print(f"mpipipe: error: {value}", file=sys.stderr)
             sys.stderr.flush()
             sys.stdout.flush()
             logging.shutdown()

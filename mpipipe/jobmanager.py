@@ -3,9 +3,15 @@
 In the launching process (outside the world) it starts the world and exits with
 its code. Inside, rank 0 prepares the job directory and runs the scheduler;
 every other rank runs the executor loop and exits when told.
+
+A script may call run() several times (a lazy DataFrame runs one plan per
+action). Rank 0 keeps its world open between runs in a `Runtime`: the same
+executors, job directory, lock and journal serve every run, and the world is
+closed at process exit, or as soon as a run fails.
 """
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import json
@@ -16,7 +22,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import mpipipe
 from mpipipe.config import JobConfig
@@ -25,7 +31,8 @@ from mpipipe.execution import protocol as P
 from mpipipe.execution.executor import Executor
 from mpipipe.execution.journal import Journal
 from mpipipe.execution.scheduler import Scheduler
-from mpipipe.logical.node import LogicalPlan
+from mpipipe.execution.transport import PeerLost
+from mpipipe.logical.node import LogicalPlan, NodeInfo
 from mpipipe.platform import registry
 from mpipipe.platform.base import Platform, World, relaunch_argv
 
@@ -110,6 +117,134 @@ def _rank_log(job_dir: str, name: str, level: str) -> logging.Handler:
     return handler
 
 
+def _stop_reason(e: BaseException) -> str:
+    """What executors are told when a run ends by an exception (decides how gently workers stop)."""
+    return "interrupted" if isinstance(e, KeyboardInterrupt) or getattr(e, "exit_code", 0) == 130 else "failed"
+
+
+def _platform_key(platform: Platform) -> str:
+    """Subclasses share a name ("local") but not a world: key worlds by class."""
+    cls = type(platform)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+class Runtime:
+    """Rank 0's open world for one job, kept between the run() calls of one process.
+
+    The first run connects, locks the job directory and says hello; every run
+    then ships only the nodes the executors have not seen (their workers keep
+    nodes by id) and schedules. The lock is held until the world closes, so
+    no other process takes the job directory between two runs of this one.
+    """
+
+    def __init__(self, key: Tuple[str, str], platform: Platform, world: World, job_id: str, job_dir: str) -> None:
+        self.key = key
+        self.platform = platform
+        self.world = world
+        self.job_id = job_id
+        self.job_dir = job_dir
+        self.hosts: Dict[int, Dict[str, Any]] = {}
+        self.sent: Set[int] = set()  # node ids the executors have
+        self.infos: Dict[int, NodeInfo] = {}  # every node run so far, for job.json
+        self.runs = 0
+        self.started = time.time()
+        # connect() started these executors, so it can start new ones; executors that came
+        # with the launcher (mpiexec) leave at STOP and never come back to this process
+        self.reopenable = bool(world.handles)
+        self.closed = False
+        self.debug = False
+        self._lock: Optional[JobLock] = None
+        self._handler: Optional[logging.Handler] = None
+
+    def open(self, config: JobConfig, reason: str) -> None:
+        """Lock the job directory, start the rank-0 log, and greet the executors (no plan yet)."""
+        self.debug = config.debug
+        lock = JobLock(self.job_dir)
+        lock.acquire()
+        self._lock = lock
+        self._handler = _rank_log(self.job_dir, "rank-0.log", config.log_level)
+        log.addHandler(self._handler)
+        log.setLevel(config.log_level)
+        log.info("job %s on %s (%s), %d executor(s)", self.job_id, self.platform.name, reason, self.world.num_executors)
+        setup = {"job_dir": self.job_dir, "job_id": self.job_id, "sys_path": list(sys.path),
+                 "workers_per_executor": config.workers_per_executor}
+        self.hosts = P.scheduler_hello(self.world.transport, setup, config.hello_timeout)
+        log.info("executors ready: %s", {r: h["host"] for r, h in sorted(self.hosts.items())})
+
+    def ship(self, plan: LogicalPlan) -> int:
+        """Send the plan's nodes that no earlier run sent; returns how many went."""
+        new = [n for n in plan.nodes if n.id not in self.sent]
+        if new:
+            import cloudpickle
+
+            P.scheduler_nodes(self.world.transport, [cloudpickle.dumps(new)], {n.id: n.name for n in new})
+            self.sent.update(n.id for n in new)
+        self.infos.update((i.id, i) for i in plan.infos)
+        return len(new)
+
+    def close(self, reason: str) -> None:
+        """STOP the executors, leave the world, drop the lock; a later run() opens a new world."""
+        if self.closed:
+            return
+        self.closed = True
+        if _RUNTIMES.get(self.key) is self:
+            del _RUNTIMES[self.key]
+        if not self.reopenable:
+            why = {"done": "", "failed": " after a run failed", "interrupted": " after a run was interrupted"}.get(reason, "")
+            _SPENT[self.key[0]] = (
+                f"this process's {self.platform.name} world was closed{why} and its executor ranks have left; "
+                "run the script again (the journal keeps what finished)"
+            )
+        try:
+            P.scheduler_goodbye(self.world.transport, reason)
+        finally:
+            try:
+                self.platform.disconnect(self.world)
+            finally:
+                if self._handler is not None:
+                    log.removeHandler(self._handler)
+                    self._handler.close()
+                if self._lock is not None:
+                    self._lock.release()
+
+
+_RUNTIMES: Dict[Tuple[str, str], Runtime] = {}  # (platform class, job dir) -> its open world
+_SPENT: Dict[str, str] = {}  # platform class -> why this process cannot make its world again
+_JOURNALED: Set[str] = set()  # job dirs this process has run: --fresh never wipes them again
+_EXIT_HOOK = False
+_SERVED = False  # this process was an executor rank whose world has ended
+
+
+def shutdown(reason: str = "done") -> None:
+    """Close every world this process keeps open (at exit this happens by itself)."""
+    for rt in list(_RUNTIMES.values()):
+        rt.close(reason)
+
+
+def _close_at_exit() -> None:
+    """Close the worlds at exit, and before an uncaught exception's hook (the Driver's may os._exit)."""
+    global _EXIT_HOOK
+    if not _EXIT_HOOK:
+        atexit.register(shutdown)
+        _EXIT_HOOK = True
+    if getattr(sys.excepthook, "_mpipipe_shutdown", False):
+        return
+    previous = sys.excepthook
+
+    def hook(etype, value, tb):  # type: ignore[no-untyped-def]
+        peers = any(not rt.reopenable and not rt.debug for rt in _RUNTIMES.values())
+        shutdown("interrupted" if issubclass(etype, KeyboardInterrupt) else "failed")
+        if peers and isinstance(value, MpipipeError):
+            # the Driver's one line, without its os._exit: an MPI launcher kills every rank, and
+            # reports a signal, when one leaves with an error before the others are gone (exit code 1)
+            print(f"mpipipe: error: {value}", file=sys.stderr)
+            return
+        previous(etype, value, tb)
+
+    hook._mpipipe_shutdown = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
 class JobManager:
     def __init__(self, config: JobConfig, user_args: Optional[Dict[str, Any]] = None) -> None:
         self.config = config
@@ -128,15 +263,9 @@ class JobManager:
         if not platform.in_world():
             handles = platform.start_job(relaunch_argv())
             raise SystemExit(platform.wait_job(handles))
-        world = platform.connect()
-        if world.rank != 0:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 decides when the world stops
-            try:
-                Executor(world.transport, hello_timeout=max(600.0, self.config.hello_timeout)).run()
-            finally:
-                platform.disconnect(world)
-            raise SystemExit(0)
-        return self._run_rank0(plan, platform, world, reason)
+        key = (_platform_key(platform), os.path.abspath(os.path.join(self.config.data_root, self.job_id)))
+        rt = _RUNTIMES.get(key) or self._open(key, platform, reason)
+        return self._run_plan(rt, plan)
 
     def _dry_run(self, plan: LogicalPlan, platform: Platform, reason: str) -> None:
         job_dir = os.path.join(self.config.data_root, self.job_id)
@@ -147,59 +276,81 @@ class JobManager:
         print(f"job directory: {job_dir}")
         print("dry run: nothing was run")
 
-    def _run_rank0(self, plan: LogicalPlan, platform: Platform, world: World, reason: str) -> JobResult:
-        lock: Optional[JobLock] = None
-        handler: Optional[logging.Handler] = None
+    def _open(self, key: Tuple[str, str], platform: Platform, reason: str) -> Runtime:
+        """Join the world. Executor ranks serve every run of rank 0 here, then exit; rank 0 returns its Runtime."""
+        global _SERVED
+        if _SERVED:
+            raise SystemExit(0)  # a script that caught our SystemExit must not wait for a world that is gone
+        if key[0] in _SPENT:
+            raise PlatformError(_SPENT[key[0]])
+        for other in _RUNTIMES.values():
+            if other.key[0] == key[0] and not other.reopenable:
+                raise PlatformError(
+                    f"this process already runs job {other.job_id} in its {platform.name} world, whose executor "
+                    "ranks serve one job; use the same --job-id and --data-root for every run() of the script"
+                )
+        world = platform.connect()
+        if world.rank != 0:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 decides when the world stops
+            try:
+                Executor(world.transport, hello_timeout=max(600.0, self.config.hello_timeout)).run()
+            finally:
+                _SERVED = True
+                platform.disconnect(world)
+            raise SystemExit(0)  # user code after run() runs on rank 0 only
+        rt: Optional[Runtime] = None
         try:
-            job_dir = prepare_job_dir(self.config, self.job_id)
-            lock = JobLock(job_dir)
-            lock.acquire()
-            handler = _rank_log(job_dir, "rank-0.log", self.config.log_level)
-            log.addHandler(handler)
-            log.setLevel(self.config.log_level)
-            log.info("job %s on %s (%s), %d executor(s)", self.job_id, platform.name, reason, world.num_executors)
-            self._write_job_file(job_dir, plan, platform, world)
-            import cloudpickle
+            rt = Runtime(key, platform, world, self.job_id, prepare_job_dir(self.config, self.job_id))
+            rt.open(self.config, reason)
+        except BaseException as e:
+            if rt is not None:
+                rt.close(_stop_reason(e))
+            else:
+                P.scheduler_goodbye(world.transport, _stop_reason(e))
+                platform.disconnect(world)
+            raise
+        _RUNTIMES[key] = rt
+        return rt
 
-            setup = {"job_dir": job_dir, "job_id": self.job_id, "sys_path": list(sys.path),
-                     "node_blobs": [cloudpickle.dumps(plan.nodes)],
-                     "node_names": {n.id: n.name for n in plan.nodes},
-                     "workers_per_executor": self.config.workers_per_executor}
-            hosts = P.scheduler_hello(world.transport, setup, self.config.hello_timeout)
-            log.info("executors ready: %s", {r: h["host"] for r, h in sorted(hosts.items())})
+    def _run_plan(self, rt: Runtime, plan: LogicalPlan) -> JobResult:
+        """One run on the open world; any exception closes the world (a failed world is never reused)."""
+        _close_at_exit()  # again each run: a Driver made since may have put its own hook in front
+        try:
+            rt.runs += 1
+            log.setLevel(self.config.log_level)
+            try:
+                shipped = rt.ship(plan)
+            except PeerLost as e:
+                raise PlatformError(f"executor rank {e.rank} died between runs; run the same command again to resume") from e
+            log.info("run %d of this process: %d node(s), %d sent to the executors", rt.runs, len(plan.nodes), shipped)
+            self._write_job_file(rt)
+            fresh = self.config.fresh and rt.key[1] not in _JOURNALED  # never wipe what this process journaled
+            _JOURNALED.add(rt.key[1])
             scheduler = Scheduler(
-                world.transport, plan.infos, [n.id for n in plan.roots], job_dir=job_dir, job_id=self.job_id,
-                journal=Journal(job_dir), max_retries=self.config.max_retries, fail_fast=self.config.fail_fast,
-                fresh=self.config.fresh, workers_per_executor=self.config.workers_per_executor,
-                platform=platform.name, progress_interval=self.config.progress_interval,
+                rt.world.transport, plan.infos, [n.id for n in plan.roots], job_dir=rt.job_dir, job_id=self.job_id,
+                journal=Journal(rt.job_dir), max_retries=self.config.max_retries, fail_fast=self.config.fail_fast,
+                fresh=fresh, workers_per_executor=self.config.workers_per_executor,
+                platform=rt.platform.name, progress_interval=self.config.progress_interval,
             )
             out = scheduler.run()
-            P.scheduler_goodbye(world.transport, "done")
-            return JobResult(self.job_id, job_dir, out["stats"], out["nodes"], [n.name for n in plan.roots])
         except BaseException as e:
-            reason_word = "interrupted" if isinstance(e, KeyboardInterrupt) or getattr(e, "exit_code", 0) == 130 else "failed"
-            P.scheduler_goodbye(world.transport, reason_word)
+            rt.close(_stop_reason(e))
             raise
-        finally:
-            platform.disconnect(world)
-            if handler is not None:
-                log.removeHandler(handler)
-                handler.close()
-            if lock is not None:
-                lock.release()
+        return JobResult(self.job_id, rt.job_dir, out["stats"], out["nodes"], [n.name for n in plan.roots])
 
-    def _write_job_file(self, job_dir: str, plan: LogicalPlan, platform: Platform, world: World) -> None:
+    def _write_job_file(self, rt: Runtime) -> None:
+        """job.json lists every node this process has run, so `mpipipe status` sees all of its runs."""
         info = {
-            "job_id": self.job_id, "mpipipe": mpipipe.__version__, "argv": sys.argv, "platform": platform.name,
-            "executors": world.num_executors, "started": time.time(), "host": socket.gethostname(),
+            "job_id": self.job_id, "mpipipe": mpipipe.__version__, "argv": sys.argv, "platform": rt.platform.name,
+            "executors": rt.world.num_executors, "started": rt.started, "runs": rt.runs, "host": socket.gethostname(),
             "nodes": [{"id": i.id, "name": i.name, "kind": i.kind, "npartitions": i.npartitions,
                        "inputs": list(i.inputs), "pointwise": i.pointwise, "fingerprint": i.fingerprint}
-                      for i in plan.infos],
+                      for _, i in sorted(rt.infos.items())],
         }
-        tmp = os.path.join(job_dir, "job.json.tmp")
+        tmp = os.path.join(rt.job_dir, "job.json.tmp")
         with open(tmp, "w") as f:
             json.dump(info, f, indent=1)
-        os.replace(tmp, os.path.join(job_dir, "job.json"))
+        os.replace(tmp, os.path.join(rt.job_dir, "job.json"))
 
 
 def report_error(e: MpipipeError, debug: bool) -> "NoReturn":  # type: ignore[name-defined]

@@ -1,10 +1,12 @@
-"""`mpipipe.init()`: the programmatic layer of configuration, below CLI and environment."""
+"""`mpipipe.init()`: the programmatic layer of configuration, and the DataFrame session it returns."""
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
 from mpipipe.config import JobConfig, build_config, check_names
+from mpipipe.dataframe import DataFrameSession
 from mpipipe.errors import MpipipeError
+from mpipipe.logical.node import Context
 
 _INIT: Dict[str, Any] = {}
 
@@ -13,17 +15,23 @@ def init_options() -> Dict[str, Any]:
     return dict(_INIT)
 
 
-class Session:
-    """The handle init() returns: the merged config, and run() for plans built without a Driver."""
+class Session(DataFrameSession):
+    """What init() returns: the merged config, the DataFrame readers, and run() for hand-built plans.
+
+    Every DataFrame of a session lives in one Context, and every action runs in
+    the session's job directory, so an action reuses what earlier ones computed.
+    """
 
     def __init__(self, options: Dict[str, Any]) -> None:
         self.options = options
+        self.ctx = Context()
 
     @property
     def config(self) -> JobConfig:
         return build_config({}, init=self.options)
 
     def run(self, plan: Any) -> Any:
+        """Run a plan (rank 0 returns its JobResult; executor ranks serve and exit)."""
         from mpipipe.jobmanager import JobManager, report_error
 
         config = self.config
@@ -37,7 +45,9 @@ def init(platform: Optional[str] = None, **options: Any) -> Session:
     """Set job options in code (platform, num_executors, data_root, ...).
 
     The command line and SP_* environment variables still win over these.
-    Unknown option names are rejected with the list of valid ones.
+    Unknown option names are rejected with the list of valid ones. The
+    returned Session reads data (read_parquet, from_pandas, ...) into lazy
+    DataFrames.
     """
     if platform is not None:
         options["platform"] = platform

@@ -38,7 +38,8 @@ def test_default_names_and_unique_suffixes():
     e = ComputeNode(ctx, other, name="x")
     assert [n.name for n in (a, b, c, d, e)] == ["noop", "noop-2", "noop-3", "x", "x-2"]
     assert ctx.nodes == [a, b, c, d, e]
-    assert [n.id for n in ctx.nodes] == [0, 1, 2, 3, 4]
+    ids = [n.id for n in ctx.nodes]
+    assert ids == sorted(ids) and len(set(ids)) == 5  # process-wide ids: unique, in creation order
 
 
 def test_a_callable_without_a_name_is_named_compute():

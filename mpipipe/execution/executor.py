@@ -47,7 +47,11 @@ def copy_log_range(src: str, start: int, end: Optional[int], dest: str) -> str:
 
 
 class Executor:
-    """Runs tasks for rank 0 until told to stop. `workers` worker processes per rank."""
+    """Runs tasks for rank 0 until told to stop. `workers` worker processes per rank.
+
+    One executor serves every run() of rank 0's process: each run's new nodes
+    arrive as NODES before its tasks, and the workers keep all of them.
+    """
 
     def __init__(self, transport: Transport, hello_timeout: float = 600.0) -> None:
         self.t = transport
@@ -61,7 +65,7 @@ class Executor:
         host = host_description()
         self.setup = P.executor_hello(self.t, host, self.hello_timeout)
         self.setup.update(rank=self.t.rank, size=self.t.size, host=host["host"])
-        self.node_names = dict(self.setup["node_names"])
+        self.node_names = dict(self.setup.get("node_names", {}))  # plan code comes in NODES
         logs = os.path.join(self.setup["job_dir"], "logs", f"rank-{self.t.rank}")
         for i in range(int(self.setup.get("workers_per_executor", 1))):
             w = WorkerHandle(os.path.join(logs, f"worker-{i}.log"), self.setup)
@@ -88,13 +92,12 @@ class Executor:
                 elif kind == P.NODES:
                     self.node_names.update(payload[1])
                     for w in self.workers:
+                        self._ensure_alive(w)
                         w.add_nodes(payload[0])
                 elif kind == P.STOP:
                     return str(payload)
             for w in self.workers:
-                if not w.alive:
-                    w.restarts += 1
-                    w.start()
+                self._ensure_alive(w)
                 if self.queue and len(w.inflight) < chunk:
                     n = min(chunk, len(self.queue))
                     w.submit([self.queue.popleft() for _ in range(n)])
@@ -110,6 +113,12 @@ class Executor:
                 self.t.send(0, P.results_msg(results))
             if got or results:
                 backoff.reset()
+
+    def _ensure_alive(self, w: WorkerHandle) -> None:
+        """A worker that died (its task already failed) is replaced; the new one gets every node sent so far."""
+        if not w.alive:
+            w.restarts += 1
+            w.start()
 
     def _where(self) -> str:
         return f"rank {self.t.rank} of {self.t.size} on {self.setup['host']}"

@@ -11,10 +11,10 @@ from typing import Any, Dict, List, Tuple
 from mpipipe.errors import PlatformError
 from mpipipe.execution.transport import Backoff, Transport
 
-SETUP = "setup"    # S->E: job setup (paths, plan code)
+SETUP = "setup"    # S->E: job setup (paths, options), once per world
 READY = "ready"    # E->S: host description
 TASKS = "tasks"    # S->E: a batch of Task
-NODES = "nodes"    # S->E: more plan code (nodes added while running)
+NODES = "nodes"    # S->E: plan code: the nodes of each run the executors have not seen yet
 RESULTS = "results"  # E->S: a batch of Result
 STOP = "stop"      # S->E: leave the loop (payload: reason)
 FATAL = "fatal"    # E->S: the executor cannot go on (payload: message)
@@ -65,7 +65,15 @@ def executor_hello(t: Transport, host: Dict[str, Any], timeout: float) -> Dict[s
         t.wait(backoff.next())
 
 
-# --- phase 2: work (see Scheduler.run and Executor.run) ------------------------
+# --- phase 2: plan code, before each run (the executor side is Executor._loop) ---
+
+def scheduler_nodes(t: Transport, blobs: List[bytes], names: Dict[int, str]) -> None:
+    """Ship nodes to every executor; messages from rank 0 arrive in order, so before any task of them."""
+    for rank in range(1, t.size):
+        t.send(rank, (NODES, (blobs, names)))
+
+
+# --- phase 3: work (see Scheduler.run and Executor.run) ------------------------
 
 def tasks_msg(batch: List[Any]) -> Tuple[str, List[Any]]:
     return (TASKS, batch)
@@ -75,7 +83,7 @@ def results_msg(batch: List[Any]) -> Tuple[str, List[Any]]:
     return (RESULTS, batch)
 
 
-# --- phase 3: goodbye -----------------------------------------------------------
+# --- phase 4: goodbye -----------------------------------------------------------
 
 def scheduler_goodbye(t: Transport, reason: str) -> None:
     """Tell every executor to leave; what they still send is dropped."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -16,6 +17,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from mpipipe.errors import PlanError
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+# Node ids are unique in the whole process, not per Context: one process may run several
+# plans on the same executors, whose workers keep every node they were sent by id.
+# They still grow in creation order, which LogicalPlan relies on.
+_NODE_IDS = itertools.count()
 
 
 class Context:
@@ -80,7 +86,7 @@ class Node:
         self.npartitions = npartitions
         self.pointwise = pointwise
         self.version = str(version)
-        self.id = len(ctx.nodes)
+        self.id = next(_NODE_IDS)
         self.name = ctx._register(self, name or self.default_name())
 
     def default_name(self) -> str:
@@ -99,6 +105,12 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} x{self.npartitions}>"
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """Shipped to workers without its Context: a node carries only what its tasks need."""
+        state = dict(self.__dict__)
+        state.pop("ctx", None)
+        return state
 
 
 TaskFunction = Callable[[Any], Any]
@@ -228,8 +240,9 @@ class LogicalPlan:
 
     def explain(self) -> str:
         lines = [f"plan: {len(self.nodes)} nodes, {self.total_tasks} tasks"]
+        names = {n.id: n.name for n in self.nodes}
         for info in self.infos:
-            deps = ", ".join(self.nodes[[n.id for n in self.nodes].index(d)].name for d in info.inputs) or "-"
+            deps = ", ".join(names[d] for d in info.inputs) or "-"
             mode = " pointwise" if info.pointwise and info.inputs else ""
             lines.append(f"  {info.name}: {info.describe}, {info.npartitions} partitions, inputs: {deps}{mode}")
         return "\n".join(lines)

@@ -1,0 +1,220 @@
+"""The lazy DataFrame API: each method adds a node; actions run the plan built so far.
+
+Methods build the same nodes as the low-level API, in the session's Context,
+so a DataFrame program and a hand-built plan share one runtime. Nothing runs
+until an action (`count`, `take`, `to_arrow`, `write_parquet`, ...); every
+action runs in the session's job directory, so partitions an earlier action
+computed are taken from the journal instead of being computed again.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+from mpipipe.errors import PlanError
+from mpipipe.logical import datanode as D
+from mpipipe.logical import transform as T
+from mpipipe.logical.dataset import CsvDataSet, JsonDataSet, ParquetDataSet, dataset_for
+from mpipipe.logical.node import Context, LogicalPlan, Node
+from mpipipe.logical.sink import DataSinkNode
+
+SqlOrFunction = Union[str, Callable[..., Any]]
+
+
+def _row_apply(fn: Callable[[Dict[str, Any]], Any], mode: str, schema: Any) -> Callable[[Any, List[Any]], Any]:
+    """An Arrow body that applies a row function: map (row -> row), filter (row -> bool), flat_map (row -> rows)."""
+
+    def body(_ctx: Any, tables: List[Any]) -> Any:
+        import pyarrow as pa
+
+        table = tables[0]
+        rows = table.to_pylist()
+        if mode == "filter":
+            keep = [bool(fn(r)) for r in rows]
+            return table.filter(pa.array(keep, pa.bool_())) if rows else table
+        if mode == "map":
+            out = [fn(r) for r in rows]
+        else:
+            out = [x for r in rows for x in fn(r)]
+        if not out:
+            return schema.empty_table() if schema is not None else table.schema.empty_table()
+        return pa.Table.from_pylist(out, schema=schema)
+
+    body.__name__ = f"{mode}_{getattr(fn, '__name__', 'fn')}"
+    body.__qualname__ = body.__name__
+    body._mpipipe_wraps = (fn, f"{mode}|{schema}")  # type: ignore[attr-defined]
+    return body
+
+
+def _batches_apply(fn: Callable[[Any], Any]) -> Callable[[Any, List[Any]], Any]:
+    def body(_ctx: Any, readers: List[Any]) -> Any:
+        import pyarrow as pa
+
+        for batch in readers[0]:
+            yield fn(pa.Table.from_batches([batch]))
+
+    body.__name__ = f"map_batches_{getattr(fn, '__name__', 'fn')}"
+    body._mpipipe_wraps = (fn, "map_batches")  # type: ignore[attr-defined]
+    return body
+
+
+class DataFrame:
+    """A lazy, partitioned table. Build with the session's read_*/from_* methods."""
+
+    def __init__(self, session: "Any", node: Node) -> None:
+        self.session = session
+        self.node = node
+
+    @property
+    def ctx(self) -> Context:
+        return self.session.ctx
+
+    @property
+    def npartitions(self) -> int:
+        return D.num_outputs(self.node)
+
+    def _new(self, node: Node) -> "DataFrame":
+        return DataFrame(self.session, node)
+
+    def __repr__(self) -> str:
+        return f"<DataFrame {self.node.name}: {self.npartitions} partition(s)>"
+
+    def explain(self) -> str:
+        return LogicalPlan(self.ctx, self.node).explain()
+
+    # --- transformations (lazy) -----------------------------------------------------
+
+    def repartition(self, npartitions: int, hash_by: Union[str, Sequence[str], None] = None,
+                    by: Optional[str] = None, by_rows: bool = False, **options: Any) -> "DataFrame":
+        """Into `npartitions`: by hash of columns, by an integer column's value, or evenly (files, or rows)."""
+        if hash_by is not None and by is not None:
+            raise PlanError("repartition: give hash_by or by, not both")
+        if hash_by is not None:
+            return self._new(D.HashPartitionNode(self.ctx, self.node, npartitions, hash_columns=hash_by, **options))
+        if by is not None:
+            return self._new(D.ColumnPartitionNode(self.ctx, self.node, npartitions, by, **options))
+        return self._new(D.DataSetPartitionNode(self.ctx, self.node, npartitions,
+                                                partition_by="rows" if by_rows else "files", **options))
+
+    def random_shuffle(self, npartitions: Optional[int] = None, **options: Any) -> "DataFrame":
+        """Rows spread at random over `npartitions` (default: the current count)."""
+        n = npartitions or self.npartitions
+        return self._new(D.HashPartitionNode(self.ctx, self.node, n, random_shuffle=True, name="random_shuffle", **options))
+
+    def map(self, sql_or_func: SqlOrFunction, *, schema: Any = None, **options: Any) -> "DataFrame":
+        """A SQL select list ("a + b AS c, d") or a function row -> row (a dict)."""
+        if isinstance(sql_or_func, str):
+            return self._sql(f"SELECT {sql_or_func} FROM {{0}}", "map", options)
+        return self._rows(sql_or_func, "map", schema, options)
+
+    def filter(self, sql_or_func: SqlOrFunction, **options: Any) -> "DataFrame":
+        """A SQL condition ("a > 1") or a function row -> bool."""
+        if isinstance(sql_or_func, str):
+            return self._sql(f"SELECT * FROM {{0}} WHERE {sql_or_func}", "filter", options)
+        return self._rows(sql_or_func, "filter", None, options)
+
+    def flat_map(self, sql_or_func: SqlOrFunction, *, schema: Any = None, **options: Any) -> "DataFrame":
+        """A SQL select list that unnests ("unnest(tags) AS tag") or a function row -> list of rows."""
+        if isinstance(sql_or_func, str):
+            return self._sql(f"SELECT {sql_or_func} FROM {{0}}", "flat_map", options)
+        return self._rows(sql_or_func, "flat_map", schema, options)
+
+    def map_batches(self, func: Callable[[Any], Any], *, batch_size: int = 122880, schema: Any = None,
+                    **options: Any) -> "DataFrame":
+        """func(pyarrow.Table) -> table, on batches of at most `batch_size` rows, streamed."""
+        if not callable(func):
+            raise PlanError(f"map_batches needs a function, got {type(func).__name__}")
+        node = T.ArrowStreamNode(self.ctx, self.node, _batches_apply(func), name=options.pop("name", "map_batches"),
+                                 batch_size=batch_size, output_schema=schema, **options)
+        return self._new(node)
+
+    def partial_sort(self, by: Union[str, Sequence[str]], **options: Any) -> "DataFrame":
+        """Sort each partition by the given columns (combine with repartition for a global order)."""
+        cols = [by] if isinstance(by, str) else list(by)
+        if not cols:
+            raise PlanError("partial_sort: give at least one column")
+        return self._sql(f"SELECT * FROM {{0}} ORDER BY {', '.join(cols)}", "partial_sort", options)
+
+    def limit(self, n: int) -> "DataFrame":
+        """At most n rows, as one partition."""
+        return self._new(T.LimitNode(self.ctx, self.node, n))
+
+    def _sql(self, query: str, name: str, options: Dict[str, Any]) -> "DataFrame":
+        return self._new(T.SqlEngineNode(self.ctx, self.node, query, name=options.pop("name", name), **options))
+
+    def _rows(self, fn: Any, mode: str, schema: Any, options: Dict[str, Any]) -> "DataFrame":
+        if not callable(fn):
+            raise PlanError(f"{mode} needs a SQL string or a function, got {type(fn).__name__}")
+        body = _row_apply(fn, mode, schema)
+        return self._new(T.ArrowComputeNode(self.ctx, self.node, body, name=options.pop("name", mode),
+                                            output_schema=schema, **options))
+
+    # --- actions (run the plan) -------------------------------------------------------------
+
+    def _run(self, node: Optional[Node] = None) -> Any:
+        return self.session.run(LogicalPlan(self.ctx, node or self.node))
+
+    def _data(self) -> Any:
+        from mpipipe.steps.partio import PartitionData
+
+        result = self._run()
+        return PartitionData.from_folders(result.outputs(self.node.name))
+
+    def to_arrow(self) -> Any:
+        """All rows as one pyarrow.Table, in partition order."""
+        return self._data().to_arrow()
+
+    def to_pandas(self) -> Any:
+        return self.to_arrow().to_pandas()
+
+    def take_all(self) -> List[Dict[str, Any]]:
+        return self.to_arrow().to_pylist()
+
+    def take(self, n: int) -> List[Dict[str, Any]]:
+        """The first n rows as dicts (reads no more partitions than needed)."""
+        return self.limit(n).take_all()
+
+    def count(self) -> int:
+        return self._data().num_rows()
+
+    def write_parquet(self, path: str, type: str = "copy") -> None:
+        """Write every partition as Parquet files into `path` (a folder, or an object-store URI)."""
+        sink = DataSinkNode(self.ctx, self.node, path, type=type, name=f"write_{self.node.name}")
+        self._run(sink)
+
+
+class DataFrameSession:
+    """The read_*/from_*/partial_sql methods of a Session."""
+
+    ctx: Context
+
+    def read_parquet(self, paths: Union[str, Sequence[str]], **options: Any) -> DataFrame:
+        return self._source(ParquetDataSet(paths, **options), "read_parquet")
+
+    def read_csv(self, paths: Union[str, Sequence[str]], **options: Any) -> DataFrame:
+        return self._source(CsvDataSet(paths, **options), "read_csv")
+
+    def read_json(self, paths: Union[str, Sequence[str]], **options: Any) -> DataFrame:
+        return self._source(JsonDataSet(paths, **options), "read_json")
+
+    def from_arrow(self, table: Any) -> DataFrame:
+        return self._source(dataset_for(table), "from_arrow")
+
+    def from_pandas(self, df: Any) -> DataFrame:
+        return self._source(dataset_for(df), "from_pandas")
+
+    def from_items(self, items: Sequence[Any]) -> DataFrame:
+        """Rows as dicts, or plain values (they become a column named `item`)."""
+        return self._source(dataset_for(list(items)), "from_items")
+
+    def partial_sql(self, query: str, *inputs: DataFrame, **options: Any) -> DataFrame:
+        """Run `query` on each partition; inputs are {0}, {1}, ... in the order given."""
+        for df in inputs:
+            if not isinstance(df, DataFrame):
+                raise PlanError(f"partial_sql inputs must be DataFrames, got {type(df).__name__}")
+        node = T.SqlEngineNode(self.ctx, [df.node for df in inputs], query,
+                               name=options.pop("name", "partial_sql"), **options)
+        return DataFrame(self, node)
+
+    def _source(self, dataset: Any, name: str) -> DataFrame:
+        return DataFrame(self, D.DataSourceNode(self.ctx, dataset, name=name))
+
