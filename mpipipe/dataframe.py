@@ -154,10 +154,15 @@ class DataFrame:
         return self.session.run(LogicalPlan(self.ctx, node or self.node))
 
     def _data(self) -> Any:
-        from mpipipe.steps.partio import PartitionData
+        from mpipipe.steps.partio import PartitionData, bucket_dir
 
         result = self._run()
-        return PartitionData.from_folders(result.outputs(self.node.name))
+        folders = result.outputs(self.node.name)
+        if D.is_bucketed(self.node):
+            # partition order is bucket order: bucket 0 of every task, then bucket 1, ... (as limit reads it),
+            # not each task's buckets in turn
+            folders = [bucket_dir(f, b) for b in range(self.npartitions) for f in folders]
+        return PartitionData.from_folders(folders)
 
     def to_arrow(self) -> Any:
         """All rows as one pyarrow.Table, in partition order."""

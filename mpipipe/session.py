@@ -49,6 +49,11 @@ def init(platform: Optional[str] = None, **options: Any) -> Session:
     returned Session reads data (read_parquet, from_pandas, ...) into lazy
     DataFrames.
     """
+    from mpipipe.driver import _install_error_hook
+
+    # a script that uses only the DataFrame API makes no Driver: an MpipipeError raised while it
+    # builds frames (a path that matches nothing, a bad column, this call) prints as one line too
+    _install_error_hook()
     if platform is not None:
         options["platform"] = platform
     check_names(options, "init()")

@@ -133,6 +133,9 @@ class Scheduler:
         rec = self.done_before.get(self.key(nid, p))
         if rec is None or not output_exists(rec.get("o")):
             return False
+        check = self.nodes[nid].info.reuse_check
+        if check and not (rec.get("o") and os.path.exists(os.path.join(rec["o"], check))):
+            return False  # what it wrote outside the job directory is gone
         self.cached += 1
         self._complete(nid, p, rec)
         return True

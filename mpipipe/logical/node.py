@@ -192,6 +192,7 @@ class NodeInfo:
     pointwise: bool
     fingerprint: str
     describe: str
+    reuse_check: str = ""  # a path in the output folder that must exist for a journaled output to be reused
 
 
 class LogicalPlan:
@@ -230,7 +231,8 @@ class LogicalPlan:
                 h.update(fps[dep.id].encode())
             fps[n.id] = h.hexdigest()[:16]
             infos.append(
-                NodeInfo(n.id, n.name, n.kind, n.npartitions, tuple(d.id for d in n.inputs), n.pointwise, fps[n.id], n.describe())
+                NodeInfo(n.id, n.name, n.kind, n.npartitions, tuple(d.id for d in n.inputs), n.pointwise, fps[n.id], n.describe(),
+                         getattr(n, "reuse_check", ""))
             )
         return infos
 

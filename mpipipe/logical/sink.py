@@ -54,6 +54,8 @@ class DataSinkNode(DataNode):
                 raise PlanError(f"node {label!r}: cannot write to {parent} (permission denied); choose another output path")
         self.output_path = output_path
         self.type = type
+        # a local sink is reused from the journal only while its folder is still there
+        self.reuse_check = "" if remote else "target/_MPIPIPE_SINK"
         super().__init__(ctx, deps, 1, name, version)
 
     def default_name(self) -> str:

@@ -94,6 +94,7 @@ def sink_local(output_path: str, how: str, inputs: Sequence[Tuple[str, Partition
     shutil.rmtree(old, ignore_errors=True)
     schema = inputs[0][1].schema()
     write_manifest(job_output, written, schema)
+    os.symlink(final, os.path.join(job_output, "target"))  # lets a later run see if the folder was removed
     return {"files": len(named), "path": final}
 
 
