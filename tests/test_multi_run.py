@@ -65,7 +65,7 @@ def test_two_contexts_in_one_process_give_distinct_increasing_node_ids():
     done = run([sys.executable, "-c", code], timeout=60, check=True)
     ids, *plan = done.stdout.splitlines()
     assert ids == "[0, 1, 2]"
-    assert "  c: compute '<lambda>', 1 partitions, inputs: b" in plan
+    assert "  c: compute '<lambda>'; 1 partition; inputs: b" in plan
 
 
 # --- local platform ----------------------------------------------------------------------------------------

@@ -162,9 +162,9 @@ def test_explain_mentions_every_node_and_partition_count():
     text = LogicalPlan(ctx, out).explain()
     lines = text.splitlines()
     assert lines[0] == "plan: 3 nodes, 15 tasks"
-    assert "source: compute 'noop', 7 partitions, inputs: -" in text
-    assert "middle: compute 'other', 7 partitions, inputs: source pointwise" in text
-    assert "sink: compute 'noop', 1 partitions, inputs: middle, source" in text
+    assert "source: compute 'noop'; 7 partitions; inputs: -" in text
+    assert "middle: compute 'other'; 7 partitions; inputs: source (pointwise)" in text
+    assert "sink: compute 'noop'; 1 partition; inputs: middle, source" in text
 
 
 # --- fingerprints ----------------------------------------------------------------------------------------

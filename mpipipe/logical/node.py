@@ -243,8 +243,11 @@ class LogicalPlan:
     def explain(self) -> str:
         lines = [f"plan: {len(self.nodes)} nodes, {self.total_tasks} tasks"]
         names = {n.id: n.name for n in self.nodes}
-        for info in self.infos:
+        for node, info in zip(self.nodes, self.infos):
             deps = ", ".join(names[d] for d in info.inputs) or "-"
-            mode = " pointwise" if info.pointwise and info.inputs else ""
-            lines.append(f"  {info.name}: {info.describe}, {info.npartitions} partitions, inputs: {deps}{mode}")
+            mode = " (pointwise)" if info.pointwise and info.inputs else ""
+            buckets = getattr(node, "nbuckets", None)
+            shape = (f"{info.npartitions} tasks writing {buckets} partitions" if buckets
+                     else f"{info.npartitions} partition{'s' if info.npartitions != 1 else ''}")
+            lines.append(f"  {info.name}: {info.describe}; {shape}; inputs: {deps}{mode}")
         return "\n".join(lines)
