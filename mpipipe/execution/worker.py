@@ -5,7 +5,8 @@ most that worker; the executor sees which task was running, fails that one
 attempt, and starts a fresh worker for the rest.
 
 This module is both sides: `WorkerHandle` lives in the executor, `main()` is
-the worker process (`python -m mpipipe.execution.worker LOG_PATH`).
+the worker process (`main()`, started with `python -c` so that importing the
+package first does not load this module twice).
 """
 from __future__ import annotations
 
@@ -158,7 +159,7 @@ class WorkerHandle:
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mpipipe.execution.worker", self.log_path],
+                [sys.executable, "-c", "from mpipipe.execution.worker import main; main()", self.log_path],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=child_env(),
                 close_fds=True,
             )

@@ -92,6 +92,7 @@ def connect(threads: int, memory: Optional[int], temp_dir: Optional[str]) -> Any
     if temp_dir:
         con.execute(f"SET temp_directory = '{temp_dir}'")
     con.execute("SET preserve_insertion_order = true")
+    con.execute("SET enable_progress_bar = false")  # task logs are files, not terminals
     return con
 
 

@@ -71,6 +71,7 @@ def run_mpipipe(input_dir: str, work: str, executors: int) -> float:
 
 def run_duckdb(input_dir: str, work: str, threads: int) -> float:
     code = (f"import duckdb; con = duckdb.connect(config={{'threads': {threads}}}); "
+            "con.execute('SET enable_progress_bar = false'); "
             f"con.execute(\"COPY ({AGG.format(src=repr(input_dir + '/*.parquet'))}) TO '{work}/duckdb.parquet' (FORMAT parquet)\")")
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, timeout=1800)
