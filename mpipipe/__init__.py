@@ -9,10 +9,12 @@ from mpipipe.errors import (ConfigError, JobInterrupted, JournalError, MpipipeEr
 from mpipipe.jobmanager import JobManager, JobResult
 from mpipipe.logical.node import ComputeNode, Context, LogicalPlan, Node
 from mpipipe.platform.base import Platform, World
+from mpipipe.resources import Resources
 from mpipipe.session import Session, init
 
 __all__ = [
     "ComputeNode", "ConfigError", "Context", "Driver", "JobInterrupted", "JobManager", "JobResult", "JournalError",
-    "LogicalPlan", "MpipipeError", "Node", "PlanError", "Platform", "PlatformError", "RequirementError", "Session",
+    "LogicalPlan", "MpipipeError", "Node", "PlanError", "Platform", "PlatformError", "RequirementError", "Resources",
+    "Session",
     "TaskFailedError", "World", "init",
 ]

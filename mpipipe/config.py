@@ -30,6 +30,7 @@ class JobConfig:
     progress_interval: float = 2.0
     mpiexec: str = "mpiexec"
     hello_timeout: float = 120.0
+    hosts: Optional[str] = None  # per-rank host overrides: "1,2=cpu(cores=8) & cuda(mem=16GiB) * 2; 3=..."
     platform_options: Tuple[Tuple[str, str], ...] = field(default=())
 
     def with_(self, **changes: Any) -> "JobConfig":

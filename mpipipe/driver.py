@@ -18,7 +18,7 @@ from mpipipe.logical.node import LogicalPlan
 from mpipipe import session
 
 BUILTIN_FLAGS = ("platform", "num_executors", "job_id", "data_root", "max_retries", "fail_fast", "fresh",
-                 "dry_run", "log_level", "debug", "workers_per_executor", "progress_interval")
+                 "dry_run", "log_level", "debug", "workers_per_executor", "progress_interval", "hosts")
 
 
 class Driver:
@@ -41,6 +41,9 @@ class Driver:
         g.add_argument("--debug", action="store_true", default=None, help="show Python tracebacks for every error")
         g.add_argument("--workers-per-executor", type=int, default=None, help="worker processes per executor rank (default: 1)")
         g.add_argument("--progress-interval", type=float, default=None, help="seconds between progress lines, 0 for none (default: 2)")
+        g.add_argument("--hosts", default=None, metavar="RANKS=HOST;...",
+                       help="override what executor ranks offer, in the requirement language, e.g. "
+                            "'1,2=cpu(cores=8, mem=64GiB) & cuda(mem=16GiB) * 2' (default: each rank probes its host)")
         self._builtin_dests = set(BUILTIN_FLAGS)
         _install_error_hook()
 

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import mpipipe
 from mpipipe.config import JobConfig
-from mpipipe.errors import JournalError, MpipipeError, PlatformError
+from mpipipe.errors import ConfigError, JournalError, MpipipeError, PlatformError
 from mpipipe.execution import protocol as P
 from mpipipe.execution.executor import Executor
 from mpipipe.execution.journal import Journal
@@ -267,6 +267,17 @@ class JobManager:
         rt = _RUNTIMES.get(key) or self._open(key, platform, reason)
         return self._run_plan(rt, plan)
 
+    def _hosts(self, probed: Dict[int, Dict[str, Any]]) -> Dict[int, Dict[str, Any]]:
+        """What each executor rank offers: its probe, with the configuration's overrides applied."""
+        from mpipipe.execution.hostprobe import apply_override, parse_overrides
+
+        overrides = parse_overrides(self.config.hosts) if self.config.hosts else {}
+        unknown = sorted(set(overrides) - set(probed))
+        if unknown:
+            raise ConfigError(f"--hosts names rank(s) {unknown}, but the executors are ranks "
+                              f"1..{len(probed)}")
+        return {r: apply_override(d, overrides[r]) if r in overrides else d for r, d in probed.items()}
+
     def _dry_run(self, plan: LogicalPlan, platform: Platform, reason: str) -> None:
         job_dir = os.path.join(self.config.data_root, self.job_id)
         print(plan.explain())
@@ -331,6 +342,8 @@ class JobManager:
                 journal=Journal(rt.job_dir), max_retries=self.config.max_retries, fail_fast=self.config.fail_fast,
                 fresh=fresh, workers_per_executor=self.config.workers_per_executor,
                 platform=rt.platform.name, progress_interval=self.config.progress_interval,
+                resources={n.id: n.resources for n in plan.nodes if getattr(n, "resources", None) is not None},
+                hosts=self._hosts(rt.hosts),
             )
             out = scheduler.run()
         except BaseException as e:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
@@ -20,16 +19,10 @@ log = logging.getLogger("mpipipe.executor")
 
 
 def host_description() -> Dict[str, Any]:
-    """What this rank's host offers; requirement-aware placement builds on it."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        memory = 0
-    return {"host": socket.gethostname(), "pid": os.getpid(), "cores": cores, "memory": memory}
+    """What this rank's host offers (cores, memory, accelerators), sent to rank 0 for placement."""
+    from mpipipe.execution.hostprobe import probe
+
+    return probe()
 
 
 def task_log_path(job_dir: str, node_name: str, partition: int, attempt: int) -> str:
@@ -60,6 +53,8 @@ class Executor:
         self.workers: List[WorkerHandle] = []
         self.setup: Dict[str, Any] = {}
         self.node_names: Dict[int, str] = {}
+        self.deadlines: Dict[int, Tuple[float, float, WorkerHandle]] = {}  # worker -> (deadline, limit, worker)
+        self.overdue: Dict[int, float] = {}  # workers killed for their time limit -> the limit
 
     def run(self) -> None:
         host = host_description()
@@ -98,21 +93,56 @@ class Executor:
                     return str(payload)
             for w in self.workers:
                 self._ensure_alive(w)
-                if self.queue and len(w.inflight) < chunk:
-                    n = min(chunk, len(self.queue))
-                    w.submit([self.queue.popleft() for _ in range(n)])
+                self._feed(w, chunk)
+            self._stop_overdue()
             ready = wait_any(self.workers, 0 if got else backoff.next())
             results: List[Result] = []
             for w in ready:
                 done, crashed, rest = w.collect()
+                if done or crashed is not None:
+                    self.deadlines.pop(id(w), None)
                 results.extend(self._with_log_files(done))
                 if crashed is not None:
-                    results.append(self._crash_result(w, *crashed))
+                    task, why, start = crashed
+                    limit = self.overdue.pop(id(w), None)
+                    if limit is not None:
+                        why = f"ran past its time limit of {limit:g} s and was stopped"
+                    results.append(self._crash_result(w, task, why, start))
                     self.queue.extendleft(reversed(rest))
             if results:
                 self.t.send(0, P.results_msg(results))
             if got or results:
                 backoff.reset()
+
+    def _feed(self, w: WorkerHandle, chunk: int) -> None:
+        """Plain tasks go to workers in batches; a placed task (it holds cores, devices, a time limit)
+        goes alone to an idle worker, so its limits and environment are its own."""
+        if not self.queue or (w.inflight and w.inflight[0].resources):
+            return
+        head = self.queue[0]
+        if head.resources:
+            if not w.inflight:
+                w.submit([self.queue.popleft()])
+                limit = float(head.resources.get("time") or 0)
+                if limit > 0:
+                    self.deadlines[id(w)] = (time.monotonic() + limit, limit, w)
+            return
+        batch: List[Task] = []
+        while self.queue and len(w.inflight) + len(batch) < chunk and not self.queue[0].resources:
+            batch.append(self.queue.popleft())
+        if batch:
+            w.submit(batch)
+
+    def _stop_overdue(self) -> None:
+        """Kill the worker of a task that ran past its time limit; its attempt then fails."""
+        if not self.deadlines:
+            return
+        now = time.monotonic()
+        for key, (deadline, limit, w) in list(self.deadlines.items()):
+            if now > deadline and w.alive and w.inflight:
+                del self.deadlines[key]
+                self.overdue[key] = limit
+                w.kill()
 
     def _ensure_alive(self, w: WorkerHandle) -> None:
         """A worker that died (its task already failed) is replaced; the new one gets every node sent so far."""

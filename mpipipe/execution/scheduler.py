@@ -16,9 +16,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
-from mpipipe.errors import JobInterrupted, PlatformError, TaskFailedError
+from mpipipe.errors import JobInterrupted, PlatformError, RequirementError, TaskFailedError
 from mpipipe.execution import protocol as P
 from mpipipe.execution.journal import Journal
+from mpipipe.execution.placement import Allocation, Placement
 from mpipipe.execution.progress import Progress
 from mpipipe.execution.task import OK, Result, Task, output_exists
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
@@ -66,7 +67,8 @@ class Failure:
 class Scheduler:
     def __init__(self, transport: Transport, infos: List[NodeInfo], roots: List[int], *, job_dir: str,
                  job_id: str, journal: Journal, max_retries: int, fail_fast: bool, fresh: bool,
-                 workers_per_executor: int, platform: str, progress_interval: float) -> None:
+                 workers_per_executor: int, platform: str, progress_interval: float,
+                 resources: Optional[Dict[int, Any]] = None, hosts: Optional[Dict[int, Dict[str, Any]]] = None) -> None:
         self.t = transport
         self.job_dir = job_dir
         self.job_id = job_id
@@ -94,6 +96,12 @@ class Scheduler:
         self.slowest: List[Tuple[float, str, int]] = []
         self.stop_reason: Optional[str] = None
         self.progress = Progress(self.total, progress_interval)
+        # nodes that state their needs are placed on ranks that fit; the others take the fast path
+        self.resources: Dict[int, Any] = dict(resources or {})
+        self.placement = Placement(hosts or {}, workers_per_executor) if self.resources else None
+        self.ready_placed: Deque[Tuple[int, int, int]] = deque()
+        self.allocs: Dict[int, Allocation] = {}
+        self.requirement_cache: Dict[Tuple[int, int], Any] = {}
 
     # --- plan expansion --------------------------------------------------------------
 
@@ -123,10 +131,17 @@ class Scheduler:
                 p = st.cursor
                 st.cursor += 1
                 if not self._reuse(nid, p):
-                    self.ready.append((nid, p, 0))
+                    self._push(nid, p, 0)
                     want -= 1
             if st.cursor >= st.info.npartitions:
                 self.active.popleft()
+
+    def _push(self, nid: int, p: int, attempt: int, front: bool = False) -> None:
+        queue = self.ready_placed if nid in self.resources else self.ready
+        if front:
+            queue.appendleft((nid, p, attempt))
+        else:
+            queue.append((nid, p, attempt))
 
     def _reuse(self, nid: int, p: int) -> bool:
         """A partition an earlier run finished (journaled, output still there) is not run again."""
@@ -148,7 +163,7 @@ class Scheduler:
             if child.info.pointwise and not child.blocked:
                 if all(p in self.nodes[d].outputs for d in child.info.inputs):
                     if not self._reuse(cid, p):
-                        self.ready.append((cid, p, 0))
+                        self._push(cid, p, 0)
         if st.complete:
             self._activate_ready_nodes(st.children)
 
@@ -160,9 +175,10 @@ class Scheduler:
                 c.blocked = True
                 stack.extend(c.children)
         self.ready = deque(r for r in self.ready if not self.nodes[r[0]].blocked)
+        self.ready_placed = deque(r for r in self.ready_placed if not self.nodes[r[0]].blocked)
         self.active = deque(n for n in self.active if not self.nodes[n].blocked)
 
-    def _make_task(self, nid: int, p: int, attempt: int) -> Task:
+    def _input_groups(self, nid: int, p: int) -> Tuple[Tuple[str, ...], ...]:
         info = self.nodes[nid].info
         groups = []
         for d in info.inputs:
@@ -171,8 +187,12 @@ class Scheduler:
                 groups.append(tuple(o for o in (outs[p].get("o"),) if o))
             else:
                 groups.append(tuple(o for o in (outs[q].get("o") for q in range(self.nodes[d].info.npartitions)) if o))
+        return tuple(groups)
+
+    def _make_task(self, nid: int, p: int, attempt: int, resources: Optional[Dict[str, Any]] = None) -> Task:
         self.next_tid += 1
-        return Task(self.next_tid, nid, p, attempt, self.key(nid, p), tuple(groups), self.output_path(nid, p))
+        return Task(self.next_tid, nid, p, attempt, self.key(nid, p), self._input_groups(nid, p),
+                    self.output_path(nid, p), resources)
 
     # --- dispatch ---------------------------------------------------------------------
 
@@ -185,9 +205,71 @@ class Scheduler:
         batch = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(self.avg_duration, 1e-6))))
         return batch, self.workers * 2 * batch
 
+    def _requirement(self, nid: int, p: int) -> Any:
+        key = (nid, p)
+        if key not in self.requirement_cache:
+            self.requirement_cache[key] = self.resources[nid].for_task(self._input_groups(nid, p))
+        return self.requirement_cache[key]
+
+    def _fail_unplaceable(self, item: Tuple[int, int, int], error: str) -> None:
+        nid, p, attempt = item
+        self.next_tid += 1
+        task = Task(self.next_tid, nid, p, self.max_retries, self.key(nid, p), (), self.output_path(nid, p))
+        self.failed_attempts += 1
+        self._on_failure(task, Result(task.tid, "failed", {"error": error, "where": "rank 0 (placement)",
+                                                           "log": (os.path.join(self.job_dir, "logs", "rank-0.log"), 0, None)}))
+
+    def _pick(self, rank: int) -> Optional[Tuple[Tuple[int, int, int], Optional[Allocation]]]:
+        """The first waiting placed task that fits this rank's free capacity (a bounded look-ahead)."""
+        assert self.placement is not None
+        for i, item in enumerate(self.ready_placed):
+            if i >= 256:
+                return None
+            try:
+                req = self._requirement(item[0], item[1])
+            except Exception as e:  # noqa: BLE001  the user's resources function failed
+                del self.ready_placed[i]
+                self._fail_unplaceable(item, f"its resources could not be computed: {type(e).__name__}: {e}")
+                return None
+            if req is None:
+                del self.ready_placed[i]
+                return item, None
+            if not self.placement.servable(req):
+                del self.ready_placed[i]
+                self._fail_unplaceable(item, f"it needs {req}, which no executor can serve; executors: "
+                                             f"{self.placement.hosts_text()}")
+                return None
+            alloc = self.placement.place(rank, req)
+            if alloc is not None:
+                del self.ready_placed[i]
+                return item, alloc
+        return None
+
+    def _dispatch_placed(self) -> bool:
+        """Placed tasks go one per message, each to a rank with a free worker and the capacity it needs."""
+        if self.placement is None:
+            return False
+        if not self.ready_placed and self.active:
+            self._expand(len(self.load) * self.workers)
+        sent = False
+        for rank in self.load:
+            while self.ready_placed and self.load[rank] < self.workers:
+                picked = self._pick(rank)
+                if picked is None:
+                    break
+                (nid, p, attempt), alloc = picked
+                task = self._make_task(nid, p, attempt, alloc.task_resources() if alloc else None)
+                self.inflight[task.tid] = (task, rank)
+                if alloc is not None:
+                    self.allocs[task.tid] = alloc
+                self.load[rank] += 1
+                self.t.send(rank, P.tasks_msg([task]))
+                sent = True
+        return sent
+
     def _dispatch(self) -> bool:
         batch, limit = self._limits()
-        sent = False
+        sent = self._dispatch_placed()
         for rank in self.load:
             room = limit - self.load[rank]
             if room <= 0 or (room < batch and self.load[rank] > 0):
@@ -214,6 +296,9 @@ class Scheduler:
         for res in results:
             task, _ = self.inflight.pop(res.tid)
             self.load[rank] -= 1
+            alloc = self.allocs.pop(res.tid, None)
+            if alloc is not None and self.placement is not None:
+                self.placement.release(alloc)
             info = self.nodes[task.node].info
             t0, t1 = res.info.get("t0", 0.0), res.info.get("t1", 0.0)
             dur = max(0.0, t1 - t0)
@@ -245,7 +330,7 @@ class Scheduler:
     def _on_failure(self, task: Task, res: Result) -> None:
         if task.attempt < self.max_retries:
             self.retried += 1
-            self.ready.appendleft((task.node, task.partition, task.attempt + 1))
+            self._push(task.node, task.partition, task.attempt + 1, front=True)
             return
         info = self.nodes[task.node].info
         logref = res.info.get("log") or ("?", 0, None)
@@ -259,9 +344,19 @@ class Scheduler:
     # --- the loop ---------------------------------------------------------------------
 
     def _finished(self) -> bool:
-        return not self.inflight and not self.ready and not self.active
+        return not self.inflight and not self.ready and not self.ready_placed and not self.active
+
+    def check_requirements(self) -> None:
+        """A static requirement that no executor could ever serve fails the job before anything runs."""
+        if self.placement is None:
+            return
+        for nid, res in self.resources.items():
+            if res.static is not None and not self.placement.servable(res.static):
+                raise RequirementError(f"node {self.nodes[nid].info.name!r} needs {res.static}, which no executor "
+                                       f"can serve; executors: {self.placement.hosts_text()}")
 
     def run(self) -> Dict[str, Any]:
+        self.check_requirements()
         self.journal.open(fresh=self.fresh)
         if not self.fresh:
             self.done_before = self.journal.replay()

@@ -19,6 +19,7 @@ class Task(NamedTuple):
     key: str  # fingerprint of node + partition: the journal's key
     inputs: Tuple[Tuple[str, ...], ...]  # per input node, the upstream output paths
     output: str  # final output path of this partition
+    resources: Optional[Dict[str, Any]] = None  # what placement gave it: cpus, memory, devices, time
 
 
 OK = "ok"

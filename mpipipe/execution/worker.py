@@ -39,6 +39,32 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "POLARS_MAX_THREADS", "RAYON_NUM_THREADS")
+
+
+def _apply_resources(resources: Optional[Dict[str, Any]]) -> Dict[str, Optional[str]]:
+    """Tell the task's libraries what it was given: thread counts and the devices it may see."""
+    if not resources:
+        return {}
+    changes: Dict[str, str] = {}
+    if resources.get("cpus"):
+        changes.update((v, str(resources["cpus"])) for v in THREAD_VARIABLES)
+    if "devices" in resources:
+        changes["CUDA_VISIBLE_DEVICES"] = ",".join(resources["devices"])
+    saved = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    return saved
+
+
+def _restore_env(saved: Dict[str, Optional[str]]) -> None:
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 def _log_offset() -> int:
     try:
         return os.lseek(1, 0, os.SEEK_END)
@@ -81,7 +107,8 @@ class _WorkerState:
                 "traceback": self.load_error or "", "log": (self.log_path, start, start), "t0": t0, "t1": t0,
             })
         ctx = TaskContext(task, node.name, node.npartitions, s["rank"], s["size"], s["host"], s["job_dir"],
-                          getattr(node, "args", None))
+                          getattr(node, "args", None), task.resources)
+        saved_env = _apply_resources(task.resources)
         print(f"--- {node.name}[{task.partition}] attempt {task.attempt} ---", file=sys.stderr, flush=True)
         try:
             value = node.run_task(ctx)
@@ -101,6 +128,7 @@ class _WorkerState:
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+            _restore_env(saved_env)
         info["t0"] = t0
         info["t1"] = time.time()
         info["log"] = (self.log_path, start, _log_offset())
@@ -249,6 +277,11 @@ class WorkerHandle:
     @property
     def alive(self) -> bool:
         return self.proc is not None
+
+    def kill(self) -> None:
+        """Stop the worker now (a task ran past its time limit); collect() then reports the task."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.proc is None:

@@ -54,7 +54,7 @@ class DataNode(Node):
 
     def __init__(self, ctx: Context, inputs: Inputs = (), npartitions: Optional[int] = None,
                  name: Optional[str] = None, version: str = "", cpus: Optional[int] = None,
-                 memory: Union[int, str, None] = None) -> None:
+                 memory: Union[int, str, None] = None, resources: Any = None) -> None:
         deps, names = _as_inputs(inputs)
         label = name or self.default_name()
         for d in deps:
@@ -71,7 +71,9 @@ class DataNode(Node):
         self.cpus = self._check_cpus(label, cpus)
         self.memory = self._check_memory(label, memory)
         self.input_names = names
-        super().__init__(ctx, deps, npartitions, name, pointwise, version)
+        if resources is None and (self.cpus or self.memory):
+            resources = {"cpus": self.cpus or 0, "memory": self.memory or 0}
+        super().__init__(ctx, deps, npartitions, name, pointwise, version, resources)
         if self.input_names is None:
             self.input_names = tuple(d.name for d in deps)
 
@@ -312,7 +314,7 @@ class _BucketingNode(DataNode):
     """A partitioning step: each task splits its slice of the input into `nbuckets` bucket folders."""
 
     def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, name: Optional[str], version: str,
-                 cpus: Optional[int], memory: Union[int, str, None]) -> None:
+                 cpus: Optional[int], memory: Union[int, str, None], resources: Any = None) -> None:
         label = name or self.default_name()
         deps, _ = _as_inputs(inputs)
         if len(deps) != 1:
@@ -320,7 +322,7 @@ class _BucketingNode(DataNode):
         if npartitions is None or isinstance(npartitions, bool) or not isinstance(npartitions, int) or npartitions < 1:
             raise PlanError(f"node {label!r}: npartitions must be a whole number >= 1, got {npartitions!r}")
         self.nbuckets = npartitions
-        super().__init__(ctx, deps, num_outputs(deps[0]), name, version, cpus, memory)
+        super().__init__(ctx, deps, num_outputs(deps[0]), name, version, cpus, memory, resources)
 
     def describe(self) -> str:
         return f"{self.kind} into {self.nbuckets}"
@@ -342,7 +344,7 @@ class HashPartitionNode(_BucketingNode):
                  hash_columns: Union[str, Sequence[str], None] = None, partition_column: Optional[str] = None,
                  random_shuffle: bool = False, name: Optional[str] = None, version: str = "",
                  cpus: Optional[int] = None, memory: Union[int, str, None] = None,
-                 data_partition_column: Optional[str] = None) -> None:
+                 data_partition_column: Optional[str] = None, resources: Any = None) -> None:
         label = name or self.kind
         cols = [hash_columns] if isinstance(hash_columns, str) else list(hash_columns or [])
         if not cols and not random_shuffle:
@@ -350,7 +352,7 @@ class HashPartitionNode(_BucketingNode):
         self.hash_columns = cols
         self.partition_column = partition_column or data_partition_column
         self.random_shuffle = random_shuffle
-        super().__init__(ctx, inputs, npartitions, name, version, cpus, memory)
+        super().__init__(ctx, inputs, npartitions, name, version, cpus, memory, resources)
         schema = self.input_schemas()[0]
         if schema is not None:
             missing = [c for c in cols if c not in schema.names]
@@ -399,8 +401,9 @@ class ColumnPartitionNode(HashPartitionNode):
 
     def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, column: str,
                  name: Optional[str] = None, version: str = "", cpus: Optional[int] = None,
-                 memory: Union[int, str, None] = None) -> None:
-        super().__init__(ctx, inputs, npartitions, [column], name=name, version=version, cpus=cpus, memory=memory)
+                 memory: Union[int, str, None] = None, resources: Any = None) -> None:
+        super().__init__(ctx, inputs, npartitions, [column], name=name, version=version, cpus=cpus, memory=memory,
+                         resources=resources)
 
     def default_name(self) -> str:
         return "column_partition"
@@ -421,11 +424,11 @@ class UserDefinedPartitionNode(_BucketingNode):
 
     def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, partition_fn: Any,
                  name: Optional[str] = None, version: str = "", cpus: Optional[int] = None,
-                 memory: Union[int, str, None] = None) -> None:
+                 memory: Union[int, str, None] = None, resources: Any = None) -> None:
         if not callable(partition_fn):
             raise PlanError(f"node {name or self.kind!r}: partition_fn must be callable, got {type(partition_fn).__name__}")
         self.partition_fn = partition_fn
-        super().__init__(ctx, inputs, npartitions, name, version, cpus, memory)
+        super().__init__(ctx, inputs, npartitions, name, version, cpus, memory, resources)
 
     def default_name(self) -> str:
         return "user_partition"

@@ -65,6 +65,7 @@ class Node:
         name: Optional[str] = None,
         pointwise: bool = False,
         version: str = "",
+        resources: Any = None,
     ) -> None:
         inputs = (inputs,) if isinstance(inputs, Node) else tuple(inputs)
         if not isinstance(ctx, Context):
@@ -81,6 +82,7 @@ class Node:
                     f"node {name or self.kind!r} is pointwise with {npartitions} partitions but input "
                     f"{dep.name!r} has {dep.npartitions}; give them the same count or set pointwise=False"
                 )
+        self.resources = self._resources(resources, name or self.default_name())
         self.ctx = ctx
         self.inputs: Tuple[Node, ...] = tuple(inputs)
         self.npartitions = npartitions
@@ -91,6 +93,19 @@ class Node:
 
     def default_name(self) -> str:
         return self.kind
+
+    @staticmethod
+    def _resources(spec: Any, name: str) -> Any:
+        """What each task needs (a requirement string, Resources, dict, or a function of the task's inputs)."""
+        if spec is None:
+            return None
+        from mpipipe.errors import RequirementError
+        from mpipipe.resources import NodeResources
+
+        try:
+            return NodeResources(spec, name)
+        except RequirementError as e:
+            raise PlanError(str(e)) from None
 
     def config_fingerprint(self) -> str:
         """What, besides inputs, decides this node's output: hashed into task keys."""
@@ -160,6 +175,8 @@ class ComputeNode(Node):
         pointwise: bool = False,
         version: str = "",
         args: Optional[Dict[str, Any]] = None,
+        resources: Any = None,
+        resources_variable: Optional[str] = None,
     ) -> None:
         if not callable(fn):
             raise PlanError(f"ComputeNode needs a callable, got {type(fn).__name__}")
@@ -168,7 +185,8 @@ class ComputeNode(Node):
         default = getattr(fn, "__name__", "")
         if not _NAME_RE.fullmatch(default):
             default = "compute"  # lambdas, partials and callable objects
-        super().__init__(ctx, inputs, npartitions, name or default, pointwise, version)
+        self.resources_variable = resources_variable
+        super().__init__(ctx, inputs, npartitions, name or default, pointwise, version, resources)
 
     def config_fingerprint(self) -> str:
         return f"{super().config_fingerprint()}|{code_fingerprint(self.fn)}|{sorted(self.args.items())!r}"
@@ -177,6 +195,8 @@ class ComputeNode(Node):
         return f"compute {getattr(self.fn, '__qualname__', self.fn)!r}"
 
     def run_task(self, task: Any) -> Any:
+        if self.resources_variable:  # the function manages its own parallelism with what it was given
+            return self.fn(task, **{self.resources_variable: dict(task.resources)})
         return self.fn(task)
 
 

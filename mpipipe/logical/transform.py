@@ -29,7 +29,8 @@ class SqlEngineNode(DataNode):
     def __init__(self, ctx: Context, inputs: Inputs, sql_query: Union[str, Sequence[str]],
                  npartitions: Optional[int] = None, name: Optional[str] = None, version: str = "",
                  cpus: Optional[int] = None, memory: Union[int, str, None] = None,
-                 cpu_limit: Optional[int] = None, memory_limit: Union[int, str, None] = None) -> None:
+                 cpu_limit: Optional[int] = None, memory_limit: Union[int, str, None] = None,
+                 resources: Any = None) -> None:
         from mpipipe.steps import sql as S
 
         label = name or "sql"
@@ -40,7 +41,7 @@ class SqlEngineNode(DataNode):
             raise PlanError(f"node {label!r}: the SQL query is empty")
         self.sql_query = text
         self.statements = S.split_statements(label, S.substitute(label, text, names))
-        super().__init__(ctx, inputs, npartitions, name, version, cpus or cpu_limit, memory or memory_limit)
+        super().__init__(ctx, inputs, npartitions, name, version, cpus or cpu_limit, memory or memory_limit, resources)
         self._schema = S.output_schema(self.name, self.statements, self.input_schemas()) if self._bindable() else None
 
     def _bindable(self) -> bool:
@@ -120,7 +121,7 @@ class _FunctionNode(DataNode):
     def __init__(self, ctx: Context, inputs: Inputs, process: Optional[Callable[..., Any]] = None,
                  npartitions: Optional[int] = None, name: Optional[str] = None, version: str = "",
                  cpus: Optional[int] = None, memory: Union[int, str, None] = None,
-                 output_schema: Any = None) -> None:
+                 output_schema: Any = None, resources: Any = None) -> None:
         overridden = type(self).process is not _FunctionNode.process
         if process is None and not overridden:
             raise PlanError(f"{type(self).__name__} needs a process function (or a subclass that overrides process)")
@@ -129,7 +130,7 @@ class _FunctionNode(DataNode):
         self.process_fn = process
         self._declared_schema = output_schema
         super().__init__(ctx, inputs, npartitions, name or (_fn_name(process, self.kind) if process else None),
-                         version, cpus, memory)
+                         version, cpus, memory, resources)
 
     def default_name(self) -> str:
         return self.kind
@@ -211,7 +212,7 @@ class ArrowStreamNode(_FunctionNode):
                  npartitions: Optional[int] = None, name: Optional[str] = None, version: str = "",
                  cpus: Optional[int] = None, memory: Union[int, str, None] = None, output_schema: Any = None,
                  batch_size: int = 65536, checkpoint: bool = True, checkpoint_batches: int = 32,
-                 checkpoint_seconds: float = 60.0) -> None:
+                 checkpoint_seconds: float = 60.0, resources: Any = None) -> None:
         if batch_size < 1 or checkpoint_batches < 1 or checkpoint_seconds <= 0:
             raise PlanError(f"node {name or self.kind!r}: batch_size and checkpoint_batches must be >= 1 and "
                             "checkpoint_seconds > 0")
@@ -219,7 +220,7 @@ class ArrowStreamNode(_FunctionNode):
         self.checkpoint = checkpoint
         self.checkpoint_batches = checkpoint_batches
         self.checkpoint_seconds = checkpoint_seconds
-        super().__init__(ctx, inputs, process, npartitions, name, version, cpus, memory, output_schema)
+        super().__init__(ctx, inputs, process, npartitions, name, version, cpus, memory, output_schema, resources)
 
     def step_fingerprint(self) -> str:
         return f"{super().step_fingerprint()}|{self.batch_size}"
