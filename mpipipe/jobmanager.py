@@ -344,6 +344,7 @@ class JobManager:
                 platform=rt.platform.name, progress_interval=self.config.progress_interval,
                 resources={n.id: n.resources for n in plan.nodes if getattr(n, "resources", None) is not None},
                 hosts=self._hosts(rt.hosts),
+                group_sizes={n.id: n.group_size for n in plan.nodes if n.group_size > 1},
             )
             out = scheduler.run()
         except BaseException as e:

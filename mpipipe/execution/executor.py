@@ -122,10 +122,14 @@ class Executor:
         head = self.queue[0]
         if head.resources:
             if not w.inflight:
-                w.submit([self.queue.popleft()])
+                group = [self.queue.popleft()]  # tasks that share one placement run in turn on this worker
+                while head.resources.get("group") and self.queue and self.queue[0].resources and \
+                        self.queue[0].resources.get("group") == head.resources["group"]:
+                    group.append(self.queue.popleft())
+                w.submit(group)
                 limit = float(head.resources.get("time") or 0)
                 if limit > 0:
-                    self.deadlines[id(w)] = (time.monotonic() + limit, limit, w)
+                    self.deadlines[id(w)] = (time.monotonic() + limit * len(group), limit, w)
             return
         batch: List[Task] = []
         while self.queue and len(w.inflight) + len(batch) < chunk and not self.queue[0].resources:

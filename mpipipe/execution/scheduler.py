@@ -64,11 +64,32 @@ class Failure:
                 f"--- log: {self.log}")
 
 
+class _NoRequirement:
+    static = None
+
+    @staticmethod
+    def for_task(_inputs: Any) -> None:
+        return None
+
+
+_NO_REQUIREMENT = _NoRequirement()
+
+
+@dataclass
+class _Slot:
+    """One placement: a worker of `rank` holding `alloc` for `remaining` more tasks."""
+
+    rank: int
+    alloc: Optional[Allocation]
+    remaining: int
+
+
 class Scheduler:
     def __init__(self, transport: Transport, infos: List[NodeInfo], roots: List[int], *, job_dir: str,
                  job_id: str, journal: Journal, max_retries: int, fail_fast: bool, fresh: bool,
                  workers_per_executor: int, platform: str, progress_interval: float,
-                 resources: Optional[Dict[int, Any]] = None, hosts: Optional[Dict[int, Dict[str, Any]]] = None) -> None:
+                 resources: Optional[Dict[int, Any]] = None, hosts: Optional[Dict[int, Dict[str, Any]]] = None,
+                 group_sizes: Optional[Dict[int, int]] = None) -> None:
         self.t = transport
         self.job_dir = job_dir
         self.job_id = job_id
@@ -98,10 +119,16 @@ class Scheduler:
         self.progress = Progress(self.total, progress_interval)
         # nodes that state their needs are placed on ranks that fit; the others take the fast path
         self.resources: Dict[int, Any] = dict(resources or {})
+        for nid in group_sizes or {}:  # chunked nodes take the placed path even without a requirement
+            self.resources.setdefault(nid, _NO_REQUIREMENT)
         self.placement = Placement(hosts or {}, workers_per_executor) if self.resources else None
         self.ready_placed: Deque[Tuple[int, int, int]] = deque()
-        self.allocs: Dict[int, Allocation] = {}
         self.requirement_cache: Dict[Tuple[int, int], Any] = {}
+        self.group_sizes: Dict[int, int] = dict(group_sizes or {})
+        self.slots: Dict[int, _Slot] = {}  # tid -> the placement it runs in
+        self.placed_tasks: Dict[int, int] = {r: 0 for r in self.load}
+        self.placed_slots: Dict[int, int] = {r: 0 for r in self.load}
+        self.next_group = 0
 
     # --- plan expansion --------------------------------------------------------------
 
@@ -246,26 +273,65 @@ class Scheduler:
         return None
 
     def _dispatch_placed(self) -> bool:
-        """Placed tasks go one per message, each to a rank with a free worker and the capacity it needs."""
+        """Placed tasks go to a rank with a free worker and the capacity they need: one task per
+        placement, or up to `size_per_task` tasks of one node that share a placement and run in turn."""
         if self.placement is None:
             return False
         if not self.ready_placed and self.active:
             self._expand(len(self.load) * self.workers)
         sent = False
         for rank in self.load:
-            while self.ready_placed and self.load[rank] < self.workers:
+            while self.ready_placed and self._busy_workers(rank) < self.workers:
                 picked = self._pick(rank)
                 if picked is None:
                     break
                 (nid, p, attempt), alloc = picked
-                task = self._make_task(nid, p, attempt, alloc.task_resources() if alloc else None)
-                self.inflight[task.tid] = (task, rank)
-                if alloc is not None:
-                    self.allocs[task.tid] = alloc
-                self.load[rank] += 1
-                self.t.send(rank, P.tasks_msg([task]))
+                items = [(nid, p, attempt)] + self._group_mates(nid, p, self.group_sizes.get(nid, 1) - 1)
+                resources = alloc.task_resources() if alloc else None
+                if resources is not None and len(items) > 1:
+                    self.next_group += 1
+                    resources = dict(resources, group=self.next_group)
+                tasks = [self._make_task(n, q, a, resources) for n, q, a in items]
+                slot = _Slot(rank, alloc, len(tasks))
+                for task in tasks:
+                    self.inflight[task.tid] = (task, rank)
+                    self.slots[task.tid] = slot
+                self.load[rank] += len(tasks)
+                self.placed_tasks[rank] += len(tasks)
+                self.placed_slots[rank] += 1
+                self.t.send(rank, P.tasks_msg(tasks))
                 sent = True
         return sent
+
+    def _busy_workers(self, rank: int) -> int:
+        """Workers of a rank in use: one per placement, one per plain task."""
+        return self.load[rank] - self.placed_tasks[rank] + self.placed_slots[rank]
+
+    def _task_back(self, slot: "_Slot") -> None:
+        self.placed_tasks[slot.rank] -= 1
+        slot.remaining -= 1
+        if slot.remaining == 0:  # the last task of its placement is back
+            self.placed_slots[slot.rank] -= 1
+            if slot.alloc is not None and self.placement is not None:
+                self.placement.release(slot.alloc)
+
+    def _group_mates(self, nid: int, p: int, want: int) -> List[Tuple[int, int, int]]:
+        """Up to `want` more waiting tasks of the node with the same requirement, for one shared placement."""
+        if want <= 0:
+            return []
+        if len(self.ready_placed) < want + 1:
+            self._expand(want)
+        req = self._requirement(nid, p)
+        mates, keep = [], deque()
+        while self.ready_placed and len(mates) < want:
+            item = self.ready_placed.popleft()
+            if item[0] == nid and self._requirement(item[0], item[1]) == req:
+                mates.append(item)
+            else:
+                keep.append(item)
+        keep.extend(self.ready_placed)
+        self.ready_placed = keep
+        return mates
 
     def _dispatch(self) -> bool:
         batch, limit = self._limits()
@@ -296,9 +362,9 @@ class Scheduler:
         for res in results:
             task, _ = self.inflight.pop(res.tid)
             self.load[rank] -= 1
-            alloc = self.allocs.pop(res.tid, None)
-            if alloc is not None and self.placement is not None:
-                self.placement.release(alloc)
+            slot = self.slots.pop(res.tid, None)
+            if slot is not None:
+                self._task_back(slot)
             info = self.nodes[task.node].info
             t0, t1 = res.info.get("t0", 0.0), res.info.get("t1", 0.0)
             dur = max(0.0, t1 - t0)

@@ -24,6 +24,9 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 _NODE_IDS = itertools.count()
 
 
+SCOPES = ("element", "map")
+
+
 class Context:
     """Owns the nodes of one plan and hands out unique node names."""
 
@@ -66,6 +69,8 @@ class Node:
         pointwise: bool = False,
         version: str = "",
         resources: Any = None,
+        size_per_task: int = 1,
+        scope: str = "element",
     ) -> None:
         inputs = (inputs,) if isinstance(inputs, Node) else tuple(inputs)
         if not isinstance(ctx, Context):
@@ -83,6 +88,12 @@ class Node:
                     f"{dep.name!r} has {dep.npartitions}; give them the same count or set pointwise=False"
                 )
         self.resources = self._resources(resources, name or self.default_name())
+        if scope not in SCOPES:
+            raise PlanError(f"node {name or self.kind!r}: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        if isinstance(size_per_task, bool) or not isinstance(size_per_task, int) or size_per_task < 1:
+            raise PlanError(f"node {name or self.kind!r}: size_per_task must be a whole number >= 1, got {size_per_task!r}")
+        self.scope = scope
+        self.size_per_task = size_per_task
         self.ctx = ctx
         self.inputs: Tuple[Node, ...] = tuple(inputs)
         self.npartitions = npartitions
@@ -93,6 +104,11 @@ class Node:
 
     def default_name(self) -> str:
         return self.kind
+
+    @property
+    def group_size(self) -> int:
+        """Tasks that share one placement: all of them for scope="map", else size_per_task."""
+        return self.npartitions if self.scope == "map" else self.size_per_task
 
     @staticmethod
     def _resources(spec: Any, name: str) -> Any:
@@ -177,6 +193,8 @@ class ComputeNode(Node):
         args: Optional[Dict[str, Any]] = None,
         resources: Any = None,
         resources_variable: Optional[str] = None,
+        size_per_task: int = 1,
+        scope: str = "element",
     ) -> None:
         if not callable(fn):
             raise PlanError(f"ComputeNode needs a callable, got {type(fn).__name__}")
@@ -186,7 +204,7 @@ class ComputeNode(Node):
         if not _NAME_RE.fullmatch(default):
             default = "compute"  # lambdas, partials and callable objects
         self.resources_variable = resources_variable
-        super().__init__(ctx, inputs, npartitions, name or default, pointwise, version, resources)
+        super().__init__(ctx, inputs, npartitions, name or default, pointwise, version, resources, size_per_task, scope)
 
     def config_fingerprint(self) -> str:
         return f"{super().config_fingerprint()}|{code_fingerprint(self.fn)}|{sorted(self.args.items())!r}"

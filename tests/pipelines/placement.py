@@ -7,7 +7,7 @@ from mpipipe import ComputeNode, Context, Driver, LogicalPlan, Resources
 
 def where(task):
     time.sleep(0.05)
-    return {"rank": task.rank, "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    return {"rank": task.rank, "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
             "threads": os.environ.get("OMP_NUM_THREADS"), "resources": task.resources}
 
 
@@ -43,7 +43,9 @@ plain = ComputeNode(ctx, write_marker, npartitions=6, name="plain")
 two = ComputeNode(ctx, where, npartitions=2, name="two_gpus", resources={"gpus": 2, "gpu_kind": "cuda", "cpus": 2})
 inner = ComputeNode(ctx, internal, npartitions=2, name="internal", resources="cpu(cores=2)", resources_variable="res")
 dyn = ComputeNode(ctx, where, inputs=[plain], npartitions=2, name="dynamic", resources=by_inputs)
-roots = [gpu, cpu, plain, two, inner, dyn]
+chunked = ComputeNode(ctx, where, npartitions=7, name="chunked", resources="cpu(cores=1)", size_per_task=3)
+mapped = ComputeNode(ctx, where, npartitions=4, name="mapped", resources="cpu(cores=2)", scope="map")
+roots = [gpu, cpu, plain, two, inner, dyn, chunked, mapped]
 if args["impossible"]:
     roots.append(ComputeNode(ctx, where, npartitions=1, name="huge", resources="cuda(mem=80GiB) * 2"))
 if args["time_limit"]:
