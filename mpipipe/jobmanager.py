@@ -357,6 +357,7 @@ class JobManager:
         info = {
             "job_id": self.job_id, "mpipipe": mpipipe.__version__, "argv": sys.argv, "platform": rt.platform.name,
             "executors": rt.world.num_executors, "started": rt.started, "runs": rt.runs, "host": socket.gethostname(),
+            "hosts": {str(r): d for r, d in sorted(self._hosts(rt.hosts).items())},
             "nodes": [{"id": i.id, "name": i.name, "kind": i.kind, "npartitions": i.npartitions,
                        "inputs": list(i.inputs), "pointwise": i.pointwise, "fingerprint": i.fingerprint}
                       for _, i in sorted(rt.infos.items())],

@@ -95,3 +95,22 @@ class Placement:
 
     def release(self, a: Allocation) -> None:
         self.ranks[a.rank].release(a)
+
+
+def match_report(req: HostRequirement, hosts: Dict[int, Dict[str, Any]]) -> str:
+    """For `mpipipe match`: which ranks could run a task with this requirement, best fit first."""
+    rows = []
+    for rank, desc in sorted(hosts.items()):
+        m = req.match(spec_of(desc))
+        rows.append((m.score if m else -1.0, rank, desc, m))
+    lines = [f"requirement: {req}"]
+    fits = [r for r in rows if r[3] is not None]
+    for score, rank, desc, m in sorted(rows, key=lambda r: (-r[0], r[1])):
+        if m is None:
+            lines.append(f"  rank {rank}: no     {describe(desc)}")
+        else:
+            devs = [device_ids(desc)[i] for group in m.devices for i in group]
+            extra = f", devices {','.join(devs)}" if devs else ""
+            lines.append(f"  rank {rank}: yes    score {score:.3f} (alternative {m.requirement}{extra})  {describe(desc)}")
+    lines.append(f"{len(fits)} of {len(rows)} rank(s) can run it" if rows else "no hosts to match against")
+    return "\n".join(lines)
