@@ -20,7 +20,7 @@ from mpipipe.errors import JobInterrupted, PlatformError, RequirementError, Task
 from mpipipe.execution import protocol as P
 from mpipipe.execution.journal import Journal
 from mpipipe.execution.placement import Allocation, Placement
-from mpipipe.execution.progress import Progress
+from mpipipe.execution.progress import NodeCount, Progress
 from mpipipe.execution.task import OK, Result, Task, output_exists
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
 from mpipipe.logical.node import NodeInfo
@@ -117,6 +117,7 @@ class Scheduler:
         self.slowest: List[Tuple[float, str, int]] = []
         self.stop_reason: Optional[str] = None
         self.progress = Progress(self.total, progress_interval)
+        self.data = {"bytes_written": 0, "rows_written": 0, "bytes_read": 0}
         # nodes that state their needs are placed on ranks that fit; the others take the fast path
         self.resources: Dict[int, Any] = dict(resources or {})
         for nid in group_sizes or {}:  # chunked nodes take the placed path even without a requirement
@@ -376,6 +377,7 @@ class Scheduler:
                 rec["o"] = res.info.get("output")
                 if res.info.get("value") is not None:
                     rec["v"] = res.info["value"]
+                    self._count_data(rec["v"])
                 rec["log"] = res.info.get("log")
                 self.journal.append(rec)
                 self._note_slow(dur, info.name, task.partition)
@@ -385,6 +387,25 @@ class Scheduler:
                 rec.update(e=res.info.get("error", ""), log=res.info.get("log"), where=res.info.get("where"))
                 self.journal.append(rec)
                 self._on_failure(task, res)
+
+    def _node_counts(self) -> List[NodeCount]:
+        """Per node: done (this run or reused), running, failed for good, of total; for the progress bars."""
+        running: Dict[int, int] = {}
+        for task, _ in self.inflight.values():
+            running[task.node] = running.get(task.node, 0) + 1
+        failed: Dict[str, int] = {}
+        for f in self.failures:
+            failed[f.node] = failed.get(f.node, 0) + 1
+        return [NodeCount(st.info.name, st.info.npartitions, len(st.outputs), running.get(nid, 0),
+                          failed.get(st.info.name, 0)) for nid, st in self.nodes.items()]
+
+    def _count_data(self, value: Any) -> None:
+        """Data tasks report rows and bytes; the summary adds them up."""
+        if isinstance(value, dict):
+            for key, stat in (("bytes", "bytes_written"), ("rows", "rows_written"), ("bytes_in", "bytes_read")):
+                x = value.get(key)
+                if isinstance(x, int) and not isinstance(x, bool):
+                    self.data[stat] += x
 
     def _note_slow(self, dur: float, name: str, p: int) -> None:
         item = (dur, name, p)
@@ -446,7 +467,8 @@ class Scheduler:
                 sent = self._dispatch()
                 now = time.monotonic()
                 self.journal.maybe_flush(now)
-                self.progress.maybe_print(now, self.ran, self.cached, len(self.inflight), len(self.failures), self.retried)
+                self.progress.maybe_print(now, self.ran, self.cached, len(self.inflight), len(self.failures), self.retried,
+                                          self._node_counts)
                 if got or sent:
                     backoff.reset()
                 elif not self._finished():
@@ -466,8 +488,9 @@ class Scheduler:
         outputs = [rec.get("o") for r in self.roots for _, rec in sorted(self.nodes[r].outputs.items()) if rec.get("o")]
         stats = {"job_id": self.job_id, "status": status, "ran": self.ran, "cached": self.cached,
                  "retried": self.retried, "failed": len(self.failures), "executors": self.t.size - 1,
-                 "platform": self.platform, "job_dir": self.job_dir,
+                 "platform": self.platform, "job_dir": self.job_dir, **self.data,
                  "slowest": sorted(self.slowest, reverse=True)}
+        self.progress.finish(self._node_counts)
         self.progress.summary(stats, outputs)
         if status == "interrupted":
             raise JobInterrupted(f"job {self.job_id} interrupted; its journal is saved, run the same command again to resume")

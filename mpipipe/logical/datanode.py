@@ -174,11 +174,29 @@ class DataNode(Node):
         return int(cpus), memory
 
     def run_task(self, task: Any) -> Any:
-        return self.process_partition(task, self.input_data(task))
+        inputs = self.input_data(task)
+        value = self.process_partition(task, inputs)
+        if isinstance(value, dict):
+            value.setdefault("bytes_in", _bytes_in(inputs))
+        return value
 
     def process_partition(self, task: Any, inputs: List[Any]) -> Any:
         """Hook: read `inputs` (PartitionData per input), write under task.output_dir, return a small summary."""
         raise NotImplementedError(f"{type(self).__name__} does not define process_partition()")
+
+
+def _bytes_in(inputs: List[Any]) -> int:
+    """Size of the local files a task read (whole files, each counted once): a figure for the summary."""
+    seen, total = set(), 0
+    for data in inputs:
+        for frag in getattr(data, "fragments", ()):
+            if frag.path not in seen and "://" not in frag.path:
+                seen.add(frag.path)
+                try:
+                    total += os.path.getsize(frag.path)
+                except OSError:
+                    pass
+    return total
 
 
 def rows_written(folder: str) -> Dict[str, int]:
