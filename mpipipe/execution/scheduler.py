@@ -8,6 +8,7 @@ one at a time so the last ones are not stuck behind a busy rank.
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ log = logging.getLogger("mpipipe.scheduler")
 
 # Aim for batches that keep a worker busy this long per message; beyond it, prefer balance.
 BATCH_SECONDS = 0.02
+STATE_SECONDS = 1.0  # how often state.json is rewritten while the job runs
 MAX_BATCH = 512
 
 
@@ -118,6 +120,7 @@ class Scheduler:
         self.stop_reason: Optional[str] = None
         self.progress = Progress(self.total, progress_interval)
         self.data = {"bytes_written": 0, "rows_written": 0, "bytes_read": 0}
+        self._state_written = 0.0
         # nodes that state their needs are placed on ranks that fit; the others take the fast path
         self.resources: Dict[int, Any] = dict(resources or {})
         for nid in group_sizes or {}:  # chunked nodes take the placed path even without a requirement
@@ -399,6 +402,21 @@ class Scheduler:
         return [NodeCount(st.info.name, st.info.npartitions, len(st.outputs), running.get(nid, 0),
                           failed.get(st.info.name, 0)) for nid, st in self.nodes.items()]
 
+    def _write_state(self, status: str) -> None:
+        """state.json: per-node counts for `mpipipe status` while the job runs (written atomically)."""
+        self._state_written = time.monotonic()
+        state = {"status": status, "time": time.time(), "pid": os.getpid(), "ran": self.ran, "cached": self.cached,
+                 "retried": self.retried, "failed": len(self.failures),
+                 "nodes": {n.name: {"total": n.total, "done": n.done, "running": n.running, "failed": n.failed}
+                           for n in self._node_counts()}}
+        tmp = os.path.join(self.job_dir, "state.json.tmp")
+        try:
+            with open(tmp, "w") as f:
+                json.dump(state, f)
+            os.replace(tmp, os.path.join(self.job_dir, "state.json"))
+        except OSError as e:
+            log.warning("cannot write %s: %s", tmp, e)
+
     def _count_data(self, value: Any) -> None:
         """Data tasks report rows and bytes; the summary adds them up."""
         if isinstance(value, dict):
@@ -469,6 +487,8 @@ class Scheduler:
                 self.journal.maybe_flush(now)
                 self.progress.maybe_print(now, self.ran, self.cached, len(self.inflight), len(self.failures), self.retried,
                                           self._node_counts)
+                if now - self._state_written >= STATE_SECONDS:
+                    self._write_state("running")
                 if got or sent:
                     backoff.reset()
                 elif not self._finished():
@@ -480,6 +500,7 @@ class Scheduler:
                 signal.signal(s, h)
             status = self.stop_reason or ("failed" if self.failures else "succeeded")
             self.journal.append({"type": "end", "status": status, "time": time.time()})
+            self._write_state(status)
             self.journal.close()
         return self._outcome()
 
