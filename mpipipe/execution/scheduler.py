@@ -11,6 +11,7 @@ import heapq
 import json
 import logging
 import os
+import shutil
 import signal
 import time
 from collections import deque
@@ -31,6 +32,8 @@ log = logging.getLogger("mpipipe.scheduler")
 # Aim for batches that keep a worker busy this long per message; beyond it, prefer balance.
 BATCH_SECONDS = 0.02
 STATE_SECONDS = 1.0  # how often state.json is rewritten while the job runs
+SPECULATE_AFTER = 0.5  # seconds a task must have run before a copy of it may start
+SPECULATIVE_SUFFIX = ".speculative"  # a copy commits beside the original, never over it
 MAX_BATCH = 512
 
 
@@ -91,7 +94,7 @@ class Scheduler:
                  job_id: str, journal: Journal, max_retries: int, fail_fast: bool, fresh: bool,
                  workers_per_executor: int, platform: str, progress_interval: float,
                  resources: Optional[Dict[int, Any]] = None, hosts: Optional[Dict[int, Dict[str, Any]]] = None,
-                 group_sizes: Optional[Dict[int, int]] = None) -> None:
+                 group_sizes: Optional[Dict[int, int]] = None, speculate: bool = False) -> None:
         self.t = transport
         self.job_dir = job_dir
         self.job_id = job_id
@@ -121,6 +124,13 @@ class Scheduler:
         self.progress = Progress(self.total, progress_interval)
         self.data = {"bytes_written": 0, "rows_written": 0, "bytes_read": 0}
         self._state_written = 0.0
+        # speculative copies of stragglers (optional)
+        self.speculate = speculate
+        self.started_at: Dict[int, float] = {}
+        self.durations: Dict[int, List[float]] = {}
+        self.twins: Dict[int, int] = {}  # tid <-> tid of its running copy
+        self.losers: Set[int] = set()  # copies whose twin finished first
+        self.speculated = self.speculation_won = 0
         # nodes that state their needs are placed on ranks that fit; the others take the fast path
         self.resources: Dict[int, Any] = dict(resources or {})
         for nid in group_sizes or {}:  # chunked nodes take the placed path even without a requirement
@@ -354,6 +364,8 @@ class Scheduler:
                 nid, p, attempt = self.ready.popleft()
                 task = self._make_task(nid, p, attempt)
                 self.inflight[task.tid] = (task, rank)
+                if self.speculate:
+                    self.started_at[task.tid] = time.monotonic()
                 tasks.append(task)
             self.load[rank] += len(tasks)
             self.t.send(rank, P.tasks_msg(tasks))
@@ -364,8 +376,14 @@ class Scheduler:
 
     def _on_results(self, rank: int, results: List[Result]) -> None:
         for res in results:
+            if res.tid not in self.inflight:
+                continue  # a speculative copy's twin that an earlier run of this process stopped waiting for
             task, _ = self.inflight.pop(res.tid)
             self.load[rank] -= 1
+            self.started_at.pop(res.tid, None)
+            if res.tid in self.losers:
+                self._discard_loser(task, res)
+                continue
             slot = self.slots.pop(res.tid, None)
             if slot is not None:
                 self._task_back(slot)
@@ -384,12 +402,71 @@ class Scheduler:
                 rec["log"] = res.info.get("log")
                 self.journal.append(rec)
                 self._note_slow(dur, info.name, task.partition)
+                if self.speculate:
+                    self.durations.setdefault(task.node, []).append(dur)
+                    twin = self.twins.pop(res.tid, None)
+                    if twin is not None:  # first result wins; the twin's output is discarded when it comes back
+                        self.twins.pop(twin, None)
+                        self.losers.add(twin)
+                        self.speculation_won += task.output.endswith(SPECULATIVE_SUFFIX)
                 self._complete(task.node, task.partition, rec)
             else:
                 self.failed_attempts += 1
                 rec.update(e=res.info.get("error", ""), log=res.info.get("log"), where=res.info.get("where"))
                 self.journal.append(rec)
+                twin = self.twins.pop(res.tid, None) if self.speculate else None
+                if twin is not None:  # the other copy may still succeed: no retry yet
+                    self.twins.pop(twin, None)
+                    continue
                 self._on_failure(task, res)
+
+    def _discard_loser(self, task: Task, res: Result) -> None:
+        """The slower copy of a speculated task: its outcome is ignored and its output removed."""
+        self.losers.discard(res.tid)
+        out = res.info.get("output") if res.status == OK else None
+        winner = self.nodes[task.node].outputs.get(task.partition, {}).get("o")
+        if out and out != winner:
+            shutil.rmtree(out, ignore_errors=True)
+
+    def _speculate(self) -> bool:
+        """With nothing else to run, start a copy of a straggler on another rank with a free worker.
+
+        A node qualifies once 3/4 of its partitions are done; a task qualifies when it has run
+        more than twice the node's median task time (and at least SPECULATE_AFTER seconds).
+        """
+        free = [r for r in self.load if self.load[r] < self.workers]
+        if not free or not self.inflight or len(self.twins) >= 2 * len(self.load):
+            return False
+        now = time.monotonic()
+        best: Optional[Tuple[float, int]] = None
+        for tid, (task, _rank) in self.inflight.items():
+            if tid in self.twins or tid in self.losers or task.resources is not None or tid not in self.started_at:
+                continue
+            st = self.nodes[task.node]
+            times = self.durations.get(task.node)
+            if not times or len(st.outputs) < 0.75 * st.info.npartitions:
+                continue
+            median = sorted(times)[len(times) // 2]
+            ran = now - self.started_at[tid]
+            if ran > max(2 * median, SPECULATE_AFTER) and (best is None or ran > best[0]):
+                best = (ran, tid)
+        if best is None:
+            return False
+        task, rank = self.inflight[best[1]]
+        target = next((r for r in free if r != rank), None)
+        if target is None:
+            return False
+        self.next_tid += 1
+        copy = task._replace(tid=self.next_tid, output=task.output + SPECULATIVE_SUFFIX)
+        self.inflight[copy.tid] = (copy, target)
+        self.started_at[copy.tid] = now
+        self.twins[copy.tid], self.twins[task.tid] = task.tid, copy.tid
+        self.load[target] += 1
+        self.speculated += 1
+        log.info("speculating %s[%d] (running %.1fs) on rank %d", self.nodes[task.node].info.name, task.partition,
+                 best[0], target)
+        self.t.send(target, P.tasks_msg([copy]))
+        return True
 
     def _node_counts(self) -> List[NodeCount]:
         """Per node: done (this run or reused), running, failed for good, of total; for the progress bars."""
@@ -449,7 +526,8 @@ class Scheduler:
     # --- the loop ---------------------------------------------------------------------
 
     def _finished(self) -> bool:
-        return not self.inflight and not self.ready and not self.ready_placed and not self.active
+        # copies that lost a race are not waited for
+        return len(self.inflight) == len(self.losers) and not self.ready and not self.ready_placed and not self.active
 
     def check_requirements(self) -> None:
         """A static requirement that no executor could ever serve fails the job before anything runs."""
@@ -483,6 +561,8 @@ class Scheduler:
                     elif kind == P.FATAL:
                         raise PlatformError(f"executor rank {src} stopped: {payload}")
                 sent = self._dispatch()
+                if self.speculate and not sent and not self.ready and not self.ready_placed and not self.active:
+                    sent = self._speculate()
                 now = time.monotonic()
                 self.journal.maybe_flush(now)
                 self.progress.maybe_print(now, self.ran, self.cached, len(self.inflight), len(self.failures), self.retried,
@@ -510,6 +590,7 @@ class Scheduler:
         stats = {"job_id": self.job_id, "status": status, "ran": self.ran, "cached": self.cached,
                  "retried": self.retried, "failed": len(self.failures), "executors": self.t.size - 1,
                  "platform": self.platform, "job_dir": self.job_dir, **self.data,
+                 "speculated": self.speculated, "speculation_won": self.speculation_won,
                  "slowest": sorted(self.slowest, reverse=True)}
         self.progress.finish(self._node_counts)
         self.progress.summary(stats, outputs)
