@@ -41,20 +41,55 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("job_dir", type=click.Path(exists=True, file_okay=False))
-def status(job_dir: str) -> None:
-    """Progress of the job in JOB_DIR, per node: done/total partitions, failed attempts, last error."""
+@click.argument("job")
+def status(job: str) -> None:
+    """Progress of a job, per node: done/total partitions, failed attempts, last error.
+
+    JOB is a job directory (<data-root>/<job-id>) or the id of a SLURM job that
+    mpipipe submitted; for a SLURM job the SLURM job id(s) and their state are shown too.
+    """
+    job_dir = job
+    if not os.path.isdir(job) and job.split("_", 1)[0].isdigit():
+        from mpipipe.errors import PlatformError
+        from mpipipe.platform.slurm import find_job_dir
+
+        try:
+            found = find_job_dir(job.split("_", 1)[0])
+        except PlatformError as e:
+            raise click.ClickException(str(e)) from None
+        if found is None:
+            raise click.ClickException(f"no job directory found for SLURM job {job}: SLURM no longer knows it and "
+                                       "it is not in this user's index of submissions; give the job directory")
+        job_dir = found
+        click.echo(f"SLURM job {job}: job directory {job_dir}")
+    elif not os.path.isdir(job):
+        raise click.ClickException(f"{job} is neither a job directory nor a SLURM job id")
+    slurm = _slurm_lines(job_dir)
     if not os.path.exists(os.path.join(job_dir, "job.json")):
-        raise click.ClickException(f"{job_dir} is not a job directory (no job.json); give <data-root>/<job-id>")
-    st = _job_status(job_dir)
-    job = st["job"]
-    click.echo(f"job {job['job_id']} on {job['platform']} ({job['executors']} executors): {st['status']}, "
-               f"{st['runs']} run(s)")
-    for name, node in st["nodes"].items():
-        line = f"  {name}: {len(node['done'])}/{node['total']} done, {node['failed_attempts']} failed attempt(s)"
+        if not slurm:
+            raise click.ClickException(f"{job_dir} is not a job directory (no job.json); give <data-root>/<job-id>")
+        click.echo(f"job {os.path.basename(os.path.abspath(job_dir))}: not started yet (rank 0 has not written job.json)")
+    else:
+        st = _job_status(job_dir)
+        info = st["job"]
+        click.echo(f"job {info['job_id']} on {info['platform']} ({info['executors']} executors): {st['status']}, "
+                   f"{st['runs']} run(s)")
+        for name, node in st["nodes"].items():
+            line = f"  {name}: {len(node['done'])}/{node['total']} done, {node['failed_attempts']} failed attempt(s)"
+            click.echo(line)
+            if node["last_error"] and len(node["done"]) < node["total"]:
+                click.echo(f"    last error {node['last_error']}")
+    for line in slurm:
         click.echo(line)
-        if node["last_error"] and len(node["done"]) < node["total"]:
-            click.echo(f"    last error {node['last_error']}")
+
+
+def _slurm_lines(job_dir: str) -> "list[str]":
+    """The SLURM jobs submitted for this job directory and their state (nothing for other jobs)."""
+    if not os.path.exists(os.path.join(job_dir, "slurm", "submissions.jsonl")):
+        return []
+    from mpipipe.platform.slurm import status_lines
+
+    return status_lines(job_dir)
 
 
 @main.command()

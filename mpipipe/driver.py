@@ -1,7 +1,9 @@
 """The Driver: parses the command line (the user's flags and mpipipe's) and runs a plan.
 
 Built-in flags are long options only, so every short option stays free for
-the user's script.
+the user's script. The SLURM flags (--partition, --time, ...) are added when
+the command line is parsed, each as --<name> and --slurm-<name>: a script that
+defines its own --time keeps it, and --slurm-time still reaches SLURM.
 """
 from __future__ import annotations
 
@@ -9,16 +11,35 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from mpipipe.config import build_config
 from mpipipe.errors import MpipipeError
-from mpipipe.jobmanager import JobManager, JobResult, report_error
+from mpipipe.jobmanager import JobManager, JobResult, default_job_id, report_error
 from mpipipe.logical.node import LogicalPlan
 from mpipipe import session
 
 BUILTIN_FLAGS = ("platform", "num_executors", "job_id", "data_root", "max_retries", "fail_fast", "fresh",
                  "dry_run", "log_level", "debug", "workers_per_executor", "progress_interval", "hosts")
+
+# (name, metavar, type, help): --<name> unless the script took it, and always --slurm-<name>
+SLURM_FLAGS = (
+    ("partition", "NAME", str, "partition (queue) to submit to"),
+    ("account", "NAME", str, "account to charge"),
+    ("qos", "NAME", str, "quality of service"),
+    ("time", "TIME", str, "time limit: minutes, HH:MM:SS or D-HH:MM:SS"),
+    ("nodes", "N", int, "nodes"),
+    ("ntasks-per-node", "N", int, "ranks per node (the job has nodes x this ranks, or --num-executors + 1)"),
+    ("cpus-per-task", "N", int, "CPUs per rank"),
+    ("mem", "SIZE", str, "memory per node, e.g. 8G"),
+    ("gres", "SPEC", str, "generic resources per node, e.g. gpu:2"),
+    ("gpus", "SPEC", str, "GPUs for the whole job, e.g. 4 or a100:4"),
+    ("constraint", "FEATURES", str, "node features the job needs"),
+    ("exclude", "NODES", str, "nodes not to use"),
+    ("job-name", "NAME", str, "SLURM job name (default: the job id)"),
+)
+SLURM_DESTS = tuple("slurm_" + f[0].replace("-", "_") for f in SLURM_FLAGS) + (
+    "slurm_extra", "slurm_mpi", "slurm_signal", "slurm_requeue", "slurm_poll_interval", "slurm_config", "detach")
 
 
 class Driver:
@@ -28,7 +49,7 @@ class Driver:
         self._parsed: Optional[argparse.Namespace] = None
         g = self.parser.add_argument_group("mpipipe options (each also settable as SP_<NAME>, e.g. SP_PLATFORM)")
         g.add_argument("--platform", default=None,
-                       help="local, mpi, or a dotted path pkg.mod:Class to your own Platform (default: auto-detect)")
+                       help="local, mpi, slurm, or a dotted path pkg.mod:Class to your own Platform (default: auto-detect)")
         g.add_argument("--num-executors", type=int, default=None,
                        help="executor ranks (default: the MPI world's size - 1, else the number of cores)")
         g.add_argument("--job-id", default=None, help="job name; the same id resumes (default: script name + hash of its arguments)")
@@ -44,15 +65,52 @@ class Driver:
         g.add_argument("--hosts", default=None, metavar="RANKS=HOST;...",
                        help="override what executor ranks offer, in the requirement language, e.g. "
                             "'1,2=cpu(cores=8, mem=64GiB) & cuda(mem=16GiB) * 2' (default: each rank probes its host)")
-        self._builtin_dests = set(BUILTIN_FLAGS)
+        self._builtin_dests = set(BUILTIN_FLAGS) | set(SLURM_DESTS)
+        self._user_options: Set[str] = set()
+        self._slurm_added = False
         _install_error_hook()
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         """Add a flag of the user's script (same signature as argparse's)."""
-        return self.parser.add_argument(*args, **kwargs)
+        action = self.parser.add_argument(*args, **kwargs)
+        self._user_options.update(action.option_strings)
+        return action
+
+    def _add_slurm_flags(self) -> None:
+        """The SLURM group, added last so that the script's own flags win a short name (--time, --nodes...)."""
+        if self._slurm_added:
+            return
+        self._slurm_added = True
+        g = self.parser.add_argument_group(
+            "SLURM options (--platform slurm; each also SP_SLURM_<NAME>, or <name> in the site config file "
+            "~/.config/mpipipe/slurm.toml)")
+
+        def names(name: str) -> List[str]:
+            return [o for o in (f"--{name}", f"--slurm-{name}") if o not in self._user_options]
+
+        for name, metavar, kind, text in SLURM_FLAGS:
+            g.add_argument(*names(name), dest="slurm_" + name.replace("-", "_"), metavar=metavar, type=kind,
+                           default=None, help=text)
+        g.add_argument("--slurm-extra", action="append", default=None, metavar="OPTIONS",
+                       help="an extra #SBATCH line, e.g. --slurm-extra=--mail-type=END (repeatable)")
+        g.add_argument("--slurm-mpi", default=None, metavar="PLUGIN",
+                       help="srun --mpi plugin (pmi2 for MPICH, pmix for Open MPI), mpiexec to launch with the MPI "
+                            "library's own mpiexec, or auto (default: from the installed MPI)")
+        g.add_argument("--slurm-signal", type=int, default=None, metavar="SECONDS",
+                       help="warn the job this long before its time limit or a preemption: it stops, keeps its "
+                            "journal and requeues itself; 0 for no warning (default: 120, at most half of --time)")
+        g.add_argument("--slurm-requeue", action=argparse.BooleanOptionalAction, default=None,
+                       help="submit with --requeue and requeue after the warning (default: on)")
+        g.add_argument("--slurm-poll-interval", type=float, default=None, metavar="SECONDS",
+                       help="seconds between squeue calls while waiting (default: 5)")
+        g.add_argument("--slurm-config", default=None, metavar="PATH",
+                       help="site config file, TOML or JSON (default: ~/.config/mpipipe/slurm.toml if it exists)")
+        g.add_argument(*names("detach"), dest="detach", action="store_true", default=None,
+                       help="submit, print the SLURM job id and job directory, and return (see mpipipe status)")
 
     def _parse(self) -> argparse.Namespace:
         if self._parsed is None:
+            self._add_slurm_flags()
             self._parsed = self.parser.parse_args(self._argv)
         return self._parsed
 
@@ -63,7 +121,7 @@ class Driver:
 
     def builtin_arguments(self) -> Dict[str, Any]:
         ns = vars(self._parse())
-        return {k: ns[k] for k in BUILTIN_FLAGS if ns.get(k) is not None}
+        return {k: ns[k] for k in BUILTIN_FLAGS + SLURM_DESTS if ns.get(k) is not None}
 
     def run(self, plan: LogicalPlan) -> Optional[JobResult]:
         """Run the plan on the chosen platform; returns on rank 0 only (other ranks exit here)."""
@@ -73,7 +131,10 @@ class Driver:
             config = build_config(builtins, init=session.init_options())
             debug = config.debug
             _console_logging(config.log_level)
-            return JobManager(config, self.get_arguments()).run(plan)
+            user_args = self.get_arguments()
+            if not config.job_id:  # the platform needs the job directory before the world exists (SLURM)
+                config = config.with_(job_id=default_job_id(user_args))
+            return JobManager(config, user_args).run(plan)
         except MpipipeError as e:
             report_error(e, debug)
 

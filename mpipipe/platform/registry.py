@@ -13,6 +13,7 @@ from mpipipe.platform.base import Platform
 BUILTIN: Dict[str, str] = {
     "local": "mpipipe.platform.local:LocalPlatform",
     "mpi": "mpipipe.platform.mpi:MpiPlatform",
+    "slurm": "mpipipe.platform.slurm:SlurmPlatform",
 }
 
 
@@ -77,11 +78,14 @@ def load_platform(spec: str) -> Type[Platform]:
 
 
 def detect() -> Tuple[str, str]:
-    """(platform name, reason) from the environment this process runs in."""
+    """(platform name, reason) from the environment this process runs in: MPI world > SLURM allocation > local."""
     from mpipipe.platform.mpi import MpiPlatform
 
     if MpiPlatform.detect():
         return "mpi", "running inside an MPI world (launcher variables are set)"
+    if os.environ.get("SLURM_JOB_ID"):
+        return "slurm", (f"inside SLURM allocation {os.environ['SLURM_JOB_ID']} (SLURM_JOB_ID is set) with no MPI "
+                         "world yet: srun starts one")
     return "local", "not inside an MPI world or a SLURM allocation"
 
 
