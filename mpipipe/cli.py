@@ -16,8 +16,8 @@ def _job_status(job_dir: str) -> Dict[str, Any]:
     """Per node: partitions done and failed attempts, from job.json and the journal (no running job needed)."""
     with open(os.path.join(job_dir, "job.json")) as f:
         job = json.load(f)
-    nodes = {n["name"]: {"total": n["npartitions"], "done": set(), "failed_attempts": 0, "last_error": None}
-             for n in job["nodes"]}
+    nodes = {n["name"]: {"total": n["npartitions"], "done": set(), "failed_attempts": 0, "last_error": None,
+                         "failed_partitions": set()} for n in job["nodes"]}
     runs, end = 0, None
     for rec in read_records(os.path.join(job_dir, JOURNAL_NAME)):
         if rec.get("type") == "run":
@@ -30,8 +30,30 @@ def _job_status(job_dir: str) -> Dict[str, Any]:
                 node["done"].add(rec["p"])
             else:
                 node["failed_attempts"] += 1
+                node["failed_partitions"].add(rec["p"])
                 node["last_error"] = f"[{rec['p']}] attempt {rec['a']}: {rec.get('e')} (log: {(rec.get('log') or ['?'])[0]})"
-    return {"job": job, "nodes": nodes, "runs": runs, "status": end or ("running or killed" if runs else "not started")}
+    from mpipipe.joblogs import job_is_running
+
+    running = job_is_running(job_dir)
+    live: Dict[str, Any] = {}
+    if running:
+        try:
+            with open(os.path.join(job_dir, "state.json")) as f:
+                live = json.load(f).get("nodes", {})
+        except (OSError, ValueError):
+            live = {}
+    for name, node in nodes.items():
+        node["running"] = int(live.get(name, {}).get("running", 0))
+        node["failed"] = int(live.get(name, {}).get("failed", 0)) if running else \
+            (0 if end == "succeeded" else _failed_for_good(node))
+    status = "running" if running else (end or ("killed (no end record; run the same command to resume)" if runs
+                                                 else "not started"))
+    return {"job": job, "nodes": nodes, "runs": runs, "status": status}
+
+
+def _failed_for_good(node: Dict[str, Any]) -> int:
+    """Partitions whose last journaled attempt failed (after the run ended)."""
+    return len({p for p in node["failed_partitions"] if p not in node["done"]})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,7 +97,10 @@ def status(job: str) -> None:
         click.echo(f"job {info['job_id']} on {info['platform']} ({info['executors']} executors): {st['status']}, "
                    f"{st['runs']} run(s)")
         for name, node in st["nodes"].items():
-            line = f"  {name}: {len(node['done'])}/{node['total']} done, {node['failed_attempts']} failed attempt(s)"
+            done = len(node["done"])
+            pending = max(0, node["total"] - done - node["running"] - node["failed"])
+            line = (f"  {name}: {done}/{node['total']} done, {node['running']} running, {pending} pending, "
+                    f"{node['failed']} failed; {node['failed_attempts']} failed attempt(s)")
             click.echo(line)
             if node["last_error"] and len(node["done"]) < node["total"]:
                 click.echo(f"    last error {node['last_error']}")
@@ -90,6 +115,102 @@ def _slurm_lines(job_dir: str) -> "list[str]":
     from mpipipe.platform.slurm import status_lines
 
     return status_lines(job_dir)
+
+
+@main.command()
+@click.argument("job_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--task", "-t", "task", default=None, metavar="NODE[P]",
+              help="show this task's attempts (NODE[P], NODE:P, or NODE for all its partitions)")
+@click.option("--follow", "-f", is_flag=True, help="print what the logs gain until the job ends (Ctrl-C to stop)")
+@click.option("--tail", "-n", "tail", default=20, show_default=True, help="lines of the scheduler's log to show")
+def logs(job_dir: str, task: "str | None", follow: bool, tail: int) -> None:
+    """The logs of the job in JOB_DIR: which files there are, one task's output, or all of them as they grow."""
+    from mpipipe import joblogs
+
+    if task is not None:
+        try:
+            node, partition = joblogs.parse_task(task)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+        found = joblogs.task_logs(job_dir, node, partition)
+        if not found:
+            raise click.ClickException(f"no attempt of {task} in the journal of {job_dir} (yet); "
+                                       "see `mpipipe status` for the node names")
+        for heading, text in found:
+            click.echo(heading)
+            click.echo(text.rstrip("\n"))
+        return
+    if follow:
+        try:
+            joblogs.follow(job_dir, click.echo)
+        except KeyboardInterrupt:
+            pass
+        return
+    files = joblogs.log_files(job_dir)
+    if not files:
+        raise click.ClickException(f"{job_dir} has no logs (is it a job directory?)")
+    for path, size in files:
+        click.echo(f"{size:>10,}  {path}")
+    rank0 = os.path.join(job_dir, "logs", "rank-0.log")
+    if os.path.exists(rank0) and tail > 0:
+        click.echo(f"--- last {tail} lines of {rank0} ---")
+        for line in joblogs.iter_tail(rank0, tail):
+            click.echo(line)
+
+
+@main.command()
+@click.argument("job_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--output", "-o", default=None, help="where to write the HTML file (default: JOB_DIR/report.html)")
+def report(job_dir: str, output: "str | None") -> None:
+    """Write a self-contained HTML report of the job in JOB_DIR: plan, timeline per rank, durations, failures."""
+    from mpipipe.errors import MpipipeError
+    from mpipipe.report import write_report
+
+    try:
+        path = write_report(job_dir, output)
+    except MpipipeError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"report written to {path}")
+
+
+@main.command()
+@click.argument("requirement")
+@click.option("--job", "job_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="match against the hosts a job's executors reported (its job.json)")
+@click.option("--hosts", default=None, metavar="RANKS=HOST;...",
+              help="match against these host descriptions (same syntax as the run flag --hosts)")
+def match(requirement: str, job_dir: "str | None", hosts: "str | None") -> None:
+    """Parse REQUIREMENT and show which executor hosts could run a task that needs it.
+
+    Without --job or --hosts, matches against this machine as probed now.
+    """
+    from mpipipe.errors import MpipipeError
+    from mpipipe.execution.hostprobe import apply_override, parse_overrides, probe, spec_of
+    from mpipipe.execution.placement import match_report
+    from mpipipe.requirements import parse
+
+    try:
+        req = parse(requirement)
+        if job_dir is not None:
+            with open(os.path.join(job_dir, "job.json")) as f:
+                found = {int(r): d for r, d in json.load(f).get("hosts", {}).items()}
+            if not found:
+                raise click.ClickException(f"{job_dir}/job.json records no hosts (a job from an older mpipipe?)")
+        else:
+            here = probe()
+            found = {1: here}
+        if hosts:
+            overrides = parse_overrides(hosts)
+            base = found.get(1, probe())
+            found = {r: apply_override(found.get(r, base), o) for r, o in overrides.items()} | \
+                {r: d for r, d in found.items() if r not in overrides and job_dir is not None}
+    except MpipipeError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot read {job_dir}/job.json: {e.strerror}") from None
+    click.echo(match_report(req, found))
+    if not any(req.match(spec_of(d)) for d in found.values()):
+        sys.exit(1)  # nothing fits: scripts can test it
 
 
 @main.command()

@@ -35,6 +35,9 @@ class JobConfig:
     mpiexec: str = "mpiexec"
     hello_timeout: float = 120.0
     hosts: Optional[str] = None  # per-rank host overrides: "1,2=cpu(cores=8) & cuda(mem=16GiB) * 2; 3=..."
+    inject_faults: Optional[str] = None  # e.g. "0.2" or "rate=0.3,kinds=exit+kill,seed=1" (see execution/faults.py)
+    speculate: bool = False  # start copies of stragglers; the first result wins
+    allow_changes: bool = False  # resume even if nodes changed since the journal: re-run those and what follows
     platform_options: Tuple[Tuple[str, str], ...] = field(default=())
     # --platform slurm (None: not set by the command line, SP_SLURM_* or init(); the site config or a default decides)
     slurm_partition: Optional[str] = None
@@ -197,6 +200,10 @@ def _convert(name: str, value: Any, source: str) -> Any:
             if x < 0:
                 raise ValueError(f"must not be negative, got {x}")
             return x
+        if name == "inject_faults":
+            from mpipipe.execution.faults import parse as parse_faults
+
+            return str(parse_faults(str(value)))
         if name == "log_level":
             level = str(value).upper()
             if level not in _LOG_LEVELS:

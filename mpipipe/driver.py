@@ -20,7 +20,8 @@ from mpipipe.logical.node import LogicalPlan
 from mpipipe import session
 
 BUILTIN_FLAGS = ("platform", "num_executors", "job_id", "data_root", "max_retries", "fail_fast", "fresh",
-                 "dry_run", "log_level", "debug", "workers_per_executor", "progress_interval", "hosts")
+                 "dry_run", "log_level", "debug", "workers_per_executor", "progress_interval", "hosts",
+                 "inject_faults", "speculate", "allow_changes")
 
 # (name, metavar, type, help): --<name> unless the script took it, and always --slurm-<name>
 SLURM_FLAGS = (
@@ -65,6 +66,15 @@ class Driver:
         g.add_argument("--hosts", default=None, metavar="RANKS=HOST;...",
                        help="override what executor ranks offer, in the requirement language, e.g. "
                             "'1,2=cpu(cores=8, mem=64GiB) & cuda(mem=16GiB) * 2' (default: each rank probes its host)")
+        g.add_argument("--speculate", action="store_true", default=None,
+                       help="start a copy of a straggling task on another rank once most of its node is done; "
+                            "the first result wins")
+        g.add_argument("--allow-changes", action="store_true", default=None,
+                       help="resume even though nodes changed since the journal was written: re-run the changed "
+                            "nodes and what depends on them (default: refuse and suggest --fresh)")
+        g.add_argument("--inject-faults", default=None, metavar="SPEC",
+                       help="make task attempts fail on purpose, for testing: a probability such as 0.2, or "
+                            "'rate=0.2,kinds=exception+exit+segfault+kill+oom,seed=1,attempts=1'")
         self._builtin_dests = set(BUILTIN_FLAGS) | set(SLURM_DESTS)
         self._user_options: Set[str] = set()
         self._slurm_added = False

@@ -167,7 +167,7 @@ class Runtime:
         log.setLevel(config.log_level)
         log.info("job %s on %s (%s), %d executor(s)", self.job_id, self.platform.name, reason, self.world.num_executors)
         setup = {"job_dir": self.job_dir, "job_id": self.job_id, "sys_path": list(sys.path),
-                 "workers_per_executor": config.workers_per_executor}
+                 "workers_per_executor": config.workers_per_executor, "faults": config.inject_faults}
         self.hosts = P.scheduler_hello(self.world.transport, setup, config.hello_timeout)
         log.info("executors ready: %s", {r: h["host"] for r, h in sorted(self.hosts.items())})
 
@@ -345,6 +345,7 @@ class JobManager:
                 resources={n.id: n.resources for n in plan.nodes if getattr(n, "resources", None) is not None},
                 hosts=self._hosts(rt.hosts),
                 group_sizes={n.id: n.group_size for n in plan.nodes if n.group_size > 1},
+                speculate=self.config.speculate, allow_changes=self.config.allow_changes,
             )
             out = scheduler.run()
         except BaseException as e:

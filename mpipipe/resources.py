@@ -119,3 +119,17 @@ class NodeResources:
         if self.dynamic is not None:
             return f"dynamic ({getattr(self.dynamic, '__qualname__', self.dynamic)})"
         return str(self.static) if self.static is not None else "none"
+
+
+def more_memory(req: HostRequirement, cap: int) -> Optional[HostRequirement]:
+    """The same requirement with twice the memory (at most `cap`), or None if it asked for none or is at the cap."""
+    from dataclasses import replace
+
+    alts = []
+    grew = False
+    for alt in req.alternatives:
+        mem = alt.cpu.memory
+        new = min(mem * 2, cap) if mem else mem
+        grew = grew or new > mem
+        alts.append(replace(alt, cpu=CPUSpecification(alt.cpu.cores, new)))
+    return HostRequirement(tuple(alts)) if grew else None

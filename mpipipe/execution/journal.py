@@ -67,14 +67,18 @@ class Journal:
         self._buf: List[bytes] = []
         self._fd: Optional[int] = None
         self._last_flush = time.monotonic()
+        self.previous_plan: Dict[str, str] = {}  # node name -> fingerprint, from the runs replay() read
         self._last_fsync = time.monotonic()
 
     def replay(self) -> Dict[str, Dict[str, Any]]:
         """Task key -> its last successful outcome record."""
         done: Dict[str, Dict[str, Any]] = {}
+        self.previous_plan: Dict[str, str] = {}
         for rec in read_records(self.path):
             if rec.get("s") == "ok":
                 done[rec["k"]] = rec
+            elif rec.get("type") == "run" and isinstance(rec.get("plan"), dict):
+                self.previous_plan.update(rec["plan"])  # node name -> fingerprint, as of the latest run
         return done
 
     def open(self, fresh: bool = False) -> None:

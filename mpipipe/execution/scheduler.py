@@ -18,11 +18,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
-from mpipipe.errors import JobInterrupted, PlatformError, RequirementError, TaskFailedError
+from mpipipe.errors import JobInterrupted, JournalError, PlatformError, RequirementError, TaskFailedError
 from mpipipe.execution import protocol as P
 from mpipipe.execution.journal import Journal
 from mpipipe.execution.placement import Allocation, Placement
 from mpipipe.execution.progress import NodeCount, Progress
+from mpipipe.resources import more_memory
 from mpipipe.execution.task import OK, Result, Task, output_exists
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
 from mpipipe.logical.node import NodeInfo
@@ -94,7 +95,8 @@ class Scheduler:
                  job_id: str, journal: Journal, max_retries: int, fail_fast: bool, fresh: bool,
                  workers_per_executor: int, platform: str, progress_interval: float,
                  resources: Optional[Dict[int, Any]] = None, hosts: Optional[Dict[int, Dict[str, Any]]] = None,
-                 group_sizes: Optional[Dict[int, int]] = None, speculate: bool = False) -> None:
+                 group_sizes: Optional[Dict[int, int]] = None, speculate: bool = False,
+                 allow_changes: bool = False) -> None:
         self.t = transport
         self.job_dir = job_dir
         self.job_id = job_id
@@ -126,6 +128,7 @@ class Scheduler:
         self._state_written = 0.0
         # speculative copies of stragglers (optional)
         self.speculate = speculate
+        self.allow_changes = allow_changes
         self.started_at: Dict[int, float] = {}
         self.durations: Dict[int, List[float]] = {}
         self.twins: Dict[int, int] = {}  # tid <-> tid of its running copy
@@ -420,6 +423,20 @@ class Scheduler:
                     continue
                 self._on_failure(task, res)
 
+    def _more_memory(self, task: Task) -> None:
+        """After a memory failure, the next attempt asks for twice the memory, up to the largest host's."""
+        if task.node not in self.resources or self.placement is None:
+            return
+        req = self._requirement(task.node, task.partition)
+        if req is None:
+            return
+        cap = max(c.spec.cpu.memory for c in self.placement.ranks.values())
+        bigger = more_memory(req, cap)
+        if bigger is not None:
+            self.requirement_cache[(task.node, task.partition)] = bigger
+            log.info("%s[%d] ran out of memory: the next attempt asks for %s", self.nodes[task.node].info.name,
+                     task.partition, bigger)
+
     def _discard_loser(self, task: Task, res: Result) -> None:
         """The slower copy of a speculated task: its outcome is ignored and its output removed."""
         self.losers.discard(res.tid)
@@ -510,6 +527,8 @@ class Scheduler:
             heapq.heapreplace(self.slowest, item)
 
     def _on_failure(self, task: Task, res: Result) -> None:
+        if res.info.get("oom"):
+            self._more_memory(task)
         if task.attempt < self.max_retries:
             self.retried += 1
             self._push(task.node, task.partition, task.attempt + 1, front=True)
@@ -529,6 +548,20 @@ class Scheduler:
         # copies that lost a race are not waited for
         return len(self.inflight) == len(self.losers) and not self.ready and not self.ready_placed and not self.active
 
+    def _check_plan_unchanged(self, previous: Dict[str, str]) -> None:
+        """A journal written by another version of the plan is refused, unless changes are allowed."""
+        changed = [st.info.name for st in self.nodes.values()
+                   if st.info.name in previous and previous[st.info.name] != st.info.fingerprint]
+        if changed and not self.allow_changes:
+            self.journal.close()
+            shown = ", ".join(repr(n) for n in changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            raise JournalError(
+                f"the plan changed since job {self.job_id} was journaled: node(s) {shown} (code, options or input "
+                f"data); run with --fresh to start over, or --allow-changes to re-run only what changed and what "
+                f"depends on it")
+        if changed:
+            log.warning("re-running changed node(s) %s and what depends on them", ", ".join(changed))
+
     def check_requirements(self) -> None:
         """A static requirement that no executor could ever serve fails the job before anything runs."""
         if self.placement is None:
@@ -543,8 +576,10 @@ class Scheduler:
         self.journal.open(fresh=self.fresh)
         if not self.fresh:
             self.done_before = self.journal.replay()
+            self._check_plan_unchanged(self.journal.previous_plan)
         self.journal.append({"type": "run", "job": self.job_id, "time": time.time(), "pid": os.getpid(),
-                             "executors": self.t.size - 1, "platform": self.platform, "total": self.total})
+                             "executors": self.t.size - 1, "platform": self.platform, "total": self.total,
+                             "plan": {st.info.name: st.info.fingerprint for st in self.nodes.values()}})
         self._activate_ready_nodes(list(self.nodes))
         interrupted: List[int] = []
         old = {s: signal.signal(s, lambda signum, _f: interrupted.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -78,6 +78,11 @@ class _WorkerState:
         self.log_path = log_path
         self.nodes: Dict[int, Any] = {}
         self.load_error: Optional[str] = None
+        self.faults = None
+        if setup.get("faults"):
+            from mpipipe.execution.faults import parse as parse_faults
+
+            self.faults = parse_faults(setup["faults"])
         for path in reversed(setup.get("sys_path", [])):
             if path not in sys.path:
                 sys.path.insert(0, path)
@@ -113,6 +118,12 @@ class _WorkerState:
         try:
             value = node.run_task(ctx)
             json.dumps(value)
+            fault = self.faults.choose(task.key, task.attempt) if self.faults is not None else None
+            if fault is not None:  # testing: fail after the body ran, before its output is committed
+                print(f"mpipipe: injecting a fault ({fault}) into this attempt", file=sys.stderr, flush=True)
+                from mpipipe.execution.faults import strike
+
+                strike(fault)
             output = ctx.commit()
             status, info = OK, {"output": output, "value": value}
         except BaseException as exc:  # noqa: BLE001  a task body may raise anything, even SystemExit
@@ -124,7 +135,8 @@ class _WorkerState:
             else:
                 msg = f"{type(exc).__name__}: {exc}"
             status, info = FAILED, {"error": msg, "traceback": tb, "node_name": node.name,
-                                    "partition": task.partition, "attempt": task.attempt}
+                                    "partition": task.partition, "attempt": task.attempt,
+                                    "oom": isinstance(exc, MemoryError)}
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -90,7 +90,7 @@ def connect(threads: int, memory: Optional[int], temp_dir: Optional[str]) -> Any
     if memory:
         con.execute(f"SET memory_limit = '{max(64, int(memory) // (1 << 20))}MB'")
     if temp_dir:
-        con.execute(f"SET temp_directory = '{temp_dir}'")
+        con.execute("SET temp_directory = '" + temp_dir.replace("'", "''") + "'")
     con.execute("SET preserve_insertion_order = true")
     con.execute("SET enable_progress_bar = false")  # task logs are files, not terminals
     return con
