@@ -287,5 +287,7 @@ class LogicalPlan:
             buckets = getattr(node, "nbuckets", None)
             shape = (f"{info.npartitions} tasks writing {buckets} partitions" if buckets
                      else f"{info.npartitions} partition{'s' if info.npartitions != 1 else ''}")
-            lines.append(f"  {info.name}: {info.describe}; {shape}; inputs: {deps}{mode}")
+            needs = f"; needs {node.resources}" if node.resources is not None else ""
+            group = f"; {node.group_size} tasks per placement" if node.group_size > 1 else ""
+            lines.append(f"  {info.name}: {info.describe}; {shape}; inputs: {deps}{mode}{needs}{group}")
         return "\n".join(lines)
