@@ -74,6 +74,10 @@ class Progress:
         else:
             print(head, file=self.stream, flush=True)
 
+    def draw_nodes(self, head: str, nodes: Sequence[NodeCount], elapsed: float) -> None:
+        """Redraw a heading and one bar per node in place (terminals only)."""
+        self._draw([head] + [self._bar(n, elapsed) for n in nodes])
+
     def _bar(self, n: NodeCount, elapsed: float, width: int = 24) -> str:
         before = self._node_last.get(n.name, n.done)
         self._node_last[n.name] = n.done
@@ -125,3 +129,16 @@ class Progress:
         lines.append(f"[mpipipe] report: mpipipe report {stats['job_dir']}   logs: mpipipe logs {stats['job_dir']}")
         if self.enabled:
             print("\n".join(lines), file=self.stream, flush=True)
+
+
+def read_state(job_dir: str) -> List[NodeCount]:
+    """Per-node counts from the state.json rank 0 rewrites while it runs (none if it is not there yet)."""
+    import json
+
+    try:
+        with open(os.path.join(job_dir, "state.json")) as f:
+            nodes = json.load(f).get("nodes", {})
+        return [NodeCount(name, int(c["total"]), int(c["done"]), int(c["running"]), int(c["failed"]))
+                for name, c in nodes.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []

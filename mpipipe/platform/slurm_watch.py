@@ -21,6 +21,7 @@ from typing import IO, Any, Dict, List, Optional, Set
 
 from mpipipe.errors import PlatformError
 from mpipipe.execution.journal import JOURNAL_NAME, decode
+from mpipipe.execution.progress import Progress, read_state
 from mpipipe.platform import slurm_commands as sc
 from mpipipe.platform.slurm import read_exit
 from mpipipe.platform.slurm_batch import PREFIX as BATCH_PREFIX
@@ -132,6 +133,7 @@ class JobWatcher:
         self.progress_interval = progress_interval
         self.stream = stream or sys.stderr
         self.progress = JournalProgress(job_dir)
+        self.bars = Progress(0, progress_interval or 1.0, self.stream)  # per-node bars when on a terminal
         self.state = "PENDING"
         self._shown_state = ""
         self._ran = False  # seen RUNNING: a later PENDING means it was requeued
@@ -172,8 +174,13 @@ class JobWatcher:
         left = p.total - p.done
         eta = f", ETA {_fmt_secs(left / rate)}" if rate > 0 and left > 0 else ""
         run = f", run {p.runs}" if p.runs > 1 else ""
-        self.say(f"{p.done:,}/{p.total:,} tasks done, {p.failed} failed | SLURM job {self.job_id} "
-                 f"{self.state}{run} | {rate:,.1f} tasks/s{eta}")
+        head = (f"{p.done:,}/{p.total:,} tasks done, {p.failed} failed | SLURM job {self.job_id} "
+                f"{self.state}{run} | {rate:,.1f} tasks/s{eta}")
+        nodes = read_state(self.job_dir) if self.bars.tty else []
+        if nodes:
+            self.bars.draw_nodes(f"[mpipipe] {head}", nodes, max(now - last["t"], 1e-9))
+        else:
+            self.say(head)
         last.update(t=now, done=p.done, key=key)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
