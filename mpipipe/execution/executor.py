@@ -25,6 +25,19 @@ def host_description() -> Dict[str, Any]:
     return probe()
 
 
+def _rank_log(folder: str) -> Optional[logging.Handler]:
+    """This executor rank's own log (logs/rank-R/executor.log): start, workers that died, stop."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handler = logging.FileHandler(os.path.join(folder, "executor.log"))
+    except OSError:
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
 def task_log_path(job_dir: str, node_name: str, partition: int, attempt: int) -> str:
     """Where a failed attempt's log is kept on its own."""
     return os.path.join(job_dir, "logs", "tasks", node_name, f"p{partition}.a{attempt}.log")
@@ -62,6 +75,9 @@ class Executor:
         self.setup.update(rank=self.t.rank, size=self.t.size, host=host["host"])
         self.node_names = dict(self.setup.get("node_names", {}))  # plan code comes in NODES
         logs = os.path.join(self.setup["job_dir"], "logs", f"rank-{self.t.rank}")
+        handler = _rank_log(logs)
+        log.info("rank %d of %d on %s: %s", self.t.rank, self.t.size, host["host"],
+                 {k: host[k] for k in ("cores", "memory", "accelerators") if k in host})
         for i in range(int(self.setup.get("workers_per_executor", 1))):
             w = WorkerHandle(os.path.join(logs, f"worker-{i}.log"), self.setup)
             w.start()
@@ -74,6 +90,11 @@ class Executor:
         finally:
             for w in self.workers:
                 w.stop(timeout=5.0 if reason == "done" else 0.2)
+            log.info("rank %d stopped (%s); %d worker restart(s)", self.t.rank, reason,
+                     sum(w.restarts for w in self.workers))
+            if handler is not None:
+                log.removeHandler(handler)
+                handler.close()
             self.t.close()
 
     def _loop(self) -> str:
@@ -151,6 +172,7 @@ class Executor:
     def _ensure_alive(self, w: WorkerHandle) -> None:
         """A worker that died (its task already failed) is replaced; the new one gets every node sent so far."""
         if not w.alive:
+            log.info("starting a new worker in place of one that died (%s)", w.log_path)
             w.restarts += 1
             w.start()
 
