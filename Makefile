@@ -31,6 +31,22 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -ra -m "not slow and not slurm" $(PYTEST_ARGS) tests
 
+# smallpond pins pyarrow 16.1 and polars 0.20, and 0.15 needs a DuckDB below 1.5 (it imports duckdb.typing):
+# it gets a virtualenv of its own inside .venv, so the project's packages stay as they are. If it cannot be
+# installed, the benchmarks say so (from install.log) and run without it.
+SMALLPOND_VENV := $(abspath $(VENV))/bench-smallpond
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python scripts/bench/run_all.py
+
+$(VENV)/.installed-bench: $(VENV)/.installed setup.cfg
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[mpi,test,bench]'
+	@test -x $(SMALLPOND_VENV)/bin/python || $(BIN)/python -m venv $(SMALLPOND_VENV) || true
+	@$(SMALLPOND_VENV)/bin/python -m pip install --disable-pip-version-check 'smallpond==0.15.0' 'duckdb>=1.2,<1.5' \
+		> $(SMALLPOND_VENV)/install.log 2>&1 \
+		|| echo "smallpond could not be installed (see $(SMALLPOND_VENV)/install.log); the benchmarks run without it"
+	touch $@
+
 slurm-up:
 	scripts/slurm-up
 

@@ -169,14 +169,18 @@ def _install_error_hook() -> None:
         return
 
     def hook(etype, value, tb):  # type: ignore[no-untyped-def]
-        if isinstance(value, MpipipeError) and not _wants_debug():
+        if not isinstance(value, MpipipeError):
+            previous(etype, value, tb)
+            return
+        if not _wants_debug():
             if _world_rank() in (None, 0):  # every rank builds the plan: one copy of the message is enough
                 print(f"mpipipe: error: {value}", file=sys.stderr)
-            sys.stderr.flush()
-            sys.stdout.flush()
-            logging.shutdown()
-            os._exit(value.exit_code)
-        previous(etype, value, tb)
+        else:
+            previous(etype, value, tb)  # --debug: the traceback, and still the error's exit code
+        sys.stderr.flush()
+        sys.stdout.flush()
+        logging.shutdown()
+        os._exit(value.exit_code)
 
     hook._mpipipe = True  # type: ignore[attr-defined]
     sys.excepthook = hook

@@ -30,6 +30,7 @@ from mpipipe.errors import ConfigError, JournalError, MpipipeError, PlatformErro
 from mpipipe.execution import protocol as P
 from mpipipe.execution.executor import Executor
 from mpipipe.execution.journal import Journal
+from mpipipe.execution.osutil import RankLogHandler
 from mpipipe.execution.scheduler import Scheduler
 from mpipipe.execution.transport import PeerLost
 from mpipipe.logical.node import LogicalPlan, NodeInfo
@@ -76,7 +77,11 @@ class JobLock:
         self.fd: Optional[int] = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise JournalError(f"cannot lock the job directory {os.path.dirname(self.path)}: {e.strerror}; "
+                               "choose a writable --data-root") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -86,8 +91,13 @@ class JobLock:
                 f"job directory {os.path.dirname(self.path)} is in use by {holder}; wait for that run to end "
                 "or choose another --job-id"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        except OSError as e:
+            os.close(fd)
+            raise JournalError(f"cannot write to the job directory {os.path.dirname(self.path)}: {e.strerror}; "
+                               "free some space or choose another --data-root") from None
         self.fd = fd
 
     def release(self) -> None:
@@ -110,8 +120,18 @@ def prepare_job_dir(config: JobConfig, job_id: str) -> str:
     return job_dir
 
 
+def remove_stale_staging(job_dir: str) -> None:
+    """Staging folders of attempts that a killed run left behind. Only the lock holder calls this, before its
+    executors start any task: no attempt of a live run can be writing there."""
+    import glob
+    import shutil
+
+    for path in glob.glob(os.path.join(glob.escape(job_dir), "outputs", "*", ".staging")):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _rank_log(job_dir: str, name: str, level: str) -> logging.Handler:
-    handler = logging.FileHandler(os.path.join(job_dir, "logs", name))
+    handler = RankLogHandler(os.path.join(job_dir, "logs", name))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(level)
     return handler
@@ -162,6 +182,7 @@ class Runtime:
         lock = JobLock(self.job_dir)
         lock.acquire()
         self._lock = lock
+        remove_stale_staging(self.job_dir)
         self._handler = _rank_log(self.job_dir, "rank-0.log", config.log_level)
         log.addHandler(self._handler)
         log.setLevel(config.log_level)
@@ -364,9 +385,13 @@ class JobManager:
                       for _, i in sorted(rt.infos.items())],
         }
         tmp = os.path.join(rt.job_dir, "job.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(info, f, indent=1)
-        os.replace(tmp, os.path.join(rt.job_dir, "job.json"))
+        try:
+            with open(tmp, "w") as f:
+                json.dump(info, f, indent=1)
+            os.replace(tmp, os.path.join(rt.job_dir, "job.json"))
+        except OSError as e:
+            raise JournalError(f"cannot write {tmp}: {e.strerror}; free some space or choose another "
+                               "--data-root") from None
 
 
 def report_error(e: MpipipeError, debug: bool) -> "NoReturn":  # type: ignore[name-defined]

@@ -87,3 +87,91 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def descendants(pid: int) -> List[int]:
+    """Every live process started (directly or not) by `pid`, whatever its session or process group:
+    mpiexec runs in a session of its own, and hydra gives each rank its own."""
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found: List[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def wait_gone(pids: List[int], timeout: float, what: str = "the processes to exit") -> None:
+    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout, f"{what}: {[p for p in pids if pid_alive(p)]}")
+
+
+def kill_tree(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGKILL a started process and everything it started, as a lost node or `kill -9` of every process of a
+    job would: first freeze them all (so none journals or starts anything more), then kill each by pid, and
+    wait until all are gone. A group kill is not enough: mpiexec and its ranks live in sessions of their own."""
+    frozen: List[int] = []
+    todo = [proc.pid]
+    while todo:
+        for pid in todo:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+            frozen.append(pid)
+        todo = [p for p in descendants(proc.pid) if p not in frozen]
+    for pid in frozen:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout)
+    wait_gone(frozen, timeout, "the killed processes to go")
+
+
+def process_env(pid: int) -> Dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            items = f.read().split(b"\0")
+    except OSError:
+        return {}
+    return dict(i.decode(errors="replace").split("=", 1) for i in items if b"=" in i)
+
+
+def process_argv(pid: int) -> List[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def mpi_ranks(launcher_pid: int) -> Dict[int, int]:
+    """MPI rank -> pid, among the processes a launcher started (the ranks have PMI_RANK; their workers not)."""
+    ranks = {}
+    for pid in descendants(launcher_pid):
+        rank = process_env(pid).get("PMI_RANK")
+        if rank is not None and rank.isdigit():
+            ranks[int(rank)] = pid
+    return ranks
+
+
+def local_executors(rank0_pid: int) -> Dict[int, int]:
+    """Executor rank -> pid of a local-platform run (python -m mpipipe.execution.local_executor FD RANK SIZE)."""
+    ranks = {}
+    for pid in descendants(rank0_pid):
+        argv = process_argv(pid)
+        if "mpipipe.execution.local_executor" in argv:
+            i = argv.index("mpipipe.execution.local_executor")
+            ranks[int(argv[i + 2])] = pid
+    return ranks

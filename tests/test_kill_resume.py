@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import BIN, FLAKY, env_for_tests, kill_group, python, run, wait_for
+from helpers import BIN, FLAKY, env_for_tests, kill_tree, python, run, wait_for
 from journal_tools import ok_counts, records
 
 
@@ -24,7 +24,10 @@ def _kill_mid_way_then_resume(argv, data_root, n):
     try:
         wait_for(lambda: _finished(data_root) >= 6, 120, "some tasks to finish")
     finally:
-        kill_group(proc)  # SIGKILL to the run's whole process group
+        # SIGKILL to every process of the run, and wait until they are gone. A kill of the launcher's process
+        # group is not that: mpiexec runs in a session of its own (so does each rank under hydra), and the
+        # ranks it tears down afterwards could still journal a result after the count below
+        kill_tree(proc)
     before = ok_counts(data_root)
     assert 6 <= len(before) < n + 1, "the kill came too late to test a resume"
     done = run(argv, timeout=180, check=True)

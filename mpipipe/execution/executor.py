@@ -11,6 +11,7 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from mpipipe.execution import protocol as P
+from mpipipe.execution.osutil import RankLogHandler
 from mpipipe.execution.task import FAILED, Result, Task
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
 from mpipipe.execution.worker import WorkerHandle, wait_any
@@ -29,7 +30,7 @@ def _rank_log(folder: str) -> Optional[logging.Handler]:
     """This executor rank's own log (logs/rank-R/executor.log): start, workers that died, stop."""
     try:
         os.makedirs(folder, exist_ok=True)
-        handler = logging.FileHandler(os.path.join(folder, "executor.log"))
+        handler = RankLogHandler(os.path.join(folder, "executor.log"))
     except OSError:
         return None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -89,7 +90,8 @@ class Executor:
             log.warning("rank %d: rank 0 went away; stopping", self.t.rank)
         finally:
             for w in self.workers:
-                w.stop(timeout=5.0 if reason == "done" else 0.2)
+                # at the end of a job, a task still running is a speculative copy that lost its race: stop it now
+                w.stop(timeout=5.0 if reason == "done" and not w.inflight else 0.2)
             log.info("rank %d stopped (%s); %d worker restart(s)", self.t.rank, reason,
                      sum(w.restarts for w in self.workers))
             if handler is not None:

@@ -91,9 +91,10 @@ class Journal:
             os.replace(self.path, target)
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._ensure_line_start()
         except OSError as e:
-            raise JournalError(f"cannot write the journal {self.path}: {e.strerror}; check the data root's permissions") from e
-        self._ensure_line_start()
+            raise JournalError(f"cannot write the journal {self.path}: {e.strerror}; check the data root's permissions "
+                               "and free space") from e
 
     def _ensure_line_start(self) -> None:
         """After a crash the file may end mid-record: start ours on a fresh line."""
@@ -115,17 +116,28 @@ class Journal:
     def flush(self, sync: bool = False) -> None:
         if self._fd is None:
             return
-        if self._buf:
-            data = b"".join(self._buf)
-            self._buf.clear()
-            view = memoryview(data)
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
-        self._last_flush = time.monotonic()
-        if sync:
-            os.fsync(self._fd)
-            self._last_fsync = self._last_flush
+        try:
+            if self._buf:
+                data = b"".join(self._buf)
+                self._buf.clear()
+                view = memoryview(data)
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
+            self._last_flush = time.monotonic()
+            if sync:
+                os.fsync(self._fd)
+                self._last_fsync = self._last_flush
+        except OSError as e:
+            # a job whose outcomes cannot be recorded must stop; what was written stays (a torn last
+            # line is skipped on replay), and the journal is closed so that nothing writes after the gap
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            raise JournalError(f"cannot write the journal {self.path}: {e.strerror or e}; the job stopped, "
+                               "run the same command again to resume once that is fixed") from None
 
     def close(self) -> None:
         if self._fd is not None:

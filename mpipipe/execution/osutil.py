@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -42,3 +43,11 @@ def describe_exit(returncode: int) -> str:
                  "SIGABRT": " (aborted)", "SIGBUS": " (bus error)"}
         return f"killed by {name}{hints.get(name, '')}"
     return f"exited with code {returncode}"
+
+
+class RankLogHandler(logging.FileHandler):
+    """A rank's log file. A write that fails (a full disk) drops that record instead of printing a traceback
+    on the job's terminal for every message; a job that cannot write its journal stops with one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass

@@ -119,6 +119,9 @@ class Progress:
         if stats.get("bytes_read") or stats.get("bytes_written"):
             lines.append(f"[mpipipe] data: {_fmt_bytes(stats.get('bytes_read', 0))} read, "
                          f"{_fmt_bytes(stats.get('bytes_written', 0))} written, {stats.get('rows_written', 0):,} rows written")
+        if stats.get("speculated"):
+            lines.append(f"[mpipipe] speculation: {stats['speculated']} copy(ies) of straggling tasks started, "
+                         f"{stats.get('speculation_won', 0)} finished first")
         lines.append(f"[mpipipe] job directory: {stats['job_dir']}")
         slow = stats.get("slowest") or []
         if slow:

@@ -91,6 +91,8 @@ class _Slot:
 
 
 class Scheduler:
+    tid_floor = 0  # the highest task id any run of this process used
+
     def __init__(self, transport: Transport, infos: List[NodeInfo], roots: List[int], *, job_dir: str,
                  job_id: str, journal: Journal, max_retries: int, fail_fast: bool, fresh: bool,
                  workers_per_executor: int, platform: str, progress_interval: float,
@@ -116,7 +118,9 @@ class Scheduler:
         self.active: Deque[int] = deque()  # nodes whose cursors still have partitions
         self.inflight: Dict[int, Tuple[Task, int]] = {}
         self.load: Dict[int, int] = {r: 0 for r in range(1, transport.size)}
-        self.next_tid = 0
+        # task ids stay unique across the runs of one process: a late result of an earlier run (a speculative
+        # copy that lost its race, still running when that run ended) is never taken for a task of this one
+        self.next_tid = Scheduler.tid_floor
         self.done_before: Dict[str, Dict[str, Any]] = {}
         self.failures: List[Failure] = []
         self.ran = self.cached = self.retried = self.failed_attempts = 0
@@ -126,6 +130,7 @@ class Scheduler:
         self.progress = Progress(self.total, progress_interval)
         self.data = {"bytes_written": 0, "rows_written": 0, "bytes_read": 0}
         self._state_written = 0.0
+        self._state_warned = False
         # speculative copies of stragglers (optional)
         self.speculate = speculate
         self.allow_changes = allow_changes
@@ -380,7 +385,12 @@ class Scheduler:
     def _on_results(self, rank: int, results: List[Result]) -> None:
         for res in results:
             if res.tid not in self.inflight:
-                continue  # a speculative copy's twin that an earlier run of this process stopped waiting for
+                # a speculative copy that lost its race in an earlier run of this process (that run ended while it
+                # still ran): nothing waits for it, and its output is not the one the journal names
+                out = res.info.get("output") if res.status == OK else None
+                if out:
+                    shutil.rmtree(out, ignore_errors=True)
+                continue
             task, _ = self.inflight.pop(res.tid)
             self.load[rank] -= 1
             self.started_at.pop(res.tid, None)
@@ -456,8 +466,14 @@ class Scheduler:
             return False
         now = time.monotonic()
         best: Optional[Tuple[float, int]] = None
+        blocked = self._blocked(now)
         for tid, (task, _rank) in self.inflight.items():
             if tid in self.twins or tid in self.losers or task.resources is not None or tid not in self.started_at:
+                continue
+            if tid in blocked:  # not running at all: it waits on its rank behind a straggler
+                ran = now - self.started_at[tid]
+                if best is None or ran > best[0]:
+                    best = (ran, tid)
                 continue
             st = self.nodes[task.node]
             times = self.durations.get(task.node)
@@ -485,6 +501,27 @@ class Scheduler:
         self.t.send(target, P.tasks_msg([copy]))
         return True
 
+    def _straggling(self, tid: int, now: float) -> bool:
+        """A task running past twice its node's median task time (and at least SPECULATE_AFTER seconds)."""
+        task, _rank = self.inflight[tid]
+        times = self.durations.get(task.node)
+        if not times or tid not in self.started_at:
+            return False
+        return now - self.started_at[tid] > max(2 * sorted(times)[len(times) // 2], SPECULATE_AFTER)
+
+    def _blocked(self, now: float) -> Set[int]:
+        """Tasks queued on a rank behind a straggler. A rank runs `workers` tasks at a time in the order they
+        were sent, and small tasks travel in batches, so a straggler holds up the tasks sent with it: copies
+        of those may start whatever share of their node is done."""
+        queues: Dict[int, List[int]] = {}
+        for tid, (_task, rank) in self.inflight.items():  # in the order they were sent
+            queues.setdefault(rank, []).append(tid)
+        blocked: Set[int] = set()
+        for tids in queues.values():
+            if len(tids) > self.workers and any(self._straggling(t, now) for t in tids[:self.workers]):
+                blocked.update(tids[self.workers:])
+        return blocked
+
     def _node_counts(self) -> List[NodeCount]:
         """Per node: done (this run or reused), running, failed for good, of total; for the progress bars."""
         running: Dict[int, int] = {}
@@ -509,7 +546,9 @@ class Scheduler:
                 json.dump(state, f)
             os.replace(tmp, os.path.join(self.job_dir, "state.json"))
         except OSError as e:
-            log.warning("cannot write %s: %s", tmp, e)
+            if not self._state_warned:  # once: a full disk would otherwise say so every second
+                self._state_warned = True
+                log.warning("cannot write %s: %s", tmp, e)
 
     def _count_data(self, value: Any) -> None:
         """Data tasks report rows and bytes; the summary adds them up."""
@@ -611,6 +650,7 @@ class Scheduler:
         except PeerLost as e:
             raise PlatformError(f"executor rank {e.rank} died; the journal keeps what finished, run the same command again to resume") from e
         finally:
+            Scheduler.tid_floor = max(Scheduler.tid_floor, self.next_tid)
             for s, h in old.items():
                 signal.signal(s, h)
             status = self.stop_reason or ("failed" if self.failures else "succeeded")

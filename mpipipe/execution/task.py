@@ -32,10 +32,17 @@ class Result(NamedTuple):
     info: Dict[str, Any]  # ok: output, value, t0, t1, log; failed: error, traceback, log, crash
 
 
-def staging_path(output: str, attempt: int, rank: int) -> str:
-    """A per-attempt path beside the final one, so attempts never collide."""
+def staging_path(output: str, attempt: int, rank: int, pid: Optional[int] = None) -> str:
+    """A per-attempt path beside the final one, so attempts never collide (`pid`: the worker's, default this process)."""
     parent, base = os.path.split(output)
-    return os.path.join(parent, ".staging", f"{base}.a{attempt}.r{rank}.{os.getpid()}")
+    return os.path.join(parent, ".staging", f"{base}.a{attempt}.r{rank}.{pid or os.getpid()}")
+
+
+def remove_staging(output: str, attempt: int, rank: int, pid: int) -> None:
+    """Drop what an attempt that died (or was stopped) left in its staging folder."""
+    path = staging_path(output, attempt, rank, pid)
+    if os.path.lexists(path):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def replace_into_place(staging: str, final: str) -> None:

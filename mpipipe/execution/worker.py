@@ -23,7 +23,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from mpipipe.execution.framing import FrameReader, _HEADER, read_msg, write_msg
 from mpipipe.execution.osutil import child_env, describe_exit, die_with_parent
-from mpipipe.execution.task import FAILED, OK, Result, Task, TaskContext
+from mpipipe.execution.task import FAILED, OK, Result, Task, TaskContext, remove_staging
 
 import pickle
 
@@ -37,6 +37,50 @@ def _user_traceback(exc: BaseException) -> str:
     while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR + os.sep):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _library_dirs() -> Tuple[str, ...]:
+    import sysconfig
+
+    dirs = {_PACKAGE_DIR}
+    for name in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(name)
+        if path:
+            dirs.add(os.path.realpath(path))
+            dirs.add(path)
+    return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
+
+
+def _has_user_frame(exc: BaseException) -> bool:
+    """Whether any frame of the traceback is the user's code (not mpipipe's, the standard library's or an
+    installed package's)."""
+    libs = _library_dirs()
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if not name.startswith("<") and not name.startswith(libs):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _is_class(exc: BaseException, name: str, modules: Tuple[str, ...]) -> bool:
+    return any(c.__name__ == name and c.__module__.lstrip("_").startswith(modules) for c in type(exc).__mro__)
+
+
+def _reported_traceback(exc: BaseException, tb: str) -> str:
+    """The traceback the failure report shows: the user's code's. A data, SQL or file system error that
+    mpipipe's own steps ran into (a corrupt file, a failed query, a full disk) says in its message what and
+    where, and shows none; the task's log keeps it either way."""
+    described = (isinstance(exc, OSError) or _is_class(exc, "DataError", ("mpipipe.",))
+                 or _is_class(exc, "Error", ("duckdb",)))
+    return "" if described and not _has_user_frame(exc) else tb
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A memory failure, which is retried with more memory: Python's MemoryError, or DuckDB's out-of-memory
+    error (DuckDB stops at its memory limit instead of raising MemoryError)."""
+    return isinstance(exc, MemoryError) or _is_class(exc, "OutOfMemoryException", ("duckdb",))
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -134,9 +178,9 @@ class _WorkerState:
                 msg = f"the task returned a value that is not JSON-serializable ({exc}); return paths, numbers, strings, lists or dicts"
             else:
                 msg = f"{type(exc).__name__}: {exc}"
-            status, info = FAILED, {"error": msg, "traceback": tb, "node_name": node.name,
+            status, info = FAILED, {"error": msg, "traceback": _reported_traceback(exc, tb), "node_name": node.name,
                                     "partition": task.partition, "attempt": task.attempt,
-                                    "oom": isinstance(exc, MemoryError)}
+                                    "oom": _out_of_memory(exc)}
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -283,8 +327,16 @@ class WorkerHandle:
             crashed = (self.inflight.popleft(), describe_exit(code), last_end if last_end is not None else -1)
             rest = list(self.inflight)
             self.inflight.clear()
+            self._remove_staging([crashed[0]], self.proc.pid)  # the dead attempt's partial output
         self.proc = None
         return results, crashed, rest
+
+    def _remove_staging(self, tasks: List[Task], pid: int) -> None:
+        for task in tasks:
+            try:
+                remove_staging(task.output, task.attempt, int(self.setup.get("rank", 0)), pid)
+            except OSError:
+                pass
 
     @property
     def alive(self) -> bool:
@@ -308,6 +360,7 @@ class WorkerHandle:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+            self._remove_staging(list(self.inflight), self.proc.pid)  # attempts stopped mid-way
         self.proc = None
 
 

@@ -157,7 +157,8 @@ class DataNode(Node):
         """(threads, memory bytes) for this task: the node's own, else a share of the host."""
         res = getattr(task, "resources", None) or {}
         cpus = self.cpus or res.get("cpus")
-        memory = self.memory or res.get("memory")
+        # what placement gave the task first: after a memory failure it is more than the node asked for
+        memory = res.get("memory") or self.memory
         if cpus is None or memory is None:
             try:
                 cores = len(os.sched_getaffinity(0))

@@ -14,6 +14,7 @@ import glob
 import hashlib
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -108,7 +109,7 @@ def _expand_local(pattern: str, suffixes: Tuple[str, ...]) -> List[str]:
     pattern = os.path.expanduser(pattern)
     if _WILDCARDS.search(pattern):
         hits = sorted(glob.glob(pattern, recursive=True))
-        return [os.path.abspath(h) for h in hits if os.path.isfile(h)]
+        return [os.path.abspath(h) for h in hits if not os.path.isdir(h)]  # a FIFO or device is refused below
     if os.path.isdir(pattern):
         found = []
         for root, dirs, files in os.walk(pattern):
@@ -119,6 +120,21 @@ def _expand_local(pattern: str, suffixes: Tuple[str, ...]) -> List[str]:
     if os.path.exists(pattern):
         return [os.path.abspath(pattern)]
     return []
+
+
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _check_regular(path: str) -> None:
+    """Inputs are regular files: reading a FIFO would wait forever for a writer, and a device never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise PlanError(f"input file {path} cannot be read: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        what = next((name for test, name in _SPECIAL_FILES if test(mode)), "not a regular file")
+        raise PlanError(f"input file {path} is {what}; inputs must be regular files")
 
 
 def expand_paths(paths: Union[str, Sequence[str]], fmt: str) -> List[str]:
@@ -135,7 +151,10 @@ def expand_paths(paths: Union[str, Sequence[str]], fmt: str) -> List[str]:
             hint = f" (a directory is searched for {', '.join(_SUFFIXES[fmt])} files)" if not _WILDCARDS.search(p) else ""
             raise PlanError(f"input path {p!r} matches no file{hint}")
         for f in found:
-            if not is_uri(f) and not os.access(f, os.R_OK):
+            if is_uri(f):
+                continue
+            _check_regular(f)
+            if not os.access(f, os.R_OK):
                 raise PlanError(f"input file {f} is not readable (permission denied)")
         files.extend(found)
     return files

@@ -74,19 +74,23 @@ def sink_local(output_path: str, how: str, inputs: Sequence[Tuple[str, Partition
     os.makedirs(parent, exist_ok=True)
     staging = f"{final}.mpipipe-staging.{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
     named = _named(inputs)
     written: List[Fragment] = []
-    if how == "manifest":
-        with open(os.path.join(staging, "manifest.json"), "w") as f:
-            json.dump({"fragments": [fr.to_json() for _, fr in named]}, f, indent=1)
-        written = [fr for _, fr in named]
-    else:
-        for name, frag in named:
-            _place(frag, os.path.join(staging, name), how)
-            written.append(Fragment(os.path.join(final, name)))
-    with open(os.path.join(staging, MARKER), "w") as f:
-        json.dump({"type": how, "files": len(named)}, f)
+    try:
+        os.makedirs(staging)
+        if how == "manifest":
+            with open(os.path.join(staging, "manifest.json"), "w") as f:
+                json.dump({"fragments": [fr.to_json() for _, fr in named]}, f, indent=1)
+            written = [fr for _, fr in named]
+        else:
+            for name, frag in named:
+                _place(frag, os.path.join(staging, name), how)
+                written.append(Fragment(os.path.join(final, name)))
+        with open(os.path.join(staging, MARKER), "w") as f:
+            json.dump({"type": how, "files": len(named)}, f)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a copy that failed (a full disk) leaves nothing half-written
+        raise
     old = f"{final}.mpipipe-old.{os.getpid()}"
     if os.path.lexists(final):
         os.rename(final, old)

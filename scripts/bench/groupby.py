@@ -1,25 +1,44 @@
-"""Group-by benchmark: mpipipe (hash partition into 8, SQL per partition) against DuckDB alone.
+"""Group-by: mpipipe (hash partition into 8, SQL per partition) against DuckDB alone, Polars and smallpond.
 
-    python scripts/bench/groupby.py --rows 20000000 --reps 3
+    python scripts/bench/groupby.py                          # 20,000,000 rows, 3 rounds
+    python scripts/bench/groupby.py --rows 2000000 --reps 5
+    BENCH_QUICK=1 python scripts/bench/groupby.py            # 1,000,000 rows, no smallpond
 
-Makes the input once (8 Parquet files: key BIGINT uniform 0..999,999, val
-DOUBLE, tag VARCHAR of 10 characters), then runs, alternating, mpipipe on the
-local platform with 2 executors (one DuckDB thread each) and DuckDB in one
-process with 2 threads, both writing Parquet. Prints each run, the medians
-(min-max) and the ratio; checks that both answers have the same groups and sums.
+Makes the input once (8 Parquet files under mpipipe-jobs/bench-data: key
+BIGINT uniform over 0..999,999, val DOUBLE, tag VARCHAR of 10 characters),
+then runs, alternating, each tool writing Parquet:
+
+- mpipipe on the local platform with 2 executors: split the files into 8,
+  hash-partition by key into 8, then per partition
+  `SELECT key, count(*) AS n, sum(val) AS s, min(tag) AS t ... GROUP BY key`
+  (one DuckDB thread per task);
+- DuckDB alone: the same query in one process with 2 threads;
+- Polars: the same aggregation, lazy (`scan_parquet ... sink_parquet`), 2 threads;
+- smallpond: the same plan as mpipipe (DataSetPartitionNode, HashPartitionNode,
+  SqlEngineNode) on its own scheduler with one executor, which runs as many
+  tasks at once as the host has cores (2 here, as mpipipe's 2 executors).
+
+The time is the whole command, from outside. At the end every answer is
+compared with DuckDB's, group by group (count, sum within 1e-9 relative, min).
 """
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as B  # noqa: E402
+
 AGG = "SELECT key, count(*) AS n, sum(val) AS s, min(tag) AS t FROM {src} GROUP BY key"
+MPIPIPE = "mpipipe (local, 2 executors)"
+DUCKDB = "DuckDB (1 process, 2 threads)"
+POLARS = "Polars lazy (2 threads)"
+SMALLPOND = "smallpond scheduler (1 executor, 2 slots)"
 
 
 def make_input(folder: str, rows: int, files: int) -> None:
@@ -57,63 +76,142 @@ def pipeline() -> None:
     split = DataSetPartitionNode(ctx, src, args["partitions"], partition_by="files")
     parts = HashPartitionNode(ctx, split, args["partitions"], hash_columns=["key"], cpus=1)
     SqlEngineNode(ctx, parts, AGG.format(src="{0}"), name="groupby", cpus=1)
-    d.run(LogicalPlan(ctx, ctx.nodes[-1]))
-
-
-def run_mpipipe(input_dir: str, work: str, executors: int) -> float:
-    cmd = [sys.executable, os.path.abspath(__file__), "--pipeline", "--input", input_dir,
-           "--num-executors", str(executors), "--fresh", "--data-root", work, "--job-id", "groupby",
-           "--progress-interval", "60"]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
-    return time.perf_counter() - t0
+    result = d.run(LogicalPlan(ctx, ctx.nodes[-1]))
+    if result is not None:
+        print("BENCH_RESULT " + json.dumps({"inner": time.perf_counter() - t0}), flush=True)
 
 
-def run_duckdb(input_dir: str, work: str, threads: int) -> float:
-    code = (f"import duckdb; con = duckdb.connect(config={{'threads': {threads}}}); "
-            "con.execute('SET enable_progress_bar = false'); "
-            f"con.execute(\"COPY ({AGG.format(src=repr(input_dir + '/*.parquet'))}) TO '{work}/duckdb.parquet' (FORMAT parquet)\")")
+def alone(engine: str, input_dir: str, output: str, threads: int) -> None:
+    """DuckDB or Polars in this one process."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=1800)
-    return time.perf_counter() - t0
+    if engine == "duckdb":
+        import duckdb
+
+        con = duckdb.connect(config={"threads": threads})
+        con.execute("SET enable_progress_bar = false")
+        src = f"read_parquet('{input_dir}/*.parquet')"
+        con.execute(f"COPY ({AGG.format(src=src)}) TO '{output}' (FORMAT parquet)")
+    else:
+        os.environ["POLARS_MAX_THREADS"] = str(threads)
+        import polars as pl
+
+        (pl.scan_parquet(os.path.join(input_dir, "*.parquet"))
+           .group_by("key")
+           .agg(pl.len().alias("n"), pl.col("val").sum().alias("s"), pl.col("tag").min().alias("t"))
+           .sink_parquet(output))
+    print("BENCH_RESULT " + json.dumps({"inner": time.perf_counter() - t0}), flush=True)
 
 
-def check(work: str) -> str:
+def outputs(tool: str, work: str) -> str:
+    """A glob of the tool's result files."""
+    return {MPIPIPE: os.path.join(work, "bench-groupby", "outputs", "groupby", "*", "*.parquet"),
+            DUCKDB: os.path.join(work, "groupby-duckdb.parquet"),
+            POLARS: os.path.join(work, "groupby-polars.parquet"),
+            SMALLPOND: os.path.join(work, "groupby-smallpond-out", "**", "*.parquet")}[tool]
+
+
+def check(tool: str, work: str, reference: str) -> str:
+    """Compare the tool's answer with DuckDB's, group by group."""
     import duckdb
 
-    a = duckdb.sql(f"SELECT count(*), sum(n), round(sum(s), 1) FROM '{work}/groupby/outputs/groupby/*/*.parquet'").fetchall()
-    b = duckdb.sql(f"SELECT count(*), sum(n), round(sum(s), 1) FROM '{work}/duckdb.parquet'").fetchall()
-    if a != b:
-        raise SystemExit(f"answers differ: mpipipe {a} vs duckdb {b}")
-    return f"groups {a[0][0]:,}, rows {a[0][1]:,}"
+    files = sorted(glob.glob(outputs(tool, work), recursive=True))
+    if not files:
+        return f"{tool}: no output files"
+    con = duckdb.connect(config={"threads": 2})
+    con.execute("SET enable_progress_bar = false")
+    got = f"read_parquet({files!r})"
+    groups, rows = con.execute(f"SELECT count(*), sum(n) FROM {got}").fetchone()
+    bad = con.execute(f"""SELECT count(*) FROM {got} a FULL OUTER JOIN read_parquet('{reference}') b USING (key)
+                          WHERE a.n IS DISTINCT FROM b.n OR a.t IS DISTINCT FROM b.t OR a.s IS NULL OR b.s IS NULL
+                             OR abs(a.s - b.s) > 1e-9 * greatest(1, abs(b.s))""").fetchone()[0]
+    dup = con.execute(f"SELECT count(*) - count(DISTINCT key) FROM {got}").fetchone()[0]
+    verdict = "agrees with DuckDB" if bad == 0 and dup == 0 else f"DIFFERS from DuckDB: {bad} groups, {dup} duplicate keys"
+    return f"{tool}: {groups:,} groups, {rows:,} rows, {verdict}"
 
 
 def main() -> None:
     if "--pipeline" in sys.argv:
         sys.argv.remove("--pipeline")
         return pipeline()
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rows", type=int, default=20_000_000)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000 if B.quick() else 20_000_000)
     ap.add_argument("--files", type=int, default=8)
+    ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--executors", type=int, default=2)
-    ap.add_argument("--work", default=os.path.join("mpipipe-jobs", "bench-groupby"))
+    ap.add_argument("--out", help="the JSON result file")
+    ap.add_argument("--alone", choices=["duckdb", "polars"], help=argparse.SUPPRESS)
+    ap.add_argument("--input", help=argparse.SUPPRESS)
+    ap.add_argument("--output", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    input_dir = os.path.abspath(os.path.join(a.work, f"input-{a.rows}"))
-    work = os.path.abspath(a.work)
+    if a.alone:
+        return alone(a.alone, a.input, a.output, a.executors)
+
+    input_dir = os.path.join(B.DATA, f"groupby-{a.rows}rows-{a.files}files")
+    work = os.path.join(B.WORK, "groupby")
+    os.makedirs(work, exist_ok=True)
     t0 = time.perf_counter()
     make_input(input_dir, a.rows, a.files)
-    print(f"input: {a.rows:,} rows in {a.files} files under {input_dir} ({time.perf_counter() - t0:.1f} s)")
-    times = {"mpipipe": [], "duckdb": []}
-    for rep in range(a.reps):
-        times["mpipipe"].append(run_mpipipe(input_dir, work, a.executors))
-        times["duckdb"].append(run_duckdb(input_dir, work, a.executors))
-        print(f"rep {rep + 1}: mpipipe {times['mpipipe'][-1]:.2f} s, duckdb {times['duckdb'][-1]:.2f} s")
-    print(check(work))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    for k, v in times.items():
-        print(f"{k:8s} median {med[k]:.2f} s ({min(v):.2f}-{max(v):.2f})")
-    print(f"ratio mpipipe/duckdb: {med['mpipipe'] / med['duckdb']:.2f}")
+    print(f"group-by: {a.rows:,} rows in {a.files} files under {os.path.relpath(input_dir)} "
+          f"(ready in {time.perf_counter() - t0:.1f} s), {a.reps} rounds", flush=True)
+
+    me = os.path.abspath(__file__)
+    cmds = {
+        MPIPIPE: ([B.PYTHON, me, "--pipeline", "--input", input_dir, "--partitions", str(a.partitions),
+                   "--platform", "local", "--num-executors", str(a.executors), "--fresh", "--data-root", work,
+                   "--job-id", "bench-groupby", "--progress-interval", "0"], B.bench_env()),
+        DUCKDB: ([B.PYTHON, me, "--alone", "duckdb", "--input", input_dir, "--output", outputs(DUCKDB, work),
+                  "--executors", str(a.executors)], B.bench_env()),
+        POLARS: ([B.PYTHON, me, "--alone", "polars", "--input", input_dir, "--output", outputs(POLARS, work),
+                  "--executors", str(a.executors)], B.bench_env()),
+    }
+    notes = []
+    skip = B.smallpond_skip_reason()
+    if skip:
+        notes.append(skip)
+    else:
+        cmds[SMALLPOND] = ([B.SMALLPOND_PYTHON, os.path.join(B.HERE, "smallpond_side.py"), "groupby",
+                            "--input", input_dir, "--partitions", str(a.partitions), "--executors", "1",
+                            "--work", os.path.join(work, "smallpond-root"),
+                            "--output", os.path.join(work, "groupby-smallpond-out")], B.smallpond_env())
+    tools = list(cmds)
+
+    def run_one(tool, rep):
+        cmd, env = cmds[tool]
+        rec = B.run(cmd, 1800, env=env, label=tool)
+        if tool == SMALLPOND and rec.get("first_task") and rec.get("last_task"):
+            rec["data_tasks"] = rec["last_task"] - rec["first_task"]  # first data task's start to last one's end
+        return rec
+
+    def show(tool, rec):
+        extra = f" (its data tasks, first start to last end: {rec['data_tasks']:.1f} s)" if rec.get("data_tasks") else ""
+        return f"{rec['wall']:7.2f} s{extra}"
+
+    runs = B.alternate(tools, a.reps, run_one, show)
+    checks = []
+    for tool in tools:
+        if tool != DUCKDB and runs[DUCKDB][-1].get("status") == "ok" and runs[tool][-1].get("status") == "ok":
+            checks.append(check(tool, work, outputs(DUCKDB, work)))
+    metrics = [("wall", "time (s)", "s"), ("inner", "inside the process (s)", "s")]
+    cmp = B.compare(runs, metrics, [MPIPIPE], ["wall"])
+    if SMALLPOND in runs:
+        s = B.metric(runs[SMALLPOND], "data_tasks")
+        notes.append(f"smallpond: of its time, {B.fmt_summary(s)} s from its first data task (hash partition) "
+                     "starting to its last one (SQL, sink) ending; the rest is mostly its scheduler finding its "
+                     "executor (a probe every 30 s)")
+        sp = B.smallpond_versions()
+        notes.append(f"smallpond runs in its own virtualenv with DuckDB {sp.get('duckdb')} and pyarrow "
+                     f"{sp.get('pyarrow')} (its pins)")
+    notes.append("each tool writes Parquet with its own default compression: snappy (mpipipe, DuckDB), "
+                 "zstd (Polars, smallpond)")
+    res = {"workload": "groupby", "title": f"Group-by: {a.rows:,} rows, {a.files} files, hash partition into "
+                                           f"{a.partitions}, GROUP BY key",
+           "params": {"rows": a.rows, "files": a.files, "partitions": a.partitions, "reps": a.reps,
+                      "executors": a.executors},
+           "runs": runs, "tables": [{"columns": cmp["columns"], "rows": cmp["rows"]}], "ratios": cmp["ratios"],
+           "checks": checks, "notes": notes, "commands": {t: cmds[t][0] for t in tools}}
+    B.finish(res, a.out)
 
 
 if __name__ == "__main__":

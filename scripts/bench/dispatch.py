@@ -1,0 +1,126 @@
+"""Dispatch: 20,000 no-op tasks, each its own task, on mpipipe and on what users would pick instead.
+
+    python scripts/bench/dispatch.py                 # 3 rounds, A B C A B C ...
+    BENCH_QUICK=1 python scripts/bench/dispatch.py   # 2,000 tasks, no smallpond
+
+Tools (1 scheduler + 3 executors / workers on every one):
+  mpipipe under `mpiexec -n 4` and on the local platform with 3 executors
+  (scripts/bench/noop_tasks.py: journal and retries on, as always);
+  mpi4py.futures.MPIPoolExecutor under `mpiexec -n 4 python -m mpi4py.futures`,
+  concurrent.futures.ProcessPoolExecutor(3), Dask LocalCluster(n_workers=3,
+  threads_per_worker=1), each with one submit() per task (scripts/bench/alt_tasks.py);
+  smallpond's scheduler with 3 executors on 1,000 no-op partitions
+  (scripts/bench/smallpond_side.py; fewer tasks: it runs about 11 a second).
+
+Figures: `inner` is measured inside the process, from creating the pool
+(driver.run() for mpipipe) to the last result; per task = inner / tasks;
+`total` is the whole command from outside (interpreter, imports, mpiexec).
+For smallpond also the time from its first task starting to its last one
+ending (its scheduler takes about a minute to start).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as B  # noqa: E402
+
+MPI = "mpipipe (mpiexec -n 4)"
+LOCAL = "mpipipe (local, 3 executors)"
+MPI4PY = "mpi4py.futures (mpiexec -n 4)"
+PPE = "ProcessPoolExecutor(3)"
+DASK = "Dask LocalCluster(3 x 1 thread)"
+SMALLPOND = "smallpond scheduler (3 executors, {n:,} tasks)"
+SMALLPOND_STEADY = "smallpond, first task to last ({n:,} tasks)"
+
+
+def commands(tasks: int, sp_tasks: int):
+    noop = os.path.join(B.HERE, "noop_tasks.py")
+    alt = os.path.join(B.HERE, "alt_tasks.py")
+    common = ["--tasks", str(tasks), "--fresh", "--data-root", B.WORK, "--progress-interval", "0", "--report"]
+    return {
+        MPI: ([B.mpiexec(), "-n", "4", B.PYTHON, noop, *common, "--job-id", "dispatch-mpi"], B.bench_env(), 300),
+        LOCAL: ([B.PYTHON, noop, *common, "--job-id", "dispatch-local", "--platform", "local", "--num-executors", "3"],
+                B.bench_env(), 300),
+        MPI4PY: ([B.mpiexec(), "-n", "4", B.PYTHON, "-m", "mpi4py.futures", alt, "mpi4py", "--tasks", str(tasks)],
+                 B.bench_env(), 600),
+        PPE: ([B.PYTHON, alt, "ppe", "--tasks", str(tasks), "--workers", "3"], B.bench_env(), 600),
+        DASK: ([B.PYTHON, alt, "dask", "--tasks", str(tasks), "--workers", "3"], B.bench_env(), 900),
+        "smallpond": ([B.SMALLPOND_PYTHON, os.path.join(B.HERE, "smallpond_side.py"), "noop", "--tasks", str(sp_tasks),
+                     "--executors", "3", "--input", "{tiny}", "--work", os.path.join(B.WORK, "smallpond-dispatch")],
+                    B.smallpond_env(), 1200),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=2000 if B.quick() else 20000)
+    ap.add_argument("--smallpond-tasks", type=int, default=50 if B.quick() else 1000)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--out", help="the JSON result file")
+    a = ap.parse_args()
+    global SMALLPOND, SMALLPOND_STEADY
+    SMALLPOND = SMALLPOND.format(n=a.smallpond_tasks)
+    SMALLPOND_STEADY = SMALLPOND_STEADY.format(n=a.smallpond_tasks)
+
+    notes = []
+    cmds = commands(a.tasks, a.smallpond_tasks)
+    cmds[SMALLPOND] = cmds.pop("smallpond")
+    tools = [MPI, LOCAL, MPI4PY, PPE, DASK]
+    skip = B.smallpond_skip_reason()
+    if skip:
+        notes.append(skip)
+    else:
+        tools.append(SMALLPOND)
+        cmd, env, t = cmds[SMALLPOND]
+        cmds[SMALLPOND] = ([c.replace("{tiny}", B.tiny_parquet()) for c in cmd], env, t)
+    os.makedirs(B.WORK, exist_ok=True)
+    print(f"dispatch: {a.tasks:,} no-op tasks ({a.smallpond_tasks:,} on smallpond), {a.reps} rounds", flush=True)
+
+    def run_one(tool, rep):
+        cmd, env, timeout = cmds[tool]
+        rec = B.run(cmd, timeout, env=env, label=tool)
+        n = rec.get("tasks")
+        if rec["status"] == "ok" and rec.get("inner") and n:
+            rec["per_task_us"] = rec["inner"] / n * 1e6
+            rec["rate"] = n / rec["inner"]
+            if tool == SMALLPOND and rec.get("first_task") and rec.get("last_task"):
+                rec["to_first_task"] = rec["first_task"] - rec["start"]
+                rec["steady_per_task_us"] = (rec["last_task"] - rec["first_task"]) / max(1, rec["measured_tasks"]) * 1e6
+        return rec
+
+    def show(tool, rec):
+        extra = ""
+        if rec.get("steady_per_task_us"):
+            extra = (f"; first task after {rec['to_first_task']:.1f} s, then "
+                     f"{rec['steady_per_task_us'] / 1000:.1f} ms/task")
+        return (f"{rec.get('inner', 0):7.2f} s inside, {rec.get('per_task_us', 0):8.1f} us/task, "
+                f"{rec.get('rate', 0):8,.0f} tasks/s, command {rec['wall']:.2f} s{extra}")
+
+    runs = B.alternate(tools, a.reps, run_one, show)
+    if SMALLPOND in runs:  # its steady state as a row of its own, so it gets its own ratio
+        runs[SMALLPOND_STEADY] = [dict(r, per_task_us=r.get("steady_per_task_us"), inner=None, wall=None, rate=None)
+                                  for r in runs[SMALLPOND]]
+    metrics = [("per_task_us", "per task (us)", "us"), ("rate", "tasks/s", "/s"), ("inner", "inside (s)", "s"),
+               ("wall", "command (s)", "s"), ("rank0_rss_mb", "peak RSS, rank 0 / client (MB)", "MB")]
+    cmp = B.compare(runs, metrics, [MPI, LOCAL], ["per_task_us"])
+    if SMALLPOND in runs:
+        first = B.metric(runs[SMALLPOND], "to_first_task")
+        notes.append(f"smallpond: its first no-op task started {B.fmt_summary(first)} s after the command "
+                     "(scheduler start, then executors found by a probe every 30 s)")
+        res_extra = {"smallpond_to_first_task": first}
+    notes.append("per task = time inside the process (pool or driver.run() start to last result) / tasks; "
+                 "mpi4py.futures and mpipipe under mpiexec find their ranks already started")
+    res = {"workload": "dispatch", "title": f"Dispatch: {a.tasks:,} no-op tasks, one submit / partition each",
+           "params": {"tasks": a.tasks, "smallpond_tasks": a.smallpond_tasks, "reps": a.reps},
+           "runs": runs, "tables": [{"columns": cmp["columns"], "rows": cmp["rows"]}], "ratios": cmp["ratios"],
+           "notes": notes, "commands": {t: cmds[t][0] for t in tools}}
+    if SMALLPOND in runs:
+        res.update(res_extra)
+    B.finish(res, a.out)
+
+
+if __name__ == "__main__":
+    main()

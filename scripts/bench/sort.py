@@ -1,0 +1,209 @@
+"""Sort: 10,000,000 records of 100 bytes, global sort by key, on mpipipe against DuckDB alone and Polars.
+
+    python scripts/bench/sort.py                       # 10,000,000 records, 3 rounds
+    BENCH_QUICK=1 python scripts/bench/sort.py         # 500,000 records
+
+Makes the input once (8 Parquet files under mpipipe-jobs/bench-data, seeded:
+key = 10 random bytes (BLOB), payload = 90 bytes (BLOB: the record's number in
+16 hex digits and 74 filler letters), as in the sort benchmark's gensort
+records), then runs, alternating:
+
+- mpipipe: examples/sort.py on the local platform with 2 executors: split
+  into 8 row ranges, sample keys, pick 7 bounds, tag each row with its range,
+  partition by range into 8, ORDER BY key in each, copy the 8 files to the
+  output folder (range-partitioned: file i holds keys <= those of file i+1);
+- DuckDB alone, 2 threads: `COPY (SELECT * ... ORDER BY key) TO 'sorted.parquet'`
+  (one file: DuckDB's multi-file COPY options write row groups in parallel and
+  do not keep the order across files);
+- Polars, 2 threads: `scan_parquet(...).sort("key").sink_parquet(PartitionBy(dir,
+  max_rows_per_file=rows/8))`: 8 files in order.
+
+The time is the whole command, from outside. Each output is then checked:
+record count, keys in order within and across its files (in file-name
+order), and the same records as the input (count and XOR of hash(key, payload)).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as B  # noqa: E402
+
+MPIPIPE = "mpipipe (local, 2 executors)"
+DUCKDB = "DuckDB (1 process, 2 threads)"
+POLARS = "Polars lazy (2 threads)"
+
+
+def write_input(folder: str, rows: int, files: int, seed: int = 7) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    marker = os.path.join(folder, f".complete-{rows}-{files}")
+    if os.path.exists(marker):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    hexdigits = np.frombuffer(b"0123456789ABCDEF", dtype=np.uint8)
+    start = 0
+    for f in range(files):
+        n = (f + 1) * rows // files - f * rows // files
+        rng = np.random.default_rng([seed, f])
+        keys = rng.integers(0, 256, size=(n, 10), dtype=np.uint8)
+        ids = np.arange(start, start + n, dtype=np.uint64)
+        payload = np.empty((n, 90), dtype=np.uint8)
+        for j in range(16):
+            payload[:, j] = hexdigits[((ids >> np.uint64(4 * (15 - j))) & np.uint64(15)).astype(np.intp)]
+        payload[:, 16:] = (ord("A") + (ids % np.uint64(26)).astype(np.uint8))[:, None]
+
+        def blob(a, width):
+            return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(a.tobytes())]) \
+                     .cast(pa.binary())
+
+        pq.write_table(pa.table({"key": blob(keys, 10), "payload": blob(payload, 90)}),
+                       os.path.join(folder, f"part-{f:05d}.parquet"))
+        start += n
+    open(marker, "w").close()
+
+
+def fingerprint(files) -> dict:
+    """Record count and XOR of hash(key, payload): the same for any order of the same records."""
+    import duckdb
+
+    con = duckdb.connect(config={"threads": 2})
+    con.execute("SET enable_progress_bar = false")
+    n, x = con.execute(f"SELECT count(*), bit_xor(hash(key, payload)) FROM read_parquet({list(files)!r})").fetchone()
+    return {"rows": n, "xor": str(x)}
+
+
+def keys_in_order(files) -> tuple:
+    """(ordered?, rows): keys compared as 10-byte big-endian numbers, within and across the files in this order."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    prev, rows, ok = None, 0, True
+    for path in files:
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=1 << 20, columns=["key"]):
+            col = batch.column(0).cast(pa.binary(10))
+            a = np.frombuffer(col.buffers()[1], dtype=np.uint8)[col.offset * 10:(col.offset + len(col)) * 10]
+            a = a.reshape(-1, 10)
+            if not len(a):
+                continue
+            hi = a[:, :8].copy().view(">u8").ravel()
+            lo = a[:, 8:].copy().view(">u2").ravel()
+            ok = ok and bool(((hi[1:] > hi[:-1]) | ((hi[1:] == hi[:-1]) & (lo[1:] >= lo[:-1]))).all())
+            if prev is not None:
+                ok = ok and prev <= (int(hi[0]), int(lo[0]))
+            prev = (int(hi[-1]), int(lo[-1]))
+            rows += len(a)
+    return ok, rows
+
+
+def alone(engine: str, input_dir: str, output: str, rows: int, parts: int, threads: int) -> None:
+    t0 = time.perf_counter()
+    os.makedirs(output, exist_ok=True)
+    if engine == "duckdb":
+        import duckdb
+
+        con = duckdb.connect(config={"threads": threads})
+        con.execute("SET enable_progress_bar = false")
+        con.execute(f"COPY (SELECT * FROM read_parquet('{input_dir}/*.parquet') ORDER BY key) "
+                    f"TO '{output}/sorted.parquet' (FORMAT parquet)")
+    else:
+        os.environ["POLARS_MAX_THREADS"] = str(threads)
+        import polars as pl
+
+        (pl.scan_parquet(os.path.join(input_dir, "*.parquet"))
+           .sort("key")
+           .sink_parquet(pl.PartitionBy(output, max_rows_per_file=math.ceil(rows / parts)), mkdir=True))
+    print("BENCH_RESULT " + json.dumps({"inner": time.perf_counter() - t0}), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=500_000 if B.quick() else 10_000_000)
+    ap.add_argument("--files", type=int, default=8)
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--executors", type=int, default=2)
+    ap.add_argument("--out", help="the JSON result file")
+    ap.add_argument("--alone", choices=["duckdb", "polars"], help=argparse.SUPPRESS)
+    ap.add_argument("--input", help=argparse.SUPPRESS)
+    ap.add_argument("--output", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.alone:
+        return alone(a.alone, a.input, a.output, a.rows, a.partitions, a.executors)
+
+    input_dir = os.path.join(B.DATA, f"sort-{a.rows}rows-{a.files}files")
+    work = os.path.join(B.WORK, "sort")
+    os.makedirs(work, exist_ok=True)
+    t0 = time.perf_counter()
+    write_input(input_dir, a.rows, a.files)
+    print(f"sort: {a.rows:,} records of 100 bytes in {a.files} files under {os.path.relpath(input_dir)} "
+          f"(ready in {time.perf_counter() - t0:.1f} s), {a.reps} rounds", flush=True)
+    fp_path = os.path.join(input_dir, ".fingerprint.json")
+    if not os.path.exists(fp_path):
+        B.write_json(fp_path, fingerprint(sorted(glob.glob(os.path.join(input_dir, "*.parquet")))))
+    with open(fp_path) as f:
+        expected = json.load(f)
+
+    me = os.path.abspath(__file__)
+    out = {t: os.path.join(work, name) for t, name in ((MPIPIPE, "mpipipe-out"), (DUCKDB, "duckdb-out"),
+                                                      (POLARS, "polars-out"))}
+    root = os.path.join(work, "mpipipe-root")
+    cmds = {
+        MPIPIPE: [B.PYTHON, os.path.join(B.REPO, "examples", "sort.py"), "-i", input_dir, "-o", out[MPIPIPE],
+                  "--partitions", str(a.partitions), "--splits", str(a.partitions), "--platform", "local",
+                  "--num-executors", str(a.executors), "--fresh", "--data-root", root, "--job-id", "bench-sort",
+                  "--progress-interval", "0"],
+        DUCKDB: [B.PYTHON, me, "--alone", "duckdb", "--input", input_dir, "--output", out[DUCKDB],
+                 "--rows", str(a.rows), "--partitions", str(a.partitions), "--executors", str(a.executors)],
+        POLARS: [B.PYTHON, me, "--alone", "polars", "--input", input_dir, "--output", out[POLARS],
+                 "--rows", str(a.rows), "--partitions", str(a.partitions), "--executors", str(a.executors)],
+    }
+    tools = list(cmds)
+
+    def run_one(tool, rep):
+        shutil.rmtree(out[tool], ignore_errors=True)  # not timed: every run writes into nothing
+        if tool == MPIPIPE:
+            shutil.rmtree(root, ignore_errors=True)
+        rec = B.run(cmds[tool], 1800, label=tool)
+        if tool == MPIPIPE and rec["status"] == "ok":  # the scheduler's run, from its journal
+            rec["inner"] = B.journal_span(os.path.join(root, "bench-sort"))
+        return rec
+
+    runs = B.alternate(tools, a.reps, run_one, lambda tool, rec: f"{rec['wall']:7.2f} s")
+    checks = []
+    for tool in tools:
+        if runs[tool][-1].get("status") != "ok":
+            continue
+        files = sorted(glob.glob(os.path.join(out[tool], "*.parquet")), key=B.natural_key)
+        ordered, n = keys_in_order(files)
+        same = fingerprint(files) == expected
+        verdict = "ok" if ordered and same and n == a.rows else "WRONG"
+        checks.append(f"{tool}: {len(files)} file(s), {n:,} records, keys {'in order' if ordered else 'NOT in order'}, "
+                      f"{'same records as the input' if same else 'records DIFFER from the input'}: {verdict}")
+    metrics = [("wall", "time (s)", "s"), ("inner", "inside the process (s)", "s")]
+    cmp = B.compare(runs, metrics, [MPIPIPE], ["wall"])
+    notes = ["each tool writes Parquet with its own default compression: snappy (mpipipe, DuckDB), zstd (Polars)",
+             "mpipipe's plan writes the data four times (ranges tagged, partitioned, sorted, copied to the output "
+             "folder); DuckDB and Polars once"]
+    res = {"workload": "sort", "title": f"Sort: {a.rows:,} records of 100 bytes, global sort by a 10-byte key",
+           "params": {"rows": a.rows, "files": a.files, "partitions": a.partitions, "reps": a.reps,
+                      "executors": a.executors},
+           "runs": runs, "tables": [{"columns": cmp["columns"], "rows": cmp["rows"]}], "ratios": cmp["ratios"],
+           "checks": checks, "notes": notes, "commands": cmds}
+    B.finish(res, a.out)
+
+
+if __name__ == "__main__":
+    main()

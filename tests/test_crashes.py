@@ -1,0 +1,247 @@
+"""Whole-run crashes of a data pipeline: SIGKILL of an executor rank, of rank 0, of the launching process, and
+SIGTERM, each mid-run, locally and with --platform mpi launched from a plain python. Every process of the run
+goes away by itself (within a bound), the same command then resumes, runs no finished task again (each task
+key has exactly one "ok" record), and writes the rows of a clean run. A second run of a job that is running
+is refused; a lock left by a killed run blocks nothing.
+
+The scenarios run at once in a small background pool (fixture `runs`); every process is started in its own
+session with its output in files, waited for with a timeout, and stopped by pid.
+"""
+import os
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from fault_tools import (HAS_MPIEXEC, assert_each_task_once, assert_nothing_half_done, expected_checksum, job_argv,
+                         journal, one_error_line, output_checksum, print_keys, run_job, summary_counts,
+                         the_job_dir, write_inputs)
+from helpers import (descendants, env_for_tests, kill_tree, local_executors, mpi_ranks, pid_alive, wait_for,
+                     wait_gone)
+
+PARTS = 8
+SLEEP = 0.5  # each enrich task: 8 of them on 2 executors keep the job busy for 2 s or more
+STOP_BOUND = 15  # seconds a run may take to go away after the signal
+MPI_ONLY = {"mpi-executor", "mpi-rank0", "mpi-launcher", "mpi-sigterm", "mpi-busy", "mpiexec-rank0-sigterm"}
+
+
+def done_of(root, node):
+    """Tasks of `node` journaled as finished so far (0 before the job directory exists)."""
+    try:
+        return sum(1 for r in journal(the_job_dir(root)) if r.get("s") == "ok" and r["n"] == node)
+    except (AssertionError, OSError):
+        return 0
+
+
+def enrich_done(root):
+    return done_of(root, "enrich")
+
+
+class Scenario:
+    def __init__(self, base, name, inputs, dims, *extra):
+        self.name = name
+        self.root, self.out = str(base / name / "jobs"), str(base / name / "out")
+        platform = ("--platform", "mpi") if name.startswith("mpi-") else ()
+        self.argv = job_argv(inputs, dims, self.out, self.root, "--parts", str(PARTS), "--sleep", str(SLEEP),
+                             "--num-executors", "2", *platform, *extra, mpi=3 if name.startswith("mpiexec-") else None)
+        self.log = str(base / name / "first.log")
+        self.facts = {}
+
+    def start(self, until=lambda s: enrich_done(s.root) >= 2, what="two enrich tasks to finish"):
+        os.makedirs(os.path.dirname(self.log), exist_ok=True)
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(self.argv, env=env_for_tests(), start_new_session=True,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: until(self), 120, f"{self.name}: {what}")
+        except BaseException:
+            kill_tree(self.proc)
+            raise
+
+    def target(self):
+        """The pid the scenario signals."""
+        kind = self.name
+        if kind in ("local-rank0", "local-sigterm", "mpi-launcher", "mpi-sigterm"):
+            return self.proc.pid
+        ranks = mpi_ranks(self.proc.pid) if kind.startswith("mpi") else local_executors(self.proc.pid)  # mpi-, mpiexec-
+        assert len(ranks) == (3 if kind.startswith("mpi") else 2), ranks
+        return ranks[0 if "rank0" in kind else 1]
+
+    def hit(self, sig):
+        """Send `sig` to the target mid-run; wait until every process of the run is gone."""
+        everyone = [self.proc.pid] + descendants(self.proc.pid)
+        rank0 = mpi_ranks(self.proc.pid).get(0) if self.name.startswith("mpi") else self.proc.pid
+        target = self.target()
+        t0 = time.monotonic()
+        os.kill(target, sig)
+        try:
+            self.proc.wait(STOP_BOUND)
+            wait_gone(everyone, STOP_BOUND, f"{self.name}: every process of the run to exit")
+        except BaseException:
+            kill_tree(self.proc)
+            raise
+        self.facts.update(returncode=self.proc.returncode, stopped_in=time.monotonic() - t0, rank0=rank0)
+        with open(self.log) as f:
+            self.facts["output"] = f.read()
+        job_dir = the_job_dir(self.root)
+        self.facts["records"] = journal(job_dir)
+        with open(os.path.join(job_dir, "lock")) as f:
+            self.facts["lock"] = f.read()
+
+    def rerun(self):
+        self.facts["rerun"] = run_job(self.argv, timeout=150)
+        self.facts["after"] = journal(the_job_dir(self.root))
+
+
+def kill_and_resume(base, name, inputs, dims):
+    s = Scenario(base, name, inputs, dims)
+    s.start()
+    s.hit(signal.SIGTERM if name.endswith("sigterm") else signal.SIGKILL)
+    s.rerun()
+    return s
+
+
+def second_run_while_running(base, name, inputs, dims):
+    hold = str(base / name / "go")  # the first run's enrich tasks wait for this file
+    s = Scenario(base, name, inputs, dims, "--hold", hold)
+    s.start(lambda s: done_of(s.root, "joined") > 0, "the first run to get going")
+    try:
+        s.facts["second"] = run_job(s.argv, timeout=90, check=False)
+        s.facts["first_alive"] = s.proc.poll() is None
+        with open(hold, "w"):
+            pass
+        s.proc.wait(150)
+    finally:
+        if s.proc.poll() is None:
+            kill_tree(s.proc)
+    with open(s.log) as f:
+        s.facts["output"] = f.read()
+    s.facts["returncode"] = s.proc.returncode
+    return s
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("crashes")
+    inputs, dims = write_inputs(str(base / "data"))
+    names = ["local-executor", "local-rank0", "local-sigterm"]
+    if HAS_MPIEXEC:
+        names += ["mpi-executor", "mpi-rank0", "mpi-launcher", "mpi-sigterm", "mpiexec-rank0-sigterm"]
+    pool = ThreadPoolExecutor(4)
+    futures = {n: pool.submit(kill_and_resume, base, n, inputs, dims) for n in names}
+    if HAS_MPIEXEC:
+        futures["mpi-busy"] = pool.submit(second_run_while_running, base, "mpi-busy", inputs, dims)
+    keys = print_keys(inputs, dims, str(base / "x"), "--parts", str(PARTS))
+    try:
+        yield {"futures": futures, "expected": expected_checksum(inputs, dims), "tasks": sum(len(k) for k in keys.values())}
+    finally:
+        pool.shutdown(wait=True)
+
+
+def check_resumed(runs, s):
+    before = s.facts["records"]
+    done_before = {r["k"] for r in before if r.get("s") == "ok"}
+    enrich_before = sum(1 for r in before if r.get("s") == "ok" and r["n"] == "enrich")
+    assert 2 <= enrich_before < PARTS, f"the signal came too late to test a resume ({enrich_before} enrich done)"
+    rerun = s.facts["rerun"]
+    assert rerun.returncode == 0, rerun.stderr
+    after = s.facts["after"]
+    assert_each_task_once(after)
+    assert len({r["k"] for r in after if r.get("s") == "ok"}) == runs["tasks"]
+    counts = summary_counts(rerun.stderr)
+    # every task journaled before the crash is reused (its output is there), the rest runs once
+    assert counts["reused"] == len(done_before)
+    assert counts["ran"] == runs["tasks"] - len(done_before)
+    assert output_checksum(s.out) == runs["expected"]
+    assert_nothing_half_done(the_job_dir(s.root), s.out)
+
+
+def scenario(runs, name):
+    if name in MPI_ONLY and not HAS_MPIEXEC:
+        pytest.skip("the virtualenv has no mpiexec")
+    return runs["futures"][name].result()
+
+
+def test_sigkill_of_a_local_executor(runs):
+    s = scenario(runs, "local-executor")
+    # rank 0 notices, says what to do, and stops the rest
+    assert s.facts["returncode"] == 2, s.facts["output"]
+    assert "mpipipe: error: executor rank 1 died; the journal keeps what finished, run the same command again to " \
+           "resume" in s.facts["output"]
+    assert "Traceback" not in s.facts["output"]
+    check_resumed(runs, s)
+
+
+def test_sigkill_of_local_rank0_and_its_lock_blocks_nothing(runs):
+    s = scenario(runs, "local-rank0")
+    assert s.facts["returncode"] == -signal.SIGKILL
+    # the dead run's lock file is still there and names it; the kernel lock went with the process
+    assert s.facts["lock"].startswith(f"pid {s.facts['rank0']} on ")
+    assert not pid_alive(s.facts["rank0"])
+    check_resumed(runs, s)
+
+
+def check_interrupted(runs, s):
+    assert s.facts["returncode"] == 130, s.facts["output"]
+    assert s.facts["stopped_in"] < STOP_BOUND
+    last = s.facts["records"][-1]
+    assert last.get("type") == "end" and last["status"] == "interrupted", last
+    assert "interrupted; its journal is saved, run the same command again to resume" in s.facts["output"]
+    assert "Traceback" not in s.facts["output"]
+    check_resumed(runs, s)
+
+
+def test_sigterm_of_a_local_run(runs):
+    check_interrupted(runs, scenario(runs, "local-sigterm"))
+
+
+@pytest.mark.mpi
+def test_sigkill_of_an_mpi_executor_rank(runs):
+    s = scenario(runs, "mpi-executor")
+    assert s.facts["returncode"] != 0
+    check_resumed(runs, s)
+
+
+@pytest.mark.mpi
+def test_sigkill_of_mpi_rank0(runs):
+    s = scenario(runs, "mpi-rank0")
+    assert s.facts["returncode"] != 0
+    assert s.facts["lock"].startswith(f"pid {s.facts['rank0']} on ")
+    check_resumed(runs, s)
+
+
+@pytest.mark.mpi
+def test_sigkill_of_the_process_that_launched_the_mpi_world(runs):
+    """mpiexec gets SIGTERM when its parent dies, so the world stops instead of running on unattended."""
+    s = scenario(runs, "mpi-launcher")
+    assert s.facts["returncode"] == -signal.SIGKILL
+    check_resumed(runs, s)
+
+
+@pytest.mark.mpi
+def test_sigterm_of_the_mpi_launcher(runs):
+    check_interrupted(runs, scenario(runs, "mpi-sigterm"))
+
+
+@pytest.mark.mpi
+def test_sigterm_of_rank0_inside_an_mpiexec_world(runs):
+    """A batch system or an admin signals rank 0 itself: it stops the world, and mpiexec passes on its 130."""
+    check_interrupted(runs, scenario(runs, "mpiexec-rank0-sigterm"))
+
+
+@pytest.mark.mpi
+def test_second_run_of_a_running_mpi_job_is_refused(runs):
+    s = scenario(runs, "mpi-busy")
+    second = s.facts["second"]
+    assert s.facts["first_alive"]
+    assert second.returncode == 2, second.stderr
+    line = one_error_line(second)
+    assert f"job directory {the_job_dir(s.root)} is in use by pid " in line and "choose another --job-id" in line
+    # the first run was not disturbed
+    assert s.facts["returncode"] == 0, s.facts["output"]
+    assert output_checksum(s.out) == runs["expected"]
+    recs = journal(the_job_dir(s.root))
+    assert_each_task_once(recs)
+    assert [r["type"] for r in recs if r.get("type")] == ["run", "end"]
