@@ -195,6 +195,7 @@ class ComputeNode(Node):
         resources_variable: Optional[str] = None,
         size_per_task: int = 1,
         scope: str = "element",
+        parallelization_mode: str = "split",
     ) -> None:
         if not callable(fn):
             raise PlanError(f"ComputeNode needs a callable, got {type(fn).__name__}")
@@ -203,6 +204,13 @@ class ComputeNode(Node):
         default = getattr(fn, "__name__", "")
         if not _NAME_RE.fullmatch(default):
             default = "compute"  # lambdas, partials and callable objects
+        if parallelization_mode not in ("split", "internal"):
+            raise PlanError(f"node {name or 'compute'!r}: parallelization_mode must be 'split' or 'internal', "
+                            f"got {parallelization_mode!r}")
+        # "internal": the function gets its allocation (cores, memory, devices) and runs its own parallelism
+        if parallelization_mode == "internal" and not resources_variable:
+            resources_variable = "resources"
+        self.parallelization_mode = parallelization_mode
         self.resources_variable = resources_variable
         super().__init__(ctx, inputs, npartitions, name or default, pointwise, version, resources, size_per_task, scope)
 

@@ -41,7 +41,8 @@ gpu = ComputeNode(ctx, where, npartitions=8, name="gpu", resources="cuda(mem=8Gi
 cpu = ComputeNode(ctx, where, npartitions=12, name="cpu", resources=Resources(cpus=1, memory=1 << 20))
 plain = ComputeNode(ctx, write_marker, npartitions=6, name="plain")
 two = ComputeNode(ctx, where, npartitions=2, name="two_gpus", resources={"gpus": 2, "gpu_kind": "cuda", "cpus": 2})
-inner = ComputeNode(ctx, internal, npartitions=2, name="internal", resources="cpu(cores=2)", resources_variable="res")
+inner = ComputeNode(ctx, internal, npartitions=2, name="internal", resources="cpu(cores=2)",
+                    parallelization_mode="internal", resources_variable="res")
 dyn = ComputeNode(ctx, where, inputs=[plain], npartitions=2, name="dynamic", resources=by_inputs)
 chunked = ComputeNode(ctx, where, npartitions=7, name="chunked", resources="cpu(cores=1)", size_per_task=3)
 mapped = ComputeNode(ctx, where, npartitions=4, name="mapped", resources="cpu(cores=2)", scope="map")
