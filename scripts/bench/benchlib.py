@@ -494,6 +494,12 @@ def smallpond_env() -> Dict[str, str]:
     return bench_env(path_first=os.path.dirname(SMALLPOND_PYTHON))
 
 
+def clear_job(data_root: str, job_id: str) -> None:
+    """Remove a job directory before a fresh run (not timed). --fresh alone would keep every earlier journal
+    as journal.log.<time>.old, about 200 MB a run for a million tasks."""
+    shutil.rmtree(os.path.join(data_root, job_id), ignore_errors=True)
+
+
 def journal_span(job_dir: str) -> Optional[float]:
     """Seconds from the last run's `run` record to its `end` record in a job's journal: the scheduler's run."""
     path = os.path.join(job_dir, "journal.log")

@@ -81,6 +81,8 @@ def main() -> None:
 
     def run_one(tool, rep):
         cmd, env, timeout = cmds[tool]
+        if tool in (MPI, LOCAL):
+            B.clear_job(B.WORK, "dispatch-mpi" if tool == MPI else "dispatch-local")
         rec = B.run(cmd, timeout, env=env, label=tool)
         n = rec.get("tasks")
         if rec["status"] == "ok" and rec.get("inner") and n:

@@ -83,6 +83,8 @@ def main() -> None:
         timeout = max(300, n / 1000)  # at least 1 ms a task: never in any run so far
 
         def run_one(tool, rep, n=n, timeout=timeout):
+            if tool in (MPI, LOCAL):
+                B.clear_job(B.WORK, f"scale-{'mpi' if tool == MPI else 'local'}-{n}")
             rec = B.run(command(tool, n, fresh=tool != RESUME), timeout * (20 if tool == DASK else 1), label=tool)
             if rec["status"] == "ok" and rec.get("inner"):
                 rec["per_task_us"] = rec["inner"] / n * 1e6

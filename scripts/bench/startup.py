@@ -89,6 +89,8 @@ def main() -> None:
     print(f"startup: a one-task plan, {a.reps} rounds", flush=True)
 
     def run_one(tool, rep):
+        if tool in (LOCAL, MPI):
+            B.clear_job(B.WORK, "startup-local" if tool == LOCAL else "startup-mpi")
         rec = B.run(cmds[tool], 900 if tool == SMALLPOND else 120, env=envs[tool], label=tool)
         if rec["status"] == "ok" and rec.get("first_task"):
             rec["to_first_task"] = rec["first_task"] - rec["start"]
