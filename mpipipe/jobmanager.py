@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple, NoReturn
 
 import mpipipe
 from mpipipe.config import JobConfig
@@ -394,7 +394,7 @@ class JobManager:
                                "--data-root") from None
 
 
-def report_error(e: MpipipeError, debug: bool) -> "NoReturn":  # type: ignore[name-defined]
+def report_error(e: MpipipeError, debug: bool) -> NoReturn:
     if debug:
         raise e
     print(f"mpipipe: error: {e}", file=sys.stderr)

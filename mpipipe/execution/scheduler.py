@@ -575,7 +575,7 @@ class Scheduler:
         info = self.nodes[task.node].info
         logref = res.info.get("log") or ("?", 0, None)
         self.failures.append(Failure(info.name, task.partition, task.attempt + 1, res.info.get("error", "?"),
-                                     res.info.get("traceback", ""), res.info.get("where", f"rank ?"), str(logref[0])))
+                                     res.info.get("traceback", ""), res.info.get("where", "rank ?"), str(logref[0])))
         self._block_dependents(task.node)
         self.nodes[task.node].blocked = True
         if self.fail_fast:

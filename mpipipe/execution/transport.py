@@ -6,7 +6,6 @@ spinning, so oversubscribed ranks leave the cores to the ones working.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import select
 import socket

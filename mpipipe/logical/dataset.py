@@ -15,8 +15,8 @@ import hashlib
 import os
 import re
 import stat
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from mpipipe.errors import PlanError
 

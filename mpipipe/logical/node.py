@@ -12,7 +12,7 @@ import inspect
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from mpipipe.errors import PlanError
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from mpipipe.config import JobConfig
 from mpipipe.errors import PlatformError
@@ -89,19 +89,25 @@ class Platform:
 
     def wait_job(self, handles: List[str]) -> int:
         """Wait for the started job; Ctrl-C or SIGTERM here stops it. Returns its exit code."""
+        return self.wait_processes(handles, lambda signum: self.signal_job(
+            handles, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM), grace=15.0)
+
+    def wait_processes(self, handles: List[str], on_signal: Callable[[int], None], grace: float) -> int:
+        """Wait for what start_job() started, calling `on_signal` on Ctrl-C/SIGTERM; `grace` seconds after
+        the first such signal, stop_job() ends what is left. Returns 130 if stopped, else the exit code."""
         procs = [self._procs[h] for h in handles]
         stopping: List[int] = []
 
-        def on_signal(signum: int, _frame: Any) -> None:
+        def handler(signum: int, _frame: Any) -> None:
             stopping.append(signum)
-            self.signal_job(handles, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+            on_signal(signum)
 
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             deadline: Optional[float] = None
             while any(p.poll() is None for p in procs):
                 if stopping and deadline is None:
-                    deadline = time.monotonic() + 15.0
+                    deadline = time.monotonic() + grace
                 if deadline is not None and time.monotonic() > deadline:
                     self.stop_job(handles)
                     break

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import List
 
 from mpipipe.execution.osutil import child_env, die_with_parent
 from mpipipe.execution.transport import PipeTransport, make_pair

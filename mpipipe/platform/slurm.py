@@ -371,30 +371,14 @@ class SlurmPlatform(MpiPlatform):
     def _wait_step(self, handles: List[str]) -> int:
         """Inside an allocation: wait for our srun; Ctrl-C/SIGTERM asks the step's ranks to stop (rank 0 flushes)."""
         proc = self._procs[handles[0]]
-        stopping: List[int] = []
+        asked: List[int] = []
 
-        def on_signal(signum: int, _frame: Any) -> None:
-            if not stopping:
+        def on_signal(signum: int) -> None:
+            if not asked:  # once: the step's ranks get SIGTERM, rank 0 flushes its journal
                 self._stop_step(proc)
-            stopping.append(signum)
+            asked.append(signum)
 
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            deadline: Optional[float] = None
-            while proc.poll() is None:
-                if stopping and deadline is None:
-                    deadline = time.monotonic() + 30.0
-                if deadline is not None and time.monotonic() > deadline:
-                    self.stop_job(handles)
-                    break
-                time.sleep(0.05)
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-        code = proc.wait()
-        if stopping:
-            return 130
-        return code if code >= 0 else 128 - code
+        return self.wait_processes(handles[:1], on_signal, grace=30.0)
 
     def _stop_step(self, proc: "subprocess.Popen[Any]") -> None:
         """SIGTERM to every task of the step we started (found by its name), or to srun if it cannot be found."""
