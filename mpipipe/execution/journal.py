@@ -77,7 +77,7 @@ class Journal:
         for rec in read_records(self.path):
             if rec.get("s") == "ok":
                 done[rec["k"]] = rec
-            elif rec.get("type") == "run" and isinstance(rec.get("plan"), dict):
+            elif rec.get("type") in ("run", "nodes") and isinstance(rec.get("plan"), dict):
                 self.previous_plan.update(rec["plan"])  # node name -> fingerprint, as of the latest run
         return done
 

@@ -16,7 +16,7 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from mpipipe.errors import JobInterrupted, JournalError, PlatformError, RequirementError, TaskFailedError
 from mpipipe.execution import protocol as P
@@ -46,6 +46,12 @@ class NodeState:
     cursor: int = 0  # next partition to expand (non-pointwise nodes)
     active: bool = False
     blocked: bool = False  # an input failed for good
+    failed: Set[int] = field(default_factory=set)  # partitions that failed for good
+
+    @property
+    def settled(self) -> bool:
+        """Every partition finished or failed for good (or an input failed): nothing more will come."""
+        return self.blocked or len(self.outputs) + len(self.failed) >= self.info.npartitions
 
     @property
     def complete(self) -> bool:
@@ -143,7 +149,11 @@ class Scheduler:
         self.resources: Dict[int, Any] = dict(resources or {})
         for nid in group_sizes or {}:  # chunked nodes take the placed path even without a requirement
             self.resources.setdefault(nid, _NO_REQUIREMENT)
-        self.placement = Placement(hosts or {}, workers_per_executor) if self.resources else None
+        self.hosts = dict(hosts or {})
+        self.placement = Placement(self.hosts, workers_per_executor) if self.resources else None
+        # live runs: nodes added while running, and who wants to hear when each settles
+        self.on_settled: Optional[Callable[[int], None]] = None
+        self.watched: Set[int] = set()
         self.ready_placed: Deque[Tuple[int, int, int]] = deque()
         self.requirement_cache: Dict[Tuple[int, int], Any] = {}
         self.group_sizes: Dict[int, int] = dict(group_sizes or {})
@@ -215,14 +225,28 @@ class Scheduler:
                         self._push(cid, p, 0)
         if st.complete:
             self._activate_ready_nodes(st.children)
+        if nid in self.watched:
+            self._settle(nid)
+
+    def _settle(self, nid: int) -> None:
+        """Tell the live run's owner when a watched node has nothing more to come."""
+        if self.nodes[nid].settled and nid in self.watched:
+            self.watched.discard(nid)
+            if self.on_settled is not None:
+                self.on_settled(nid)
 
     def _block_dependents(self, nid: int) -> None:
         stack = list(self.nodes[nid].children)
+        newly: List[int] = []
         while stack:
-            c = self.nodes[stack.pop()]
+            cid = stack.pop()
+            c = self.nodes[cid]
             if not c.blocked:
                 c.blocked = True
+                newly.append(cid)
                 stack.extend(c.children)
+        for cid in newly:
+            self._settle(cid)
         self.ready = deque(r for r in self.ready if not self.nodes[r[0]].blocked)
         self.ready_placed = deque(r for r in self.ready_placed if not self.nodes[r[0]].blocked)
         self.active = deque(n for n in self.active if not self.nodes[n].blocked)
@@ -576,8 +600,10 @@ class Scheduler:
         logref = res.info.get("log") or ("?", 0, None)
         self.failures.append(Failure(info.name, task.partition, task.attempt + 1, res.info.get("error", "?"),
                                      res.info.get("traceback", ""), res.info.get("where", "rank ?"), str(logref[0])))
+        # the node's other partitions still run (their results are wanted); what depends on it cannot
+        self.nodes[task.node].failed.add(task.partition)
         self._block_dependents(task.node)
-        self.nodes[task.node].blocked = True
+        self._settle(task.node)
         if self.fail_fast:
             self.stop_reason = "failed"
 
@@ -587,12 +613,11 @@ class Scheduler:
         # copies that lost a race are not waited for
         return len(self.inflight) == len(self.losers) and not self.ready and not self.ready_placed and not self.active
 
-    def _check_plan_unchanged(self, previous: Dict[str, str]) -> None:
+    def _check_plan_unchanged(self, previous: Dict[str, str], infos: Optional[List[NodeInfo]] = None) -> None:
         """A journal written by another version of the plan is refused, unless changes are allowed."""
-        changed = [st.info.name for st in self.nodes.values()
-                   if st.info.name in previous and previous[st.info.name] != st.info.fingerprint]
+        infos = [st.info for st in self.nodes.values()] if infos is None else infos
+        changed = [i.name for i in infos if i.name in previous and previous[i.name] != i.fingerprint]
         if changed and not self.allow_changes:
-            self.journal.close()
             shown = ", ".join(repr(n) for n in changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
             raise JournalError(
                 f"the plan changed since job {self.job_id} was journaled: node(s) {shown} (code, options or input "
@@ -610,16 +635,84 @@ class Scheduler:
                 raise RequirementError(f"node {self.nodes[nid].info.name!r} needs {res.static}, which no executor "
                                        f"can serve; executors: {self.placement.hosts_text()}")
 
-    def run(self) -> Dict[str, Any]:
+    def start(self) -> None:
+        """Open the journal, learn what earlier runs finished, and start the ready nodes."""
         self.check_requirements()
         self.journal.open(fresh=self.fresh)
         if not self.fresh:
             self.done_before = self.journal.replay()
-            self._check_plan_unchanged(self.journal.previous_plan)
+            try:
+                self._check_plan_unchanged(self.journal.previous_plan)
+            except JournalError:
+                self.journal.close()
+                raise
         self.journal.append({"type": "run", "job": self.job_id, "time": time.time(), "pid": os.getpid(),
                              "executors": self.t.size - 1, "platform": self.platform, "total": self.total,
                              "plan": {st.info.name: st.info.fingerprint for st in self.nodes.values()}})
         self._activate_ready_nodes(list(self.nodes))
+
+    def add(self, infos: List[NodeInfo], resources: Optional[Dict[int, Any]] = None,
+            group_sizes: Optional[Dict[int, int]] = None, watch: bool = True) -> None:
+        """Nodes joining a live run (their inputs are nodes of this run or new ones); watched nodes are
+        reported to `on_settled` once they have nothing more to come."""
+        new = [i for i in infos if i.id not in self.nodes]
+        self._check_plan_unchanged(self.journal.previous_plan, new)
+        for i in new:
+            self.nodes[i.id] = NodeState(i)
+            for dep in i.inputs:
+                if dep not in self.nodes:
+                    raise JournalError(f"node {i.name!r} takes an input that this run does not know")
+                self.nodes[dep].children.append(i.id)
+        added = sum(i.npartitions for i in new)
+        self.total += added
+        self.progress.total += added
+        for nid, res in (resources or {}).items():
+            self.resources[nid] = res
+        for nid, size in (group_sizes or {}).items():
+            self.group_sizes[nid] = size
+            self.resources.setdefault(nid, _NO_REQUIREMENT)
+        if self.resources and self.placement is None:
+            self.placement = Placement(self.hosts, self.workers)
+        if not new:
+            return
+        self.journal.append({"type": "nodes", "time": time.time(), "plan": {i.name: i.fingerprint for i in new}})
+        if watch:
+            self.watched.update(i.id for i in new)
+        self._activate_ready_nodes([i.id for i in new])
+        for i in new:
+            self._settle(i.id)
+
+    def step(self) -> bool:
+        """One turn of the loop: take results, send work, keep the journal and the progress current.
+        Returns whether anything happened (the caller backs off when nothing did)."""
+        got = self.t.poll()
+        for src, (kind, payload) in got:
+            if kind == P.RESULTS:
+                self._on_results(src, payload)
+            elif kind == P.FATAL:
+                raise PlatformError(f"executor rank {src} stopped: {payload}")
+        sent = self._dispatch()
+        if self.speculate and not sent and not self.ready and not self.ready_placed and not self.active:
+            sent = self._speculate()
+        now = time.monotonic()
+        self.journal.maybe_flush(now)
+        self.progress.maybe_print(now, self.ran, self.cached, len(self.inflight), len(self.failures), self.retried,
+                                  self._node_counts)
+        if now - self._state_written >= STATE_SECONDS:
+            self._write_state("running")
+        return bool(got or sent)
+
+    def finish(self) -> str:
+        """Close the run in the journal and state.json; returns its status."""
+        Scheduler.tid_floor = max(Scheduler.tid_floor, self.next_tid)
+        status = self.stop_reason or ("failed" if self.failures else "succeeded")
+        self.journal.append({"type": "end", "status": status, "time": time.time()})
+        self._write_state(status)
+        self.journal.close()
+        return status
+
+    def run(self) -> Dict[str, Any]:
+        self.start()
         interrupted: List[int] = []
         old = {s: signal.signal(s, lambda signum, _f: interrupted.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
         backoff = Backoff()
@@ -628,35 +721,16 @@ class Scheduler:
                 if interrupted:
                     self.stop_reason = "interrupted"
                     break
-                got = self.t.poll()
-                for src, (kind, payload) in got:
-                    if kind == P.RESULTS:
-                        self._on_results(src, payload)
-                    elif kind == P.FATAL:
-                        raise PlatformError(f"executor rank {src} stopped: {payload}")
-                sent = self._dispatch()
-                if self.speculate and not sent and not self.ready and not self.ready_placed and not self.active:
-                    sent = self._speculate()
-                now = time.monotonic()
-                self.journal.maybe_flush(now)
-                self.progress.maybe_print(now, self.ran, self.cached, len(self.inflight), len(self.failures), self.retried,
-                                          self._node_counts)
-                if now - self._state_written >= STATE_SECONDS:
-                    self._write_state("running")
-                if got or sent:
+                if self.step():
                     backoff.reset()
                 elif not self._finished():
                     self.t.wait(backoff.next())
         except PeerLost as e:
             raise PlatformError(f"executor rank {e.rank} died; the journal keeps what finished, run the same command again to resume") from e
         finally:
-            Scheduler.tid_floor = max(Scheduler.tid_floor, self.next_tid)
             for s, h in old.items():
                 signal.signal(s, h)
-            status = self.stop_reason or ("failed" if self.failures else "succeeded")
-            self.journal.append({"type": "end", "status": status, "time": time.time()})
-            self._write_state(status)
-            self.journal.close()
+            self.finish()
         return self._outcome()
 
     def _outcome(self) -> Dict[str, Any]:
