@@ -38,6 +38,7 @@ class JobConfig:
     inject_faults: Optional[str] = None  # e.g. "0.2" or "rate=0.3,kinds=exit+kill,seed=1" (see execution/faults.py)
     speculate: bool = False  # start copies of stragglers; the first result wins
     allow_changes: bool = False  # resume even if nodes changed since the journal: re-run those and what follows
+    cache_dir: Optional[str] = None  # module results kept across jobs (default: <data_root>/cache)
     platform_options: Tuple[Tuple[str, str], ...] = field(default=())
     # --platform slurm (None: not set by the command line, SP_SLURM_* or init(); the site config or a default decides)
     slurm_partition: Optional[str] = None

@@ -21,7 +21,7 @@ from mpipipe import session
 
 BUILTIN_FLAGS = ("platform", "num_executors", "job_id", "data_root", "max_retries", "fail_fast", "fresh",
                  "dry_run", "log_level", "debug", "workers_per_executor", "progress_interval", "hosts",
-                 "inject_faults", "speculate", "allow_changes")
+                 "inject_faults", "speculate", "allow_changes", "cache_dir")
 
 # (name, metavar, type, help): --<name> unless the script took it, and always --slurm-<name>
 SLURM_FLAGS = (
@@ -72,6 +72,8 @@ class Driver:
         g.add_argument("--allow-changes", action="store_true", default=None,
                        help="resume even though nodes changed since the journal was written: re-run the changed "
                             "nodes and what depends on them (default: refuse and suggest --fresh)")
+        g.add_argument("--cache-dir", default=None, metavar="DIR",
+                       help="where module results are kept across jobs and runs (default: <data-root>/cache)")
         g.add_argument("--inject-faults", default=None, metavar="SPEC",
                        help="make task attempts fail on purpose, for testing: a probability such as 0.2, or "
                             "'rate=0.2,kinds=exception+exit+segfault+kill+oom,seed=1,attempts=1'")
@@ -131,7 +133,9 @@ class Driver:
 
     def builtin_arguments(self) -> Dict[str, Any]:
         ns = vars(self._parse())
-        return {k: ns[k] for k in BUILTIN_FLAGS + SLURM_DESTS if ns.get(k) is not None}
+        builtins = {k: ns[k] for k in BUILTIN_FLAGS + SLURM_DESTS if ns.get(k) is not None}
+        session.use_command_line(builtins, {k: v for k, v in ns.items() if k not in self._builtin_dests})
+        return builtins
 
     def run(self, plan: LogicalPlan) -> Optional[JobResult]:
         """Run the plan on the chosen platform; returns on rank 0 only (other ranks exit here)."""

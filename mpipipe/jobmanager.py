@@ -175,6 +175,7 @@ class Runtime:
         self.debug = False
         self._lock: Optional[JobLock] = None
         self._handler: Optional[logging.Handler] = None
+        self.live: Optional[Any] = None  # execution.service.LiveRun, made by the first module submitted
 
     def open(self, config: JobConfig, reason: str) -> None:
         """Lock the job directory, start the rank-0 log, and greet the executors (no plan yet)."""
@@ -194,19 +195,24 @@ class Runtime:
 
     def ship(self, plan: LogicalPlan) -> int:
         """Send the plan's nodes that no earlier run sent; returns how many went."""
-        new = [n for n in plan.nodes if n.id not in self.sent]
+        return self.ship_nodes(plan.nodes, plan.infos)
+
+    def ship_nodes(self, nodes: List[Any], infos: List[NodeInfo]) -> int:
+        new = [n for n in nodes if n.id not in self.sent]
         if new:
             import cloudpickle
 
             P.scheduler_nodes(self.world.transport, [cloudpickle.dumps(new)], {n.id: n.name for n in new})
             self.sent.update(n.id for n in new)
-        self.infos.update((i.id, i) for i in plan.infos)
+        self.infos.update((i.id, i) for i in infos)
         return len(new)
 
     def close(self, reason: str) -> None:
         """STOP the executors, leave the world, drop the lock; a later run() opens a new world."""
         if self.closed:
             return
+        if self.live is not None:
+            self.live.stop()  # its pump thread must be gone before rank 0 says goodbye
         self.closed = True
         if _RUNTIMES.get(self.key) is self:
             del _RUNTIMES[self.key]
@@ -284,9 +290,46 @@ class JobManager:
         if not platform.in_world():
             handles = platform.start_job(relaunch_argv())
             raise SystemExit(platform.wait_job(handles))
+        return self._run_plan(self.runtime(platform, reason), plan)
+
+    def runtime(self, platform: Optional[Platform] = None, reason: str = "") -> Runtime:
+        """Rank 0's open world for this job (opened on first use). Outside a world this launches the script
+        under the platform and exits with its code; executor ranks serve here and exit."""
+        if platform is None:
+            platform, reason = self.platform()
+        if not platform.in_world():
+            handles = platform.start_job(relaunch_argv())
+            raise SystemExit(platform.wait_job(handles))
         key = (_platform_key(platform), os.path.abspath(os.path.join(self.config.data_root, self.job_id)))
         rt = _RUNTIMES.get(key) or self._open(key, platform, reason)
-        return self._run_plan(rt, plan)
+        _close_at_exit()  # the world closes at exit, or before an uncaught error's hook
+        return rt
+
+    def live(self, rt: Runtime) -> Any:
+        """The live run of this world: nodes submitted from any thread run while others run."""
+        if rt.live is None:
+            from mpipipe.execution.service import LiveRun
+
+            def ship(nodes: List[Any], infos: List[NodeInfo]) -> None:
+                rt.ship_nodes(nodes, infos)
+                self._write_job_file(rt)
+
+            rt.live = LiveRun(lambda: self._scheduler(rt, [], [], []), ship, lambda e: rt.close(_stop_reason(e)))
+        return rt.live
+
+    def _scheduler(self, rt: Runtime, nodes: List[Any], infos: List[NodeInfo], roots: List[int]) -> Scheduler:
+        fresh = self.config.fresh and rt.key[1] not in _JOURNALED  # never wipe what this process journaled
+        _JOURNALED.add(rt.key[1])
+        return Scheduler(
+            rt.world.transport, infos, roots, job_dir=rt.job_dir, job_id=self.job_id,
+            journal=Journal(rt.job_dir), max_retries=self.config.max_retries, fail_fast=self.config.fail_fast,
+            fresh=fresh, workers_per_executor=self.config.workers_per_executor,
+            platform=rt.platform.name, progress_interval=self.config.progress_interval,
+            resources={n.id: n.resources for n in nodes if getattr(n, "resources", None) is not None},
+            hosts=self._hosts(rt.hosts),
+            group_sizes={n.id: n.group_size for n in nodes if n.group_size > 1},
+            speculate=self.config.speculate, allow_changes=self.config.allow_changes,
+        )
 
     def _hosts(self, probed: Dict[int, Dict[str, Any]]) -> Dict[int, Dict[str, Any]]:
         """What each executor rank offers: its probe, with the configuration's overrides applied."""
@@ -347,6 +390,8 @@ class JobManager:
     def _run_plan(self, rt: Runtime, plan: LogicalPlan) -> JobResult:
         """One run on the open world; any exception closes the world (a failed world is never reused)."""
         _close_at_exit()  # again each run: a Driver made since may have put its own hook in front
+        if rt.live is not None:
+            rt.live.wait_idle()  # modules submitted before this plan finish first: one scheduler per world
         try:
             rt.runs += 1
             log.setLevel(self.config.log_level)
@@ -356,19 +401,7 @@ class JobManager:
                 raise PlatformError(f"executor rank {e.rank} died between runs; run the same command again to resume") from e
             log.info("run %d of this process: %d node(s), %d sent to the executors", rt.runs, len(plan.nodes), shipped)
             self._write_job_file(rt)
-            fresh = self.config.fresh and rt.key[1] not in _JOURNALED  # never wipe what this process journaled
-            _JOURNALED.add(rt.key[1])
-            scheduler = Scheduler(
-                rt.world.transport, plan.infos, [n.id for n in plan.roots], job_dir=rt.job_dir, job_id=self.job_id,
-                journal=Journal(rt.job_dir), max_retries=self.config.max_retries, fail_fast=self.config.fail_fast,
-                fresh=fresh, workers_per_executor=self.config.workers_per_executor,
-                platform=rt.platform.name, progress_interval=self.config.progress_interval,
-                resources={n.id: n.resources for n in plan.nodes if getattr(n, "resources", None) is not None},
-                hosts=self._hosts(rt.hosts),
-                group_sizes={n.id: n.group_size for n in plan.nodes if n.group_size > 1},
-                speculate=self.config.speculate, allow_changes=self.config.allow_changes,
-            )
-            out = scheduler.run()
+            out = self._scheduler(rt, plan.nodes, plan.infos, [n.id for n in plan.roots]).run()
         except BaseException as e:
             rt.close(_stop_reason(e))
             raise

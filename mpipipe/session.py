@@ -9,10 +9,30 @@ from mpipipe.errors import MpipipeError
 from mpipipe.logical.node import Context
 
 _INIT: Dict[str, Any] = {}
+_CLI: Dict[str, Any] = {}  # the built-in flags of the script's Driver, once it parsed its command line
+_USER_ARGS: Dict[str, Any] = {}  # and the script's own flags, which name the default job id
 
 
 def init_options() -> Dict[str, Any]:
     return dict(_INIT)
+
+
+def use_command_line(builtins: Dict[str, Any], user_args: Dict[str, Any]) -> None:
+    """A Driver parsed its command line: launchers made afterwards use those flags too."""
+    _CLI.clear()
+    _CLI.update(builtins)
+    _USER_ARGS.clear()
+    _USER_ARGS.update(user_args)
+
+
+def current_config() -> JobConfig:
+    """The job's config as launchers and executors see it: command line > SP_* > init() > defaults."""
+    from mpipipe.jobmanager import default_job_id
+
+    config = build_config(dict(_CLI), init=init_options())
+    if not config.job_id:
+        config = config.with_(job_id=default_job_id(dict(_USER_ARGS)))
+    return config
 
 
 class Session(DataFrameSession):

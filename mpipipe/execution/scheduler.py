@@ -154,6 +154,7 @@ class Scheduler:
         # live runs: nodes added while running, and who wants to hear when each settles
         self.on_settled: Optional[Callable[[int], None]] = None
         self.watched: Set[int] = set()
+        self.always_run: Set[int] = set()
         self.ready_placed: Deque[Tuple[int, int, int]] = deque()
         self.requirement_cache: Dict[Tuple[int, int], Any] = {}
         self.group_sizes: Dict[int, int] = dict(group_sizes or {})
@@ -204,6 +205,8 @@ class Scheduler:
 
     def _reuse(self, nid: int, p: int) -> bool:
         """A partition an earlier run finished (journaled, output still there) is not run again."""
+        if nid in self.always_run:
+            return False
         rec = self.done_before.get(self.key(nid, p))
         if rec is None or not output_exists(rec.get("o")):
             return False
@@ -652,11 +655,15 @@ class Scheduler:
         self._activate_ready_nodes(list(self.nodes))
 
     def add(self, infos: List[NodeInfo], resources: Optional[Dict[int, Any]] = None,
-            group_sizes: Optional[Dict[int, int]] = None, watch: bool = True) -> None:
+            group_sizes: Optional[Dict[int, int]] = None, watch: bool = True, reuse: bool = True) -> None:
         """Nodes joining a live run (their inputs are nodes of this run or new ones); watched nodes are
-        reported to `on_settled` once they have nothing more to come."""
+        reported to `on_settled` once they have nothing more to come. With reuse=False their tasks always
+        run (the caller keeps its own cache) and the journal's earlier plans are not compared with them."""
         new = [i for i in infos if i.id not in self.nodes]
-        self._check_plan_unchanged(self.journal.previous_plan, new)
+        if reuse:
+            self._check_plan_unchanged(self.journal.previous_plan, new)
+        else:
+            self.always_run.update(i.id for i in new)
         for i in new:
             self.nodes[i.id] = NodeState(i)
             for dep in i.inputs:

@@ -1,0 +1,199 @@
+"""A live run: nodes submitted from any thread (asyncio code, an Executor) run on one open world.
+
+One scheduler run lasts while work is pending: the first submission starts a
+pump thread that opens the journal and drives the scheduler; later
+submissions join that run while it goes on, so modules gathered with asyncio
+share the executors at the same time. When nothing is left, the run ends
+(an "end" record in the journal) and the thread leaves; the next submission
+starts a new run. The pump thread is the only one that talks to the executors
+while it lives.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+from mpipipe.errors import JobInterrupted, MpipipeError, PlatformError, TaskFailedError
+from mpipipe.execution.transport import Backoff, PeerLost
+
+log = logging.getLogger("mpipipe.service")
+
+
+@dataclass
+class NodeOutcome:
+    """What one node of a submission gave: partition -> journal record, and its failures after retries."""
+
+    name: str
+    records: Dict[int, Dict[str, Any]]
+    failures: List[Any]  # scheduler.Failure
+
+
+@dataclass
+class _Submission:
+    pending: Set[int]
+    future: "concurrent.futures.Future[Dict[int, NodeOutcome]]"
+    outcomes: Dict[int, NodeOutcome] = field(default_factory=dict)
+
+
+@dataclass
+class _Request:
+    nodes: List[Any]
+    infos: List[Any]
+    resources: Dict[int, Any]
+    group_sizes: Dict[int, int]
+    future: "concurrent.futures.Future[Dict[int, NodeOutcome]]"
+
+
+class LiveRun:
+    """Runs submitted nodes on an open world: `make_scheduler()` builds an empty scheduler for each run,
+    `ship(nodes)` sends node code to the executors, `on_error(e)` closes the world after a fatal error."""
+
+    def __init__(self, make_scheduler: Callable[[], Any], ship: Callable[[List[Any], List[Any]], None],
+                 on_error: Callable[[BaseException], None]) -> None:
+        self._make = make_scheduler
+        self._ship = ship
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._inbox: List[_Request] = []
+        self._thread: Optional[threading.Thread] = None
+        self._last: Optional[threading.Thread] = None
+        self._stopping = False
+        self._broken: Optional[BaseException] = None
+        self.runs = 0
+
+    def submit(self, nodes: List[Any], infos: List[Any], resources: Optional[Dict[int, Any]] = None,
+               group_sizes: Optional[Dict[int, int]] = None) -> "concurrent.futures.Future[Dict[int, NodeOutcome]]":
+        """Queue nodes (with their code) to run; the future gives each node's outcome once all have settled."""
+        future: "concurrent.futures.Future[Dict[int, NodeOutcome]]" = concurrent.futures.Future()
+        with self._lock:
+            if self._broken is not None:
+                raise PlatformError(f"this world stopped after an error ({self._broken}); run the script again "
+                                    "(cached results are kept)")
+            if self._stopping:
+                raise JobInterrupted("the world is closing; nothing more can be submitted")
+            self._inbox.append(_Request(list(nodes), list(infos), dict(resources or {}), dict(group_sizes or {}),
+                                        future))
+            if self._thread is None:  # a new run; it waits for the one before to close its journal
+                self._thread = threading.Thread(target=self._loop, args=(self._last,), name="mpipipe-live-run",
+                                                daemon=True)
+                self._last = self._thread
+                self._thread.start()
+        return future
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._thread is not None
+
+    def wait_idle(self, timeout: Optional[float] = None) -> None:
+        """Block until the current run (if any) has ended."""
+        with self._lock:
+            thread = self._last
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """End the current run now (the world is closing): pending submissions fail as interrupted."""
+        with self._lock:
+            self._stopping = True
+            thread = self._last
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # --- the pump thread -----------------------------------------------------------
+
+    def _loop(self, previous: Optional[threading.Thread]) -> None:
+        if previous is not None:
+            previous.join()
+        scheduler = None
+        started = False
+        by_node: Dict[int, _Submission] = {}
+        subs: List[_Submission] = []
+
+        def settled(nid: int) -> None:
+            sub = by_node.pop(nid, None)
+            if sub is None:
+                return
+            st = scheduler.nodes[nid]
+            failures = [f for f in scheduler.failures if f.node == st.info.name]
+            sub.outcomes[nid] = NodeOutcome(st.info.name, dict(st.outputs), failures)
+            sub.pending.discard(nid)
+            if not sub.pending:
+                subs.remove(sub)
+                if not sub.future.done():
+                    sub.future.set_result(sub.outcomes)
+
+        try:
+            scheduler = self._make()
+            scheduler.on_settled = settled
+            scheduler.start()
+            started = True
+            self.runs += 1
+            backoff = Backoff()
+            while True:
+                with self._lock:
+                    batch, self._inbox = self._inbox, []
+                    stopping = self._stopping
+                    if not batch and not subs and (stopping or scheduler._finished()):
+                        self._thread = None
+                        break
+                if stopping:
+                    raise JobInterrupted("the world was closed while modules were still running; run the script "
+                                         "again (finished runs are cached)")
+                for req in batch:
+                    sub = _Submission({i.id for i in req.infos}, req.future)
+                    try:
+                        self._ship(req.nodes, req.infos)
+                    except PeerLost as e:
+                        raise PlatformError(f"executor rank {e.rank} died; run the script again") from e
+                    subs.append(sub)
+                    for i in req.infos:
+                        by_node[i.id] = sub
+                    try:
+                        scheduler.add(req.infos, req.resources, req.group_sizes, reuse=False)
+                    except MpipipeError as e:
+                        subs.remove(sub)
+                        for i in req.infos:
+                            by_node.pop(i.id, None)
+                        req.future.set_exception(e)
+                if scheduler.stop_reason == "failed":  # --fail-fast: the first failure ends the run
+                    raise TaskFailedError("\n".join(f.render() for f in scheduler.failures[:5]))
+                if scheduler.step() or batch:
+                    backoff.reset()
+                else:
+                    scheduler.t.wait(backoff.next())
+        except BaseException as e:  # noqa: BLE001  every waiting submitter hears of it
+            error = e if isinstance(e, MpipipeError) else PlatformError(f"the live run failed: {type(e).__name__}: {e}")
+            if isinstance(e, PeerLost):
+                error = PlatformError(f"executor rank {e.rank} died; run the script again (finished runs are cached)")
+            with self._lock:
+                self._thread = None
+                if not isinstance(e, JobInterrupted):
+                    self._broken = error
+                waiting = [s.future for s in subs] + [r.future for r in self._inbox]
+                self._inbox = []
+            for fut in waiting:
+                if not fut.done():
+                    fut.set_exception(error)
+            if scheduler is not None and isinstance(e, JobInterrupted):
+                scheduler.stop_reason = "interrupted"
+            if not isinstance(e, JobInterrupted):
+                log.error("live run stopped: %s", error)
+                try:
+                    self._on_error(error)
+                except Exception:  # noqa: BLE001
+                    log.exception("closing the world after an error failed")
+        finally:
+            if started and scheduler is not None:
+                try:
+                    scheduler.finish()
+                except Exception:  # noqa: BLE001
+                    log.exception("ending the run in the journal failed")
+
+
+def node_values(outcome: NodeOutcome) -> List[Tuple[int, Any]]:
+    """(partition, returned value) of each finished partition."""
+    return [(p, rec.get("v")) for p, rec in sorted(outcome.records.items())]
