@@ -1,0 +1,149 @@
+"""Modules on world launchers: arrays in order, the result cache, concurrency of gathered modules, failures."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import BIN, REPO, env_for_tests, mpiexec, python
+from mpipipe.execution.journal import read_records
+
+JOB = os.path.join(REPO, "tests", "pipelines", "modules_job.py")
+HAS_MPIEXEC = os.path.exists(os.path.join(BIN, "mpiexec"))
+
+
+def result_line(stdout):
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, stdout
+    return json.loads(lines[0])
+
+
+def journal(data_root):
+    recs = []
+    for name in os.listdir(data_root):
+        path = os.path.join(data_root, name, "journal.log")
+        if os.path.exists(path):
+            recs.extend(read_records(path))
+    return recs
+
+
+def task_spans(recs, prefix):
+    return [(r["t0"], r["t1"]) for r in recs if r.get("s") == "ok" and r["n"].startswith(prefix)]
+
+
+def args(tmp_path, *extra):
+    return ("--data-root", str(tmp_path / "jobs"), "--cache-dir", str(tmp_path / "cache"), *extra)
+
+
+def check_array(done, n):
+    assert done.returncode == 0, done.stderr
+    results = result_line(done.stdout)["results"]
+    assert [r["index"] for r in results] == list(range(n))
+    assert [r["square"] for r in results] == [(10 * i) ** 2 for i in range(n)]
+    return results
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(not HAS_MPIEXEC, reason="the MPICH wheel's mpiexec is not installed")
+def test_array_of_100_on_mpiexec_then_all_cached(tmp_path):
+    done = mpiexec(4, JOB, "--platform", "mpi", "--shards", "100", *args(tmp_path), timeout=150)
+    results = check_array(done, 100)
+    assert len({r["pid"] for r in results}) >= 2  # spread over the executor ranks' workers
+    assert "100 run(s), 0 found in the cache, 100 to run on mpi (3 executor(s))" in done.stderr
+    ran = [r for r in journal(tmp_path / "jobs") if r.get("s") == "ok"]
+    assert len(ran) == 100 and {r["r"] for r in ran} <= {1, 2, 3}
+
+    again = mpiexec(4, JOB, "--platform", "mpi", "--shards", "100", *args(tmp_path), timeout=150)
+    assert check_array(again, 100) == results  # the same results, read back from the cache
+    assert "100 run(s), all found in the cache" in again.stderr
+    assert len([r for r in journal(tmp_path / "jobs") if r.get("s") == "ok"]) == 100  # nothing ran again
+
+
+@pytest.mark.timeout(120)
+def test_array_locally_with_cache_invalidation(tmp_path):
+    local = ("--platform", "local", "--num-executors", "2", "--shards", "12")
+    first = check_array(python(JOB, *local, *args(tmp_path)), 12)
+    # a transient attribute does not change the key
+    same = python(JOB, *local, "--verbose", *args(tmp_path))
+    assert check_array(same, 12) == first and "12 run(s), all found in the cache" in same.stderr
+    # a new version() runs everything again
+    bumped = python(JOB, *local, "--version", "2", *args(tmp_path))
+    assert "12 run(s), 0 found in the cache, 12 to run" in bumped.stderr
+    assert [r["square"] for r in check_array(bumped, 12)] == [r["square"] for r in first]
+    # a damaged cached result is run again, not trusted
+    cached = sorted(os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "cache") for f in fs if f.endswith(".pkl"))
+    assert len(cached) == 24
+    with open(cached[0], "wb") as f:
+        f.write(b"not a pickle")
+    again = python(JOB, *local, *args(tmp_path))
+    check_array(again, 12)
+    assert "11 found in the cache, 1 to run" in again.stderr or "12 run(s), all found" in again.stderr
+
+
+@pytest.mark.timeout(120)
+def test_gathered_modules_run_concurrently(tmp_path):
+    done = python(JOB, "--platform", "local", "--num-executors", "3", "--mode", "gather", "--shards", "6",
+                  "--sleep", "0.3", *args(tmp_path))
+    assert done.returncode == 0, done.stderr
+    out = result_line(done.stdout)
+    assert [r["square"] for r in out["left"]] == [(10 * i) ** 2 for i in range(6)] == [r["square"] for r in out["right"]]
+    recs = journal(tmp_path / "jobs")
+    left, right = task_spans(recs, "square-left"), task_spans(recs, "square-right")
+    assert len(left) == len(right) == 6
+    # each module started before the other one ended: they shared the executors, neither waited for the other
+    assert min(s for s, _ in left) < max(e for _, e in right)
+    assert min(s for s, _ in right) < max(e for _, e in left)
+    overlapping = sum(1 for s1, e1 in left for s2, e2 in right if s1 < e2 and s2 < e1)
+    assert overlapping >= 3, (left, right)
+    # one scheduler run served both
+    assert len([r for r in recs if r.get("type") == "run"]) == 1
+
+
+@pytest.mark.timeout(120)
+def test_failing_shard_carries_other_results_and_the_failure(tmp_path):
+    done = python(JOB, "--platform", "local", "--num-executors", "2", "--mode", "failing", "--shards", "8",
+                  "--fail-index", "3", "--max-retries", "1", *args(tmp_path))
+    assert done.returncode == 0, done.stderr
+    out = result_line(done.stdout)
+    assert out["results"][3] is None
+    assert [r["square"] for i, r in enumerate(out["results"]) if i != 3] == [(10 * i) ** 2 for i in range(8) if i != 3]
+    (failure,) = out["failures"]
+    assert failure["index"] == 3 and failure["attempts"] == 2
+    assert "ValueError: shard 3 refuses" in failure["error"]
+    assert "modules_job.py" in failure["traceback"] and "refuses" in failure["traceback"]
+    assert os.path.exists(failure["log"]) and "refuses" in open(failure["log"]).read()
+    # the failed run is not cached; the others are
+    again = python(JOB, "--platform", "local", "--num-executors", "2", "--shards", "8", *args(tmp_path))
+    check_array(again, 8)
+    assert "8 run(s), 7 found in the cache, 1 to run" in again.stderr
+
+
+@pytest.mark.timeout(120)
+def test_unhandled_module_failure_is_one_error_with_exit_1(tmp_path):
+    done = python(JOB, "--platform", "local", "--num-executors", "2", "--shards", "4", "--fail-index", "2",
+                  "--max-retries", "0", *args(tmp_path))
+    assert done.returncode == 1
+    assert "mpipipe: error: module square-a: 1 of 4 run(s) failed" in done.stderr
+    assert "square-a[2] failed after 1 attempt(s): ValueError: shard 2 refuses" in done.stderr
+
+
+@pytest.mark.timeout(120)
+def test_array_by_reference_loads_one_element_per_run(tmp_path):
+    done = python(JOB, "--platform", "local", "--num-executors", "2", "--mode", "ref", "--shards", "5",
+                  *args(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert result_line(done.stdout)["results"] == [sum(range(i, i + 1000)) for i in range(5)]
+
+
+@pytest.mark.timeout(60)
+def test_module_key_is_the_same_in_every_process():
+    code = ("import sys; sys.path.insert(0, %r); from modules_job import Square; from mpipipe.module import shards_of;"
+            "print([s.key for s in shards_of(Square(3, verbose=%s))[0]])")
+    keys = set()
+    for seed, verbose in (("1", "False"), ("2", "True")):
+        out = subprocess.run([sys.executable, "-c", code % (os.path.dirname(JOB), verbose)], capture_output=True,
+                             text=True, timeout=50, env=env_for_tests({"PYTHONHASHSEED": seed}))
+        assert out.returncode == 0, out.stderr
+        keys.add(out.stdout.strip())
+    assert len(keys) == 1  # hash seeds and transient attributes do not change the cache key
