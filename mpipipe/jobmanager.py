@@ -282,7 +282,9 @@ class JobManager:
         cls, reason = registry.choose(self.config)
         return cls(self.config), reason
 
-    def run(self, plan: LogicalPlan) -> Optional[JobResult]:
+    def run(self, plan: LogicalPlan, launchers: Optional[Dict[str, Any]] = None) -> Optional[JobResult]:
+        """Run the plan; `launchers` maps node names ("" the default) to launchers that run those nodes'
+        tasks instead of the world's executors (see mpipipe.launchers.plan_steps)."""
         platform, reason = self.platform()
         if self.config.dry_run:
             self._dry_run(plan, platform, reason)
@@ -290,7 +292,11 @@ class JobManager:
         if not platform.in_world():
             handles = platform.start_job(relaunch_argv())
             raise SystemExit(platform.wait_job(handles))
-        return self._run_plan(self.runtime(platform, reason), plan)
+        if launchers:
+            from mpipipe.launchers.plan_steps import external_steps
+
+            external_steps(launchers, plan.nodes, "", None)  # a wrong mapping fails before any world starts
+        return self._run_plan(self.runtime(platform, reason), plan, launchers)
 
     def runtime(self, platform: Optional[Platform] = None, reason: str = "") -> Runtime:
         """Rank 0's open world for this job (opened on first use). Outside a world this launches the script
@@ -387,7 +393,7 @@ class JobManager:
         _RUNTIMES[key] = rt
         return rt
 
-    def _run_plan(self, rt: Runtime, plan: LogicalPlan) -> JobResult:
+    def _run_plan(self, rt: Runtime, plan: LogicalPlan, launchers: Optional[Dict[str, Any]] = None) -> JobResult:
         """One run on the open world; any exception closes the world (a failed world is never reused)."""
         _close_at_exit()  # again each run: a Driver made since may have put its own hook in front
         if rt.live is not None:
@@ -401,7 +407,12 @@ class JobManager:
                 raise PlatformError(f"executor rank {e.rank} died between runs; run the same command again to resume") from e
             log.info("run %d of this process: %d node(s), %d sent to the executors", rt.runs, len(plan.nodes), shipped)
             self._write_job_file(rt)
-            out = self._scheduler(rt, plan.nodes, plan.infos, [n.id for n in plan.roots]).run()
+            scheduler = self._scheduler(rt, plan.nodes, plan.infos, [n.id for n in plan.roots])
+            if launchers:
+                from mpipipe.launchers.plan_steps import external_steps
+
+                scheduler.external = external_steps(launchers, plan.nodes, rt.job_dir, scheduler.external_results)
+            out = scheduler.run()
         except BaseException as e:
             rt.close(_stop_reason(e))
             raise

@@ -1,7 +1,7 @@
 """`mpipipe.init()`: the programmatic layer of configuration, and the DataFrame session it returns."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from mpipipe.config import JobConfig, build_config, check_names
 from mpipipe.dataframe import DataFrameSession
@@ -11,18 +11,26 @@ from mpipipe.logical.node import Context
 _INIT: Dict[str, Any] = {}
 _CLI: Dict[str, Any] = {}  # the built-in flags of the script's Driver, once it parsed its command line
 _USER_ARGS: Dict[str, Any] = {}  # and the script's own flags, which name the default job id
+_LAUNCHER_OVERRIDES: List[str] = []  # its --set KEY=VALUE flags, for mpipipe.launchers.from_config()
 
 
 def init_options() -> Dict[str, Any]:
     return dict(_INIT)
 
 
-def use_command_line(builtins: Dict[str, Any], user_args: Dict[str, Any]) -> None:
+def use_command_line(builtins: Dict[str, Any], user_args: Dict[str, Any],
+                     launcher_overrides: Sequence[str] = ()) -> None:
     """A Driver parsed its command line: launchers made afterwards use those flags too."""
     _CLI.clear()
     _CLI.update(builtins)
     _USER_ARGS.clear()
     _USER_ARGS.update(user_args)
+    _LAUNCHER_OVERRIDES[:] = list(launcher_overrides)
+
+
+def launcher_overrides() -> List[str]:
+    """The --set KEY=VALUE flags of the command line (kept apart from JobConfig: they are not job options)."""
+    return list(_LAUNCHER_OVERRIDES)
 
 
 def current_config() -> JobConfig:
@@ -50,13 +58,14 @@ class Session(DataFrameSession):
     def config(self) -> JobConfig:
         return build_config({}, init=self.options)
 
-    def run(self, plan: Any) -> Any:
-        """Run a plan (rank 0 returns its JobResult; executor ranks serve and exit)."""
+    def run(self, plan: Any, launchers: Optional[Dict[str, Any]] = None) -> Any:
+        """Run a plan (rank 0 returns its JobResult; executor ranks serve and exit); `launchers` as in
+        Driver.run."""
         from mpipipe.jobmanager import JobManager, report_error
 
         config = self.config
         try:
-            return JobManager(config).run(plan)
+            return JobManager(config).run(plan, launchers)
         except MpipipeError as e:
             report_error(e, config.debug)
 

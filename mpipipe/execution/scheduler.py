@@ -11,6 +11,7 @@ import heapq
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import time
@@ -36,6 +37,8 @@ STATE_SECONDS = 1.0  # how often state.json is rewritten while the job runs
 SPECULATE_AFTER = 0.5  # seconds a task must have run before a copy of it may start
 SPECULATIVE_SUFFIX = ".speculative"  # a copy commits beside the original, never over it
 MAX_BATCH = 512
+EXTERNAL_GATHER_SECONDS = 1.0  # due tasks of a launcher-run node are handed over together within this time
+EXTERNAL = 0  # the "rank" of tasks a launcher runs outside the world (SLURM, ...): rank 0 hands them over
 
 
 @dataclass
@@ -155,6 +158,11 @@ class Scheduler:
         self.on_settled: Optional[Callable[[int], None]] = None
         self.watched: Set[int] = set()
         self.always_run: Set[int] = set()
+        # nodes whose tasks a launcher runs outside the world: nid -> submit(tasks); results come back on a queue
+        self.external: Dict[int, Callable[[List[Task]], None]] = {}
+        self.external_ready: List[Tuple[int, int, int]] = []
+        self.external_since: Optional[float] = None
+        self.external_results: "queue.SimpleQueue[Result]" = queue.SimpleQueue()
         self.ready_placed: Deque[Tuple[int, int, int]] = deque()
         self.requirement_cache: Dict[Tuple[int, int], Any] = {}
         self.group_sizes: Dict[int, int] = dict(group_sizes or {})
@@ -197,11 +205,14 @@ class Scheduler:
                 self.active.popleft()
 
     def _push(self, nid: int, p: int, attempt: int, front: bool = False) -> None:
-        queue = self.ready_placed if nid in self.resources else self.ready
+        if nid in self.external:
+            self.external_ready.append((nid, p, attempt))
+            return
+        waiting = self.ready_placed if nid in self.resources else self.ready
         if front:
-            queue.appendleft((nid, p, attempt))
+            waiting.appendleft((nid, p, attempt))
         else:
-            queue.append((nid, p, attempt))
+            waiting.append((nid, p, attempt))
 
     def _reuse(self, nid: int, p: int) -> bool:
         """A partition an earlier run finished (journaled, output still there) is not run again."""
@@ -382,9 +393,39 @@ class Scheduler:
         self.ready_placed = keep
         return mates
 
+    def _dispatch_external(self) -> bool:
+        """Hand the due tasks of launcher-run nodes to their launcher, one call per node."""
+        if self.external and self.active and not self.ready and not self.ready_placed:
+            self._expand(1024)
+        if not self.external_ready:
+            return False
+        # a launcher submission has a cost (an sbatch): gather what comes due within a moment into one
+        now = time.monotonic()
+        if self.external_since is None:
+            self.external_since = now
+        due = {}
+        for nid, _p, _a in self.external_ready:
+            due[nid] = due.get(nid, 0) + 1
+        running = sum(1 for task, rank in self.inflight.values() if rank == EXTERNAL)
+        whole = all(n + len(self.nodes[nid].outputs) + running >= self.nodes[nid].info.npartitions
+                    for nid, n in due.items())
+        if not whole and now - self.external_since < EXTERNAL_GATHER_SECONDS:
+            return False
+        by_node: Dict[int, List[Task]] = {}
+        for nid, p, attempt in self.external_ready:
+            task = self._make_task(nid, p, attempt)
+            self.inflight[task.tid] = (task, EXTERNAL)
+            by_node.setdefault(nid, []).append(task)
+        self.external_ready = []
+        self.external_since = None
+        for nid, tasks in by_node.items():
+            self.external[nid](tasks)
+        return True
+
     def _dispatch(self) -> bool:
         batch, limit = self._limits()
-        sent = self._dispatch_placed()
+        sent = self._dispatch_external()
+        sent = self._dispatch_placed() or sent
         for rank in self.load:
             room = limit - self.load[rank]
             if room <= 0 or (room < batch and self.load[rank] > 0):
@@ -419,7 +460,8 @@ class Scheduler:
                     shutil.rmtree(out, ignore_errors=True)
                 continue
             task, _ = self.inflight.pop(res.tid)
-            self.load[rank] -= 1
+            if rank != EXTERNAL:
+                self.load[rank] -= 1
             self.started_at.pop(res.tid, None)
             if res.tid in self.losers:
                 self._discard_loser(task, res)
@@ -495,7 +537,8 @@ class Scheduler:
         best: Optional[Tuple[float, int]] = None
         blocked = self._blocked(now)
         for tid, (task, _rank) in self.inflight.items():
-            if tid in self.twins or tid in self.losers or task.resources is not None or tid not in self.started_at:
+            if tid in self.twins or tid in self.losers or task.resources is not None or tid not in self.started_at \
+                    or task.node in self.external:
                 continue
             if tid in blocked:  # not running at all: it waits on its rank behind a straggler
                 ran = now - self.started_at[tid]
@@ -542,7 +585,8 @@ class Scheduler:
         of those may start whatever share of their node is done."""
         queues: Dict[int, List[int]] = {}
         for tid, (_task, rank) in self.inflight.items():  # in the order they were sent
-            queues.setdefault(rank, []).append(tid)
+            if rank != EXTERNAL:
+                queues.setdefault(rank, []).append(tid)
         blocked: Set[int] = set()
         for tids in queues.values():
             if len(tids) > self.workers and any(self._straggling(t, now) for t in tids[:self.workers]):
@@ -595,7 +639,7 @@ class Scheduler:
     def _on_failure(self, task: Task, res: Result) -> None:
         if res.info.get("oom"):
             self._more_memory(task)
-        if task.attempt < self.max_retries:
+        if task.attempt < self.max_retries and task.node not in self.external:  # a launcher retries its own
             self.retried += 1
             self._push(task.node, task.partition, task.attempt + 1, front=True)
             return
@@ -614,7 +658,8 @@ class Scheduler:
 
     def _finished(self) -> bool:
         # copies that lost a race are not waited for
-        return len(self.inflight) == len(self.losers) and not self.ready and not self.ready_placed and not self.active
+        return (len(self.inflight) == len(self.losers) and not self.ready and not self.ready_placed and not self.active
+                and not self.external_ready)
 
     def _check_plan_unchanged(self, previous: Dict[str, str], infos: Optional[List[NodeInfo]] = None) -> None:
         """A journal written by another version of the plan is refused, unless changes are allowed."""
@@ -693,6 +738,8 @@ class Scheduler:
         """One turn of the loop: take results, send work, keep the journal and the progress current.
         Returns whether anything happened (the caller backs off when nothing did)."""
         got = self.t.poll()
+        while not self.external_results.empty():
+            got.append((EXTERNAL, (P.RESULTS, [self.external_results.get()])))
         for src, (kind, payload) in got:
             if kind == P.RESULTS:
                 self._on_results(src, payload)
