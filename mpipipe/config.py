@@ -51,6 +51,7 @@ class JobConfig:
     slurm_mem: Optional[str] = None
     slurm_gres: Optional[str] = None
     slurm_gpus: Optional[str] = None
+    slurm_gpus_per_node: Optional[str] = None
     slurm_constraint: Optional[str] = None
     slurm_exclude: Optional[str] = None
     slurm_job_name: Optional[str] = None
@@ -81,8 +82,8 @@ def env_name(option: str) -> str:
 SLURM_OPTIONS: Dict[str, str] = {
     "partition": "str", "account": "str", "qos": "str", "time": "time", "nodes": "count",
     "ntasks_per_node": "count", "cpus_per_task": "count", "mem": "mem", "gres": "str", "gpus": "str",
-    "constraint": "str", "exclude": "str", "job_name": "str", "extra": "lines", "mpi": "mpi",
-    "signal": "seconds", "requeue": "bool", "poll_interval": "interval",
+    "gpus_per_node": "str", "constraint": "str", "exclude": "str", "job_name": "str", "extra": "lines",
+    "mpi": "mpi", "signal": "seconds", "requeue": "bool", "poll_interval": "interval",
 }
 _TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 

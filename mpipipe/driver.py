@@ -35,6 +35,7 @@ SLURM_FLAGS = (
     ("mem", "SIZE", str, "memory per node, e.g. 8G"),
     ("gres", "SPEC", str, "generic resources per node, e.g. gpu:2"),
     ("gpus", "SPEC", str, "GPUs for the whole job, e.g. 4 or a100:4"),
+    ("gpus-per-node", "SPEC", str, "GPUs per node, e.g. 1 or a100:1"),
     ("constraint", "FEATURES", str, "node features the job needs"),
     ("exclude", "NODES", str, "nodes not to use"),
     ("job-name", "NAME", str, "SLURM job name (default: the job id)"),
@@ -49,6 +50,7 @@ class Driver:
         self._argv = args
         self._parsed: Optional[argparse.Namespace] = None
         g = self.parser.add_argument_group("mpipipe options (each also settable as SP_<NAME>, e.g. SP_PLATFORM)")
+        self._group = g
         g.add_argument("--platform", default=None,
                        help="local, mpi, slurm, or a dotted path pkg.mod:Class to your own Platform (default: auto-detect)")
         g.add_argument("--num-executors", type=int, default=None,
@@ -77,7 +79,7 @@ class Driver:
         g.add_argument("--inject-faults", default=None, metavar="SPEC",
                        help="make task attempts fail on purpose, for testing: a probability such as 0.2, or "
                             "'rate=0.2,kinds=exception+exit+segfault+kill+oom,seed=1,attempts=1'")
-        self._builtin_dests = set(BUILTIN_FLAGS) | set(SLURM_DESTS)
+        self._builtin_dests = set(BUILTIN_FLAGS) | set(SLURM_DESTS) | {"launcher_overrides"}
         self._user_options: Set[str] = set()
         self._slurm_added = False
         _install_error_hook()
@@ -120,10 +122,27 @@ class Driver:
         g.add_argument(*names("detach"), dest="detach", action="store_true", default=None,
                        help="submit, print the SLURM job id and job directory, and return (see mpipipe status)")
 
+    def _add_set_flag(self) -> None:
+        """--set, added at parse time (like the SLURM flags) so that a script's own --set keeps working."""
+        if "--set" in self._user_options or any(a.dest == "launcher_overrides" for a in self.parser._actions):
+            return
+        self._group.add_argument("--set", dest="launcher_overrides", action="append", default=None,
+                                 metavar="KEY=VALUE",
+                                 help="override a value of the launcher configs built with "
+                                      "mpipipe.launchers.from_config(), e.g. --set launchers.0.priority=3 or "
+                                      "--set options.partition=gpu; VALUE is read as JSON if it parses, else as "
+                                      "text (repeatable)")
+
     def _parse(self) -> argparse.Namespace:
         if self._parsed is None:
+            self._add_set_flag()
             self._add_slurm_flags()
             self._parsed = self.parser.parse_args(self._argv)
+            ns = vars(self._parsed)
+            # launchers, executors and from_config() made from here on see the command line's options too
+            session.use_command_line({k: ns[k] for k in BUILTIN_FLAGS + SLURM_DESTS if ns.get(k) is not None},
+                                     {k: v for k, v in ns.items() if k not in self._builtin_dests},
+                                     ns.get("launcher_overrides") or ())
         return self._parsed
 
     def get_arguments(self) -> Dict[str, Any]:
@@ -133,12 +152,13 @@ class Driver:
 
     def builtin_arguments(self) -> Dict[str, Any]:
         ns = vars(self._parse())
-        builtins = {k: ns[k] for k in BUILTIN_FLAGS + SLURM_DESTS if ns.get(k) is not None}
-        session.use_command_line(builtins, {k: v for k, v in ns.items() if k not in self._builtin_dests})
-        return builtins
+        return {k: ns[k] for k in BUILTIN_FLAGS + SLURM_DESTS if ns.get(k) is not None}
 
-    def run(self, plan: LogicalPlan) -> Optional[JobResult]:
-        """Run the plan on the chosen platform; returns on rank 0 only (other ranks exit here)."""
+    def run(self, plan: LogicalPlan, launchers: Optional[Dict[str, Any]] = None) -> Optional[JobResult]:
+        """Run the plan on the chosen platform; returns on rank 0 only (other ranks exit here).
+
+        `launchers` maps node names to launchers for a launcher per step ("" is the default; None or a
+        world launcher keeps a node on the world's executors)."""
         builtins = self.builtin_arguments()
         debug = bool(builtins.get("debug"))
         try:
@@ -148,7 +168,7 @@ class Driver:
             user_args = self.get_arguments()
             if not config.job_id:  # the platform needs the job directory before the world exists (SLURM)
                 config = config.with_(job_id=default_job_id(user_args))
-            return JobManager(config, user_args).run(plan)
+            return JobManager(config, user_args).run(plan, launchers)
         except MpipipeError as e:
             report_error(e, debug)
 

@@ -147,3 +147,27 @@ def test_module_key_is_the_same_in_every_process():
         assert out.returncode == 0, out.stderr
         keys.add(out.stdout.strip())
     assert len(keys) == 1  # hash seeds and transient attributes do not change the cache key
+
+
+@pytest.mark.timeout(180)
+def test_modules_example_twice_then_from_a_launcher_file(tmp_path):
+    example = os.path.join(REPO, "examples", "modules.py")
+    common = ("--num-executors", "2", "--data-root", str(tmp_path / "jobs"), "--out", str(tmp_path / "out"))
+    first = python(example, *common, "--shards", "4", "--words", "500")
+    assert first.returncode == 0, first.stderr
+    assert "4000 words, " in first.stdout
+    top = (tmp_path / "out" / "top_words.tsv").read_text()
+    second = python(example, *common, "--shards", "4", "--words", "500")
+    assert second.returncode == 0 and second.stdout == first.stdout
+    assert second.stderr.count("found in the cache") == 4 and "to run" not in second.stderr
+    # a launcher described in a TOML file, a value overridden with --set
+    conf = tmp_path / "launchers.toml"
+    conf.write_text('_target_ = "mpipipe.launchers.DynamicLauncher"\n[[launchers]]\n'
+                    '_target_ = "mpipipe.DirectLauncher"\npriority = 1\n')
+    third = python(example, *common, "--shards", "4", "--words", "500", "--launchers", str(conf),
+                   "--set", "launchers.0.priority=5", "--cache-dir", str(tmp_path / "other-cache"))
+    assert third.returncode == 0, third.stderr
+    assert third.stdout == first.stdout and "to run on local" in third.stderr
+    assert (tmp_path / "out" / "top_words.tsv").read_text() == top
+    bad = python(example, *common, "--launchers", str(conf), "--set", "launchers.0.nosuch.x=1")
+    assert bad.returncode == 2 and bad.stderr.startswith("mpipipe: error: ") and len(bad.stderr.splitlines()) == 1

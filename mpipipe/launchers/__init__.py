@@ -1,7 +1,12 @@
-"""Launchers: where the runs of a module go (a world's executors, SLURM, a dynamic choice among them)."""
+"""Launchers: where the runs of a module go (a world's executors, SLURM, a choice among them, a config file)."""
 from __future__ import annotations
 
 from mpipipe.launchers.base import Launcher, ShardJob, run_shard
 from mpipipe.launchers.world import DirectLauncher, MpiLauncher, WorldLauncher
+from mpipipe.launchers.build import from_config, instantiate, load_launcher_config
+from mpipipe.launchers.by_name import LauncherMap
+from mpipipe.launchers.dynamic import DynamicLauncher
+from mpipipe.launchers.finder import find_launcher
 
-__all__ = ["DirectLauncher", "Launcher", "MpiLauncher", "ShardJob", "WorldLauncher", "run_shard"]
+__all__ = ["DirectLauncher", "DynamicLauncher", "Launcher", "LauncherMap", "MpiLauncher", "ShardJob", "WorldLauncher",
+           "find_launcher", "from_config", "instantiate", "load_launcher_config", "run_shard"]

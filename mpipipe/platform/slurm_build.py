@@ -70,6 +70,7 @@ def sbatch_options(options: SlurmOptions, *, job_name: str, output: str, cwd: st
         opts.append(f"--ntasks-per-node={o.ntasks_per_node}")
     for name, value in (("cpus-per-task", o.cpus_per_task), ("partition", o.partition), ("account", o.account),
                         ("qos", o.qos), ("time", o.time), ("mem", o.mem), ("gres", o.gres), ("gpus", o.gpus),
+                        ("gpus-per-node", o.gpus_per_node),
                         ("constraint", o.constraint), ("exclude", o.exclude)):
         if value is not None:
             opts.append(f"--{name}={value}")

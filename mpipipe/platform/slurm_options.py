@@ -37,6 +37,7 @@ class SlurmOptions:
     mem: Optional[str] = None
     gres: Optional[str] = None
     gpus: Optional[str] = None
+    gpus_per_node: Optional[str] = None
     constraint: Optional[str] = None
     exclude: Optional[str] = None
     job_name: Optional[str] = None
