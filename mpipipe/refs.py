@@ -364,14 +364,23 @@ def resolve(x: Any) -> Any:
     return x.load() if isinstance(x, Ref) else x
 
 
-def store(value: Any, directory: "str | os.PathLike[str]") -> ValueRef:
+def default_directory() -> str:
+    """<data root>/<job id>/refs: the job directory, shared with the executors like everything else there."""
+    from mpipipe.session import current_config
+
+    config = current_config()
+    return os.path.join(config.data_root, str(config.job_id), "refs")
+
+
+def store(value: Any, directory: "str | os.PathLike[str] | None" = None) -> ValueRef:
     """Store `value` once under `directory` and return a small reference to it.
 
     The file is `value-<first 16 hex of sha256>.pkl`; if it already exists with
     the right size (same content, e.g. stored by an earlier run or another
     host) nothing is written, so re-running a job does not rewrite big inputs.
+    Without `directory`, the job directory's refs/ folder.
     """
-    directory = _prepare_dir(directory)
+    directory = _prepare_dir(directory if directory is not None else default_directory())
     data = _dumps(value, "the value passed to store()")
     digest = hashlib.sha256(data).hexdigest()
     path = os.path.join(directory, f"value-{digest[:16]}.pkl")
@@ -387,7 +396,7 @@ def _check_items(items: Any) -> Iterable[Any]:
     return items
 
 
-def store_array(items: Iterable[Any], directory: "str | os.PathLike[str]") -> ArrayRef:
+def store_array(items: Iterable[Any], directory: "str | os.PathLike[str] | None" = None) -> ArrayRef:
     """Store each element separately so a task can load element i without the rest.
 
     Elements are pickled one by one and streamed into a temporary data file
@@ -397,7 +406,7 @@ def store_array(items: Iterable[Any], directory: "str | os.PathLike[str]") -> Ar
     (offsets); existing files of the right sizes are kept, as with store().
     """
     items = _check_items(items)
-    directory = _prepare_dir(directory)
+    directory = _prepare_dir(directory if directory is not None else default_directory())
     h = hashlib.sha256(_ARRAY_TAG)
     offsets = array.array("Q", [0])  # 8 bytes per element, not a Python int each
     try:

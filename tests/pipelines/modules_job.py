@@ -68,8 +68,8 @@ async def main(args):
                 for f in e.failures]}))
     elif args["mode"] == "ref":
         launcher.join()
-        ref = store_array([list(range(i, i + 1000)) for i in range(args["shards"])],
-                          os.path.join(args["data_root"], "refs"))
+        ref = store_array([list(range(i, i + 1000)) for i in range(args["shards"])])  # in the job directory
+        assert ref.path.startswith(os.path.abspath(args["data_root"])), ref.path
         print(json.dumps({"results": await launcher.schedule(Total(ref))}))
 
 
