@@ -20,12 +20,15 @@ into their own sessions), so call :func:`stop_cluster` afterwards anyway.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Iterator, Mapping
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
@@ -198,3 +201,36 @@ def pid_running(pid: int, name: str | None = None) -> bool:
     if name is not None and comm != name:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def free_ports(n: int) -> list[int]:
+    """n TCP ports free right now on 127.0.0.1, so several test clusters can run side by side."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@contextlib.contextmanager
+def running_cluster(prefix: str, passed: Callable[[], bool], cpus: int = 16) -> Iterator[str]:
+    """A cluster of its own under .slurm/test-clusters (not pytest's tmp: socket paths must stay short), on free
+    ports; yields its SLURM_CONF and stops its daemons after. Its folder is removed if `passed()`, else kept
+    for the daemons' logs."""
+    parent = Path(__file__).resolve().parent.parent / ".slurm" / "test-clusters"
+    parent.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix=prefix, dir=parent)).resolve()
+    ctld, slurmd = free_ports(2)
+    extra = {"MPIPIPE_SLURM_CTLD_PORT": str(ctld), "MPIPIPE_SLURM_SLURMD_PORT": str(slurmd),
+             "MPIPIPE_SLURM_CPUS": str(cpus)}
+    try:
+        yield start_cluster(directory, extra_env=extra)["SLURM_CONF"]
+    finally:
+        stop_cluster(directory, extra_env=extra)
+    if passed():
+        shutil.rmtree(directory, ignore_errors=True)

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 try:
-    from slurm_cluster import (REPO, daemon_pids, pid_running,
+    from slurm_cluster import (REPO, daemon_pids, free_ports, pid_running,
                                slurm_available, start_cluster, stop_cluster)
 except ImportError:  # tests/ is a package
-    from tests.slurm_cluster import (REPO, daemon_pids,
+    from tests.slurm_cluster import (REPO, daemon_pids, free_ports,
                                      pid_running, slurm_available,
                                      start_cluster, stop_cluster)
 
@@ -31,19 +31,6 @@ _AVAILABLE, _REASON = slurm_available()
 if not _AVAILABLE:
     pytestmark = [pytest.mark.slurm,
                   pytest.mark.skip(reason=f"no local SLURM cluster: {_REASON}")]
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _run(cmd, env, timeout=30.0, check=True) -> subprocess.CompletedProcess:
@@ -84,7 +71,7 @@ def cluster(request):
     parent = REPO / ".slurm" / "test-clusters"
     parent.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix="c-", dir=parent)).resolve()
-    ctld_port, slurmd_port = _free_ports(2)
+    ctld_port, slurmd_port = free_ports(2)
     extra = {"MPIPIPE_SLURM_CTLD_PORT": str(ctld_port),
              "MPIPIPE_SLURM_SLURMD_PORT": str(slurmd_port)}
     failed_before = request.session.testsfailed

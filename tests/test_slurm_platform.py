@@ -19,10 +19,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +30,7 @@ import pytest
 
 from helpers import BIN, FLAKY, QUICKSTART, REPO, env_for_tests, kill_group, run, wait_for
 from mpipipe.execution.journal import read_records
-from slurm_cluster import cluster_env, slurm_available, start_cluster, stop_cluster
+from slurm_cluster import cluster_env, slurm_available
 
 pytestmark = pytest.mark.slurm
 _AVAILABLE, _REASON = slurm_available()
@@ -46,40 +44,18 @@ TRICKY = "it's \"quoted\" and spaced"
 JOB_TIMEOUT = 150  # seconds for one submitted job, requeues included
 
 
-def _free_ports(n):
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.fixture(scope="module")
 def cluster(request, tmp_path_factory):
     """(environment for commands, scratch folder). The cluster directory is not pytest's tmp (see test_slurm_cluster)."""
-    parent = Path(REPO) / ".slurm" / "test-clusters"
-    parent.mkdir(parents=True, exist_ok=True)
-    directory = Path(tempfile.mkdtemp(prefix="p-", dir=parent)).resolve()
-    ctld, slurmd = _free_ports(2)
-    extra = {"MPIPIPE_SLURM_CTLD_PORT": str(ctld), "MPIPIPE_SLURM_SLURMD_PORT": str(slurmd),
-             "MPIPIPE_SLURM_CPUS": "16"}
+    from slurm_cluster import running_cluster
+
     failed_before = request.session.testsfailed
     scratch = tmp_path_factory.mktemp("slurm")
-    try:
-        conf = start_cluster(directory, extra_env=extra)["SLURM_CONF"]
+    with running_cluster("p-", lambda: request.session.testsfailed == failed_before) as conf:
         env = cluster_env(conf, base=env_for_tests())
         env.update(XDG_STATE_HOME=str(scratch / "state"), XDG_CONFIG_HOME=str(scratch / "config"),
                    SP_SLURM_POLL_INTERVAL="0.5")
         yield env, scratch
-    finally:
-        stop_cluster(directory, extra_env=extra)
-    if request.session.testsfailed == failed_before:
-        shutil.rmtree(directory, ignore_errors=True)  # keep the logs of failures
 
 
 def submissions(job_dir):

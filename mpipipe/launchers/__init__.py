@@ -7,6 +7,8 @@ from mpipipe.launchers.build import from_config, instantiate, load_launcher_conf
 from mpipipe.launchers.by_name import LauncherMap
 from mpipipe.launchers.dynamic import DynamicLauncher
 from mpipipe.launchers.finder import find_launcher
+from mpipipe.launchers.slurm import SlurmLauncher, SlurmOptions
 
-__all__ = ["DirectLauncher", "DynamicLauncher", "Launcher", "LauncherMap", "MpiLauncher", "ShardJob", "WorldLauncher",
+__all__ = ["DirectLauncher", "DynamicLauncher", "Launcher", "LauncherMap", "MpiLauncher", "ShardJob", "SlurmLauncher",
+           "SlurmOptions", "WorldLauncher",
            "find_launcher", "from_config", "instantiate", "load_launcher_config", "run_shard"]

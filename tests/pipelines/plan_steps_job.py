@@ -47,11 +47,18 @@ def total(task):
 if __name__ == "__main__":
     driver = mpipipe.Driver()
     driver.add_argument("--where", default="heavy")
+    driver.add_argument("--on-slurm", action="store_true", help="run the mapped step as a SLURM array")
     args = driver.get_arguments()
+    if args["on_slurm"]:
+        from mpipipe.launchers import SlurmLauncher, SlurmOptions
+
+        step = SlurmLauncher(options=SlurmOptions(time="5", signal=0), poll_interval=0.5)
+    else:
+        step = InProcessLauncher()
     ctx = Context()
     g = ComputeNode(ctx, gen, npartitions=4)
     h = ComputeNode(ctx, heavy, inputs=g, npartitions=4, pointwise=True)
     t = ComputeNode(ctx, total, inputs=h)
-    result = driver.run(LogicalPlan(ctx, t), launchers={"": None, args["where"]: InProcessLauncher()})
+    result = driver.run(LogicalPlan(ctx, t), launchers={"": None, args["where"]: step})
     print(json.dumps({"total": result.values()[0], "gen": result.values("gen"), "heavy": result.values("heavy"),
                       "rank0": os.getpid(), "stats": {k: result.stats[k] for k in ("ran", "cached")}}))

@@ -1,0 +1,80 @@
+"""One element of a SlurmLauncher array: `python -m mpipipe.launchers.shard_main SPEC [POSITIONS]`.
+
+Runs the run at position POSITIONS[MPIPIPE_ARRAY_INDEX] (or MPIPIPE_ARRAY_INDEX
+itself) of the job pickled in SPEC and writes its result. On an exception it
+writes <result>.error.json (the error line and the traceback) for the
+submitting side, prints the traceback to stderr (the SLURM log), and exits 1.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+import traceback
+from typing import Any, Dict, List, Optional
+
+USAGE = "usage: python -m mpipipe.launchers.shard_main SPEC [POSITIONS]"
+
+
+def write_error(path: str, error: str, tb: str) -> None:
+    """Atomically, so the submitting side never reads half a record."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(tmp, "w") as f:
+        json.dump({"error": error, "traceback": tb, "pid": os.getpid(), "host": os.uname().nodename}, f)
+    os.replace(tmp, path)
+
+
+def error_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def use_sys_path(paths: List[str]) -> None:
+    """The driver's import path first, so classes defined next to its script unpickle here too."""
+    sys.path[:] = list(paths) + [p for p in sys.path if p not in paths]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) not in (1, 2):
+        print(USAGE, file=sys.stderr)
+        return 2
+    index_text = os.environ.get("MPIPIPE_ARRAY_INDEX", "")
+    if not index_text.isdigit():
+        print(f"shard_main: MPIPIPE_ARRAY_INDEX must be set to an element index, got {index_text!r}", file=sys.stderr)
+        return 2
+    index = int(index_text)
+    try:
+        with open(args[0], "rb") as f:
+            spec: Dict[str, Any] = pickle.load(f)
+        positions = None
+        if len(args) == 2:
+            with open(args[1]) as f:
+                positions = json.load(f)
+        position = positions[index] if positions is not None else index
+        path = spec["paths"][position]
+    except (OSError, ValueError, KeyError, IndexError, TypeError, pickle.UnpicklingError) as e:
+        print(f"shard_main: cannot read element {index} of {args}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    use_sys_path(spec.get("sys_path") or [])
+    try:
+        from mpipipe.launchers.base import run_shard
+
+        module, shards = pickle.loads(spec["payload"])
+        run_shard(module, shards[position], path)
+    except BaseException as e:  # noqa: BLE001  whatever the run raised (SystemExit too) is its error
+        tb = traceback.format_exc()
+        write_error(f"{path}.error.json", error_line(e), tb)
+        print(tb, file=sys.stderr, end="")
+        return 130 if isinstance(e, KeyboardInterrupt) else 1
+    try:
+        os.unlink(f"{path}.error.json")  # a stale one from an earlier failed attempt
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

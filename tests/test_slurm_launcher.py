@@ -1,0 +1,441 @@
+"""SlurmLauncher: modules run as SLURM job arrays, one element per run, with the result cache in front.
+
+The first half needs no cluster: config() and option resolution, the
+translation of a module's requirements, and the element's entry point
+(mpipipe.launchers.shard_main) run in a subprocess on a hand-made spec. The
+second half runs modules on the real single-node cluster of scripts/slurm-up,
+started and stopped by the module's `cluster` fixture (as in
+test_slurm_platform.py). The modules below are pickled by reference, so each
+element imports this file again: keep its top-level imports light.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mpipipe import session
+from mpipipe.errors import ConfigError
+from mpipipe.launchers.base import ShardJob
+from mpipipe.launchers.slurm import SlurmLauncher, SlurmOptions, write_spec
+from mpipipe.module import Module, ModuleFailed, module_label, shards_of
+from mpipipe.module_cache import ResultCache, read_result
+from mpipipe.platform.slurm_build import sbatch_options
+from mpipipe.platform.slurm_options import SITE_KEYS
+from mpipipe.resources import Resources
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLUSTER_TIMEOUT = 300
+
+
+# --- modules (run inside SLURM elements too) -------------------------------------------------------------------
+
+
+class Square(Module):
+    """value * value; with a trace folder, each run leaves its start and end times there."""
+
+    transient = ("trace",)
+
+    def __init__(self, n, trace=None, sleep=0.0):
+        self.n = n
+        self.trace = trace
+        self.sleep = sleep
+
+    def array(self):
+        return list(range(self.n))
+
+    def run(self, value=None, index=0):
+        started = time.time()
+        if self.sleep:
+            time.sleep(self.sleep)
+        if self.trace:
+            with open(os.path.join(self.trace, str(index)), "w") as f:
+                json.dump([started, time.time(), os.environ.get("SLURM_JOB_ID")], f)
+        return value * value
+
+
+class Flaky(Module):
+    """Fails at the indices in `always` on every attempt, and at those in `once` on its first attempt only."""
+
+    transient = ("markers",)
+
+    def __init__(self, n, markers, always=(), once=()):
+        self.n = n
+        self.markers = markers
+        self.always = tuple(always)
+        self.once = tuple(once)
+
+    def array(self):
+        return [f"v{i}" for i in range(self.n)]
+
+    def comment(self):
+        return "flaky module\nfor the tests"
+
+    def run(self, value=None, index=0):
+        if index in self.always:
+            raise ValueError(f"index {index} always fails\nsecond line")
+        marker = os.path.join(self.markers, f"failed-{index}")
+        if index in self.once and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError(f"index {index} fails once")
+        return f"{value}!"
+
+
+class Needs(Module):
+    def __init__(self, needs):
+        self.needs = needs
+
+    def requirements(self):
+        return self.needs
+
+    def run(self, value=None, index=0):
+        return 1
+
+
+# --- isolation ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def job_env(tmp_path, monkeypatch):
+    """No SP_*/SLURM_* from outside, no site config, no command line or init() left by other tests."""
+    for var in list(os.environ):
+        if var.startswith(("SP_", "SLURM_")):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("SP_DATA_ROOT", str(tmp_path / "jobs"))
+    monkeypatch.setenv("SP_JOB_ID", "modules")
+    monkeypatch.setattr(session, "_CLI", {})
+    monkeypatch.setattr(session, "_INIT", {})
+    monkeypatch.setattr(session, "_USER_ARGS", {})
+    return tmp_path
+
+
+# --- the gpus_per_node option ------------------------------------------------------------------------------------
+
+
+def test_gpus_per_node_is_an_option_everywhere(job_env, monkeypatch):
+    from mpipipe.config import build_config
+    from mpipipe.driver import SLURM_DESTS, Driver
+    from mpipipe.platform.slurm_options import resolve
+
+    assert "gpus_per_node" in SITE_KEYS and "slurm_gpus_per_node" in SLURM_DESTS
+    assert build_config({}, env={"SP_SLURM_GPUS_PER_NODE": "a100:2"}, init={}).slurm_gpus_per_node == "a100:2"
+    assert build_config({}, env={}, init={"slurm_gpus_per_node": 1}).slurm_gpus_per_node == "1"
+    # job_env undoes what builtin_arguments() tells the session
+    assert Driver(args=["--gpus-per-node", "2"]).builtin_arguments() == {"slurm_gpus_per_node": "2"}
+    assert Driver(args=["--slurm-gpus-per-node", "a100:4"]).builtin_arguments() == {"slurm_gpus_per_node": "a100:4"}
+    session.use_command_line({}, {})
+    monkeypatch.setenv("SP_SLURM_GPUS_PER_NODE", "3")
+    assert resolve(build_config({}, init={})).gpus_per_node == "3"
+    opts = sbatch_options(SlurmOptions(gpus_per_node="3", signal=0), job_name="j", output="o", cwd="/c")
+    assert "--gpus-per-node=3" in opts
+
+
+# --- config() and options -------------------------------------------------------------------------------------
+
+
+def test_config_derives_a_launcher_and_leaves_the_original(job_env):
+    base = SlurmLauncher(2, SlurmOptions(partition="debug", time="10"), max_parallel=4, tags=("a",))
+    derived = base.config(partition="gpu", gpus_per_node=2, mem="8G", max_retries=5, priority=7)
+    assert isinstance(derived, SlurmLauncher) and derived is not base
+    assert derived.options == SlurmOptions(partition="gpu", time="10", gpus_per_node="2", mem="8G")
+    assert (derived.priority, derived.max_retries, derived.max_parallel, derived.tags) == (7, 5, 4, ("a",))
+    assert base.options == SlurmOptions(partition="debug", time="10")
+    assert (base.priority, base.max_retries) == (2, None)
+    assert derived.describe() == "slurm (partition gpu)" and base.describe() == "slurm (partition debug)"
+    assert derived.config(time=None).options.time is None  # None lets SLURM decide again
+    replaced = derived.config(options={"partition": "long", "time": 60})
+    assert replaced.options == SlurmOptions(partition="long", time="60")
+
+
+def test_config_rejects_unknown_keys_and_bad_values(job_env):
+    launcher = SlurmLauncher()
+    with pytest.raises(ConfigError) as info:
+        launcher.config(partishun="gpu")
+    message = str(info.value)
+    assert "'partishun'" in message and "\n" not in message
+    for valid in ("max_parallel", "max_retries", "poll_interval", "priority", "cache_dir", "partition", "time",
+                  "gpus_per_node", "cpus_per_task", "mem", "account", "qos", "constraint", "exclude"):
+        assert valid in message, valid
+    with pytest.raises(ConfigError, match="SLURM time"):
+        launcher.config(time="soon")
+    with pytest.raises(ConfigError, match="max_parallel"):
+        launcher.config(max_parallel=0)
+    with pytest.raises(ConfigError, match="max_retries"):
+        SlurmLauncher(max_retries=-1)
+    with pytest.raises(ConfigError, match="poll_interval"):
+        SlurmLauncher(poll_interval=0)
+    with pytest.raises(ConfigError, match="unknown SLURM option"):
+        SlurmLauncher(options={"partishun": "x"})
+    with pytest.raises(ConfigError, match="SlurmOptions"):
+        SlurmLauncher(options="debug")
+    assert launcher.submitted == []
+
+
+def test_without_options_the_job_options_are_used_with_config_changes_on_top(job_env, monkeypatch):
+    monkeypatch.setenv("SP_SLURM_PARTITION", "from-env")
+    monkeypatch.setenv("SP_SLURM_TIME", "30")
+    site = job_env / "xdg-config" / "mpipipe" / "slurm.toml"
+    site.parent.mkdir(parents=True)
+    site.write_text('account = "from-site"\npartition = "site-loses"\n')
+    launcher = SlurmLauncher()
+    assert launcher.options is None
+    assert launcher.resolved_options() == SlurmOptions(partition="from-env", time="30", account="from-site")
+    assert launcher.describe() == "slurm (partition from-env)"
+    derived = launcher.config(partition="mine", qos="high")
+    assert derived.options is None  # still the job's options, read when a module runs
+    assert derived.resolved_options() == SlurmOptions(partition="mine", time="30", account="from-site", qos="high")
+    assert launcher.resolved_options().partition == "from-env"
+    session.use_command_line({"slurm_time": "45"}, {})  # the command line wins over SP_SLURM_*
+    assert derived.resolved_options().time == "45"
+
+
+def test_requirements_fill_the_options_nobody_chose(job_env):
+    launcher = SlurmLauncher(options=SlurmOptions())
+    opts = launcher.resolved_options(Needs("cpu(cores=2, mem=4GiB) & cuda(mem=8GiB) * 2 & duration=90m"))
+    assert (opts.cpus_per_task, opts.mem, opts.gpus_per_node, opts.time) == (2, "4096M", "2", "90")
+    assert opts.signal == 120
+    short = launcher.resolved_options(Needs("duration=2m"))
+    assert short.time == "2" and short.signal == 60  # a warning 120 s before a 2-minute limit would be refused
+    chosen = SlurmLauncher(options=SlurmOptions(cpus_per_task=8, time="5", gres="gpu:1"))
+    opts = chosen.resolved_options(Needs("cpu(cores=2) & gpu & duration=1h"))
+    assert (opts.cpus_per_task, opts.time, opts.gpus_per_node, opts.gres) == (8, "5", None, "gpu:1")
+    opts = launcher.resolved_options(Needs(Resources(cpus=3, memory=1 << 30, partition="big",
+                                                     extra_args=("--mail-type=END",))))
+    assert (opts.cpus_per_task, opts.mem, opts.partition, opts.extra) == (3, "1024M", "big", ("--mail-type=END",))
+    assert launcher.resolved_options(Needs({"cpus": 4})).cpus_per_task == 4
+    either = launcher.resolved_options(Needs("cpu(cores=2) | cpu(cores=4)"))
+    assert either.cpus_per_task is None  # SLURM cannot be asked for one of two shapes
+
+
+def test_a_failure_without_an_error_record_says_how_the_element_ended(tmp_path):
+    from mpipipe.platform.slurm_array import ElementResult
+
+    job, _spec = fake_job(tmp_path, Flaky(2, str(tmp_path)))
+    log = tmp_path / "slurm-7_1.out"
+    log.write_text("array element 1 started\nslurmstepd: error: *** JOB 7 CANCELLED DUE TO TIME LIMIT ***\n")
+    f = SlurmLauncher._failure(job, 1, 2, ElementResult(1, "TIMEOUT", None), str(log))
+    assert (f.index, f.value, f.attempts, f.log) == (1, "v1", 2, str(log))
+    assert f.error == "it ended without an exit code (SLURM state TIMEOUT)" and "TIME LIMIT" in f.traceback
+    f = SlurmLauncher._failure(job, 0, 1, ElementResult(0, "FAILED", 137), str(tmp_path / "missing.out"))
+    assert f.error == "it exited with code 137 (SLURM state FAILED)" and (f.log, f.traceback) == ("", "")
+
+
+# --- the element's entry point ------------------------------------------------------------------------------------
+
+
+def fake_job(tmp_path, module):
+    shards, is_array = shards_of(module)
+    cache = ResultCache(str(tmp_path / "cache"))
+    paths = [cache.result_path(module, s) for s in shards]
+    job = ShardJob(module, module_label(module), shards, paths, is_array)
+    spec = str(tmp_path / "spec.pkl")
+    write_spec(spec, job)
+    return job, spec
+
+
+def run_element(spec, index, *extra, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the spec's sys.path must be enough
+    env["MPIPIPE_ARRAY_INDEX"] = str(index)
+    return subprocess.run([sys.executable, "-m", "mpipipe.launchers.shard_main", spec, *extra], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_element_writes_its_result_and_clears_a_stale_error(tmp_path):
+    job, spec = fake_job(tmp_path, Flaky(3, str(tmp_path), always=(1,)))
+    positions = tmp_path / "positions.json"
+    positions.write_text("[2, 1]")
+    stale = Path(job.paths[2] + ".error.json")
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text('{"error": "old"}')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = run_element(spec, 0, str(positions), cwd=str(elsewhere))  # element 0 runs position 2
+    assert done.returncode == 0, done.stderr
+    assert read_result(job.paths[2]) == "v2!" and not stale.exists()
+    assert not os.path.exists(job.paths[0]) and not os.path.exists(job.paths[1])
+    done = run_element(spec, 0, cwd=str(elsewhere))  # without positions, element i runs position i
+    assert done.returncode == 0, done.stderr
+    assert read_result(job.paths[0]) == "v0!"
+
+
+def test_element_failure_writes_the_error_and_exits_1(tmp_path):
+    job, spec = fake_job(tmp_path, Flaky(3, str(tmp_path), always=(1,)))
+    done = run_element(spec, 1, cwd=str(tmp_path))
+    assert done.returncode == 1
+    record = json.loads(Path(job.paths[1] + ".error.json").read_text())
+    assert record["error"] == "ValueError: index 1 always fails"
+    assert "raise ValueError" in record["traceback"] and "second line" in record["traceback"]
+    assert "raise ValueError" in done.stderr and "Traceback" in done.stderr
+    assert not os.path.exists(job.paths[1])
+
+
+def test_element_usage_errors(tmp_path):
+    job, spec = fake_job(tmp_path, Flaky(2, str(tmp_path)))
+    assert run_element(spec, 5, cwd=str(tmp_path)).returncode == 2  # no such element
+    assert run_element(str(tmp_path / "nope.pkl"), 0, cwd=str(tmp_path)).returncode == 2
+    env = {k: v for k, v in os.environ.items() if k != "MPIPIPE_ARRAY_INDEX"}
+    done = subprocess.run([sys.executable, "-m", "mpipipe.launchers.shard_main", spec], env=env,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and "MPIPIPE_ARRAY_INDEX" in done.stderr
+
+
+# --- on the real cluster ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    """The environment for SLURM clients; the cluster is started once for the module and stopped after it."""
+    from slurm_cluster import cluster_env, running_cluster, slurm_available
+
+    ok, reason = slurm_available()
+    if not ok:
+        pytest.skip(f"no local SLURM cluster: {reason}")
+    failed_before = request.session.testsfailed
+    with running_cluster("l-", lambda: request.session.testsfailed == failed_before) as conf:
+        yield cluster_env(conf)
+
+
+@pytest.fixture
+def on_cluster(cluster, job_env, monkeypatch):
+    for key in ("SLURM_CONF", "PATH"):
+        monkeypatch.setenv(key, cluster[key])
+    return job_env
+
+
+def quick_launcher(tmp, **kwargs):
+    """A launcher for the test cluster: short limit, no warning signal, fast polling, the test's own cache."""
+    return SlurmLauncher(options=SlurmOptions(time="5", signal=0), poll_interval=0.5, cache_dir=str(tmp / "cache"),
+                         **kwargs)
+
+
+def work_dirs(tmp_path):
+    folder = tmp_path / "jobs" / "modules" / "slurm-modules"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def squeue_states(job_ids):
+    out = subprocess.run(["squeue", "--noheader", "--array", "--states=all", f"--jobs={','.join(job_ids)}",
+                          "--format=%T"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    return set(out.stdout.split())
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(CLUSTER_TIMEOUT)
+def test_a_100_run_array_with_a_cap_then_all_cached(on_cluster):
+    tmp = on_cluster
+    trace = tmp / "trace"
+    trace.mkdir()
+    launcher = quick_launcher(tmp, max_parallel=8)
+    t0 = time.monotonic()
+    results = asyncio.run(launcher.schedule(Square(100, str(trace), sleep=0.2)))
+    took = time.monotonic() - t0
+    assert results == [i * i for i in range(100)]
+    assert len(launcher.submitted) == 1 and work_dirs(tmp) == ["Square-1"]
+    spans = [json.loads((trace / str(i)).read_text()) for i in range(100)]  # every run left its trace
+    assert len({job for _, _, job in spans}) == 100  # each in an element of its own
+    peak = max(sum(1 for a, b, _ in spans if a <= t < b) for t, _, _ in spans)
+    assert peak <= 8, peak  # the cap held
+    print(f"100 runs on SLURM in {took:.1f} s (peak {peak} at once)")
+
+    again = SlurmLauncher(options=SlurmOptions(time="5"), max_parallel=8, poll_interval=0.5,
+                          cache_dir=str(tmp / "cache"))
+    assert asyncio.run(again.schedule(Square(100, str(tmp / "other-trace"), sleep=0.2))) == results
+    assert again.submitted == [] and work_dirs(tmp) == ["Square-1"]  # nothing submitted: all from the cache
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(CLUSTER_TIMEOUT)
+def test_a_run_that_always_fails_raises_module_failed_with_the_others(on_cluster):
+    tmp = on_cluster
+    launcher = quick_launcher(tmp, max_retries=1)
+    with pytest.raises(ModuleFailed) as info:
+        asyncio.run(launcher.schedule(Flaky(6, str(tmp), always=(3,))))
+    e = info.value
+    assert e.results == ["v0!", "v1!", "v2!", None, "v4!", "v5!"]
+    [failure] = e.failures
+    assert (failure.index, failure.value, failure.attempts) == (3, "v3", 2)
+    assert failure.error == "ValueError: index 3 always fails"
+    assert "raise ValueError" in failure.traceback
+    assert os.path.basename(failure.log).startswith(f"slurm-{launcher.submitted[1]}_0") and os.path.isfile(failure.log)
+    assert "raise ValueError" in Path(failure.log).read_text()
+    assert len(launcher.submitted) == 2  # the first attempt, then element 3 alone
+    second = tmp / "jobs" / "modules" / "slurm-modules" / "Flaky-1" / "attempt-2" / "positions.json"
+    assert json.loads(second.read_text()) == [3]
+    assert "Flaky[3] failed after 2 attempt(s): ValueError" in str(e)
+    shown = subprocess.run(["squeue", "--noheader", "--states=all", f"--jobs={launcher.submitted[0]}",
+                            "--format=%j|%k"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert set(shown.stdout.split("\n")) - {""} == {"Flaky|flaky module for the tests"}  # name and comment
+    script = (second.parent / "batch-0.py").read_text()
+    assert "#SBATCH --no-requeue" in script and "#SBATCH --time=5" in script  # retries are the launcher's
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(CLUSTER_TIMEOUT)
+def test_runs_that_fail_once_succeed_on_the_retry(on_cluster):
+    tmp = on_cluster
+    launcher = quick_launcher(tmp, max_retries=2)
+
+    async def both():  # two modules waited for side by side on one event loop
+        return await asyncio.gather(launcher.schedule(Flaky(5, str(tmp), once=(1, 4))),
+                                    launcher.schedule(Square(3)))
+
+    results, squares = asyncio.run(both())
+    assert results == [f"v{i}!" for i in range(5)] and squares == [0, 1, 4]
+    assert len(launcher.submitted) == 3  # Flaky twice, Square once
+    retry = tmp / "jobs" / "modules" / "slurm-modules" / "Flaky-1" / "attempt-2" / "positions.json"
+    assert json.loads(retry.read_text()) == [1, 4]
+    assert sorted(os.listdir(tmp / "cache" / "Flaky")) and not list((tmp / "cache").rglob("*.error.json"))
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(CLUSTER_TIMEOUT)
+def test_cancelling_the_wait_cancels_the_array(on_cluster):
+    tmp = on_cluster
+    launcher = quick_launcher(tmp, max_parallel=2)
+
+    async def go():
+        task = asyncio.create_task(launcher.schedule(Square(4, sleep=60)))
+        deadline = time.monotonic() + 60
+        while not (launcher.submitted and "RUNNING" in squeue_states(launcher.submitted)):
+            assert time.monotonic() < deadline, "the array never started"
+            await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    deadline = time.monotonic() + 30
+    while squeue_states(launcher.submitted) != {"CANCELLED"}:  # every element, running or pending
+        assert time.monotonic() < deadline, squeue_states(launcher.submitted)
+        time.sleep(0.2)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(CLUSTER_TIMEOUT)
+def test_a_plan_step_mapped_to_slurm_runs_as_an_array_and_resumes(on_cluster):
+    """driver.run(plan, launchers={"heavy": SlurmLauncher}): gen and total on local executors, heavy on SLURM."""
+    job = os.path.join(REPO, "tests", "pipelines", "plan_steps_job.py")
+    root = str(on_cluster / "plan-jobs")
+    argv = [sys.executable, job, "--platform", "local", "--num-executors", "2", "--data-root", root, "--on-slurm"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SP_")}
+
+    def run():
+        from helpers import run as run_command  # its own process group, killed as a whole on timeout
+
+        done = run_command(argv, timeout=240, env=env)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.splitlines()[-1]), done.stderr
+
+    out, err = run()
+    assert out["total"] == 1000 and out["stats"] == {"ran": 9, "cached": 0}
+    assert out["rank0"] not in out["heavy"] and not set(out["heavy"]) & set(out["gen"])  # SLURM elements ran them
+    assert "module heavy: 4 run(s), 0 found in the cache, 4 to run on slurm" in err
+    again, err = run()
+    assert again["total"] == 1000 and again["stats"] == {"ran": 0, "cached": 9} and "module heavy" not in err
