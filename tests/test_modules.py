@@ -171,3 +171,11 @@ def test_modules_example_twice_then_from_a_launcher_file(tmp_path):
     assert (tmp_path / "out" / "top_words.tsv").read_text() == top
     bad = python(example, *common, "--launchers", str(conf), "--set", "launchers.0.nosuch.x=1")
     assert bad.returncode == 2 and bad.stderr.startswith("mpipipe: error: ") and len(bad.stderr.splitlines()) == 1
+
+
+@pytest.mark.timeout(120)
+def test_world_launcher_on_a_platform_built_from_a_target_mapping(tmp_path):
+    spec = json.dumps({"_target_": "mpipipe.platform.local:LocalPlatform", "num_executors": 3})
+    done = python(JOB, "--platform-config", spec, "--shards", "6", *args(tmp_path))
+    check_array(done, 6)
+    assert "6 run(s), 0 found in the cache, 6 to run on local (3 executor(s))" in done.stderr

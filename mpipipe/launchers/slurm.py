@@ -108,8 +108,8 @@ def write_spec(path: str, job: ShardJob) -> None:
     try:
         payload = cloudpickle.dumps((job.module, job.shards))
     except Exception as e:  # noqa: BLE001  a user's attribute may fail to pickle in any way
-        raise PlanError(f"module {job.label} cannot be pickled for SLURM ({type(e).__name__}: {e}); mark the "
-                        "attribute that holds it transient or make it picklable") from None
+        raise PlanError(f"module {job.label} cannot be pickled for SLURM ({type(e).__name__}: {e}); make that "
+                        "attribute picklable, or store it with mpipipe.refs and pass the reference") from None
     header = {"version": SPEC_VERSION, "label": job.label, "paths": list(job.paths),
               "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str)],
               "payload": payload}

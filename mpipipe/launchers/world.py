@@ -52,24 +52,23 @@ class ModuleNode(Node):
 
 
 class WorldLauncher(Launcher):
-    """Runs modules on the executors of a world of the given platform (None: the job's own choice)."""
+    """Runs modules on the executors of a world of the given platform: a name or dotted path, a Platform
+    instance (e.g. built from a `_target_` mapping by mpipipe.launchers.instantiate), or None for the
+    job's own choice."""
 
-    platform: Optional[str] = None
+    platform: Any = None
 
-    def __init__(self, priority: float = 0, *, platform: Optional[str] = None, **kwargs: Any) -> None:
+    def __init__(self, priority: float = 0, *, platform: Any = None, **kwargs: Any) -> None:
         super().__init__(priority, **kwargs)
         if platform is not None:
             self.platform = platform
-
-    def describe(self) -> str:
-        return self.platform or "the job's platform"
 
     def _manager(self) -> Any:
         from mpipipe.jobmanager import JobManager
         from mpipipe.session import current_config
 
         config = current_config()
-        if self.platform is not None:
+        if isinstance(self.platform, str):
             config = config.with_(platform=self.platform)
         return JobManager(config)
 
@@ -80,9 +79,12 @@ class WorldLauncher(Launcher):
     def join(self) -> Any:
         """Join the world now: rank 0 returns (with its Runtime); executor ranks serve here and exit, and
         outside any world the script runs again under the platform and this process exits with its code."""
+        from mpipipe.platform.base import Platform
+
         jm = self._manager()
+        given = self.platform if isinstance(self.platform, Platform) else None
         try:
-            return jm, jm.runtime()
+            return jm, jm.runtime(given, "given by the launcher" if given is not None else "")
         except SystemExit:
             if _in_event_loop():
                 # leaving from inside asyncio: the world has ended already, so the task that carried

@@ -51,6 +51,10 @@ class Total(mpipipe.Module):
 
 async def main(args):
     launcher = mpipipe.WorldLauncher()
+    if args["platform_config"]:  # the world's platform described as a _target_ mapping (JSON text here)
+        from mpipipe.launchers import instantiate
+
+        launcher = mpipipe.WorldLauncher(platform=instantiate(json.loads(args["platform_config"])))
     if args["mode"] == "array":
         out = await launcher.schedule(Square(args["shards"], args["sleep"], args["fail_index"],
                                              version=args["version"], verbose=args["verbose"]))
@@ -80,6 +84,7 @@ if __name__ == "__main__":
     driver.add_argument("--sleep", type=float, default=0.0)
     driver.add_argument("--fail-index", type=int, default=-1)
     driver.add_argument("--version", default="1")
+    driver.add_argument("--platform-config", default=None)
     driver.add_argument("--verbose", action="store_true")
     args = driver.get_arguments()
     args["data_root"] = driver.builtin_arguments().get("data_root", "mpipipe-jobs")
