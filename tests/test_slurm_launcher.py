@@ -140,6 +140,13 @@ def test_gpus_per_node_is_an_option_everywhere(job_env, monkeypatch):
 # --- config() and options -------------------------------------------------------------------------------------
 
 
+def test_options_may_come_first():
+    launcher = SlurmLauncher(SlurmOptions(partition="gpu"), max_parallel=2)
+    assert launcher.priority == 0 and launcher.options.partition == "gpu"
+    assert SlurmLauncher({"partition": "cpu"}).options.partition == "cpu"
+    assert SlurmLauncher(3, SlurmOptions(qos="high")).priority == 3
+
+
 def test_config_derives_a_launcher_and_leaves_the_original(job_env):
     base = SlurmLauncher(2, SlurmOptions(partition="debug", time="10"), max_parallel=4, tags=("a",))
     derived = base.config(partition="gpu", gpus_per_node=2, mem="8G", max_retries=5, priority=7)

@@ -188,6 +188,8 @@ class SlurmLauncher(Launcher):
     def __init__(self, priority: float = 0, options: Any = None, *, max_parallel: Optional[int] = None,
                  max_retries: Optional[int] = None, poll_interval: Optional[float] = None, cache: bool = True,
                  cache_dir: Optional[str] = None, tags: Sequence[str] = ()) -> None:
+        if isinstance(priority, (SlurmOptions, Mapping)) and options is None:
+            priority, options = 0, priority  # SlurmLauncher(SlurmOptions(...)) reads as it looks
         super().__init__(priority, cache=cache, cache_dir=cache_dir, tags=tags)
         self.options = as_options(options)
         self.max_parallel = max_parallel
