@@ -66,24 +66,24 @@ def _unpack(value: Dict[str, Any]) -> Tuple[bool, Any]:
 
 
 class CallNode(Node):
-    """Partition i calls fn(*calls[i][0], **calls[i][1]); the outcome, even an exception, is the task's value."""
+    """Partition i calls fn(*args, **kwargs) of calls[i]; the outcome, even an exception, is the task's value."""
 
     kind = "call"
 
-    def __init__(self, ctx: Context, fn: Callable[..., Any], calls: List[Tuple[tuple, dict]], name: str,
+    def __init__(self, ctx: Context, calls: List[Tuple[Callable[..., Any], tuple, dict]], name: str,
                  spill_dir: str) -> None:
-        self.fn = fn
         self.calls = calls
         self.spill_dir = spill_dir
         super().__init__(ctx, (), len(calls), name=name)
 
     def describe(self) -> str:
-        return f"call {getattr(self.fn, '__qualname__', self.fn)!r}"
+        names = sorted({getattr(fn, "__qualname__", type(fn).__name__) for fn, _, _ in self.calls})
+        return "calls of " + ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
 
     def run_task(self, task: Any) -> Any:
-        args, kwargs = self.calls[task.partition]
+        fn, args, kwargs = self.calls[task.partition]
         try:
-            outcome: Tuple[bool, Any] = (True, self.fn(*args, **kwargs))
+            outcome: Tuple[bool, Any] = (True, fn(*args, **kwargs))
         except Exception as e:  # noqa: BLE001  the caller's future gets it, with the remote traceback as its cause
             outcome = (False, (e, traceback.format_exc()))
         return _pack(outcome, os.path.join(self.spill_dir, f"{task.partition}.a{task.attempt}.pkl"))
@@ -105,31 +105,62 @@ class Executor(concurrent.futures.Executor):
                             f"WorldLauncher), got {type(self.launcher).__name__}")
         self._lock = threading.Lock()
         self._pending: "set[concurrent.futures.Future[Any]]" = set()
+        self._waiting: "List[Tuple[Tuple[Callable[..., Any], tuple, dict], concurrent.futures.Future[Any]]]" = []
+        self._queued = False  # a request for the waiting calls is in the scheduler's inbox
+        self._world: Optional[Tuple[Any, Any]] = None  # (JobManager, Runtime) once joined
+        self._batches: "Dict[int, Tuple[str, List[concurrent.futures.Future[Any]]]]" = {}  # node id -> its calls
         self._shutdown = False
 
-    def _submit_calls(self, fn: Callable[..., Any], calls: List[Tuple[tuple, dict]]) -> "List[concurrent.futures.Future[Any]]":
+    def _submit_calls(self, calls: List[Tuple[Callable[..., Any], tuple, dict]]
+                      ) -> "List[concurrent.futures.Future[Any]]":
+        """Queue calls; those that arrive before the scheduler takes them become one node (one task each)."""
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        jm, rt = self.launcher.join()
-        n = next(_CALLS)
-        label = getattr(fn, "__name__", "call")
-        name = f"{label if label.isidentifier() else 'call'}-{os.getpid()}-{n}"
-        ctx = Context()
-        node = CallNode(ctx, fn, calls, name, os.path.join(rt.job_dir, "futures", name))
-        plan = LogicalPlan(ctx, node)
+        if self._world is None or self._world[1].closed:
+            self._world = self.launcher.join()  # joining builds the config and finds the world: once
+        jm, rt = self._world
         futures: "List[concurrent.futures.Future[Any]]" = [concurrent.futures.Future() for _ in calls]
         for f in futures:
             f.set_running_or_notify_cancel()
         with self._lock:
+            self._waiting.extend(zip(calls, futures))
             self._pending.update(futures)
-        live = jm.live(rt)
-        done = live.submit(plan.nodes, plan.infos)
+            queue_one = not self._queued
+            self._queued = True
+        if queue_one:
+            spill = os.path.join(rt.job_dir, "futures")
+            jm.live(rt).submit_later(lambda: self._take(spill)).add_done_callback(self._settle)
+        return futures
 
-        def settle(whole: "concurrent.futures.Future[Any]") -> None:
-            try:
-                outcome = whole.result()[node.id]
-                failed = {f.partition: f for f in outcome.failures}
-                for p, fut in enumerate(futures):
+    def _take(self, spill: str) -> Tuple[List[Any], List[Any]]:
+        """On the scheduler's thread: every call waiting so far, as one node."""
+        with self._lock:
+            items, self._waiting = self._waiting, []
+            self._queued = False
+        if not items:
+            return [], []
+        name = f"calls-{os.getpid()}-{next(_CALLS)}"
+        ctx = Context()
+        node = CallNode(ctx, [call for call, _ in items], name, os.path.join(spill, name))
+        self._batches[node.id] = (name, [f for _, f in items])
+        plan = LogicalPlan(ctx, node)
+        return plan.nodes, plan.infos
+
+    def _settle(self, whole: "concurrent.futures.Future[Any]") -> None:
+        """Each call's future from its task's outcome (on the scheduler's thread)."""
+        try:
+            outcomes = whole.result()
+        except BaseException as e:  # noqa: BLE001  the run failed: every call of it fails with it
+            with self._lock:
+                batches, self._batches = list(self._batches.values()), {}
+            for _, futures in batches:
+                self._fail_all(futures, e)
+            return
+        for nid, outcome in outcomes.items():
+            name, futures = self._batches.pop(nid)
+            failed = {f.partition: f for f in outcome.failures}
+            for p, fut in enumerate(futures):
+                try:
                     if p in outcome.records:
                         ok, value = _unpack(outcome.records[p].get("v") or {})
                         fut.set_result(value) if ok else fut.set_exception(value)
@@ -137,27 +168,27 @@ class Executor(concurrent.futures.Executor):
                         fut.set_exception(TaskFailedError(failed[p].render()))
                     else:
                         fut.set_exception(TaskFailedError(f"call {name}[{p}] did not run (the run stopped first)"))
-            except BaseException as e:  # noqa: BLE001
-                for fut in futures:
-                    if not fut.done():
-                        fut.set_exception(e)
-            finally:
-                with self._lock:
-                    self._pending.difference_update(futures)
+                except BaseException as e:  # noqa: BLE001  e.g. a result file that cannot be read
+                    fut.set_exception(e)
+            self._fail_all(futures, None)
 
-        done.add_done_callback(settle)
-        return futures
+    def _fail_all(self, futures: "List[concurrent.futures.Future[Any]]", error: Optional[BaseException]) -> None:
+        for fut in futures:
+            if error is not None and not fut.done():
+                fut.set_exception(error)
+        with self._lock:
+            self._pending.difference_update(futures)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> "concurrent.futures.Future[Any]":
-        return self._submit_calls(fn, [(args, kwargs)])[0]
+        return self._submit_calls([(fn, args, kwargs)])[0]
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: Optional[float] = None,
             chunksize: int = 1) -> Iterator[Any]:
         """All calls go out at once as one node (one task each); results come back in order."""
-        calls = [(tuple(args), {}) for args in zip(*iterables)]
+        calls = [(fn, tuple(args), {}) for args in zip(*iterables)]
         if not calls:
             return iter(())
-        futures = self._submit_calls(fn, calls)
+        futures = self._submit_calls(calls)
 
         def results() -> Iterator[Any]:
             for fut in futures:

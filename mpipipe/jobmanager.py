@@ -316,11 +316,16 @@ class JobManager:
         if rt.live is None:
             from mpipipe.execution.service import LiveRun
 
+            written = [0.0]
+
             def ship(nodes: List[Any], infos: List[NodeInfo]) -> None:
                 rt.ship_nodes(nodes, infos)
-                self._write_job_file(rt)
+                if time.monotonic() - written[0] >= 1.0:  # job.json lists every node: not once per submission
+                    written[0] = time.monotonic()
+                    self._write_job_file(rt)
 
-            rt.live = LiveRun(lambda: self._scheduler(rt, [], [], []), ship, lambda e: rt.close(_stop_reason(e)))
+            rt.live = LiveRun(lambda: self._scheduler(rt, [], [], []), ship, lambda e: rt.close(_stop_reason(e)),
+                              after_run=lambda: self._write_job_file(rt))
         return rt.live
 
     def _scheduler(self, rt: Runtime, nodes: List[Any], infos: List[NodeInfo], roots: List[int]) -> Scheduler:

@@ -45,6 +45,7 @@ class _Request:
     resources: Dict[int, Any]
     group_sizes: Dict[int, int]
     future: "concurrent.futures.Future[Dict[int, NodeOutcome]]"
+    make: Optional[Callable[[], Tuple[List[Any], List[Any]]]] = None  # builds nodes and infos when taken
 
 
 class LiveRun:
@@ -52,10 +53,11 @@ class LiveRun:
     `ship(nodes)` sends node code to the executors, `on_error(e)` closes the world after a fatal error."""
 
     def __init__(self, make_scheduler: Callable[[], Any], ship: Callable[[List[Any], List[Any]], None],
-                 on_error: Callable[[BaseException], None]) -> None:
+                 on_error: Callable[[BaseException], None], after_run: Optional[Callable[[], None]] = None) -> None:
         self._make = make_scheduler
         self._ship = ship
         self._on_error = on_error
+        self._after_run = after_run
         self._lock = threading.Lock()
         self._inbox: List[_Request] = []
         self._thread: Optional[threading.Thread] = None
@@ -67,21 +69,29 @@ class LiveRun:
     def submit(self, nodes: List[Any], infos: List[Any], resources: Optional[Dict[int, Any]] = None,
                group_sizes: Optional[Dict[int, int]] = None) -> "concurrent.futures.Future[Dict[int, NodeOutcome]]":
         """Queue nodes (with their code) to run; the future gives each node's outcome once all have settled."""
-        future: "concurrent.futures.Future[Dict[int, NodeOutcome]]" = concurrent.futures.Future()
+        return self._enqueue(_Request(list(nodes), list(infos), dict(resources or {}), dict(group_sizes or {}),
+                                      concurrent.futures.Future()))
+
+    def _enqueue(self, request: _Request) -> "concurrent.futures.Future[Dict[int, NodeOutcome]]":
         with self._lock:
             if self._broken is not None:
                 raise PlatformError(f"this world stopped after an error ({self._broken}); run the script again "
                                     "(cached results are kept)")
             if self._stopping:
                 raise JobInterrupted("the world is closing; nothing more can be submitted")
-            self._inbox.append(_Request(list(nodes), list(infos), dict(resources or {}), dict(group_sizes or {}),
-                                        future))
+            self._inbox.append(request)
             if self._thread is None:  # a new run; it waits for the one before to close its journal
                 self._thread = threading.Thread(target=self._loop, args=(self._last,), name="mpipipe-live-run",
                                                 daemon=True)
                 self._last = self._thread
                 self._thread.start()
-        return future
+        return request.future
+
+    def submit_later(self, make: Callable[[], Tuple[List[Any], List[Any]]]
+                     ) -> "concurrent.futures.Future[Dict[int, NodeOutcome]]":
+        """Like submit(), but the nodes are built by `make()` on the pump thread when it takes the request, so
+        work that keeps arriving until then (one call after another) joins one node instead of many."""
+        return self._enqueue(_Request([], [], {}, {}, concurrent.futures.Future(), make))
 
     @property
     def busy(self) -> bool:
@@ -144,6 +154,15 @@ class LiveRun:
                     raise JobInterrupted("the world was closed while modules were still running; run the script "
                                          "again (finished runs are cached)")
                 for req in batch:
+                    if req.make is not None:
+                        try:
+                            req.nodes, req.infos = req.make()
+                        except Exception as e:  # noqa: BLE001  the submitter hears of it, the run goes on
+                            req.future.set_exception(e)
+                            continue
+                    if not req.infos:
+                        req.future.set_result({})
+                        continue
                     sub = _Submission({i.id for i in req.infos}, req.future)
                     try:
                         self._ship(req.nodes, req.infos)
@@ -190,6 +209,8 @@ class LiveRun:
             if started and scheduler is not None:
                 try:
                     scheduler.finish()
+                    if self._after_run is not None:
+                        self._after_run()
                 except Exception:  # noqa: BLE001
                     log.exception("ending the run in the journal failed")
 
