@@ -3,6 +3,7 @@
     python scripts/bench/alt_tasks.py ppe --tasks 20000 --workers 3            # concurrent.futures.ProcessPoolExecutor
     python scripts/bench/alt_tasks.py dask --tasks 20000 --workers 3           # dask.distributed LocalCluster, 1 thread each
     mpiexec -n 4 python -m mpi4py.futures scripts/bench/alt_tasks.py mpi4py --tasks 20000   # MPIPoolExecutor, 3 workers
+    mpiexec -n 4 python scripts/bench/alt_tasks.py mpipipe --tasks 20000 --data-root DIR   # mpipipe.futures.Executor
 
 Each task returns the time it ran (time.time()). Prints a BENCH_RESULT line:
 `inner` from creating the pool (or cluster) to the last result, `startup`
@@ -29,7 +30,8 @@ def task(i):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("tool", choices=["ppe", "mpi4py", "dask"])
+    ap.add_argument("tool", choices=["ppe", "mpi4py", "dask", "mpipipe"])
+    ap.add_argument("--data-root", default="bench-work", help="mpipipe: where its job directory goes")
     ap.add_argument("--tasks", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=3)
     a = ap.parse_args()
@@ -49,6 +51,17 @@ def main() -> None:
             futures = [ex.submit(task, i) for i in range(a.tasks)]
             stamps = [f.result() for f in futures]
             workers = ex.num_workers
+    elif a.tool == "mpipipe":
+        import mpipipe
+        from mpipipe.futures import Executor
+
+        mpipipe.init(data_root=a.data_root, job_id="dispatch-futures", progress_interval=0)
+        ex = Executor()
+        ex.launcher.join()  # executor ranks serve from here and exit; journaling and retries are on
+        t1 = time.perf_counter()
+        futures = [ex.submit(task, i) for i in range(a.tasks)]
+        stamps = [f.result() for f in futures]
+        workers = ex.launcher.join()[1].world.num_executors
     else:
         import dask
         from dask.distributed import Client, LocalCluster
@@ -62,7 +75,7 @@ def main() -> None:
     t2 = time.perf_counter()
     print("BENCH_RESULT " + json.dumps({
         "inner": t2 - t0, "startup": t1 - t0, "tasks_only": t2 - t1, "tasks": a.tasks,
-        "workers": workers if a.tool == "mpi4py" else a.workers, "first_task": min(stamps),
+        "workers": workers if a.tool in ("mpi4py", "mpipipe") else a.workers, "first_task": min(stamps),
         "rank0_rss_mb": peak_rss_mb()}), flush=True)
 
 

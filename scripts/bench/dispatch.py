@@ -5,7 +5,9 @@
 
 Tools (1 scheduler + 3 executors / workers on every one):
   mpipipe under `mpiexec -n 4` and on the local platform with 3 executors
-  (scripts/bench/noop_tasks.py: journal and retries on, as always);
+  (scripts/bench/noop_tasks.py: journal and retries on, as always), and
+  mpipipe's concurrent.futures face with one submit() per task under `mpiexec -n 4`
+  (scripts/bench/alt_tasks.py mpipipe);
   mpi4py.futures.MPIPoolExecutor under `mpiexec -n 4 python -m mpi4py.futures`,
   concurrent.futures.ProcessPoolExecutor(3), Dask LocalCluster(n_workers=3,
   threads_per_worker=1), each with one submit() per task (scripts/bench/alt_tasks.py);
@@ -29,6 +31,7 @@ import benchlib as B  # noqa: E402
 
 MPI = "mpipipe (mpiexec -n 4)"
 LOCAL = "mpipipe (local, 3 executors)"
+FUTURES = "mpipipe futures.Executor submit (mpiexec -n 4)"
 MPI4PY = "mpi4py.futures (mpiexec -n 4)"
 PPE = "ProcessPoolExecutor(3)"
 DASK = "Dask LocalCluster(3 x 1 thread)"
@@ -44,6 +47,8 @@ def commands(tasks: int, sp_tasks: int):
         MPI: ([B.mpiexec(), "-n", "4", B.PYTHON, noop, *common, "--job-id", "dispatch-mpi"], B.bench_env(), 300),
         LOCAL: ([B.PYTHON, noop, *common, "--job-id", "dispatch-local", "--platform", "local", "--num-executors", "3"],
                 B.bench_env(), 300),
+        FUTURES: ([B.mpiexec(), "-n", "4", B.PYTHON, alt, "mpipipe", "--tasks", str(tasks), "--data-root", B.WORK],
+                  B.bench_env(), 300),
         MPI4PY: ([B.mpiexec(), "-n", "4", B.PYTHON, "-m", "mpi4py.futures", alt, "mpi4py", "--tasks", str(tasks)],
                  B.bench_env(), 600),
         PPE: ([B.PYTHON, alt, "ppe", "--tasks", str(tasks), "--workers", "3"], B.bench_env(), 600),
@@ -68,7 +73,7 @@ def main() -> None:
     notes = []
     cmds = commands(a.tasks, a.smallpond_tasks)
     cmds[SMALLPOND] = cmds.pop("smallpond")
-    tools = [MPI, LOCAL, MPI4PY, PPE, DASK]
+    tools = [MPI, LOCAL, FUTURES, MPI4PY, PPE, DASK]
     skip = B.smallpond_skip_reason()
     if skip:
         notes.append(skip)
@@ -81,8 +86,8 @@ def main() -> None:
 
     def run_one(tool, rep):
         cmd, env, timeout = cmds[tool]
-        if tool in (MPI, LOCAL):
-            B.clear_job(B.WORK, "dispatch-mpi" if tool == MPI else "dispatch-local")
+        if tool in (MPI, LOCAL, FUTURES):
+            B.clear_job(B.WORK, {MPI: "dispatch-mpi", LOCAL: "dispatch-local", FUTURES: "dispatch-futures"}[tool])
         rec = B.run(cmd, timeout, env=env, label=tool)
         n = rec.get("tasks")
         if rec["status"] == "ok" and rec.get("inner") and n:
@@ -107,7 +112,7 @@ def main() -> None:
                                   for r in runs[SMALLPOND]]
     metrics = [("per_task_us", "per task (us)", "us"), ("rate", "tasks/s", "/s"), ("inner", "inside (s)", "s"),
                ("wall", "command (s)", "s"), ("rank0_rss_mb", "peak RSS, rank 0 / client (MB)", "MB")]
-    cmp = B.compare(runs, metrics, [MPI, LOCAL], ["per_task_us"])
+    cmp = B.compare(runs, metrics, [MPI, LOCAL, FUTURES], ["per_task_us"])
     if SMALLPOND in runs:
         first = B.metric(runs[SMALLPOND], "to_first_task")
         notes.append(f"smallpond: its first no-op task started {B.fmt_summary(first)} s after the command "
