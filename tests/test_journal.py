@@ -7,7 +7,7 @@ import zlib
 import pytest
 
 from mpipipe.execution import journal as journal_mod
-from mpipipe.execution.journal import JOURNAL_NAME, Journal, decode, encode, read_records
+from mpipipe.execution.journal import JOURNAL_NAME, Journal, decode, encode, encode_ok, read_records
 
 
 def ok(key, **extra):
@@ -41,6 +41,23 @@ def test_encode_decode_round_trip(record):
     assert line[8:9] == b" "
     assert int(line[:8], 16) == zlib.crc32(line[9:-1])
     assert decode(line) == record
+
+
+@pytest.mark.parametrize("output, value, logref", [
+    (None, None, ("/logs/rank-1/worker-0.log", 0, 120)),
+    ("/out/a b/\"q\"/é/part-00001", {"rows": 3, "bytes": 10, "x": [1.5, "é", None]}, ("/l", 7, None)),
+    ("/o", 0, None),
+    (None, "text\nwith newline", ["/l", None, None]),
+])
+def test_the_fast_ok_encoder_writes_the_same_bytes_as_the_general_one(output, value, logref):
+    t0, t1 = 1795240646.988086, 1795240647.25
+    line = encode_ok("f00d:12", "node_1.x-y", 12, 1, 3, t0, t1, output, value, logref)
+    rec = ok("f00d:12", n="node_1.x-y", p=12, a=1, r=3, t0=t0, t1=t1, o=output)
+    if value is not None:
+        rec["v"] = value
+    rec["log"] = list(logref) if logref is not None else None
+    assert line == encode(rec)
+    assert decode(line) == rec
 
 
 def test_encode_falls_back_to_str_for_unknown_types():

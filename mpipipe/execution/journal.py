@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from json.encoder import encode_basestring_ascii
 import os
 import time
 import zlib
@@ -20,8 +21,34 @@ log = logging.getLogger("mpipipe.journal")
 JOURNAL_NAME = "journal.log"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # made once: json.dumps(**kw) makes one a call
+
+
 def encode(record: Dict[str, Any]) -> bytes:
-    body = json.dumps(record, separators=(",", ":"), default=str).encode()
+    body = _ENCODER.encode(record).encode()
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+def _text(value: Optional[str]) -> str:
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+def encode_ok(key: str, name: str, partition: int, attempt: int, rank: int, t0: float, t1: float,
+              output: Optional[str], value: Any, logref: Any) -> bytes:
+    """The record of a finished task, built directly: the scheduler writes one per task, and the general
+    encoder costs about three times as much. Same JSON as encode() of the same dict (floats unrounded)."""
+    parts = ['{"s":"ok","k":', encode_basestring_ascii(key), ',"n":', encode_basestring_ascii(name),
+             ',"p":%d,"a":%d,"r":%d,"t0":%r,"t1":%r,"o":' % (partition, attempt, rank, float(t0), float(t1)),
+             _text(output)]
+    if value is not None:
+        parts += [',"v":', _ENCODER.encode(value)]
+    if logref is None:
+        parts.append(',"log":null}')
+    else:
+        path, start, end = logref
+        parts.append(',"log":[%s,%s,%s]}' % (_text(path), "null" if start is None else int(start),
+                                              "null" if end is None else int(end)))
+    body = "".join(parts).encode()
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
@@ -108,6 +135,10 @@ class Journal:
 
     def append(self, record: Dict[str, Any]) -> None:
         self._buf.append(encode(record))
+
+    def append_line(self, line: bytes) -> None:
+        """A record already encoded (encode_ok)."""
+        self._buf.append(line)
 
     def maybe_flush(self, now: float) -> None:
         if self._buf and (now - self._last_flush >= self.flush_every or len(self._buf) >= 4096):

@@ -21,7 +21,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from mpipipe.errors import JobInterrupted, JournalError, PlatformError, RequirementError, TaskFailedError
 from mpipipe.execution import protocol as P
-from mpipipe.execution.journal import Journal
+from mpipipe.execution.journal import Journal, encode_ok
 from mpipipe.execution.placement import Allocation, Placement
 from mpipipe.execution.progress import NodeCount, Progress
 from mpipipe.resources import more_memory
@@ -170,6 +170,8 @@ class Scheduler:
         self.placed_tasks: Dict[int, int] = {r: 0 for r in self.load}
         self.placed_slots: Dict[int, int] = {r: 0 for r in self.load}
         self.next_group = 0
+        self._out_shape: Dict[int, Tuple[str, int]] = {}  # node -> (output path prefix, partition digits)
+        self._all_inputs: Dict[int, Tuple[Tuple[str, ...], ...]] = {}  # non-pointwise node -> its input paths
 
     # --- plan expansion --------------------------------------------------------------
 
@@ -177,9 +179,12 @@ class Scheduler:
         return f"{self.nodes[node].info.fingerprint}:{partition}"
 
     def output_path(self, node: int, partition: int) -> str:
-        info = self.nodes[node].info
-        width = max(5, len(str(info.npartitions - 1)))
-        return os.path.join(self.job_dir, "outputs", info.name, f"part-{partition:0{width}d}")
+        shape = self._out_shape.get(node)
+        if shape is None:  # once per node: joining paths for every task costs more than the rest of it
+            info = self.nodes[node].info
+            shape = self._out_shape[node] = (os.path.join(self.job_dir, "outputs", info.name, "part-"),
+                                             max(5, len(str(info.npartitions - 1))))
+        return f"{shape[0]}{partition:0{shape[1]}d}"
 
     def _activate_ready_nodes(self, candidates: List[int]) -> None:
         for nid in candidates:
@@ -216,7 +221,7 @@ class Scheduler:
 
     def _reuse(self, nid: int, p: int) -> bool:
         """A partition an earlier run finished (journaled, output still there) is not run again."""
-        if nid in self.always_run:
+        if not self.done_before or nid in self.always_run:
             return False
         rec = self.done_before.get(self.key(nid, p))
         if rec is None or not output_exists(rec.get("o")):
@@ -267,14 +272,16 @@ class Scheduler:
 
     def _input_groups(self, nid: int, p: int) -> Tuple[Tuple[str, ...], ...]:
         info = self.nodes[nid].info
-        groups = []
-        for d in info.inputs:
-            outs = self.nodes[d].outputs
-            if info.pointwise:
-                groups.append(tuple(o for o in (outs[p].get("o"),) if o))
-            else:
-                groups.append(tuple(o for o in (outs[q].get("o") for q in range(self.nodes[d].info.npartitions)) if o))
-        return tuple(groups)
+        if not info.inputs:
+            return ()
+        if not info.pointwise:  # every partition reads all of its inputs, complete by now: built once per node
+            groups = self._all_inputs.get(nid)
+            if groups is None:
+                groups = self._all_inputs[nid] = tuple(
+                    tuple(o for o in (self.nodes[d].outputs[q].get("o") for q in range(self.nodes[d].info.npartitions))
+                          if o) for d in info.inputs)
+            return groups
+        return tuple(tuple(o for o in (self.nodes[d].outputs[p].get("o"),) if o) for d in info.inputs)
 
     def _make_task(self, nid: int, p: int, attempt: int, resources: Optional[Dict[str, Any]] = None) -> Task:
         self.next_tid += 1
@@ -462,27 +469,31 @@ class Scheduler:
             task, _ = self.inflight.pop(res.tid)
             if rank != EXTERNAL:
                 self.load[rank] -= 1
-            self.started_at.pop(res.tid, None)
-            if res.tid in self.losers:
-                self._discard_loser(task, res)
-                continue
-            slot = self.slots.pop(res.tid, None)
-            if slot is not None:
-                self._task_back(slot)
+            if self.speculate:
+                self.started_at.pop(res.tid, None)
+                if res.tid in self.losers:
+                    self._discard_loser(task, res)
+                    continue
+            if self.slots:
+                slot = self.slots.pop(res.tid, None)
+                if slot is not None:
+                    self._task_back(slot)
             info = self.nodes[task.node].info
             t0, t1 = res.info.get("t0", 0.0), res.info.get("t1", 0.0)
             dur = max(0.0, t1 - t0)
             self.avg_duration = dur if self.avg_duration is None else 0.9 * self.avg_duration + 0.1 * dur
             rec = {"s": res.status, "k": task.key, "n": info.name, "p": task.partition, "a": task.attempt,
-                   "r": rank, "t0": round(t0, 6), "t1": round(t1, 6)}
+                   "r": rank, "t0": t0, "t1": t1}
             if res.status == OK:
                 self.ran += 1
-                rec["o"] = res.info.get("output")
-                if res.info.get("value") is not None:
-                    rec["v"] = res.info["value"]
-                    self._count_data(rec["v"])
-                rec["log"] = res.info.get("log")
-                self.journal.append(rec)
+                rec["o"] = output = res.info.get("output")
+                value = res.info.get("value")
+                if value is not None:
+                    rec["v"] = value
+                    self._count_data(value)
+                rec["log"] = logref = res.info.get("log")
+                self.journal.append_line(encode_ok(task.key, info.name, task.partition, task.attempt, rank, t0, t1,
+                                                   output, value, logref))
                 self._note_slow(dur, info.name, task.partition)
                 if self.speculate:
                     self.durations.setdefault(task.node, []).append(dur)
