@@ -405,11 +405,15 @@ class HashPartitionNode(_BucketingNode):
 
         return schema.append(pa.field(self.partition_column, pa.int64()))
 
+    # hash(...) % n and floor(random() * n) are always in 0..n-1 and never NULL: no checking pass over the rows
+    buckets_in_range = True
+
     def process_partition(self, task: Any, inputs: List[Any]) -> Any:
         from mpipipe.steps.partition import bucket_with_sql
 
         threads, memory = self.task_resources(task)
-        bucket_with_sql(task, inputs[0], self.bucket_sql(), self.nbuckets, self.partition_column, threads, memory)
+        bucket_with_sql(task, inputs[0], self.bucket_sql(), self.nbuckets, self.partition_column, threads, memory,
+                        check=not self.buckets_in_range)
         return rows_written(task.output_dir)
 
 
@@ -417,6 +421,7 @@ class ColumnPartitionNode(HashPartitionNode):
     """Partition by the value of an integer column that already holds the partition number (0..n-1)."""
 
     kind = "column_partition"
+    buckets_in_range = False  # the user's column may hold anything
 
     def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, column: str,
                  name: Optional[str] = None, version: str = "", cpus: Optional[int] = None,

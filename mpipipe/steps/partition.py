@@ -87,8 +87,9 @@ def _split_rows(frags: Sequence[Fragment], n: int, p: int) -> List[Fragment]:
 
 
 def bucket_with_sql(task: Any, data: PartitionData, bucket_sql: str, nbuckets: int,
-                    partition_column: Optional[str], threads: int, memory: Optional[int]) -> None:
-    """DuckDB computes each row's bucket and writes one folder per bucket."""
+                    partition_column: Optional[str], threads: int, memory: Optional[int], check: bool = True) -> None:
+    """DuckDB computes each row's bucket and writes one folder per bucket (`check`: first make sure every
+    bucket is in 0..nbuckets-1, an extra pass over the rows that a hash bucket does not need)."""
     from mpipipe.steps.sql import connect, copy_partitioned
 
     out = task.output_dir
@@ -96,10 +97,10 @@ def bucket_with_sql(task: Any, data: PartitionData, bucket_sql: str, nbuckets: i
     try:
         data.duckdb_source(con, "__mpipipe_in")
         extra: Tuple[str, ...] = (f"{bucket_sql} AS {_quote(partition_column)}",) if partition_column else ()
-        check = con.sql(f"SELECT count(*) FROM (SELECT {bucket_sql} AS b FROM __mpipipe_in) "
-                        f"WHERE b IS NULL OR b < 0 OR b >= {nbuckets}").fetchall()[0][0]
-        if check:
-            raise DataError(f"{check} row(s) have a partition number outside 0..{nbuckets - 1} (or NULL); "
+        bad = check and con.sql(f"SELECT count(*) FROM (SELECT {bucket_sql} AS b FROM __mpipipe_in) "
+                                f"WHERE b IS NULL OR b < 0 OR b >= {nbuckets}").fetchall()[0][0]
+        if bad:
+            raise DataError(f"{bad} row(s) have a partition number outside 0..{nbuckets - 1} (or NULL); "
                             "fix the partition column or the number of partitions")
         copy_partitioned(con, "SELECT * FROM __mpipipe_in", bucket_sql, out, extra)
         schema = con.sql(f"SELECT *{''.join(', ' + x for x in extra)} FROM __mpipipe_in LIMIT 0").to_arrow_table().schema
