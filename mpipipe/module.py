@@ -141,8 +141,6 @@ def shards_of(module: Module) -> "tuple[List[Shard], bool]":
         items = [values.element(i) for i in range(len(values))]
     else:
         items = list(values)
-    if not items:
-        raise PlanError(f"module {module.name()!r}: array() returned no values; return None for a single run")
     return [Shard(i, v, digest(f"{base}|{i}|{stable_text(v)}")) for i, v in enumerate(items)], True
 
 

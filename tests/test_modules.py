@@ -179,3 +179,20 @@ def test_world_launcher_on_a_platform_built_from_a_target_mapping(tmp_path):
     done = python(JOB, "--platform-config", spec, "--shards", "6", *args(tmp_path))
     check_array(done, 6)
     assert "6 run(s), 0 found in the cache, 6 to run on local (3 executor(s))" in done.stderr
+
+
+def test_an_empty_array_returns_an_empty_list_without_a_world(tmp_path, monkeypatch):
+    import asyncio
+
+    import mpipipe
+
+    class Nothing(mpipipe.Module):
+        def array(self):
+            return []
+
+        def run(self, iteration_value=None, iteration_index=0):
+            raise AssertionError("never")
+
+    monkeypatch.setenv("SP_DATA_ROOT", str(tmp_path))
+    assert asyncio.run(mpipipe.WorldLauncher(platform="mpi").schedule(Nothing())) == []
+    assert not os.listdir(tmp_path)  # no job directory: no world was joined

@@ -110,8 +110,11 @@ class Launcher:
         if not isinstance(module, Module):
             raise PlanError(f"schedule() takes a mpipipe.Module, got {type(module).__name__}")
         shards, is_array = shards_of(module)
-        self.prepare()
         label = module_label(module)
+        if not shards:  # an empty array: nothing to run, and no world to join for it
+            say(f"module {label}: an empty array, nothing to run")
+            return []
+        self.prepare()
         results: List[Any] = [None] * len(shards)
         cache = self.result_cache()
         missing: List[Shard] = []
