@@ -285,6 +285,10 @@ class JobManager:
     def run(self, plan: LogicalPlan, launchers: Optional[Dict[str, Any]] = None) -> Optional[JobResult]:
         """Run the plan; `launchers` maps node names ("" the default) to launchers that run those nodes'
         tasks instead of the world's executors (see mpipipe.launchers.plan_steps)."""
+        if launchers:
+            from mpipipe.launchers.plan_steps import check_launchers
+
+            check_launchers(launchers, plan.nodes)  # a wrong mapping fails before any world starts
         platform, reason = self.platform()
         if self.config.dry_run:
             self._dry_run(plan, platform, reason)
@@ -292,10 +296,6 @@ class JobManager:
         if not platform.in_world():
             handles = platform.start_job(relaunch_argv())
             raise SystemExit(platform.wait_job(handles))
-        if launchers:
-            from mpipipe.launchers.plan_steps import external_steps
-
-            external_steps(launchers, plan.nodes, "", None)  # a wrong mapping fails before any world starts
         return self._run_plan(self.runtime(platform, reason), plan, launchers)
 
     def runtime(self, platform: Optional[Platform] = None, reason: str = "") -> Runtime:

@@ -162,6 +162,7 @@ class Scheduler:
         self.external: Dict[int, Callable[[List[Task]], None]] = {}
         self.external_ready: List[Tuple[int, int, int]] = []
         self.external_since: Optional[float] = None
+        self.external_running: Dict[int, int] = {}  # node -> its tasks with their launcher now
         self.external_results: "queue.SimpleQueue[Result]" = queue.SimpleQueue()
         self.ready_placed: Deque[Tuple[int, int, int]] = deque()
         self.requirement_cache: Dict[Tuple[int, int], Any] = {}
@@ -413,9 +414,8 @@ class Scheduler:
         due = {}
         for nid, _p, _a in self.external_ready:
             due[nid] = due.get(nid, 0) + 1
-        running = sum(1 for task, rank in self.inflight.values() if rank == EXTERNAL)
-        whole = all(n + len(self.nodes[nid].outputs) + running >= self.nodes[nid].info.npartitions
-                    for nid, n in due.items())
+        whole = all(n + len(self.nodes[nid].outputs) + self.external_running.get(nid, 0) >=
+                    self.nodes[nid].info.npartitions for nid, n in due.items())
         if not whole and now - self.external_since < EXTERNAL_GATHER_SECONDS:
             return False
         by_node: Dict[int, List[Task]] = {}
@@ -423,6 +423,7 @@ class Scheduler:
             task = self._make_task(nid, p, attempt)
             self.inflight[task.tid] = (task, EXTERNAL)
             by_node.setdefault(nid, []).append(task)
+            self.external_running[nid] = self.external_running.get(nid, 0) + 1
         self.external_ready = []
         self.external_since = None
         for nid, tasks in by_node.items():
@@ -469,6 +470,8 @@ class Scheduler:
             task, _ = self.inflight.pop(res.tid)
             if rank != EXTERNAL:
                 self.load[rank] -= 1
+            else:
+                self.external_running[task.node] -= 1
             if self.speculate:
                 self.started_at.pop(res.tid, None)
                 if res.tid in self.losers:
@@ -711,9 +714,9 @@ class Scheduler:
         self._activate_ready_nodes(list(self.nodes))
 
     def add(self, infos: List[NodeInfo], resources: Optional[Dict[int, Any]] = None,
-            group_sizes: Optional[Dict[int, int]] = None, watch: bool = True, reuse: bool = True) -> None:
-        """Nodes joining a live run (their inputs are nodes of this run or new ones); watched nodes are
-        reported to `on_settled` once they have nothing more to come. With reuse=False their tasks always
+            group_sizes: Optional[Dict[int, int]] = None, reuse: bool = True) -> None:
+        """Nodes joining a live run (their inputs are nodes of this run or new ones); each is reported to
+        `on_settled` once it has nothing more to come. With reuse=False their tasks always
         run (the caller keeps its own cache) and the journal's earlier plans are not compared with them."""
         new = [i for i in infos if i.id not in self.nodes]
         if reuse:
@@ -739,8 +742,7 @@ class Scheduler:
         if not new:
             return
         self.journal.append({"type": "nodes", "time": time.time(), "plan": {i.name: i.fingerprint for i in new}})
-        if watch:
-            self.watched.update(i.id for i in new)
+        self.watched.update(i.id for i in new)
         self._activate_ready_nodes([i.id for i in new])
         for i in new:
             self._settle(i.id)

@@ -64,7 +64,6 @@ class LiveRun:
         self._last: Optional[threading.Thread] = None
         self._stopping = False
         self._broken: Optional[BaseException] = None
-        self.runs = 0
 
     def submit(self, nodes: List[Any], infos: List[Any], resources: Optional[Dict[int, Any]] = None,
                group_sizes: Optional[Dict[int, int]] = None) -> "concurrent.futures.Future[Dict[int, NodeOutcome]]":
@@ -92,11 +91,6 @@ class LiveRun:
         """Like submit(), but the nodes are built by `make()` on the pump thread when it takes the request, so
         work that keeps arriving until then (one call after another) joins one node instead of many."""
         return self._enqueue(_Request([], [], {}, {}, concurrent.futures.Future(), make))
-
-    @property
-    def busy(self) -> bool:
-        with self._lock:
-            return self._thread is not None
 
     def wait_idle(self, timeout: Optional[float] = None) -> None:
         """Block until the current run (if any) has ended."""
@@ -141,7 +135,6 @@ class LiveRun:
             scheduler.on_settled = settled
             scheduler.start()
             started = True
-            self.runs += 1
             backoff = Backoff()
             while True:
                 with self._lock:
@@ -213,8 +206,3 @@ class LiveRun:
                         self._after_run()
                 except Exception:  # noqa: BLE001
                     log.exception("ending the run in the journal failed")
-
-
-def node_values(outcome: NodeOutcome) -> List[Tuple[int, Any]]:
-    """(partition, returned value) of each finished partition."""
-    return [(p, rec.get("v")) for p, rec in sorted(outcome.records.items())]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from mpipipe.errors import PlanError
 from mpipipe.execution.task import FAILED, OK, Result, Task, TaskContext
-from mpipipe.module import Module, ModuleFailed
+from mpipipe.module import Module, ModuleFailed, ShardFailure
 
 
 class NodeTasks(Module):
@@ -88,7 +87,7 @@ class ExternalSteps:
             failures = {f.index: f for f in e.failures}
         except BaseException as e:  # noqa: BLE001  the launcher itself failed: every task fails with it
             results = [None] * len(tasks)
-            failures = {i: _Failure(f"{type(e).__name__}: {e}") for i in range(len(tasks))}
+            failures = {i: ShardFailure(i, i, f"{type(e).__name__}: {e}") for i in range(len(tasks))}
         for i, task in enumerate(tasks):
             f = failures.get(i)
             if f is None and isinstance(results[i], dict):
@@ -96,26 +95,15 @@ class ExternalSteps:
                 self.results.put(Result(task.tid, OK, {"output": r["output"], "value": r["value"], "t0": r["t0"],
                                                         "t1": r["t1"], "log": None}))
             else:
-                f = f or _Failure("the launcher returned no result")
+                f = f or ShardFailure(i, i, "the launcher returned no result")
                 self.results.put(Result(task.tid, FAILED, {
                     "error": f.error, "traceback": f.traceback, "where": self.launcher.describe(),
                     "log": (f.log or "?", 0, None), "t0": time.time(), "t1": time.time()}))
 
 
-class _Failure:
-    def __init__(self, error: str) -> None:
-        self.error = error
-        self.traceback = ""
-        self.log = ""
-
-
-def external_steps(launchers: Optional[Mapping[str, Any]], nodes: List[Any], job_dir: str,
-                   results: Any) -> Dict[int, Callable[[List[Task]], None]]:
-    """node id -> submit function, for the plan's nodes that a non-world launcher runs."""
-    if not launchers:
-        return {}
+def check_launchers(launchers: Mapping[str, Any], nodes: List[Any]) -> None:
+    """A mapping that names no node of the plan, or maps to something that is not a launcher, is a plan error."""
     from mpipipe.launchers.base import Launcher
-    from mpipipe.launchers.world import WorldLauncher
 
     names = {n.name for n in nodes}
     unknown = sorted(k for k in launchers if k and k not in names)
@@ -125,6 +113,15 @@ def external_steps(launchers: Optional[Mapping[str, Any]], nodes: List[Any], job
     for key, value in launchers.items():
         if value is not None and not isinstance(value, Launcher):
             raise PlanError(f"launchers[{key!r}] must be a Launcher or None, got {type(value).__name__}")
+
+
+def external_steps(launchers: Optional[Mapping[str, Any]], nodes: List[Any], job_dir: str,
+                   results: Any) -> Dict[int, Callable[[List[Task]], None]]:
+    """node id -> submit function, for the plan's nodes that a non-world launcher runs (checked already)."""
+    if not launchers:
+        return {}
+    from mpipipe.launchers.world import WorldLauncher
+
     out: Dict[int, Callable[[List[Task]], None]] = {}
     for n in nodes:
         launcher = launchers.get(n.name, launchers.get(""))
