@@ -3,7 +3,10 @@
 Tasks of a node are created only when due (a cursor over its partitions), so
 plans with millions of partitions never exist as a list. Tiny tasks are batched
 per message automatically from the measured task duration; long tasks are sent
-one at a time so the last ones are not stuck behind a busy rank.
+one at a time so the last ones are not stuck behind a busy rank. Tasks with
+stated needs take the placed path (execution/placed.py); copies of stragglers
+are execution/speculation.py; tasks of launcher-run nodes are handed to their
+launcher and come back on a queue.
 """
 from __future__ import annotations
 
@@ -19,13 +22,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
-from mpipipe.errors import JobInterrupted, JournalError, PlatformError, RequirementError, TaskFailedError
+from mpipipe.errors import JobInterrupted, JournalError, PlatformError, TaskFailedError
 from mpipipe.execution import protocol as P
 from mpipipe.execution.journal import Journal, encode_ok
-from mpipipe.execution.placement import Allocation, Placement
+from mpipipe.execution.placed import NO_REQUIREMENT, PlacedDispatch, Slot
+from mpipipe.execution.placement import Placement
 from mpipipe.execution.progress import NodeCount, Progress
-from mpipipe.resources import more_memory
-from mpipipe.execution.task import OK, Result, Task, output_exists
+from mpipipe.execution.speculation import SPECULATIVE_SUFFIX, Speculation
+from mpipipe.execution.task import EXTERNAL, OK, Result, Task, output_exists
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
 from mpipipe.logical.node import NodeInfo
 
@@ -34,11 +38,8 @@ log = logging.getLogger("mpipipe.scheduler")
 # Aim for batches that keep a worker busy this long per message; beyond it, prefer balance.
 BATCH_SECONDS = 0.02
 STATE_SECONDS = 1.0  # how often state.json is rewritten while the job runs
-SPECULATE_AFTER = 0.5  # seconds a task must have run before a copy of it may start
-SPECULATIVE_SUFFIX = ".speculative"  # a copy commits beside the original, never over it
 MAX_BATCH = 512
 EXTERNAL_GATHER_SECONDS = 1.0  # due tasks of a launcher-run node are handed over together within this time
-EXTERNAL = 0  # the "rank" of tasks a launcher runs outside the world (SLURM, ...): rank 0 hands them over
 
 
 @dataclass
@@ -79,27 +80,7 @@ class Failure:
                 f"--- log: {self.log}")
 
 
-class _NoRequirement:
-    static = None
-
-    @staticmethod
-    def for_task(_inputs: Any) -> None:
-        return None
-
-
-_NO_REQUIREMENT = _NoRequirement()
-
-
-@dataclass
-class _Slot:
-    """One placement: a worker of `rank` holding `alloc` for `remaining` more tasks."""
-
-    rank: int
-    alloc: Optional[Allocation]
-    remaining: int
-
-
-class Scheduler:
+class Scheduler(PlacedDispatch, Speculation):
     tid_floor = 0  # the highest task id any run of this process used
 
     def __init__(self, transport: Transport, infos: List[NodeInfo], roots: List[int], *, job_dir: str,
@@ -151,7 +132,7 @@ class Scheduler:
         # nodes that state their needs are placed on ranks that fit; the others take the fast path
         self.resources: Dict[int, Any] = dict(resources or {})
         for nid in group_sizes or {}:  # chunked nodes take the placed path even without a requirement
-            self.resources.setdefault(nid, _NO_REQUIREMENT)
+            self.resources.setdefault(nid, NO_REQUIREMENT)
         self.hosts = dict(hosts or {})
         self.placement = Placement(self.hosts, workers_per_executor) if self.resources else None
         # live runs: nodes added while running, and who wants to hear when each settles
@@ -167,7 +148,7 @@ class Scheduler:
         self.ready_placed: Deque[Tuple[int, int, int]] = deque()
         self.requirement_cache: Dict[Tuple[int, int], Any] = {}
         self.group_sizes: Dict[int, int] = dict(group_sizes or {})
-        self.slots: Dict[int, _Slot] = {}  # tid -> the placement it runs in
+        self.slots: Dict[int, Slot] = {}  # tid -> the placement it runs in
         self.placed_tasks: Dict[int, int] = {r: 0 for r in self.load}
         self.placed_slots: Dict[int, int] = {r: 0 for r in self.load}
         self.next_group = 0
@@ -300,107 +281,6 @@ class Scheduler:
         batch = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(self.avg_duration, 1e-6))))
         return batch, self.workers * 2 * batch
 
-    def _requirement(self, nid: int, p: int) -> Any:
-        key = (nid, p)
-        if key not in self.requirement_cache:
-            self.requirement_cache[key] = self.resources[nid].for_task(self._input_groups(nid, p))
-        return self.requirement_cache[key]
-
-    def _fail_unplaceable(self, item: Tuple[int, int, int], error: str) -> None:
-        nid, p, attempt = item
-        self.next_tid += 1
-        task = Task(self.next_tid, nid, p, self.max_retries, self.key(nid, p), (), self.output_path(nid, p))
-        self.failed_attempts += 1
-        self._on_failure(task, Result(task.tid, "failed", {"error": error, "where": "rank 0 (placement)",
-                                                           "log": (os.path.join(self.job_dir, "logs", "rank-0.log"), 0, None)}))
-
-    def _pick(self, rank: int) -> Optional[Tuple[Tuple[int, int, int], Optional[Allocation]]]:
-        """The first waiting placed task that fits this rank's free capacity (a bounded look-ahead)."""
-        assert self.placement is not None
-        for i, item in enumerate(self.ready_placed):
-            if i >= 256:
-                return None
-            try:
-                req = self._requirement(item[0], item[1])
-            except Exception as e:  # noqa: BLE001  the user's resources function failed
-                del self.ready_placed[i]
-                self._fail_unplaceable(item, f"its resources could not be computed: {type(e).__name__}: {e}")
-                return None
-            if req is None:
-                del self.ready_placed[i]
-                return item, None
-            if not self.placement.servable(req):
-                del self.ready_placed[i]
-                self._fail_unplaceable(item, f"it needs {req}, which no executor can serve; executors: "
-                                             f"{self.placement.hosts_text()}")
-                return None
-            alloc = self.placement.place(rank, req)
-            if alloc is not None:
-                del self.ready_placed[i]
-                return item, alloc
-        return None
-
-    def _dispatch_placed(self) -> bool:
-        """Placed tasks go to a rank with a free worker and the capacity they need: one task per
-        placement, or up to `size_per_task` tasks of one node that share a placement and run in turn."""
-        if self.placement is None:
-            return False
-        if not self.ready_placed and self.active:
-            self._expand(len(self.load) * self.workers)
-        sent = False
-        for rank in self.load:
-            while self.ready_placed and self._busy_workers(rank) < self.workers:
-                picked = self._pick(rank)
-                if picked is None:
-                    break
-                (nid, p, attempt), alloc = picked
-                items = [(nid, p, attempt)] + self._group_mates(nid, p, self.group_sizes.get(nid, 1) - 1)
-                resources = alloc.task_resources() if alloc else None
-                if resources is not None and len(items) > 1:
-                    self.next_group += 1
-                    resources = dict(resources, group=self.next_group)
-                tasks = [self._make_task(n, q, a, resources) for n, q, a in items]
-                slot = _Slot(rank, alloc, len(tasks))
-                for task in tasks:
-                    self.inflight[task.tid] = (task, rank)
-                    self.slots[task.tid] = slot
-                self.load[rank] += len(tasks)
-                self.placed_tasks[rank] += len(tasks)
-                self.placed_slots[rank] += 1
-                self.t.send(rank, P.tasks_msg(tasks))
-                sent = True
-        return sent
-
-    def _busy_workers(self, rank: int) -> int:
-        """Workers of a rank in use: one per placement, one per plain task."""
-        return self.load[rank] - self.placed_tasks[rank] + self.placed_slots[rank]
-
-    def _task_back(self, slot: "_Slot") -> None:
-        self.placed_tasks[slot.rank] -= 1
-        slot.remaining -= 1
-        if slot.remaining == 0:  # the last task of its placement is back
-            self.placed_slots[slot.rank] -= 1
-            if slot.alloc is not None and self.placement is not None:
-                self.placement.release(slot.alloc)
-
-    def _group_mates(self, nid: int, p: int, want: int) -> List[Tuple[int, int, int]]:
-        """Up to `want` more waiting tasks of the node with the same requirement, for one shared placement."""
-        if want <= 0:
-            return []
-        if len(self.ready_placed) < want + 1:
-            self._expand(want)
-        req = self._requirement(nid, p)
-        mates, keep = [], deque()
-        while self.ready_placed and len(mates) < want:
-            item = self.ready_placed.popleft()
-            if item[0] == nid and self._requirement(item[0], item[1]) == req:
-                mates.append(item)
-            else:
-                keep.append(item)
-        keep.extend(self.ready_placed)
-        self.ready_placed = keep
-        return mates
-
     def _dispatch_external(self) -> bool:
         """Hand the due tasks of launcher-run nodes to their launcher, one call per node."""
         if self.external and self.active and not self.ready and not self.ready_placed:
@@ -516,97 +396,6 @@ class Scheduler:
                     continue
                 self._on_failure(task, res)
 
-    def _more_memory(self, task: Task) -> None:
-        """After a memory failure, the next attempt asks for twice the memory, up to the largest host's."""
-        if task.node not in self.resources or self.placement is None:
-            return
-        req = self._requirement(task.node, task.partition)
-        if req is None:
-            return
-        cap = max(c.spec.cpu.memory for c in self.placement.ranks.values())
-        bigger = more_memory(req, cap)
-        if bigger is not None:
-            self.requirement_cache[(task.node, task.partition)] = bigger
-            log.info("%s[%d] ran out of memory: the next attempt asks for %s", self.nodes[task.node].info.name,
-                     task.partition, bigger)
-
-    def _discard_loser(self, task: Task, res: Result) -> None:
-        """The slower copy of a speculated task: its outcome is ignored and its output removed."""
-        self.losers.discard(res.tid)
-        out = res.info.get("output") if res.status == OK else None
-        winner = self.nodes[task.node].outputs.get(task.partition, {}).get("o")
-        if out and out != winner:
-            shutil.rmtree(out, ignore_errors=True)
-
-    def _speculate(self) -> bool:
-        """With nothing else to run, start a copy of a straggler on another rank with a free worker.
-
-        A node qualifies once 3/4 of its partitions are done; a task qualifies when it has run
-        more than twice the node's median task time (and at least SPECULATE_AFTER seconds).
-        """
-        free = [r for r in self.load if self.load[r] < self.workers]
-        if not free or not self.inflight or len(self.twins) >= 2 * len(self.load):
-            return False
-        now = time.monotonic()
-        best: Optional[Tuple[float, int]] = None
-        blocked = self._blocked(now)
-        for tid, (task, _rank) in self.inflight.items():
-            if tid in self.twins or tid in self.losers or task.resources is not None or tid not in self.started_at \
-                    or task.node in self.external:
-                continue
-            if tid in blocked:  # not running at all: it waits on its rank behind a straggler
-                ran = now - self.started_at[tid]
-                if best is None or ran > best[0]:
-                    best = (ran, tid)
-                continue
-            st = self.nodes[task.node]
-            times = self.durations.get(task.node)
-            if not times or len(st.outputs) < 0.75 * st.info.npartitions:
-                continue
-            median = sorted(times)[len(times) // 2]
-            ran = now - self.started_at[tid]
-            if ran > max(2 * median, SPECULATE_AFTER) and (best is None or ran > best[0]):
-                best = (ran, tid)
-        if best is None:
-            return False
-        task, rank = self.inflight[best[1]]
-        target = next((r for r in free if r != rank), None)
-        if target is None:
-            return False
-        self.next_tid += 1
-        copy = task._replace(tid=self.next_tid, output=task.output + SPECULATIVE_SUFFIX)
-        self.inflight[copy.tid] = (copy, target)
-        self.started_at[copy.tid] = now
-        self.twins[copy.tid], self.twins[task.tid] = task.tid, copy.tid
-        self.load[target] += 1
-        self.speculated += 1
-        log.info("speculating %s[%d] (running %.1fs) on rank %d", self.nodes[task.node].info.name, task.partition,
-                 best[0], target)
-        self.t.send(target, P.tasks_msg([copy]))
-        return True
-
-    def _straggling(self, tid: int, now: float) -> bool:
-        """A task running past twice its node's median task time (and at least SPECULATE_AFTER seconds)."""
-        task, _rank = self.inflight[tid]
-        times = self.durations.get(task.node)
-        if not times or tid not in self.started_at:
-            return False
-        return now - self.started_at[tid] > max(2 * sorted(times)[len(times) // 2], SPECULATE_AFTER)
-
-    def _blocked(self, now: float) -> Set[int]:
-        """Tasks queued on a rank behind a straggler. A rank runs `workers` tasks at a time in the order they
-        were sent, and small tasks travel in batches, so a straggler holds up the tasks sent with it: copies
-        of those may start whatever share of their node is done."""
-        queues: Dict[int, List[int]] = {}
-        for tid, (_task, rank) in self.inflight.items():  # in the order they were sent
-            if rank != EXTERNAL:
-                queues.setdefault(rank, []).append(tid)
-        blocked: Set[int] = set()
-        for tids in queues.values():
-            if len(tids) > self.workers and any(self._straggling(t, now) for t in tids[:self.workers]):
-                blocked.update(tids[self.workers:])
-        return blocked
-
     def _node_counts(self) -> List[NodeCount]:
         """Per node: done (this run or reused), running, failed for good, of total; for the progress bars."""
         running: Dict[int, int] = {}
@@ -688,15 +477,6 @@ class Scheduler:
         if changed:
             log.warning("re-running changed node(s) %s and what depends on them", ", ".join(changed))
 
-    def check_requirements(self) -> None:
-        """A static requirement that no executor could ever serve fails the job before anything runs."""
-        if self.placement is None:
-            return
-        for nid, res in self.resources.items():
-            if res.static is not None and not self.placement.servable(res.static):
-                raise RequirementError(f"node {self.nodes[nid].info.name!r} needs {res.static}, which no executor "
-                                       f"can serve; executors: {self.placement.hosts_text()}")
-
     def start(self) -> None:
         """Open the journal, learn what earlier runs finished, and start the ready nodes."""
         self.check_requirements()
@@ -736,7 +516,7 @@ class Scheduler:
             self.resources[nid] = res
         for nid, size in (group_sizes or {}).items():
             self.group_sizes[nid] = size
-            self.resources.setdefault(nid, _NO_REQUIREMENT)
+            self.resources.setdefault(nid, NO_REQUIREMENT)
         if self.resources and self.placement is None:
             self.placement = Placement(self.hosts, self.workers)
         if not new:

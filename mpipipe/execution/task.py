@@ -22,6 +22,7 @@ class Task(NamedTuple):
     resources: Optional[Dict[str, Any]] = None  # what placement gave it: cpus, memory, devices, time
 
 
+EXTERNAL = 0  # the rank named for tasks a launcher ran outside the world (SLURM, ...): rank 0 handed them over
 OK = "ok"
 FAILED = "failed"
 
