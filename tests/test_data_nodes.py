@@ -23,6 +23,7 @@ from journal_tools import ok_counts
 from mpipipe.logical.dataset import Fragment
 from mpipipe.steps.partio import BUCKET_COLUMN, MANIFEST, PartitionData, bucket_dir
 from mpipipe.steps.sink import MARKER
+from table_tools import assert_rows
 
 SCRIPT = os.path.join(REPO, "tests", "pipelines", "data_nodes.py")
 
@@ -163,31 +164,6 @@ def run(request, inputs, tmp_path_factory) -> Run:
 
 
 # --- comparing -----------------------------------------------------------------------------
-
-def _norm(v: Any) -> Any:
-    if isinstance(v, float):
-        return None if math.isnan(v) else round(v, 6)
-    return v
-
-
-def _key(row: Sequence[Any]) -> tuple:
-    return tuple((v is None, v if v is not None else 0) for v in row)
-
-
-def rows(t: pa.Table, ordered: bool = False) -> List[tuple]:
-    cols = [t.column(i).to_pylist() for i in range(t.num_columns)]
-    out = [tuple(_norm(c[i]) for c in cols) for i in range(t.num_rows)]
-    return out if ordered else sorted(out, key=_key)
-
-
-def assert_rows(actual: pa.Table, expected: pa.Table, ordered: bool = False, what: str = "") -> None:
-    assert actual.column_names == expected.column_names, f"{what}: columns {actual.column_names} != {expected.column_names}"
-    a, e = rows(actual, ordered), rows(expected, ordered)
-    if a != e:
-        first = next((i for i, (x, y) in enumerate(zip(a, e)) if x != y), min(len(a), len(e)))
-        raise AssertionError(f"{what}: {len(a)} rows vs {len(e)} expected ({'ordered' if ordered else 'as multisets'}); "
-                             f"first difference at row {first}: {a[first:first + 2]} vs {e[first:first + 2]}")
-
 
 def concat(tables: Sequence[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 import os
 import random
 import re
@@ -25,6 +24,7 @@ import pytest
 
 from helpers import BIN, REPO, env_for_tests, mpiexec, python
 from journal_tools import ok_counts
+from table_tools import assert_rows, norm
 
 SCRIPT = os.path.join(REPO, "tests", "pipelines", "dataframe_all.py")
 ORDER_FILES = (300, 400, 500)  # rows of orders/o0..o2.parquet
@@ -204,33 +204,6 @@ def run(request, inputs, tmp_path_factory) -> Run:
 
 # --- comparing -------------------------------------------------------------------------------------
 
-def _norm(v: Any) -> Any:
-    if isinstance(v, float):
-        return None if math.isnan(v) else round(v, 6)
-    if isinstance(v, dict):
-        return {k: _norm(x) for k, x in v.items()}
-    return v
-
-
-def _key(row: Sequence[Any]) -> tuple:
-    return tuple((v is None, v if v is not None else 0) for v in row)
-
-
-def rows(t: pa.Table, ordered: bool = False) -> List[tuple]:
-    cols = [t.column(i).to_pylist() for i in range(t.num_columns)]
-    out = [tuple(_norm(c[i]) for c in cols) for i in range(t.num_rows)]
-    return out if ordered else sorted(out, key=_key)
-
-
-def assert_rows(actual: pa.Table, expected: pa.Table, ordered: bool = False, what: str = "") -> None:
-    assert actual.column_names == expected.column_names, f"{what}: columns {actual.column_names} != {expected.column_names}"
-    a, e = rows(actual, ordered), rows(expected, ordered)
-    if a != e:
-        first = next((i for i, (x, y) in enumerate(zip(a, e)) if x != y), min(len(a), len(e)))
-        raise AssertionError(f"{what}: {len(a)} rows vs {len(e)} expected ({'ordered' if ordered else 'as multisets'}); "
-                             f"first difference at row {first}: {a[first:first + 2]} vs {e[first:first + 2]}")
-
-
 def assert_parts(actual: pa.Table, parts: Sequence[pa.Table], ordered: bool = False, what: str = "") -> None:
     """`actual` is the partitions in order: sliced by the expected sizes, each slice matches its partition."""
     assert actual.num_rows == sum(p.num_rows for p in parts), \
@@ -246,7 +219,7 @@ def sizes_of(parts: Sequence[pa.Table]) -> List[int]:
 
 
 def pylist(t: pa.Table) -> List[Dict[str, Any]]:
-    return [_norm(r) for r in t.to_pylist()]
+    return [norm(r) for r in t.to_pylist()]
 
 
 # --- readers ---------------------------------------------------------------------------------------
@@ -394,7 +367,7 @@ def test_limit_and_take_in_partition_order(run, duck):
     assert run.results["take_hash2"] == pylist(hash2.slice(0, 12)), "take(12) is not the first rows in partition order"
     # over a split with empty partitions; the limit is above the row count
     assert_rows(run.t("limit_files"), duck.orders_ordered, ordered=True, what="files.limit(5000)")
-    assert [_norm(r) for r in run.results["take_glob"]] == pylist(duck.orders_ordered.slice(0, 5))
+    assert [norm(r) for r in run.results["take_glob"]] == pylist(duck.orders_ordered.slice(0, 5))
 
 
 # --- partial_sql -----------------------------------------------------------------------------------
