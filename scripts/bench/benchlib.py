@@ -7,6 +7,7 @@ reports what it measured itself by printing one line `BENCH_RESULT {json}`.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -519,3 +520,19 @@ def journal_span(job_dir: str) -> Optional[float]:
     except OSError:
         return None
     return end - start if start is not None and end is not None else None
+
+
+def data_workload_args(description: str, rows: int) -> argparse.Namespace:
+    """The flags of the data workloads (group-by, sort); --alone/--input/--output are how a workload runs
+    one alternative in a process of its own."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--rows", type=int, default=rows)
+    ap.add_argument("--files", type=int, default=8)
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--executors", type=int, default=2)
+    ap.add_argument("--out", help="the JSON result file")
+    ap.add_argument("--alone", choices=["duckdb", "polars"], help=argparse.SUPPRESS)
+    ap.add_argument("--input", help=argparse.SUPPRESS)
+    ap.add_argument("--output", help=argparse.SUPPRESS)
+    return ap.parse_args()

@@ -23,7 +23,6 @@ compared with DuckDB's, group by group (count, sum within 1e-9 relative, min).
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -134,17 +133,7 @@ def main() -> None:
     if "--pipeline" in sys.argv:
         sys.argv.remove("--pipeline")
         return pipeline()
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=1_000_000 if B.quick() else 20_000_000)
-    ap.add_argument("--files", type=int, default=8)
-    ap.add_argument("--partitions", type=int, default=8)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--executors", type=int, default=2)
-    ap.add_argument("--out", help="the JSON result file")
-    ap.add_argument("--alone", choices=["duckdb", "polars"], help=argparse.SUPPRESS)
-    ap.add_argument("--input", help=argparse.SUPPRESS)
-    ap.add_argument("--output", help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = B.data_workload_args(__doc__.splitlines()[0], 1_000_000 if B.quick() else 20_000_000)
     if a.alone:
         return alone(a.alone, a.input, a.output, a.executors)
 

@@ -24,7 +24,6 @@ order), and the same records as the input (count and XOR of hash(key, payload)).
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import math
@@ -129,17 +128,7 @@ def alone(engine: str, input_dir: str, output: str, rows: int, parts: int, threa
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=500_000 if B.quick() else 10_000_000)
-    ap.add_argument("--files", type=int, default=8)
-    ap.add_argument("--partitions", type=int, default=8)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--executors", type=int, default=2)
-    ap.add_argument("--out", help="the JSON result file")
-    ap.add_argument("--alone", choices=["duckdb", "polars"], help=argparse.SUPPRESS)
-    ap.add_argument("--input", help=argparse.SUPPRESS)
-    ap.add_argument("--output", help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = B.data_workload_args(__doc__.splitlines()[0], 500_000 if B.quick() else 10_000_000)
     if a.alone:
         return alone(a.alone, a.input, a.output, a.rows, a.partitions, a.executors)
 
