@@ -7,7 +7,8 @@ import zlib
 import pytest
 
 from mpipipe.execution import journal as journal_mod
-from mpipipe.execution.journal import JOURNAL_NAME, Journal, decode, encode, encode_ok, read_records
+from mpipipe.execution.journal import (JOURNAL_NAME, Journal, decode, encode, encode_ok, encode_ok_batch, expand,
+                                      read_records)
 
 
 def ok(key, **extra):
@@ -90,6 +91,43 @@ def test_decode_bad_header():
     body = b'{"k":"a"}'
     assert decode(b"zzzzzzzz %s\n" % body) is None
     assert decode(b"%08x_%s\n" % (zlib.crc32(body), body)) is None
+
+
+BATCH_ITEMS = [  # (partition, attempt, t0, t1, output, value, logref)
+    (4, 0, 1795240646.988086, 1795240646.988191, None, None, ("/logs/rank-1/worker-0.log", 10, 52)),
+    (5, 2, 1795240646.988201, 1795240647.5, "/out/n/part-00005", {"rows": 3}, ("/logs/rank-1/worker-1.log", 0, None)),
+    (9, 0, 1795240646.9, 1795240646.95, None, [1, "é"], None),
+]
+
+
+def test_a_batch_record_reads_back_as_one_ok_record_per_task(tmp_path):
+    line = encode_ok_batch("f00d", "node", 3, BATCH_ITEMS)
+    (tmp_path / JOURNAL_NAME).write_bytes(encode(ok("f00d:1", v=0)) + line)
+    got = list(read_records(str(tmp_path / JOURNAL_NAME)))
+    assert got[0] == ok("f00d:1", v=0)
+    assert [r["k"] for r in got[1:]] == ["f00d:4", "f00d:5", "f00d:9"]
+    for rec, (p, a, t0, t1, o, v, logref) in zip(got[1:], BATCH_ITEMS):
+        assert (rec["s"], rec["n"], rec["p"], rec["a"], rec["r"], rec["o"]) == ("ok", "node", p, a, 3, o)
+        assert rec.get("v") == v and ("v" in rec) == (v is not None)
+        assert rec["log"] == (list(logref) if logref else None)
+        assert abs(rec["t0"] - t0) < 2e-6 and abs(rec["t1"] - t1) < 2e-6  # kept to the microsecond
+    assert expand(decode(line)) == got[1:]
+
+
+def test_replay_by_node_takes_batches_and_single_records_alike(tmp_path):
+    j = Journal(str(tmp_path))
+    j.open()
+    j.append_line(encode_ok_batch("f00d", "node", 1, BATCH_ITEMS))
+    j.append(ok("f00d:5", v="again"))  # a later outcome of the same task wins
+    j.append(ok("beef:0", o="/x"))
+    j.append(failed("beef:1"))
+    j.close()
+    done = Journal(str(tmp_path)).replay_by_node()
+    assert sorted(done) == ["beef", "f00d"]
+    assert sorted(done["f00d"]) == [4, 5, 9] and done["f00d"][5]["v"] == "again"
+    assert done["f00d"][9]["v"] == [1, "é"]
+    assert list(done["beef"]) == [0]
+    assert set(Journal(str(tmp_path)).replay()) == {"f00d:4", "f00d:5", "f00d:9", "beef:0"}
 
 
 # --- Journal -----------------------------------------------------------------------------------------

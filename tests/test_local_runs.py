@@ -88,6 +88,22 @@ def test_failed_attempt_is_retried_and_job_succeeds(mode, data_root):
     assert os.path.exists(failed[0]["log"][0])
 
 
+@pytest.mark.parametrize("mode", ["exit", "sigkill"])
+def test_a_worker_dying_among_tiny_tasks_fails_only_the_task_it_was_running(mode, data_root):
+    # tiny tasks are sent in batches and their results come back in frames of several: the worker dies
+    # holding finished results it has not written; those tasks run again, only the one it died in failed
+    n, bad = 3000, 2500
+    done = python(FLAKY, "--data-root", data_root, "--mode", mode, "--fail-partition", str(bad), "--fail-attempts", "1",
+                  "-n", str(n), "--num-executors", "1", check=True)
+    assert f"total={sum(p * p for p in range(n))}" in done.stdout
+    recs = records(data_root)
+    failed = [(r["n"], r["p"], r["a"]) for r in recs if r.get("s") == "failed"]
+    assert failed == [("square", bad, 0)]
+    ok = [r for r in recs if r.get("s") == "ok" and r["n"] == "square"]
+    assert sorted(r["p"] for r in ok) == list(range(n))  # each partition journaled once
+    assert {r["p"]: r["a"] for r in ok if r["a"]} == {bad: 1}
+
+
 @pytest.mark.parametrize("mode,expect", [
     ("exception", "ValueError: bad value in partition 3"),
     ("exit", "exited with code 3"),

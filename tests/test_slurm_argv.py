@@ -20,7 +20,7 @@ import pytest
 from mpipipe.config import JobConfig, build_config, slurm_time_seconds
 from mpipipe.driver import SLURM_DESTS, Driver
 from mpipipe.errors import ConfigError, PlatformError
-from mpipipe.execution.journal import encode
+from mpipipe.execution.journal import encode, encode_ok_batch
 from mpipipe.platform import registry
 from mpipipe.platform import slurm as S
 from mpipipe.platform import slurm_commands as sc
@@ -469,6 +469,11 @@ def test_journal_progress_counts_distinct_tasks_of_the_jobs_nodes(tmp_path):
                             {"s": "ok", "k": "fa:1"}, {"s": "ok", "k": "fb:0"}])
     p.update()
     assert (p.done, p.total, p.failed, p.runs, p.ended) == (3, 4, 0, 2, None)
+    with open(journal, "ab") as f:  # a batch record: its tasks count one by one, a repeat once
+        f.write(encode_ok_batch("fb", "b", 1, [(q, 0, 1.0, 2.0, None, None, None) for q in (0, 1, 2)]))
+    p.update()
+    assert p.done == 4  # fa:0, fa:1, fb:0..2: five, capped at the run's total of four
+    assert p._ok["fb"] == {"0", "1", "2"}
     os.replace(journal, tmp_path / "journal.log.old")  # --fresh moves it aside
     write_journal(journal, [{"type": "run", "total": 4}], mode="wb")
     p.update()

@@ -14,7 +14,7 @@ from mpipipe.execution import protocol as P
 from mpipipe.execution.osutil import RankLogHandler
 from mpipipe.execution.task import FAILED, Result, Task
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
-from mpipipe.execution.worker import WorkerHandle, wait_any
+from mpipipe.execution.worker import WorkerHandle, task_marker, wait_any
 
 log = logging.getLogger("mpipipe.executor")
 
@@ -121,7 +121,7 @@ class Executor:
             ready = wait_any(self.workers, 0 if got else backoff.next())
             results: List[Result] = []
             for w in ready:
-                done, crashed, rest = w.collect()
+                done, crashed, rest = w.collect(self.node_names)
                 if done or crashed is not None:
                     self.deadlines.pop(id(w), None)
                 results.extend(self._with_log_files(done))
@@ -213,7 +213,7 @@ class Executor:
 
 
 def _find_marker(path: str, node_name: str, task: Task) -> int:
-    marker = f"--- {node_name}[{task.partition}] attempt {task.attempt} ---".encode()
+    marker = task_marker(node_name, task).encode()
     with open(path, "rb") as f:
         data = f.read()
     pos = data.rfind(marker)

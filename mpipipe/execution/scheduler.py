@@ -24,12 +24,12 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from mpipipe.errors import JobInterrupted, JournalError, PlatformError, TaskFailedError
 from mpipipe.execution import protocol as P
-from mpipipe.execution.journal import Journal, encode_ok
+from mpipipe.execution.journal import Journal, encode_ok, encode_ok_batch
 from mpipipe.execution.placed import NO_REQUIREMENT, PlacedDispatch, Slot
 from mpipipe.execution.placement import Placement
 from mpipipe.execution.progress import NodeCount, Progress
 from mpipipe.execution.speculation import SPECULATIVE_SUFFIX, Speculation
-from mpipipe.execution.task import EXTERNAL, OK, Result, Task, output_exists
+from mpipipe.execution.task import EXTERNAL, OK, Result, Task
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
 from mpipipe.logical.node import NodeInfo
 
@@ -111,7 +111,7 @@ class Scheduler(PlacedDispatch, Speculation):
         # task ids stay unique across the runs of one process: a late result of an earlier run (a speculative
         # copy that lost its race, still running when that run ended) is never taken for a task of this one
         self.next_tid = Scheduler.tid_floor
-        self.done_before: Dict[str, Dict[str, Any]] = {}
+        self.done_before: Dict[str, Dict[int, Dict[str, Any]]] = {}  # fingerprint -> partition -> record
         self.failures: List[Failure] = []
         self.ran = self.cached = self.retried = self.failed_attempts = 0
         self.avg_duration: Optional[float] = None
@@ -178,17 +178,25 @@ class Scheduler(PlacedDispatch, Speculation):
                 self.active.append(nid)
 
     def _expand(self, want: int) -> None:
-        """Move up to `want` partitions from active node cursors into the ready queue."""
+        """Move up to `want` partitions from active node cursors into the ready queue (what an earlier run
+        finished is taken from the journal on the way, and not counted)."""
         while want > 0 and self.active:
             nid = self.active[0]
             st = self.nodes[nid]
-            while want > 0 and st.cursor < st.info.npartitions:
+            n = st.info.npartitions
+            done = self._done_of(nid)
+            while want > 0 and st.cursor < n:
                 p = st.cursor
                 st.cursor += 1
-                if not self._reuse(nid, p):
-                    self._push(nid, p, 0)
-                    want -= 1
-            if st.cursor >= st.info.npartitions:
+                if done is not None:
+                    rec = done.get(p)
+                    if rec is not None and self._still_there(nid, rec):
+                        self.cached += 1
+                        self._complete(nid, p, rec)
+                        continue
+                self._push(nid, p, 0)
+                want -= 1
+            if st.cursor >= n:
                 self.active.popleft()
 
     def _push(self, nid: int, p: int, attempt: int, front: bool = False) -> None:
@@ -201,16 +209,26 @@ class Scheduler(PlacedDispatch, Speculation):
         else:
             waiting.append((nid, p, attempt))
 
+    def _done_of(self, nid: int) -> Optional[Dict[int, Dict[str, Any]]]:
+        """What earlier runs finished of a node (partition -> record), None if nothing is to be reused."""
+        if not self.done_before or nid in self.always_run:
+            return None
+        return self.done_before.get(self.nodes[nid].info.fingerprint)
+
+    def _still_there(self, nid: int, rec: Dict[str, Any]) -> bool:
+        """A journaled partition is reused only while its output is still there."""
+        out = rec.get("o")
+        check = self.nodes[nid].info.reuse_check  # a file in the output that says what it wrote elsewhere is there
+        if out is None:
+            return not check
+        return os.path.exists(out) and (not check or os.path.exists(os.path.join(out, check)))
+
     def _reuse(self, nid: int, p: int) -> bool:
         """A partition an earlier run finished (journaled, output still there) is not run again."""
-        if not self.done_before or nid in self.always_run:
+        done = self._done_of(nid)
+        rec = done.get(p) if done else None
+        if rec is None or not self._still_there(nid, rec):
             return False
-        rec = self.done_before.get(self.key(nid, p))
-        if rec is None or not output_exists(rec.get("o")):
-            return False
-        check = self.nodes[nid].info.reuse_check
-        if check and not (rec.get("o") and os.path.exists(os.path.join(rec["o"], check))):
-            return False  # what it wrote outside the job directory is gone
         self.cached += 1
         self._complete(nid, p, rec)
         return True
@@ -339,62 +357,89 @@ class Scheduler(PlacedDispatch, Speculation):
     # --- results ----------------------------------------------------------------------
 
     def _on_results(self, rank: int, results: List[Result]) -> None:
-        for res in results:
-            if res.tid not in self.inflight:
-                # a speculative copy that lost its race in an earlier run of this process (that run ended while it
-                # still ran): nothing waits for it, and its output is not the one the journal names
-                out = res.info.get("output") if res.status == OK else None
-                if out:
-                    shutil.rmtree(out, ignore_errors=True)
-                continue
-            task, _ = self.inflight.pop(res.tid)
-            if rank != EXTERNAL:
-                self.load[rank] -= 1
-            else:
-                self.external_running[task.node] -= 1
-            if self.speculate:
-                self.started_at.pop(res.tid, None)
-                if res.tid in self.losers:
-                    self._discard_loser(task, res)
+        finished: Dict[int, List[Tuple[int, int, float, float, Optional[str], Any, Any]]] = {}  # node -> journal items
+        try:
+            for res in results:
+                entry = self.inflight.pop(res.tid, None)
+                if entry is None:
+                    # a speculative copy that lost its race in an earlier run of this process (that run ended while
+                    # it still ran): nothing waits for it, and its output is not the one the journal names
+                    out = res.info.get("output") if res.status == OK else None
+                    if out:
+                        shutil.rmtree(out, ignore_errors=True)
                     continue
-            if self.slots:
-                slot = self.slots.pop(res.tid, None)
-                if slot is not None:
-                    self._task_back(slot)
-            info = self.nodes[task.node].info
-            t0, t1 = res.info.get("t0", 0.0), res.info.get("t1", 0.0)
-            dur = max(0.0, t1 - t0)
-            self.avg_duration = dur if self.avg_duration is None else 0.9 * self.avg_duration + 0.1 * dur
-            rec = {"s": res.status, "k": task.key, "n": info.name, "p": task.partition, "a": task.attempt,
-                   "r": rank, "t0": t0, "t1": t1}
-            if res.status == OK:
-                self.ran += 1
-                rec["o"] = output = res.info.get("output")
-                value = res.info.get("value")
-                if value is not None:
-                    rec["v"] = value
-                    self._count_data(value)
-                rec["log"] = logref = res.info.get("log")
-                self.journal.append_line(encode_ok(task.key, info.name, task.partition, task.attempt, rank, t0, t1,
-                                                   output, value, logref))
-                self._note_slow(dur, info.name, task.partition)
+                task = entry[0]
+                if rank != EXTERNAL:
+                    self.load[rank] -= 1
+                else:
+                    self.external_running[task.node] -= 1
                 if self.speculate:
-                    self.durations.setdefault(task.node, []).append(dur)
-                    twin = self.twins.pop(res.tid, None)
-                    if twin is not None:  # first result wins; the twin's output is discarded when it comes back
+                    self.started_at.pop(res.tid, None)
+                    if res.tid in self.losers:
+                        self._discard_loser(task, res)
+                        continue
+                if self.slots:
+                    slot = self.slots.pop(res.tid, None)
+                    if slot is not None:
+                        self._task_back(slot)
+                info = res.info
+                t0, t1 = info.get("t0", 0.0), info.get("t1", 0.0)
+                dur = t1 - t0 if t1 > t0 else 0.0
+                self.avg_duration = dur if self.avg_duration is None else 0.9 * self.avg_duration + 0.1 * dur
+                if res.status == OK:
+                    self._on_ok(rank, task, res, t0, t1, dur, finished)
+                else:
+                    self.failed_attempts += 1
+                    self.journal.append({"s": res.status, "k": task.key, "n": self.nodes[task.node].info.name,
+                                         "p": task.partition, "a": task.attempt, "r": rank, "t0": t0, "t1": t1,
+                                         "e": info.get("error", ""), "log": info.get("log"), "where": info.get("where")})
+                    twin = self.twins.pop(res.tid, None) if self.speculate else None
+                    if twin is not None:  # the other copy may still succeed: no retry yet
                         self.twins.pop(twin, None)
-                        self.losers.add(twin)
-                        self.speculation_won += task.output.endswith(SPECULATIVE_SUFFIX)
-                self._complete(task.node, task.partition, rec)
+                        continue
+                    self._on_failure(task, res)
+        finally:
+            self._journal_finished(rank, finished)
+
+    def _on_ok(self, rank: int, task: Task, res: Result, t0: float, t1: float, dur: float,
+               finished: Dict[int, List[Tuple[int, int, float, float, Optional[str], Any, Any]]]) -> None:
+        self.ran += 1
+        info = res.info
+        output = info.get("output")
+        value = info.get("value")
+        logref = info.get("log")
+        rec = {"s": OK, "k": task.key, "n": self.nodes[task.node].info.name, "p": task.partition, "a": task.attempt,
+               "r": rank, "t0": t0, "t1": t1, "o": output}
+        if value is not None:
+            rec["v"] = value
+            self._count_data(value)
+        rec["log"] = logref
+        items = finished.get(task.node)
+        if items is None:
+            items = finished[task.node] = []
+        items.append((task.partition, task.attempt, t0, t1, output, value, logref))
+        if len(self.slowest) < 3 or dur > self.slowest[0][0]:
+            self._note_slow(dur, rec["n"], task.partition)
+        if self.speculate:
+            self.durations.setdefault(task.node, []).append(dur)
+            twin = self.twins.pop(res.tid, None)
+            if twin is not None:  # first result wins; the twin's output is discarded when it comes back
+                self.twins.pop(twin, None)
+                self.losers.add(twin)
+                self.speculation_won += task.output.endswith(SPECULATIVE_SUFFIX)
+        self._complete(task.node, task.partition, rec)
+
+    def _journal_finished(self, rank: int, finished: Dict[int, List[Tuple[int, int, float, float, Optional[str],
+                                                                             Any, Any]]]) -> None:
+        """One journal record per node for the tasks one message reported (a lone task keeps the plain form)."""
+        for nid, items in finished.items():
+            info = self.nodes[nid].info
+            if len(items) == 1:
+                p, a, t0, t1, output, value, logref = items[0]
+                self.journal.append_line(encode_ok(f"{info.fingerprint}:{p}", info.name, p, a, rank, t0, t1, output,
+                                                   value, logref))
             else:
-                self.failed_attempts += 1
-                rec.update(e=res.info.get("error", ""), log=res.info.get("log"), where=res.info.get("where"))
-                self.journal.append(rec)
-                twin = self.twins.pop(res.tid, None) if self.speculate else None
-                if twin is not None:  # the other copy may still succeed: no retry yet
-                    self.twins.pop(twin, None)
-                    continue
-                self._on_failure(task, res)
+                self.journal.append_line(encode_ok_batch(info.fingerprint, info.name, rank, items))
 
     def _node_counts(self) -> List[NodeCount]:
         """Per node: done (this run or reused), running, failed for good, of total; for the progress bars."""
@@ -482,7 +527,7 @@ class Scheduler(PlacedDispatch, Speculation):
         self.check_requirements()
         self.journal.open(fresh=self.fresh)
         if not self.fresh:
-            self.done_before = self.journal.replay()
+            self.done_before = self.journal.replay_by_node()
             try:
                 self._check_plan_unchanged(self.journal.previous_plan)
             except JournalError:
@@ -582,7 +627,7 @@ class Scheduler(PlacedDispatch, Speculation):
 
     def _outcome(self) -> Dict[str, Any]:
         status = self.stop_reason or ("failed" if self.failures else "succeeded")
-        outputs = [rec.get("o") for r in self.roots for _, rec in sorted(self.nodes[r].outputs.items()) if rec.get("o")]
+        outputs = [rec.get("o") for r in self.roots for rec in self._in_order(r) if rec.get("o")]
         stats = {"job_id": self.job_id, "status": status, "ran": self.ran, "cached": self.cached,
                  "retried": self.retried, "failed": len(self.failures), "executors": self.t.size - 1,
                  "platform": self.platform, "job_dir": self.job_dir, **self.data,
@@ -596,5 +641,11 @@ class Scheduler(PlacedDispatch, Speculation):
             shown = self.failures[:5]
             more = f"\n... and {len(self.failures) - 5} more failed task(s)" if len(self.failures) > 5 else ""
             raise TaskFailedError("\n".join(f.render() for f in shown) + more)
-        return {"stats": stats, "nodes": {self.nodes[n].info.name: [self.nodes[n].outputs[p] for p in sorted(self.nodes[n].outputs)]
-                                          for n in self.nodes}}
+        return {"stats": stats, "nodes": {self.nodes[n].info.name: self._in_order(n) for n in self.nodes}}
+
+    def _in_order(self, nid: int) -> List[Dict[str, Any]]:
+        """A node's outcome records in partition order (with a million partitions, sorting would cost seconds)."""
+        outputs = self.nodes[nid].outputs
+        if len(outputs) == self.nodes[nid].info.npartitions:
+            return [outputs[p] for p in range(len(outputs))]
+        return [outputs[p] for p in sorted(outputs)]

@@ -113,8 +113,3 @@ class TaskContext:
     def abort(self) -> None:
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
-
-
-def output_exists(output: Optional[str]) -> bool:
-    return output is None or os.path.exists(output)
-

@@ -28,6 +28,8 @@ from mpipipe.execution.task import FAILED, OK, Result, Task, TaskContext, remove
 import pickle
 
 
+REPORT_SECONDS = 0.005  # a worker holds finished results at most this long before writing them
+
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -116,6 +118,11 @@ def _log_offset() -> int:
         return 0
 
 
+def task_marker(node_name: str, task: Task) -> str:
+    """The line a worker writes to its log as a task starts: where each task's output begins."""
+    return f"--- {node_name}[{task.partition}] attempt {task.attempt} ---"
+
+
 class _WorkerState:
     def __init__(self, setup: Dict[str, Any], log_path: str) -> None:
         self.setup = setup
@@ -158,7 +165,7 @@ class _WorkerState:
         ctx = TaskContext(task, node.name, node.npartitions, s["rank"], s["size"], s["host"], s["job_dir"],
                           getattr(node, "args", None), task.resources)
         saved_env = _apply_resources(task.resources)
-        print(f"--- {node.name}[{task.partition}] attempt {task.attempt} ---", file=sys.stderr, flush=True)
+        print(task_marker(node.name, task), file=sys.stderr, flush=True)
         try:
             value = node.run_task(ctx)
             json.dumps(value)
@@ -219,8 +226,18 @@ def main() -> None:
             state.add_nodes(msg[1])
         elif kind == "run":
             assert state is not None
+            # results go back together: one frame per REPORT_SECONDS, so tiny tasks cost one write and one wake-up
+            # of the executor per batch; a slow task's result goes as soon as it ends
+            done: List[Result] = []
+            sent = time.monotonic()
             for task in msg[1]:
-                write_msg(proto_out, state.run(task))
+                done.append(state.run(task))
+                now = time.monotonic()
+                if now - sent >= REPORT_SECONDS:
+                    write_msg(proto_out, done)
+                    done, sent = [], now
+            if done:
+                write_msg(proto_out, done)
         elif kind == "stop":
             return
 
@@ -236,6 +253,7 @@ class WorkerHandle:
         self._out = bytearray()
         self._reader = FrameReader()
         self.restarts = 0
+        self._reported_to = 0  # log offset where the output of tasks not yet reported begins
         self._extra_blobs: List[bytes] = []
 
     def start(self) -> None:
@@ -254,6 +272,10 @@ class WorkerHandle:
         os.set_blocking(self.proc.stdout.fileno(), False)
         self._reader = FrameReader()
         self._out = bytearray()
+        try:
+            self._reported_to = os.path.getsize(self.log_path)  # the log before this process: not its tasks'
+        except OSError:
+            self._reported_to = 0
         self._queue(("setup", dict(self.setup, node_blobs=list(self.setup.get("node_blobs", [])) + self._extra_blobs)))
 
     def add_nodes(self, blobs: List[bytes]) -> None:
@@ -295,8 +317,13 @@ class WorkerHandle:
         assert self.proc is not None and self.proc.stdin is not None
         return self.proc.stdin.fileno()
 
-    def collect(self) -> Tuple[List[Result], Optional[Tuple[Task, str, int]], List[Task]]:
-        """Results that arrived; if the worker died: (task it was running, why, log offset) and the unstarted rest."""
+    def collect(self, node_names: Optional[Dict[int, str]] = None
+                ) -> Tuple[List[Result], Optional[Tuple[Task, str, int]], List[Task]]:
+        """Results that arrived; if the worker died: (task it was running, why, log offset) and the unstarted rest.
+
+        Results come in frames of several, so a worker that dies may have finished tasks it did not report yet.
+        Its log says which task it was in (each task starts with a marker line, see `task_marker`): the
+        finished ones before it are run again, the one it died in is the failed attempt."""
         assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         results: List[Result] = []
@@ -309,12 +336,17 @@ class WorkerHandle:
             if not data:
                 eof = True
                 break
-            for res in self._reader.feed(data):
-                done = self.inflight.popleft()
-                assert done.tid == res.tid, "worker answered out of order"
-                results.append(res)
+            for frame in self._reader.feed(data):
+                for res in frame:
+                    done = self.inflight.popleft()
+                    assert done.tid == res.tid, "worker answered out of order"
+                    results.append(res)
             if len(data) < (1 << 20):
                 break
+        if results:
+            end = results[-1].info["log"][2]
+            if end is not None:
+                self._reported_to = end
         if not eof:
             return results, None, []
         code = self.proc.wait()
@@ -323,13 +355,32 @@ class WorkerHandle:
         crashed = None
         rest: List[Task] = []
         if self.inflight:
-            last_end = results[-1].info["log"][2] if results else None
-            crashed = (self.inflight.popleft(), describe_exit(code), last_end if last_end is not None else -1)
-            rest = list(self.inflight)
+            unreported, start = self._died_in(node_names or {})
+            crashed = (self.inflight[unreported], describe_exit(code), start)
+            rest = [t for i, t in enumerate(self.inflight) if i != unreported]
             self.inflight.clear()
             self._remove_staging([crashed[0]], self.proc.pid)  # the dead attempt's partial output
         self.proc = None
         return results, crashed, rest
+
+    def _died_in(self, node_names: Dict[int, str]) -> Tuple[int, int]:
+        """(index in inflight of the task the dead worker was running, log offset of its marker, or -1)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._reported_to)
+                tail = f.read()
+        except OSError:
+            return 0, -1
+        index, start, pos = 0, -1, 0
+        for i, task in enumerate(self.inflight):
+            name = node_names.get(task.node)
+            if name is None:
+                break
+            found = tail.find(task_marker(name, task).encode(), pos)
+            if found < 0:
+                break
+            index, start, pos = i, self._reported_to + found, found + 1
+        return index, start
 
     def _remove_staging(self, tasks: List[Task], pid: int) -> None:
         for task in tasks:

@@ -98,6 +98,8 @@ class JournalProgress:
             self.ended = None
         elif kind == "end":
             self.ended = rec.get("status")
+        elif rec.get("s") == "okb":
+            self._ok.setdefault(rec["f"], set()).update(str(p) for p in rec["p"])
         elif rec.get("s") == "ok" and isinstance(rec.get("k"), str):
             fp, _, part = rec["k"].rpartition(":")
             self._ok.setdefault(fp, set()).add(part)
