@@ -20,6 +20,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[mpi,test]'
+	$(BIN)/python -m compileall -q mpipipe  # an editable install is not byte-compiled: every rank would compile it
 	touch $@
 
 demo: install

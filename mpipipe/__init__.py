@@ -1,36 +1,56 @@
 """mpipipe: one pipeline script for a laptop, an MPI world or a SLURM cluster."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
-from mpipipe.driver import Driver
-from mpipipe.errors import (ConfigError, JobInterrupted, JournalError, MpipipeError, PlanError, PlatformError,
-                            RequirementError, TaskFailedError)
-from mpipipe.jobmanager import JobManager, JobResult
-from mpipipe.module import Module, ModuleFailed, ShardFailure
-from mpipipe.logical.node import ComputeNode, Context, LogicalPlan, Node
-from mpipipe.platform.base import Platform, World
-from mpipipe.resources import Resources
-from mpipipe.session import Session, init
+# Names load on first use: a worker process imports mpipipe.execution.worker, which must not pay for the
+# driver, the job manager and the launchers (each rank starts several workers, and they start in every run).
+_EXPORTS = {
+    "Driver": "mpipipe.driver",
+    "ConfigError": "mpipipe.errors", "JobInterrupted": "mpipipe.errors", "JournalError": "mpipipe.errors",
+    "MpipipeError": "mpipipe.errors", "PlanError": "mpipipe.errors", "PlatformError": "mpipipe.errors",
+    "RequirementError": "mpipipe.errors", "TaskFailedError": "mpipipe.errors",
+    "JobManager": "mpipipe.jobmanager", "JobResult": "mpipipe.jobmanager",
+    "Module": "mpipipe.module", "ModuleFailed": "mpipipe.module", "ShardFailure": "mpipipe.module",
+    "ComputeNode": "mpipipe.logical.node", "Context": "mpipipe.logical.node", "LogicalPlan": "mpipipe.logical.node",
+    "Node": "mpipipe.logical.node",
+    "Platform": "mpipipe.platform.base", "World": "mpipipe.platform.base",
+    "Resources": "mpipipe.resources",
+    "Session": "mpipipe.session", "init": "mpipipe.session",
+    **{name: "mpipipe.launchers" for name in ("DirectLauncher", "DynamicLauncher", "Launcher", "LauncherMap",
+                                               "MpiLauncher", "SlurmLauncher", "SlurmOptions", "WorldLauncher",
+                                               "find_launcher")},
+}
 
-__all__ = [
-    "ComputeNode", "ConfigError", "Context", "DirectLauncher", "Driver", "DynamicLauncher", "Launcher",
-    "LauncherMap", "Module", "ModuleFailed", "MpiLauncher", "ShardFailure", "SlurmLauncher", "SlurmOptions",
-    "WorldLauncher", "find_launcher", "JobInterrupted", "JobManager", "JobResult", "JournalError",
-    "LogicalPlan", "MpipipeError", "Node", "PlanError", "Platform", "PlatformError", "RequirementError", "Resources",
-    "Session",
-    "TaskFailedError", "World", "init",
-]
-
-
-# Launchers load on first use: a script that only runs plans does not pay for importing them at start-up.
-_LAUNCHER_NAMES = ("DirectLauncher", "DynamicLauncher", "Launcher", "LauncherMap", "MpiLauncher", "SlurmLauncher",
-                   "SlurmOptions", "WorldLauncher", "find_launcher")
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):  # type: ignore[no-untyped-def]
-    if name in _LAUNCHER_NAMES:
-        import mpipipe.launchers as launchers
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mpipipe' has no attribute {name!r}")
+    import importlib
 
-        return getattr(launchers, name)
-    raise AttributeError(f"module 'mpipipe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__():  # type: ignore[no-untyped-def]
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # what the names are, for type checkers and editors
+    from mpipipe.driver import Driver
+    from mpipipe.errors import (ConfigError, JobInterrupted, JournalError, MpipipeError, PlanError, PlatformError,
+                                RequirementError, TaskFailedError)
+    from mpipipe.jobmanager import JobManager, JobResult
+    from mpipipe.launchers import (DirectLauncher, DynamicLauncher, Launcher, LauncherMap, MpiLauncher, SlurmLauncher,
+                                   SlurmOptions, WorldLauncher, find_launcher)
+    from mpipipe.logical.node import ComputeNode, Context, LogicalPlan, Node
+    from mpipipe.module import Module, ModuleFailed, ShardFailure
+    from mpipipe.platform.base import Platform, World
+    from mpipipe.resources import Resources
+    from mpipipe.session import Session, init

@@ -152,7 +152,7 @@ class Scheduler(PlacedDispatch, Speculation):
         self.placed_tasks: Dict[int, int] = {r: 0 for r in self.load}
         self.placed_slots: Dict[int, int] = {r: 0 for r in self.load}
         self.next_group = 0
-        self._out_shape: Dict[int, Tuple[str, int]] = {}  # node -> (output path prefix, partition digits)
+        self._out_shape: Dict[int, Tuple[str, str, int]] = {}  # node -> (fingerprint, output prefix, digits)
         self._all_inputs: Dict[int, Tuple[Tuple[str, ...], ...]] = {}  # non-pointwise node -> its input paths
 
     # --- plan expansion --------------------------------------------------------------
@@ -161,12 +161,18 @@ class Scheduler(PlacedDispatch, Speculation):
         return f"{self.nodes[node].info.fingerprint}:{partition}"
 
     def output_path(self, node: int, partition: int) -> str:
+        _fp, prefix, digits = self._shape(node)
+        return f"{prefix}{partition:0{digits}d}"
+
+    def _shape(self, node: int) -> Tuple[str, str, int]:
+        """(fingerprint, output path prefix, partition digits) of a node: joining paths for every task would
+        cost more than the rest of making it."""
         shape = self._out_shape.get(node)
-        if shape is None:  # once per node: joining paths for every task costs more than the rest of it
+        if shape is None:
             info = self.nodes[node].info
-            shape = self._out_shape[node] = (os.path.join(self.job_dir, "outputs", info.name, "part-"),
+            shape = self._out_shape[node] = (info.fingerprint, os.path.join(self.job_dir, "outputs", info.name, "part-"),
                                              max(5, len(str(info.npartitions - 1))))
-        return f"{shape[0]}{partition:0{shape[1]}d}"
+        return shape
 
     def _activate_ready_nodes(self, candidates: List[int]) -> None:
         for nid in candidates:
@@ -284,9 +290,10 @@ class Scheduler(PlacedDispatch, Speculation):
         return tuple(tuple(o for o in (self.nodes[d].outputs[p].get("o"),) if o) for d in info.inputs)
 
     def _make_task(self, nid: int, p: int, attempt: int, resources: Optional[Dict[str, Any]] = None) -> Task:
+        fp, prefix, digits = self._out_shape.get(nid) or self._shape(nid)
         self.next_tid += 1
-        return Task(self.next_tid, nid, p, attempt, self.key(nid, p), self._input_groups(nid, p),
-                    self.output_path(nid, p), resources)
+        return Task(self.next_tid, nid, p, attempt, f"{fp}:{p}", self._input_groups(nid, p) if self.nodes[nid].info.inputs
+                    else (), f"{prefix}{p:0{digits}d}", resources)
 
     # --- dispatch ---------------------------------------------------------------------
 

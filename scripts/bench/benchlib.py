@@ -163,9 +163,19 @@ def _stop_group(proc: subprocess.Popen) -> None:
             continue
 
 
+def compile_project() -> None:
+    """Byte-compile mpipipe's modules, as pip does for the packages it installs (the alternatives were).
+    An editable install is not compiled, and with PYTHONDONTWRITEBYTECODE set every process (each rank,
+    each worker) would compile the package again on start."""
+    import compileall
+
+    compileall.compile_dir(os.path.join(REPO, "mpipipe"), quiet=1)
+
+
 def alternate(tools: Sequence[str], reps: int, run_one: Callable[[str, int], Dict[str, Any]],
               show: Callable[[str, Dict[str, Any]], str]) -> Dict[str, List[Dict[str, Any]]]:
     """A B C A B C ...: `reps` rounds, each tool once per round; prints every run as it ends."""
+    compile_project()
     runs: Dict[str, List[Dict[str, Any]]] = {t: [] for t in tools}
     for rep in range(reps):
         for tool in tools:
