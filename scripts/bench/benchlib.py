@@ -487,6 +487,11 @@ def smallpond_status() -> Optional[str]:
     return v.get("error")
 
 
+SMALLPOND_INTERVALS = ("smallpond scheduler: its defaults (executors probed every 30 s, work queues polled every "
+                       "0.5 s); smallpond, test-harness intervals: the values its own test harness starts executors "
+                       "with (probe every 1 s, poll every 0.1 s; scripts/bench/smallpond_side.py --fast)")
+
+
 def smallpond_skip_reason() -> Optional[str]:
     """None when smallpond is to run in this benchmark, else why it is left out."""
     problem = smallpond_status()

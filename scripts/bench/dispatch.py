@@ -37,6 +37,7 @@ PPE = "ProcessPoolExecutor(3)"
 DASK = "Dask LocalCluster(3 x 1 thread)"
 SMALLPOND = "smallpond scheduler (3 executors, {n:,} tasks)"
 SMALLPOND_STEADY = "smallpond, first task to last ({n:,} tasks)"
+SMALLPOND_FAST = "smallpond, test-harness intervals (3 executors, {n:,} tasks)"
 
 
 def commands(tasks: int, sp_tasks: int):
@@ -66,8 +67,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", help="the JSON result file")
     a = ap.parse_args()
-    global SMALLPOND, SMALLPOND_STEADY
+    global SMALLPOND, SMALLPOND_STEADY, SMALLPOND_FAST
     SMALLPOND = SMALLPOND.format(n=a.smallpond_tasks)
+    SMALLPOND_FAST = SMALLPOND_FAST.format(n=a.smallpond_tasks)
     SMALLPOND_STEADY = SMALLPOND_STEADY.format(n=a.smallpond_tasks)
 
     notes = []
@@ -78,9 +80,11 @@ def main() -> None:
     if skip:
         notes.append(skip)
     else:
-        tools.append(SMALLPOND)
+        tools += [SMALLPOND, SMALLPOND_FAST]
         cmd, env, t = cmds[SMALLPOND]
         cmds[SMALLPOND] = ([c.replace("{tiny}", B.tiny_parquet()) for c in cmd], env, t)
+        fast = [c + "-fast" if c.endswith("smallpond-dispatch") else c for c in cmds[SMALLPOND][0]]
+        cmds[SMALLPOND_FAST] = (fast + ["--fast"], env, t)
     os.makedirs(B.WORK, exist_ok=True)
     print(f"dispatch: {a.tasks:,} no-op tasks ({a.smallpond_tasks:,} on smallpond), {a.reps} rounds", flush=True)
 
@@ -93,7 +97,7 @@ def main() -> None:
         if rec["status"] == "ok" and rec.get("inner") and n:
             rec["per_task_us"] = rec["inner"] / n * 1e6
             rec["rate"] = n / rec["inner"]
-            if tool == SMALLPOND and rec.get("first_task") and rec.get("last_task"):
+            if tool in (SMALLPOND, SMALLPOND_FAST) and rec.get("first_task") and rec.get("last_task"):
                 rec["to_first_task"] = rec["first_task"] - rec["start"]
                 rec["steady_per_task_us"] = (rec["last_task"] - rec["first_task"]) / max(1, rec["measured_tasks"]) * 1e6
         return rec
@@ -117,7 +121,11 @@ def main() -> None:
         first = B.metric(runs[SMALLPOND], "to_first_task")
         notes.append(f"smallpond: its first no-op task started {B.fmt_summary(first)} s after the command "
                      "(scheduler start, then executors found by a probe every 30 s)")
-        res_extra = {"smallpond_to_first_task": first}
+        fast_first = B.metric(runs[SMALLPOND_FAST], "to_first_task")
+        notes.append(f"{SMALLPOND_FAST}: its first no-op task started {B.fmt_summary(fast_first)} s after the "
+                     "command")
+        notes.append(B.SMALLPOND_INTERVALS)
+        res_extra = {"smallpond_to_first_task": first, "smallpond_fast_to_first_task": fast_first}
     notes.append("per task = time inside the process (pool or driver.run() start to last result) / tasks; "
                  "mpi4py.futures and mpipipe under mpiexec find their ranks already started")
     res = {"workload": "dispatch", "title": f"Dispatch: {a.tasks:,} no-op tasks, one submit / partition each",

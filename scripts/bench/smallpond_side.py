@@ -2,6 +2,7 @@
 
     .venv/bench-smallpond/bin/python scripts/bench/smallpond_side.py noop --tasks 1000 --executors 3 --work DIR
     .venv/bench-smallpond/bin/python scripts/bench/smallpond_side.py groupby --input DIR --executors 1 --work DIR
+    .venv/bench-smallpond/bin/python scripts/bench/smallpond_side.py sort --input DIR --executors 1 --work DIR --fast
 
 Runs smallpond's own scheduler (the plan API and `smallpond.execution.driver.Driver`
 in `scheduler` mode, the counterpart of mpipipe's plan API; no Ray cluster),
@@ -13,6 +14,11 @@ with smallpond's defaults except for what is needed to run here at all:
 - the plan's PNG rendering is skipped when Graphviz's `dot` program is missing
   (smallpond renders the plan with it before it schedules anything, and fails
   without it; `dot` does not come from PyPI).
+
+With --fast, the two intervals below take the values smallpond's own test
+harness starts its executors with (a work-queue poll every 0.1 s, an executor
+probe every 1 s) instead of its defaults; the benchmarks show both, and say
+which is which.
 
 Defaults kept (they shape the figures): executors poll their file-based work
 queues every 0.5 s, the scheduler probes executors every 30 s (so a job's
@@ -68,6 +74,40 @@ def build_groupby(ctx, a):
     return agg, ("HashPartition", "SqlEngineTask", "DataSinkTask")
 
 
+SORT_RANGE = "sort_range"
+
+
+def build_sort(ctx, a):
+    """Shuffle by key prefix, then ORDER BY key per range: the first hex digit of the (uniformly random)
+    10-byte key gives 16 equal ranges, folded into --partitions (a power of two up to 16) in key order."""
+    from smallpond.logical.dataset import ParquetDataSet
+    from smallpond.logical.node import DataSetPartitionNode, DataSourceNode, HashPartitionNode, SqlEngineNode
+
+    per = 16 // a.partitions
+    src = DataSourceNode(ctx, ParquetDataSet([os.path.join(a.input, "*.parquet")]))
+    split = DataSetPartitionNode(ctx, (src,), npartitions=a.partitions)
+    tagged = SqlEngineNode(ctx, (split,), "SELECT *, ((instr('0123456789ABCDEF', substr(hex(key), 1, 1)) - 1) "
+                                          f"// {per})::UBIGINT AS {SORT_RANGE} FROM {{0}}", cpu_limit=1)
+    parts = HashPartitionNode(ctx, (tagged,), npartitions=a.partitions, data_partition_column=SORT_RANGE,
+                              shuffle_only=True, drop_partition_column=True, cpu_limit=1)
+    ordered = SqlEngineNode(ctx, (parts,), "SELECT key, payload FROM {0} ORDER BY key", cpu_limit=1)
+    return ordered, ("SqlEngineTask", "HashPartition", "DataSinkTask")
+
+
+def fast_intervals() -> None:
+    """smallpond's test harness intervals instead of its defaults (see the docstring)."""
+    from smallpond.execution.task import RuntimeContext
+
+    init = RuntimeContext.__init__
+
+    def faster(self, *args, **kwargs):
+        kwargs.setdefault("secs_wq_poll_interval", 0.1)
+        kwargs.setdefault("secs_executor_probe_interval", 1)
+        init(self, *args, **kwargs)
+
+    RuntimeContext.__init__ = faster
+
+
 def task_times(job_root: str, kinds):
     """(first start, last finish, count) of the tasks of these kinds, from smallpond's task_metrics.csv."""
     path = os.path.join(job_root, "log", "task_metrics.csv")
@@ -87,14 +127,17 @@ def task_times(job_root: str, kinds):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("workload", choices=["noop", "groupby"])
+    ap.add_argument("workload", choices=["noop", "groupby", "sort"])
     ap.add_argument("--tasks", type=int, default=1000)
-    ap.add_argument("--input", help="noop: a small Parquet file; groupby: the folder of input files")
+    ap.add_argument("--input", help="noop: a small Parquet file; groupby, sort: the folder of input files")
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--executors", type=int, default=3)
     ap.add_argument("--work", required=True, help="smallpond's data root (emptied first)")
-    ap.add_argument("--output", help="groupby: where the result files go (smallpond's --output_path)")
+    ap.add_argument("--output", help="groupby, sort: where the result files go (smallpond's --output_path)")
+    ap.add_argument("--fast", action="store_true", help="its test harness's intervals instead of its defaults")
     a = ap.parse_args()
+    if a.fast:
+        fast_intervals()
 
     if shutil.which("dot") is None:  # see the docstring
         import graphviz
@@ -117,7 +160,7 @@ def main() -> None:
     driver = Driver()
     driver.parse_arguments(argv)
     ctx = Context()
-    root, kind = (build_noop if a.workload == "noop" else build_groupby)(ctx, a)
+    root, kind = {"noop": build_noop, "groupby": build_groupby, "sort": build_sort}[a.workload](ctx, a)
     t0 = time.perf_counter()
     plan = driver.run(LogicalPlan(ctx, root), stop_process_on_done=False)
     inner = time.perf_counter() - t0

@@ -16,7 +16,13 @@ records), then runs, alternating:
   (one file: DuckDB's multi-file COPY options write row groups in parallel and
   do not keep the order across files);
 - Polars, 2 threads: `scan_parquet(...).sort("key").sink_parquet(PartitionBy(dir,
-  max_rows_per_file=rows/8))`: 8 files in order.
+  max_rows_per_file=rows/8))`: 8 files in order;
+- smallpond (scripts/bench/smallpond_side.py sort, its own scheduler, 1 executor
+  with 2 slots), with its default intervals and with its test harness's: tag
+  each row with its range from the key's first hex digit (the keys are uniform),
+  shuffle by that tag into 8, ORDER BY key in each. Its file names do not say
+  which range a file holds, so its files are checked in the order of their
+  first keys.
 
 The time is the whole command, from outside. Each output is then checked:
 record count, keys in order within and across its files (in file-name
@@ -38,6 +44,8 @@ import benchlib as B  # noqa: E402
 MPIPIPE = "mpipipe (local, 2 executors)"
 DUCKDB = "DuckDB (1 process, 2 threads)"
 POLARS = "Polars lazy (2 threads)"
+SMALLPOND = "smallpond scheduler (1 executor, 2 slots)"
+SMALLPOND_FAST = "smallpond, test-harness intervals (1 executor, 2 slots)"
 
 
 def write_input(folder: str, rows: int, files: int, seed: int = 7) -> None:
@@ -107,6 +115,14 @@ def keys_in_order(files) -> tuple:
     return ok, rows
 
 
+def first_key(path: str) -> bytes:
+    """A file's first key (files of a range-partitioned output, in range order)."""
+    import pyarrow.parquet as pq
+
+    col = pq.read_table(path, columns=["key"]).column(0)
+    return col[0].as_py() if len(col) else b""
+
+
 def alone(engine: str, input_dir: str, output: str, rows: int, parts: int, threads: int) -> None:
     t0 = time.perf_counter()
     os.makedirs(output, exist_ok=True)
@@ -159,13 +175,27 @@ def main() -> None:
         POLARS: [B.PYTHON, me, "--alone", "polars", "--input", input_dir, "--output", out[POLARS],
                  "--rows", str(a.rows), "--partitions", str(a.partitions), "--executors", str(a.executors)],
     }
+    envs = {}
+    notes = []
+    skip = B.smallpond_skip_reason()
+    if skip:
+        notes.append(skip)
+    else:
+        for tool, tag, extra in ((SMALLPOND, "", []), (SMALLPOND_FAST, "-fast", ["--fast"])):
+            out[tool] = os.path.join(work, f"smallpond{tag}-out")
+            cmds[tool] = [B.SMALLPOND_PYTHON, os.path.join(B.HERE, "smallpond_side.py"), "sort", "--input", input_dir,
+                          "--partitions", str(a.partitions), "--executors", "1",
+                          "--work", os.path.join(work, f"smallpond{tag}-root"), "--output", out[tool], *extra]
+            envs[tool] = B.smallpond_env()
     tools = list(cmds)
 
     def run_one(tool, rep):
         shutil.rmtree(out[tool], ignore_errors=True)  # not timed: every run writes into nothing
         if tool == MPIPIPE:
             shutil.rmtree(root, ignore_errors=True)
-        rec = B.run(cmds[tool], 1800, label=tool)
+        rec = B.run(cmds[tool], 1800, env=envs.get(tool), label=tool)
+        if tool in (SMALLPOND, SMALLPOND_FAST) and rec.get("first_task") and rec.get("last_task"):
+            rec["data_tasks"] = rec["last_task"] - rec["first_task"]
         if tool == MPIPIPE and rec["status"] == "ok":  # the scheduler's run, from its journal
             rec["inner"] = B.journal_span(os.path.join(root, "bench-sort"))
         return rec
@@ -175,7 +205,10 @@ def main() -> None:
     for tool in tools:
         if runs[tool][-1].get("status") != "ok":
             continue
-        files = sorted(glob.glob(os.path.join(out[tool], "*.parquet")), key=B.natural_key)
+        if tool in (SMALLPOND, SMALLPOND_FAST):
+            files = sorted(glob.glob(os.path.join(out[tool], "**", "*.parquet"), recursive=True), key=first_key)
+        else:
+            files = sorted(glob.glob(os.path.join(out[tool], "*.parquet")), key=B.natural_key)
         ordered, n = keys_in_order(files)
         same = fingerprint(files) == expected
         verdict = "ok" if ordered and same and n == a.rows else "WRONG"
@@ -183,9 +216,16 @@ def main() -> None:
                       f"{'same records as the input' if same else 'records DIFFER from the input'}: {verdict}")
     metrics = [("wall", "time (s)", "s"), ("inner", "inside the process (s)", "s")]
     cmp = B.compare(runs, metrics, [MPIPIPE], ["wall"])
-    notes = ["each tool writes Parquet with its own default compression: snappy (mpipipe, DuckDB), zstd (Polars)",
-             "mpipipe's plan writes the data four times (ranges tagged, partitioned, sorted, copied to the output "
-             "folder); DuckDB and Polars once"]
+    notes += ["each tool writes Parquet with its own default compression: snappy (mpipipe, DuckDB), "
+              "zstd (Polars, smallpond)",
+              "mpipipe's plan writes the data four times (ranges tagged, partitioned, sorted, copied to the output "
+              "folder), smallpond's three (tagged, shuffled, sorted); DuckDB and Polars once"]
+    if SMALLPOND in runs:
+        for tool in (SMALLPOND, SMALLPOND_FAST):
+            spans = B.metric(runs[tool], "data_tasks")
+            notes.append(f"{tool}: of its time, {B.fmt_summary(spans)} s from its first data task starting to its "
+                         "last one ending")
+        notes.append(B.SMALLPOND_INTERVALS)
     res = {"workload": "sort", "title": f"Sort: {a.rows:,} records of 100 bytes, global sort by a 10-byte key",
            "params": {"rows": a.rows, "files": a.files, "partitions": a.partitions, "reps": a.reps,
                       "executors": a.executors},
