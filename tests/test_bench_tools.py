@@ -119,3 +119,16 @@ def test_a_run_past_its_timeout_is_stopped_with_its_whole_process_group(tmp_path
         time.sleep(0.05)
     else:
         pytest.fail("the run's own child process outlived the timeout")
+
+
+def test_smallpond_runs_twice_with_its_defaults_and_with_its_test_harness_intervals(tmp_path):
+    cmds = B.smallpond_data_commands("sort", "/in", 8, str(tmp_path))
+    assert list(cmds) == [B.SMALLPOND_DATA, B.SMALLPOND_DATA_FAST]
+    default, fast = cmds.values()
+    assert "--fast" not in default and fast[-1] == "--fast"
+    for tool, cmd in cmds.items():
+        assert cmd[2:7] == ["sort", "--input", "/in", "--partitions", "8"]
+        assert cmd[cmd.index("--output") + 1] == B.smallpond_output("sort", str(tmp_path), tool)
+    # the two never share a work folder or an output folder (each run empties its own first)
+    for flag in ("--work", "--output"):
+        assert default[default.index(flag) + 1] != fast[fast.index(flag) + 1]

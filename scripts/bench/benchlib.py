@@ -492,6 +492,26 @@ SMALLPOND_INTERVALS = ("smallpond scheduler: its defaults (executors probed ever
                        "with (probe every 1 s, poll every 0.1 s; scripts/bench/smallpond_side.py --fast)")
 
 
+SMALLPOND_DATA = "smallpond scheduler (1 executor, 2 slots)"
+SMALLPOND_DATA_FAST = "smallpond, test-harness intervals (1 executor, 2 slots)"
+
+
+def smallpond_data_commands(workload: str, input_dir: str, partitions: int, work: str) -> Dict[str, List[str]]:
+    """The two smallpond runs of a data benchmark, with its default intervals and with its test harness's:
+    tool -> command. Each writes its results under work/<workload>-smallpond[-fast]-out."""
+    cmds = {}
+    for tool, tag, extra in ((SMALLPOND_DATA, "", []), (SMALLPOND_DATA_FAST, "-fast", ["--fast"])):
+        cmds[tool] = [SMALLPOND_PYTHON, os.path.join(HERE, "smallpond_side.py"), workload, "--input", input_dir,
+                      "--partitions", str(partitions), "--executors", "1",
+                      "--work", os.path.join(work, f"smallpond{tag}-root"),
+                      "--output", smallpond_output(workload, work, tool), *extra]
+    return cmds
+
+
+def smallpond_output(workload: str, work: str, tool: str) -> str:
+    return os.path.join(work, f"{workload}-smallpond{'-fast' if tool == SMALLPOND_DATA_FAST else ''}-out")
+
+
 def smallpond_skip_reason() -> Optional[str]:
     """None when smallpond is to run in this benchmark, else why it is left out."""
     problem = smallpond_status()

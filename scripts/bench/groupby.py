@@ -37,8 +37,8 @@ AGG = "SELECT key, count(*) AS n, sum(val) AS s, min(tag) AS t FROM {src} GROUP 
 MPIPIPE = "mpipipe (local, 2 executors)"
 DUCKDB = "DuckDB (1 process, 2 threads)"
 POLARS = "Polars lazy (2 threads)"
-SMALLPOND = "smallpond scheduler (1 executor, 2 slots)"
-SMALLPOND_FAST = "smallpond, test-harness intervals (1 executor, 2 slots)"
+SMALLPOND = B.SMALLPOND_DATA
+SMALLPOND_FAST = B.SMALLPOND_DATA_FAST
 
 
 def make_input(folder: str, rows: int, files: int) -> None:
@@ -108,8 +108,8 @@ def outputs(tool: str, work: str) -> str:
     return {MPIPIPE: os.path.join(work, "bench-groupby", "outputs", "groupby", "*", "*.parquet"),
             DUCKDB: os.path.join(work, "groupby-duckdb.parquet"),
             POLARS: os.path.join(work, "groupby-polars.parquet"),
-            SMALLPOND: os.path.join(work, "groupby-smallpond-out", "**", "*.parquet"),
-            SMALLPOND_FAST: os.path.join(work, "groupby-smallpond-fast-out", "**", "*.parquet")}[tool]
+            SMALLPOND: os.path.join(B.smallpond_output("groupby", work, SMALLPOND), "**", "*.parquet"),
+            SMALLPOND_FAST: os.path.join(B.smallpond_output("groupby", work, SMALLPOND_FAST), "**", "*.parquet")}[tool]
 
 
 def check(tool: str, work: str, reference: str) -> str:
@@ -162,11 +162,8 @@ def main() -> None:
     if skip:
         notes.append(skip)
     else:
-        for tool, tag, extra in ((SMALLPOND, "", []), (SMALLPOND_FAST, "-fast", ["--fast"])):
-            cmds[tool] = ([B.SMALLPOND_PYTHON, os.path.join(B.HERE, "smallpond_side.py"), "groupby",
-                           "--input", input_dir, "--partitions", str(a.partitions), "--executors", "1",
-                           "--work", os.path.join(work, f"smallpond{tag}-root"),
-                           "--output", os.path.join(work, f"groupby-smallpond{tag}-out"), *extra], B.smallpond_env())
+        for tool, cmd in B.smallpond_data_commands("groupby", input_dir, a.partitions, work).items():
+            cmds[tool] = (cmd, B.smallpond_env())
     tools = list(cmds)
 
     def run_one(tool, rep):

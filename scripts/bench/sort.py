@@ -44,8 +44,8 @@ import benchlib as B  # noqa: E402
 MPIPIPE = "mpipipe (local, 2 executors)"
 DUCKDB = "DuckDB (1 process, 2 threads)"
 POLARS = "Polars lazy (2 threads)"
-SMALLPOND = "smallpond scheduler (1 executor, 2 slots)"
-SMALLPOND_FAST = "smallpond, test-harness intervals (1 executor, 2 slots)"
+SMALLPOND = B.SMALLPOND_DATA
+SMALLPOND_FAST = B.SMALLPOND_DATA_FAST
 
 
 def write_input(folder: str, rows: int, files: int, seed: int = 7) -> None:
@@ -181,12 +181,9 @@ def main() -> None:
     if skip:
         notes.append(skip)
     else:
-        for tool, tag, extra in ((SMALLPOND, "", []), (SMALLPOND_FAST, "-fast", ["--fast"])):
-            out[tool] = os.path.join(work, f"smallpond{tag}-out")
-            cmds[tool] = [B.SMALLPOND_PYTHON, os.path.join(B.HERE, "smallpond_side.py"), "sort", "--input", input_dir,
-                          "--partitions", str(a.partitions), "--executors", "1",
-                          "--work", os.path.join(work, f"smallpond{tag}-root"), "--output", out[tool], *extra]
-            envs[tool] = B.smallpond_env()
+        for tool, cmd in B.smallpond_data_commands("sort", input_dir, a.partitions, work).items():
+            cmds[tool], envs[tool] = cmd, B.smallpond_env()
+            out[tool] = B.smallpond_output("sort", work, tool)
     tools = list(cmds)
 
     def run_one(tool, rep):
