@@ -122,3 +122,8 @@ if(svg){
 document.documentElement.setAttribute('data-ready','1');
 })();
 """
+
+
+def node_color(ni: int) -> str:
+    """The colour of node number `ni` everywhere in the report."""
+    return PALETTE[ni % len(PALETTE)]
