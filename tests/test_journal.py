@@ -19,6 +19,12 @@ def failed(key, **extra):
     return {"s": "failed", "k": key, **extra}
 
 
+def replay(job_dir):
+    """Task key -> the record a re-run would reuse."""
+    done = Journal(str(job_dir)).replay_by_node()
+    return {f"{fp}:{p}": rec for fp, parts in done.items() for p, rec in parts.items()}
+
+
 def write_journal(job_dir, records, fresh=False):
     j = Journal(str(job_dir))
     j.open(fresh=fresh)
@@ -100,8 +106,20 @@ BATCH_ITEMS = [  # (partition, attempt, t0, t1, output, value, logref)
 ]
 
 
+def batch_records(items=BATCH_ITEMS):
+    """The scheduler's "ok" records of these tasks (what encode_ok_batch takes)."""
+    out = []
+    for p, a, t0, t1, o, v, logref in items:
+        rec = ok(f"f00d:{p}", n="node", p=p, a=a, r=3, t0=t0, t1=t1, o=o)
+        if v is not None:
+            rec["v"] = v
+        rec["log"] = logref
+        out.append(rec)
+    return out
+
+
 def test_a_batch_record_reads_back_as_one_ok_record_per_task(tmp_path):
-    line = encode_ok_batch("f00d", "node", 3, BATCH_ITEMS)
+    line = encode_ok_batch("f00d", "node", 3, batch_records())
     (tmp_path / JOURNAL_NAME).write_bytes(encode(ok("f00d:1", v=0)) + line)
     got = list(read_records(str(tmp_path / JOURNAL_NAME)))
     assert got[0] == ok("f00d:1", v=0)
@@ -117,7 +135,7 @@ def test_a_batch_record_reads_back_as_one_ok_record_per_task(tmp_path):
 def test_replay_by_node_takes_batches_and_single_records_alike(tmp_path):
     j = Journal(str(tmp_path))
     j.open()
-    j.append_line(encode_ok_batch("f00d", "node", 1, BATCH_ITEMS))
+    j.append_line(encode_ok_batch("f00d", "node", 1, batch_records()))
     j.append(ok("f00d:5", v="again"))  # a later outcome of the same task wins
     j.append(ok("beef:0", o="/x"))
     j.append(failed("beef:1"))
@@ -127,7 +145,7 @@ def test_replay_by_node_takes_batches_and_single_records_alike(tmp_path):
     assert sorted(done["f00d"]) == [4, 5, 9] and done["f00d"][5]["v"] == "again"
     assert done["f00d"][9]["v"] == [1, "é"]
     assert list(done["beef"]) == [0]
-    assert set(Journal(str(tmp_path)).replay()) == {"f00d:4", "f00d:5", "f00d:9", "beef:0"}
+    assert set(replay(tmp_path)) == {"f00d:4", "f00d:5", "f00d:9", "beef:0"}
 
 
 # --- Journal -----------------------------------------------------------------------------------------
@@ -142,7 +160,7 @@ def test_replay_returns_last_ok_record_per_key(tmp_path):
         ok("b:1", v=3),
         failed("a:1"),
     ])
-    done = Journal(str(tmp_path)).replay()
+    done = replay(tmp_path)
     assert set(done) == {"a:0", "b:1"}
     assert done["a:0"]["v"] == 2
     assert done["b:1"]["v"] == 3
@@ -150,16 +168,16 @@ def test_replay_returns_last_ok_record_per_key(tmp_path):
 
 def test_a_later_failure_does_not_undo_an_earlier_success(tmp_path):
     write_journal(tmp_path, [ok("a:0", v=1), failed("a:0")])
-    assert Journal(str(tmp_path)).replay()["a:0"]["v"] == 1
+    assert replay(tmp_path)["a:0"]["v"] == 1
 
 
 def test_nothing_is_written_before_flush(tmp_path):
     j = Journal(str(tmp_path))
     j.open()
     j.append(ok("a:0"))
-    assert Journal(str(tmp_path)).replay() == {}
+    assert replay(tmp_path) == {}
     j.flush()
-    assert set(Journal(str(tmp_path)).replay()) == {"a:0"}
+    assert set(replay(tmp_path)) == {"a:0"}
     j.close()
 
 
@@ -168,16 +186,16 @@ def test_maybe_flush_waits_for_the_interval(tmp_path):
     j.open()
     j.append(ok("a:0"))
     j.maybe_flush(j._last_flush + 1.0)
-    assert Journal(str(tmp_path)).replay() == {}
+    assert replay(tmp_path) == {}
     j.maybe_flush(j._last_flush + 11.0)
-    assert set(Journal(str(tmp_path)).replay()) == {"a:0"}
+    assert set(replay(tmp_path)) == {"a:0"}
     j.close()
 
 
 def test_missing_and_zero_length_journal_replay_to_empty(tmp_path):
-    assert Journal(str(tmp_path)).replay() == {}
+    assert replay(tmp_path) == {}
     (tmp_path / JOURNAL_NAME).write_bytes(b"")
-    assert Journal(str(tmp_path)).replay() == {}
+    assert replay(tmp_path) == {}
 
 
 def test_torn_last_record_is_ignored_and_the_next_run_starts_a_fresh_line(tmp_path):
@@ -186,12 +204,12 @@ def test_torn_last_record_is_ignored_and_the_next_run_starts_a_fresh_line(tmp_pa
     torn = encode(ok("b:0", v=2))[:-7]
     with open(path, "ab") as f:
         f.write(torn)  # a crash in the middle of a write
-    assert set(Journal(str(tmp_path)).replay()) == {"a:0"}
+    assert set(replay(tmp_path)) == {"a:0"}
 
     write_journal(tmp_path, [ok("c:0", v=3), ok("d:0", v=4)])
     data = path.read_bytes()
     assert torn + b"\n" + encode(ok("c:0", v=3)) in data
-    done = Journal(str(tmp_path)).replay()
+    done = replay(tmp_path)
     assert {k: r["v"] for k, r in done.items()} == {"a:0": 1, "c:0": 3, "d:0": 4}
 
 
@@ -212,7 +230,7 @@ def test_fresh_moves_the_old_journal_aside(tmp_path):
     write_journal(tmp_path, [ok("a:0")])
     old_bytes = (tmp_path / JOURNAL_NAME).read_bytes()
     write_journal(tmp_path, [ok("b:0")], fresh=True)
-    assert set(Journal(str(tmp_path)).replay()) == {"b:0"}
+    assert set(replay(tmp_path)) == {"b:0"}
     aside = [p for p in tmp_path.iterdir() if p.name.startswith(JOURNAL_NAME + ".") and p.name.endswith(".old")]
     assert len(aside) == 1
     assert aside[0].read_bytes() == old_bytes
@@ -221,7 +239,7 @@ def test_fresh_moves_the_old_journal_aside(tmp_path):
 def test_fresh_without_an_old_journal(tmp_path):
     write_journal(tmp_path, [ok("a:0")], fresh=True)
     assert os.listdir(tmp_path) == [JOURNAL_NAME]
-    assert set(Journal(str(tmp_path)).replay()) == {"a:0"}
+    assert set(replay(tmp_path)) == {"a:0"}
 
 
 def test_two_fresh_runs_in_the_same_second_keep_both_old_journals(tmp_path, monkeypatch):
@@ -238,4 +256,4 @@ def test_close_is_idempotent_and_flush_after_close_is_harmless(tmp_path):
     j.close()
     j.append(ok("b:0"))
     j.flush()
-    assert set(Journal(str(tmp_path)).replay()) == {"a:0"}
+    assert set(replay(tmp_path)) == {"a:0"}

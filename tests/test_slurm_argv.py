@@ -470,7 +470,8 @@ def test_journal_progress_counts_distinct_tasks_of_the_jobs_nodes(tmp_path):
     p.update()
     assert (p.done, p.total, p.failed, p.runs, p.ended) == (3, 4, 0, 2, None)
     with open(journal, "ab") as f:  # a batch record: its tasks count one by one, a repeat once
-        f.write(encode_ok_batch("fb", "b", 1, [(q, 0, 1.0, 2.0, None, None, None) for q in (0, 1, 2)]))
+        f.write(encode_ok_batch("fb", "b", 1, [{"p": q, "a": 0, "t0": 1.0, "t1": 2.0, "o": None, "log": None}
+                                                   for q in (0, 1, 2)]))
     p.update()
     assert p.done == 4  # fa:0, fa:1, fb:0..2: five, capped at the run's total of four
     assert p._ok["fb"] == {"0", "1", "2"}

@@ -14,7 +14,7 @@ from mpipipe.execution import protocol as P
 from mpipipe.execution.osutil import RankLogHandler
 from mpipipe.execution.task import FAILED, Result, Task
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
-from mpipipe.execution.worker import WorkerHandle, task_marker, wait_any
+from mpipipe.execution.worker import WorkerHandle, wait_any
 
 log = logging.getLogger("mpipipe.executor")
 
@@ -199,8 +199,6 @@ class Executor:
         name = self.node_names.get(task.node, str(task.node))
         dest = task_log_path(self.setup["job_dir"], name, task.partition, task.attempt)
         try:
-            if start < 0:
-                start = _find_marker(w.log_path, name, task)
             copy_log_range(w.log_path, start, None, dest)
         except OSError:
             dest = w.log_path
@@ -210,11 +208,3 @@ class Executor:
             "traceback": "", "crash": True, "log": (dest, 0, None), "where": self._where(),
             "t0": now, "t1": now,
         })
-
-
-def _find_marker(path: str, node_name: str, task: Task) -> int:
-    marker = task_marker(node_name, task).encode()
-    with open(path, "rb") as f:
-        data = f.read()
-    pos = data.rfind(marker)
-    return max(pos, 0)

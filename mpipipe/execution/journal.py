@@ -17,7 +17,7 @@ from json.encoder import encode_basestring_ascii
 import os
 import time
 import zlib
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 from mpipipe.errors import JournalError
 
@@ -57,24 +57,23 @@ def encode_ok(key: str, name: str, partition: int, attempt: int, rank: int, t0: 
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
-def encode_ok_batch(fingerprint: str, name: str, rank: int, items: List[Tuple[int, int, float, float, Optional[str],
-                                                                           Any, Any]]) -> bytes:
-    """One record for several finished tasks of a node: items are (partition, attempt, t0, t1, output, value,
-    logref). Times are kept to the microsecond as offsets from the earliest start."""
-    base = min(it[2] for it in items)
-    rec: Dict[str, Any] = {"s": "okb", "f": fingerprint, "n": name, "r": rank, "p": [it[0] for it in items]}
-    if any(it[1] for it in items):
-        rec["a"] = [it[1] for it in items]
+def encode_ok_batch(fingerprint: str, name: str, rank: int, records: List[Dict[str, Any]]) -> bytes:
+    """One record for several finished tasks of a node, from their "ok" records (p, a, t0, t1, o, v, log).
+    Times are kept to the microsecond as offsets from the earliest start."""
+    base = min(r["t0"] for r in records)
+    rec: Dict[str, Any] = {"s": "okb", "f": fingerprint, "n": name, "r": rank, "p": [r["p"] for r in records]}
+    if any(r["a"] for r in records):
+        rec["a"] = [r["a"] for r in records]
     rec["t"] = base
-    rec["d"] = [round((t - base) * 1e6) for it in items for t in (it[2], it[3])]
-    if any(it[4] is not None for it in items):
-        rec["o"] = [it[4] for it in items]
-    if any(it[5] is not None for it in items):
-        rec["v"] = [it[5] for it in items]
+    rec["d"] = [round((t - base) * 1e6) for r in records for t in (r["t0"], r["t1"])]
+    if any(r["o"] is not None for r in records):
+        rec["o"] = [r["o"] for r in records]
+    if any(r.get("v") is not None for r in records):
+        rec["v"] = [r.get("v") for r in records]
     paths: Dict[str, int] = {}
     logs: List[Any] = []
-    for it in items:
-        ref = it[6]
+    for r in records:
+        ref = r["log"]
         if ref is None:
             logs += (-1, None, None)
         else:
@@ -159,12 +158,8 @@ class Journal:
         self._buf: List[bytes] = []
         self._fd: Optional[int] = None
         self._last_flush = time.monotonic()
-        self.previous_plan: Dict[str, str] = {}  # node name -> fingerprint, from the runs replay() read
+        self.previous_plan: Dict[str, str] = {}  # node name -> fingerprint, from the runs replay_by_node() read
         self._last_fsync = time.monotonic()
-
-    def replay(self) -> Dict[str, Dict[str, Any]]:
-        """Task key -> its last successful outcome record."""
-        return {f"{fp}:{p}": rec for fp, parts in self.replay_by_node().items() for p, rec in parts.items()}
 
     def replay_by_node(self) -> Dict[str, Dict[int, Dict[str, Any]]]:
         """Node fingerprint -> partition -> its last successful outcome record (what the scheduler reuses)."""

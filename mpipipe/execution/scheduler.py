@@ -5,17 +5,15 @@ plans with millions of partitions never exist as a list. Tiny tasks are batched
 per message automatically from the measured task duration; long tasks are sent
 one at a time so the last ones are not stuck behind a busy rank. Tasks with
 stated needs take the placed path (execution/placed.py); copies of stragglers
-are execution/speculation.py; tasks of launcher-run nodes are handed to their
-launcher and come back on a queue.
+are execution/speculation.py; what comes back is journaled and followed up in
+execution/outcomes.py; tasks of launcher-run nodes are handed to their launcher
+and come back on a queue.
 """
 from __future__ import annotations
 
-import heapq
-import json
 import logging
 import os
 import queue
-import shutil
 import signal
 import time
 from collections import deque
@@ -24,12 +22,13 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from mpipipe.errors import JobInterrupted, JournalError, PlatformError, TaskFailedError
 from mpipipe.execution import protocol as P
-from mpipipe.execution.journal import Journal, encode_ok, encode_ok_batch
+from mpipipe.execution.journal import Journal
+from mpipipe.execution.outcomes import Failure, Outcomes
 from mpipipe.execution.placed import NO_REQUIREMENT, PlacedDispatch, Slot
 from mpipipe.execution.placement import Placement
-from mpipipe.execution.progress import NodeCount, Progress
-from mpipipe.execution.speculation import SPECULATIVE_SUFFIX, Speculation
-from mpipipe.execution.task import EXTERNAL, OK, Result, Task
+from mpipipe.execution.progress import Progress
+from mpipipe.execution.speculation import Speculation
+from mpipipe.execution.task import EXTERNAL, Result, Task
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
 from mpipipe.logical.node import NodeInfo
 
@@ -62,25 +61,7 @@ class NodeState:
         return len(self.outputs) == self.info.npartitions
 
 
-@dataclass
-class Failure:
-    node: str
-    partition: int
-    attempts: int
-    error: str
-    traceback: str
-    where: str
-    log: str
-
-    def render(self) -> str:
-        tb = self.traceback.rstrip()
-        body = f"\n{tb}" if tb else ""
-        return (f"task {self.node}[{self.partition}] failed after {self.attempts} attempt(s): {self.error}\n"
-                f"--- task {self.node}[{self.partition}], attempt {self.attempts}, {self.where} ---{body}\n"
-                f"--- log: {self.log}")
-
-
-class Scheduler(PlacedDispatch, Speculation):
+class Scheduler(Outcomes, PlacedDispatch, Speculation):
     tid_floor = 0  # the highest task id any run of this process used
 
     def __init__(self, transport: Transport, infos: List[NodeInfo], roots: List[int], *, job_dir: str,
@@ -292,8 +273,8 @@ class Scheduler(PlacedDispatch, Speculation):
     def _make_task(self, nid: int, p: int, attempt: int, resources: Optional[Dict[str, Any]] = None) -> Task:
         fp, prefix, digits = self._out_shape.get(nid) or self._shape(nid)
         self.next_tid += 1
-        return Task(self.next_tid, nid, p, attempt, f"{fp}:{p}", self._input_groups(nid, p) if self.nodes[nid].info.inputs
-                    else (), f"{prefix}{p:0{digits}d}", resources)
+        return Task(self.next_tid, nid, p, attempt, f"{fp}:{p}", self._input_groups(nid, p), f"{prefix}{p:0{digits}d}",
+                    resources)
 
     # --- dispatch ---------------------------------------------------------------------
 
@@ -360,154 +341,6 @@ class Scheduler(PlacedDispatch, Speculation):
             self.t.send(rank, P.tasks_msg(tasks))
             sent = True
         return sent
-
-    # --- results ----------------------------------------------------------------------
-
-    def _on_results(self, rank: int, results: List[Result]) -> None:
-        finished: Dict[int, List[Tuple[int, int, float, float, Optional[str], Any, Any]]] = {}  # node -> journal items
-        try:
-            for res in results:
-                entry = self.inflight.pop(res.tid, None)
-                if entry is None:
-                    # a speculative copy that lost its race in an earlier run of this process (that run ended while
-                    # it still ran): nothing waits for it, and its output is not the one the journal names
-                    out = res.info.get("output") if res.status == OK else None
-                    if out:
-                        shutil.rmtree(out, ignore_errors=True)
-                    continue
-                task = entry[0]
-                if rank != EXTERNAL:
-                    self.load[rank] -= 1
-                else:
-                    self.external_running[task.node] -= 1
-                if self.speculate:
-                    self.started_at.pop(res.tid, None)
-                    if res.tid in self.losers:
-                        self._discard_loser(task, res)
-                        continue
-                if self.slots:
-                    slot = self.slots.pop(res.tid, None)
-                    if slot is not None:
-                        self._task_back(slot)
-                info = res.info
-                t0, t1 = info.get("t0", 0.0), info.get("t1", 0.0)
-                dur = t1 - t0 if t1 > t0 else 0.0
-                self.avg_duration = dur if self.avg_duration is None else 0.9 * self.avg_duration + 0.1 * dur
-                if res.status == OK:
-                    self._on_ok(rank, task, res, t0, t1, dur, finished)
-                else:
-                    self.failed_attempts += 1
-                    self.journal.append({"s": res.status, "k": task.key, "n": self.nodes[task.node].info.name,
-                                         "p": task.partition, "a": task.attempt, "r": rank, "t0": t0, "t1": t1,
-                                         "e": info.get("error", ""), "log": info.get("log"), "where": info.get("where")})
-                    twin = self.twins.pop(res.tid, None) if self.speculate else None
-                    if twin is not None:  # the other copy may still succeed: no retry yet
-                        self.twins.pop(twin, None)
-                        continue
-                    self._on_failure(task, res)
-        finally:
-            self._journal_finished(rank, finished)
-
-    def _on_ok(self, rank: int, task: Task, res: Result, t0: float, t1: float, dur: float,
-               finished: Dict[int, List[Tuple[int, int, float, float, Optional[str], Any, Any]]]) -> None:
-        self.ran += 1
-        info = res.info
-        output = info.get("output")
-        value = info.get("value")
-        logref = info.get("log")
-        rec = {"s": OK, "k": task.key, "n": self.nodes[task.node].info.name, "p": task.partition, "a": task.attempt,
-               "r": rank, "t0": t0, "t1": t1, "o": output}
-        if value is not None:
-            rec["v"] = value
-            self._count_data(value)
-        rec["log"] = logref
-        items = finished.get(task.node)
-        if items is None:
-            items = finished[task.node] = []
-        items.append((task.partition, task.attempt, t0, t1, output, value, logref))
-        if len(self.slowest) < 3 or dur > self.slowest[0][0]:
-            self._note_slow(dur, rec["n"], task.partition)
-        if self.speculate:
-            self.durations.setdefault(task.node, []).append(dur)
-            twin = self.twins.pop(res.tid, None)
-            if twin is not None:  # first result wins; the twin's output is discarded when it comes back
-                self.twins.pop(twin, None)
-                self.losers.add(twin)
-                self.speculation_won += task.output.endswith(SPECULATIVE_SUFFIX)
-        self._complete(task.node, task.partition, rec)
-
-    def _journal_finished(self, rank: int, finished: Dict[int, List[Tuple[int, int, float, float, Optional[str],
-                                                                             Any, Any]]]) -> None:
-        """One journal record per node for the tasks one message reported (a lone task keeps the plain form)."""
-        for nid, items in finished.items():
-            info = self.nodes[nid].info
-            if len(items) == 1:
-                p, a, t0, t1, output, value, logref = items[0]
-                self.journal.append_line(encode_ok(f"{info.fingerprint}:{p}", info.name, p, a, rank, t0, t1, output,
-                                                   value, logref))
-            else:
-                self.journal.append_line(encode_ok_batch(info.fingerprint, info.name, rank, items))
-
-    def _node_counts(self) -> List[NodeCount]:
-        """Per node: done (this run or reused), running, failed for good, of total; for the progress bars."""
-        running: Dict[int, int] = {}
-        for task, _ in self.inflight.values():
-            running[task.node] = running.get(task.node, 0) + 1
-        failed: Dict[str, int] = {}
-        for f in self.failures:
-            failed[f.node] = failed.get(f.node, 0) + 1
-        return [NodeCount(st.info.name, st.info.npartitions, len(st.outputs), running.get(nid, 0),
-                          failed.get(st.info.name, 0)) for nid, st in self.nodes.items()]
-
-    def _write_state(self, status: str) -> None:
-        """state.json: per-node counts for `mpipipe status` while the job runs (written atomically)."""
-        self._state_written = time.monotonic()
-        state = {"status": status, "time": time.time(), "pid": os.getpid(), "ran": self.ran, "cached": self.cached,
-                 "retried": self.retried, "failed": len(self.failures),
-                 "nodes": {n.name: {"total": n.total, "done": n.done, "running": n.running, "failed": n.failed}
-                           for n in self._node_counts()}}
-        tmp = os.path.join(self.job_dir, "state.json.tmp")
-        try:
-            with open(tmp, "w") as f:
-                json.dump(state, f)
-            os.replace(tmp, os.path.join(self.job_dir, "state.json"))
-        except OSError as e:
-            if not self._state_warned:  # once: a full disk would otherwise say so every second
-                self._state_warned = True
-                log.warning("cannot write %s: %s", tmp, e)
-
-    def _count_data(self, value: Any) -> None:
-        """Data tasks report rows and bytes; the summary adds them up."""
-        if isinstance(value, dict):
-            for key, stat in (("bytes", "bytes_written"), ("rows", "rows_written"), ("bytes_in", "bytes_read")):
-                x = value.get(key)
-                if isinstance(x, int) and not isinstance(x, bool):
-                    self.data[stat] += x
-
-    def _note_slow(self, dur: float, name: str, p: int) -> None:
-        item = (dur, name, p)
-        if len(self.slowest) < 3:
-            heapq.heappush(self.slowest, item)
-        elif dur > self.slowest[0][0]:
-            heapq.heapreplace(self.slowest, item)
-
-    def _on_failure(self, task: Task, res: Result) -> None:
-        if res.info.get("oom"):
-            self._more_memory(task)
-        if task.attempt < self.max_retries and task.node not in self.external:  # a launcher retries its own
-            self.retried += 1
-            self._push(task.node, task.partition, task.attempt + 1, front=True)
-            return
-        info = self.nodes[task.node].info
-        logref = res.info.get("log") or ("?", 0, None)
-        self.failures.append(Failure(info.name, task.partition, task.attempt + 1, res.info.get("error", "?"),
-                                     res.info.get("traceback", ""), res.info.get("where", "rank ?"), str(logref[0])))
-        # the node's other partitions still run (their results are wanted); what depends on it cannot
-        self.nodes[task.node].failed.add(task.partition)
-        self._block_dependents(task.node)
-        self._settle(task.node)
-        if self.fail_fast:
-            self.stop_reason = "failed"
 
     # --- the loop ---------------------------------------------------------------------
 

@@ -319,7 +319,8 @@ class WorkerHandle:
 
     def collect(self, node_names: Optional[Dict[int, str]] = None
                 ) -> Tuple[List[Result], Optional[Tuple[Task, str, int]], List[Task]]:
-        """Results that arrived; if the worker died: (task it was running, why, log offset) and the unstarted rest.
+        """Results that arrived; if the worker died: (task it was running, why, log offset of its output) and the
+        tasks to run again.
 
         Results come in frames of several, so a worker that dies may have finished tasks it did not report yet.
         Its log says which task it was in (each task starts with a marker line, see `task_marker`): the
@@ -364,14 +365,15 @@ class WorkerHandle:
         return results, crashed, rest
 
     def _died_in(self, node_names: Dict[int, str]) -> Tuple[int, int]:
-        """(index in inflight of the task the dead worker was running, log offset of its marker, or -1)."""
+        """(index in inflight of the task the dead worker was running, log offset where its output begins: its
+        marker, or where the reported tasks' output ended if it wrote none)."""
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(self._reported_to)
                 tail = f.read()
         except OSError:
-            return 0, -1
-        index, start, pos = 0, -1, 0
+            return 0, self._reported_to
+        index, start, pos = 0, self._reported_to, 0
         for i, task in enumerate(self.inflight):
             name = node_names.get(task.node)
             if name is None:
