@@ -27,12 +27,12 @@ _CALLS = itertools.count(1)
 
 def _pack(outcome: Tuple[bool, Any], spill: str) -> Dict[str, Any]:
     """A call's (ok, value or exception), small enough for the journal or else written to `spill`."""
-    import cloudpickle
+    from mpipipe import pickling
 
     try:
-        blob = cloudpickle.dumps(outcome)
+        blob = pickling.dumps(outcome)
     except Exception as e:  # noqa: BLE001  an unpicklable result or exception
-        blob = cloudpickle.dumps((False, TypeError(f"the call's {'result' if outcome[0] else 'exception'} cannot be "
+        blob = pickling.dumps((False, TypeError(f"the call's {'result' if outcome[0] else 'exception'} cannot be "
                                                    f"pickled: {type(e).__name__}: {e}")))
     if len(blob) <= INLINE_BYTES:
         return {"inline": base64.b64encode(blob).decode()}

@@ -34,6 +34,7 @@ from mpipipe.execution.osutil import RankLogHandler
 from mpipipe.execution.scheduler import Scheduler
 from mpipipe.execution.transport import PeerLost
 from mpipipe.logical.node import LogicalPlan, NodeInfo
+from mpipipe.pickling import pickle_nodes
 from mpipipe.platform import registry
 from mpipipe.platform.base import Platform, World, relaunch_argv
 
@@ -200,9 +201,7 @@ class Runtime:
     def ship_nodes(self, nodes: List[Any], infos: List[NodeInfo]) -> int:
         new = [n for n in nodes if n.id not in self.sent]
         if new:
-            import cloudpickle
-
-            P.scheduler_nodes(self.world.transport, [cloudpickle.dumps(new)], {n.id: n.name for n in new})
+            P.scheduler_nodes(self.world.transport, [pickle_nodes(new)], {n.id: n.name for n in new})
             self.sent.update(n.id for n in new)
         self.infos.update((i.id, i) for i in infos)
         return len(new)

@@ -103,19 +103,20 @@ def fill_from_requirements(options: SlurmOptions, spec: Any, where: str) -> Slur
 
 def write_spec(path: str, job: ShardJob) -> None:
     """Pickle the job once; paths and sys.path stay readable even if the module cannot be unpickled."""
-    import cloudpickle
+    from mpipipe import pickling
 
     try:
-        payload = cloudpickle.dumps((job.module, job.shards))
+        payload = pickling.dumps((job.module, job.shards))
     except Exception as e:  # noqa: BLE001  a user's attribute may fail to pickle in any way
-        raise PlanError(f"module {job.label} cannot be pickled for SLURM ({type(e).__name__}: {e}); make that "
-                        "attribute picklable, or store it with mpipipe.refs and pass the reference") from None
+        what = pickling.describe_unpicklable(job.module, "") or f"{type(e).__name__}: {e}"
+        raise PlanError(f"module {job.label} cannot be sent to SLURM: {what.lstrip('.')}; make that attribute "
+                        "picklable, or store it with mpipipe.refs and pass the reference") from None
     header = {"version": SPEC_VERSION, "label": job.label, "paths": list(job.paths),
               "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str)],
               "payload": payload}
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
-        cloudpickle.dump(header, f)
+        pickling.dump(header, f)
     os.replace(tmp, path)
 
 
