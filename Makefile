@@ -7,19 +7,26 @@ BIN     := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench slurm-up slurm-down clean help
+# known-good versions (scripts/lock writes them; make lock refreshes them on purpose)
+CONSTRAINTS := constraints.txt
+PIP_INSTALL = $(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS)
+LATEST_VENV := .venv-latest
+
+.PHONY: install demo test test-fast test-latest lock bench slurm-up slurm-down clean help
 
 help:
 	@echo "make install     create .venv and install mpipipe with its mpi and test extras"
 	@echo "make demo        run examples/quickstart.py on the embedded default (local) platform"
 	@echo "make test        run the whole test suite (starts mpiexec worlds and a local SLURM cluster itself)"
+	@echo "make test-latest run the suite against the newest releases of every dependency (in $(LATEST_VENV))"
+	@echo "make lock        refresh constraints.txt (the known-good versions make install uses) from the newest releases"
 	@echo "make slurm-up    start a single-node SLURM cluster (needs root); make slurm-down stops it"
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg setup.py
+$(VENV)/.installed: setup.cfg setup.py $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[mpi,test]'
+	$(PIP_INSTALL) -e '.[mpi,test]'
 	$(BIN)/python -m compileall -q mpipipe  # an editable install is not byte-compiled: every rank would compile it
 	touch $@
 
@@ -28,6 +35,17 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS) tests
+
+# the newest release of every dependency, no constraints: drift shows here before users meet it
+test-latest:
+	test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager \
+		-e '.[mpi,test]'
+	$(LATEST_VENV)/bin/python -m pip list --disable-pip-version-check --format=freeze | grep -iE '^(cloudpickle|duckdb|pyarrow|pandas|numpy|mpi4py|mpich|click)='
+	PATH=$(abspath $(LATEST_VENV))/bin:$$PATH $(LATEST_VENV)/bin/python -m pytest -q -ra $(PYTEST_ARGS) tests
+
+lock:
+	PYTHON=$(PYTHON) scripts/lock
 
 test-fast: install
 	$(BIN)/python -m pytest -q -ra -m "not slow and not slurm" $(PYTEST_ARGS) tests
@@ -41,7 +59,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python scripts/bench/run_all.py
 
 $(VENV)/.installed-bench: $(VENV)/.installed setup.cfg
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[mpi,test,bench]'
+	$(PIP_INSTALL) -e '.[mpi,test,bench]'
 	@test -x $(SMALLPOND_VENV)/bin/python || $(BIN)/python -m venv $(SMALLPOND_VENV) || true
 	@$(SMALLPOND_VENV)/bin/python -m pip install --disable-pip-version-check 'smallpond==0.15.0' 'duckdb>=1.2,<1.5' \
 		> $(SMALLPOND_VENV)/install.log 2>&1 \
@@ -55,4 +73,4 @@ slurm-down:
 	scripts/slurm-down
 
 clean:
-	rm -rf $(VENV) *.egg-info mpipipe-jobs .pytest_cache
+	rm -rf $(VENV) $(LATEST_VENV) *.egg-info mpipipe-jobs .pytest_cache
