@@ -1,4 +1,5 @@
-"""One frozen JobConfig per job, built from CLI > environment (SP_*) > init() > defaults.
+"""One frozen JobConfig per job, built from CLI > environment (SP_*) > init() > defaults; its fields are the
+one declaration of every option (flags, SP_* names, SlurmOptions and site config keys are made from them).
 
 Unknown option names are rejected with the list of valid ones, and values are
 converted once here, so the rest of the code reads typed fields. The SLURM
@@ -18,50 +19,101 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from mpipipe.errors import ConfigError
 
 
+def option(default: Any, help: str, *, kind: str = "text", metavar: Optional[str] = None,
+           flag: bool = True, choices: Optional[Tuple[str, ...]] = None) -> Any:
+    """One job option, declared once: its field in JobConfig, its --flag, its SP_* variable and its help.
+
+    `kind` names the converter (see convert_option); `flag=False` options are set only by SP_* or init().
+    """
+    return field(default=default, metadata={"help": help, "kind": kind, "metavar": metavar, "flag": flag,
+                                            "choices": choices})
+
+
+def slurm_option(default: Any, help: str, *, kind: str = "str", metavar: Optional[str] = None,
+                 short: bool = True, action: Optional[str] = None) -> Any:
+    """One SLURM option: the JobConfig field slurm_<name> (None: not chosen), the flags --slurm-<name> and,
+    when `short`, --<name> (unless the script took it), SP_SLURM_<NAME>, the site config key <name>, and the
+    SlurmOptions field <name> whose default is `default`."""
+    return field(default=None, metadata={"help": help, "kind": "slurm", "slurm_kind": kind, "metavar": metavar,
+                                         "flag": True, "short": short, "slurm_default": default,
+                                         "action": action})
+
+
 @dataclass(frozen=True)
 class JobConfig:
-    platform: Optional[str] = None
-    num_executors: Optional[int] = None
-    job_id: Optional[str] = None
-    data_root: str = "mpipipe-jobs"
-    max_retries: int = 2
-    fail_fast: bool = False
-    fresh: bool = False
-    dry_run: bool = False
-    log_level: str = "INFO"
-    debug: bool = False
-    workers_per_executor: int = 1
-    progress_interval: float = 2.0
-    mpiexec: str = "mpiexec"
-    hello_timeout: float = 120.0
-    hosts: Optional[str] = None  # per-rank host overrides: "1,2=cpu(cores=8) & cuda(mem=16GiB) * 2; 3=..."
-    inject_faults: Optional[str] = None  # e.g. "0.2" or "rate=0.3,kinds=exit+kill,seed=1" (see execution/faults.py)
-    speculate: bool = False  # start copies of stragglers; the first result wins
-    allow_changes: bool = False  # resume even if nodes changed since the journal: re-run those and what follows
-    cache_dir: Optional[str] = None  # module results kept across jobs (default: <data_root>/cache)
-    platform_options: Tuple[Tuple[str, str], ...] = field(default=())
+    platform: Optional[str] = option(
+        None, "local, mpi, slurm, or a dotted path pkg.mod:Class to your own Platform (default: auto-detect)")
+    num_executors: Optional[int] = option(
+        None, "executor ranks (default: the MPI world's size - 1, else the number of cores)", kind="count")
+    job_id: Optional[str] = option(
+        None, "job name; the same id resumes (default: script name + hash of its arguments)", kind="job_id")
+    data_root: str = option("mpipipe-jobs", "folder that holds job directories (default: ./mpipipe-jobs)")
+    max_retries: int = option(2, "retries of a failed task before the job fails (default: 2)", kind="count0")
+    fail_fast: bool = option(False, "stop the job at the first task that fails for good", kind="bool")
+    fresh: bool = option(False, "ignore the journal: run every task again", kind="bool")
+    dry_run: bool = option(False, "print the plan and the platform choice; run nothing", kind="bool")
+    log_level: str = option("INFO", "level of the rank logs (default: INFO)", kind="level",
+                            choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    debug: bool = option(False, "show Python tracebacks for every error", kind="bool")
+    workers_per_executor: int = option(1, "worker processes per executor rank (default: 1)", kind="count")
+    progress_interval: float = option(2.0, "seconds between progress lines, 0 for none (default: 2)",
+                                      kind="seconds")
+    mpiexec: str = option("mpiexec", "the launcher --platform mpi runs", flag=False)
+    hello_timeout: float = option(120.0, "seconds rank 0 waits for executors to answer", kind="seconds", flag=False)
+    hosts: Optional[str] = option(
+        None, "override what executor ranks offer, in the requirement language, e.g. "
+              "'1,2=cpu(cores=8, mem=64GiB) & cuda(mem=16GiB) * 2' (default: each rank probes its host)",
+        metavar="RANKS=HOST;...")
+    speculate: bool = option(False, "start a copy of a straggling task on another rank once most of its node is "
+                                    "done; the first result wins", kind="bool")
+    allow_changes: bool = option(False, "resume even though nodes changed since the journal was written: re-run "
+                                        "the changed nodes and what depends on them (default: refuse and suggest "
+                                        "--fresh)", kind="bool")
+    cache_dir: Optional[str] = option(
+        None, "where module results are kept across jobs and runs (default: <data-root>/cache)", metavar="DIR")
+    inject_faults: Optional[str] = option(
+        None, "make task attempts fail on purpose, for testing: a probability such as 0.2, or "
+              "'rate=0.2,kinds=exception+exit+segfault+kill+oom,seed=1,attempts=1'", kind="faults", metavar="SPEC")
+    platform_options: Tuple[Tuple[str, str], ...] = option(
+        (), "options for a custom platform, key=value,...", kind="pairs", flag=False)
     # --platform slurm (None: not set by the command line, SP_SLURM_* or init(); the site config or a default decides)
-    slurm_partition: Optional[str] = None
-    slurm_account: Optional[str] = None
-    slurm_qos: Optional[str] = None
-    slurm_time: Optional[str] = None
-    slurm_nodes: Optional[int] = None
-    slurm_ntasks_per_node: Optional[int] = None
-    slurm_cpus_per_task: Optional[int] = None
-    slurm_mem: Optional[str] = None
-    slurm_gres: Optional[str] = None
-    slurm_gpus: Optional[str] = None
-    slurm_gpus_per_node: Optional[str] = None
-    slurm_constraint: Optional[str] = None
-    slurm_exclude: Optional[str] = None
-    slurm_job_name: Optional[str] = None
-    slurm_extra: Optional[Tuple[str, ...]] = None
-    slurm_mpi: Optional[str] = None
-    slurm_signal: Optional[int] = None
-    slurm_requeue: Optional[bool] = None
-    slurm_poll_interval: Optional[float] = None
-    slurm_config: Optional[str] = None  # the site config file
-    detach: bool = False  # --platform slurm: submit, print the SLURM job id and job directory, return
+    slurm_partition: Optional[str] = slurm_option(None, "partition (queue) to submit to", metavar="NAME")
+    slurm_account: Optional[str] = slurm_option(None, "account to charge", metavar="NAME")
+    slurm_qos: Optional[str] = slurm_option(None, "quality of service", metavar="NAME")
+    slurm_time: Optional[str] = slurm_option(None, "time limit: minutes, HH:MM:SS or D-HH:MM:SS", kind="time",
+                                             metavar="TIME")
+    slurm_nodes: Optional[int] = slurm_option(None, "nodes", kind="count", metavar="N")
+    slurm_ntasks_per_node: Optional[int] = slurm_option(
+        None, "ranks per node (the job has nodes x this ranks, or --num-executors + 1)", kind="count", metavar="N")
+    slurm_cpus_per_task: Optional[int] = slurm_option(None, "CPUs per rank", kind="count", metavar="N")
+    slurm_mem: Optional[str] = slurm_option(None, "memory per node, e.g. 8G", kind="mem", metavar="SIZE")
+    slurm_gres: Optional[str] = slurm_option(None, "generic resources per node, e.g. gpu:2", metavar="SPEC")
+    slurm_gpus: Optional[str] = slurm_option(None, "GPUs for the whole job, e.g. 4 or a100:4", metavar="SPEC")
+    slurm_gpus_per_node: Optional[str] = slurm_option(None, "GPUs per node, e.g. 1 or a100:1", metavar="SPEC")
+    slurm_constraint: Optional[str] = slurm_option(None, "node features the job needs", metavar="FEATURES")
+    slurm_exclude: Optional[str] = slurm_option(None, "nodes not to use", metavar="NODES")
+    slurm_job_name: Optional[str] = slurm_option(None, "SLURM job name (default: the job id)", metavar="NAME")
+    slurm_extra: Optional[Tuple[str, ...]] = slurm_option(
+        (), "an extra #SBATCH line, e.g. --slurm-extra=--mail-type=END (repeatable)", kind="lines",
+        metavar="OPTIONS", short=False, action="append")
+    slurm_mpi: Optional[str] = slurm_option(
+        "auto", "srun --mpi plugin (pmi2 for MPICH, pmix for Open MPI), mpiexec to launch with the MPI library's "
+                "own mpiexec, or auto (default: from the installed MPI)", kind="mpi", metavar="PLUGIN", short=False)
+    slurm_signal: Optional[int] = slurm_option(
+        120, "warn the job this long before its time limit or a preemption: it stops, keeps its journal and "
+             "requeues itself; 0 for no warning (default: 120, at most half of --time)", kind="seconds",
+        metavar="SECONDS", short=False)
+    slurm_requeue: Optional[bool] = slurm_option(
+        True, "submit with --requeue and requeue after the warning (default: on)", kind="bool", short=False,
+        action="optional")
+    slurm_poll_interval: Optional[float] = slurm_option(
+        5.0, "seconds between squeue calls while waiting (default: 5)", kind="interval", metavar="SECONDS",
+        short=False)
+    slurm_config: Optional[str] = option(
+        None, "site config file, TOML or JSON (default: ~/.config/mpipipe/slurm.toml if it exists)",
+        kind="slurm_config", metavar="PATH")
+    detach: bool = option(False, "submit, print the SLURM job id and job directory, and return (see mpipipe "
+                                 "status)", kind="detach")
 
     def with_(self, **changes: Any) -> "JobConfig":
         return dataclasses.replace(self, **changes)
@@ -77,14 +129,18 @@ def env_name(option: str) -> str:
     return ENV_PREFIX + option.upper()
 
 
-# The SLURM options: name -> kind. Each is the JobConfig field slurm_<name>, the flags --<name> and
-# --slurm-<name>, the variable SP_SLURM_<NAME>, and the key <name> of the site config file.
-SLURM_OPTIONS: Dict[str, str] = {
-    "partition": "str", "account": "str", "qos": "str", "time": "time", "nodes": "count",
-    "ntasks_per_node": "count", "cpus_per_task": "count", "mem": "mem", "gres": "str", "gpus": "str",
-    "gpus_per_node": "str", "constraint": "str", "exclude": "str", "job_name": "str", "extra": "lines",
-    "mpi": "mpi", "signal": "seconds", "requeue": "bool", "poll_interval": "interval",
-}
+def option_fields() -> Tuple[Any, ...]:
+    """JobConfig's fields with their declarations (help, kind, metavar, flag...), in order."""
+    return fields(JobConfig)
+
+
+# The SLURM options: name -> kind, from JobConfig's slurm_option() fields. Each is the JobConfig field
+# slurm_<name>, the flags --<name> and --slurm-<name>, the variable SP_SLURM_<NAME>, and the key <name> of the
+# site config file.
+SLURM_OPTIONS: Dict[str, str] = {f.name[len("slurm_"):]: f.metadata["slurm_kind"] for f in fields(JobConfig)
+                                 if f.metadata.get("kind") == "slurm"}
+SLURM_DEFAULTS: Dict[str, Any] = {f.name[len("slurm_"):]: f.metadata["slurm_default"] for f in fields(JobConfig)
+                                  if f.metadata.get("kind") == "slurm"}
 _TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
@@ -168,51 +224,60 @@ def convert_slurm(name: str, value: Any) -> Any:
     return text
 
 
-def _convert(name: str, value: Any, source: str) -> Any:
-    default = getattr(JobConfig(), name)
-    ftype = {f.name: f.type for f in fields(JobConfig)}[name]
+_KINDS = {f.name: f.metadata["kind"] for f in fields(JobConfig)}
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {value!r}")
+
+
+def convert_option(name: str, value: Any, source: str) -> Any:
+    """One option's value from `source`, checked and typed by its declared kind."""
+    kind = _KINDS[name]
     where = f"{name} (from {source})"
     if value is None:
         return None
     try:
-        if name.startswith("slurm_") and name[len("slurm_"):] in SLURM_OPTIONS:
+        if kind == "slurm":
             return convert_slurm(name[len("slurm_"):], value)
-        if name == "platform_options":
+        if kind == "pairs":
             if isinstance(value, str):
                 pairs = [kv.split("=", 1) for kv in value.split(",") if kv.strip()]
                 return tuple((k.strip(), v.strip()) for k, v in pairs)
             return tuple(sorted(dict(value).items()))
-        if isinstance(default, bool) or ftype in ("bool",):
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(f"expected true/false, got {value!r}")
-        if name in ("num_executors", "max_retries", "workers_per_executor"):
+        if kind in ("bool", "detach"):
+            return _bool(value)
+        if kind in ("count", "count0"):
+            if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+                raise ValueError(f"expected a whole number, got {value!r}")
             n = int(value)
-            low = 1 if name != "max_retries" else 0
+            low = 0 if kind == "count0" else 1
             if n < low:
                 raise ValueError(f"must be at least {low}, got {n}")
             return n
-        if name in ("progress_interval", "hello_timeout"):
+        if kind == "seconds":
             x = float(value)
             if x < 0:
                 raise ValueError(f"must not be negative, got {x}")
             return x
-        if name == "inject_faults":
+        if kind == "faults":
             from mpipipe.execution.faults import parse as parse_faults
 
             return str(parse_faults(str(value)))
-        if name == "log_level":
+        if kind == "level":
             level = str(value).upper()
             if level not in _LOG_LEVELS:
                 raise ValueError(f"expected one of {', '.join(_LOG_LEVELS)}, got {value!r}")
             return level
         text = str(value)
-        if name == "job_id" and (not text or "/" in text or text in (".", "..")):
+        if kind == "job_id" and (not text or "/" in text or text in (".", "..")):
             raise ValueError(f"a job id names a folder: no '/', not empty, got {value!r}")
         return text
     except (TypeError, ValueError) as e:
@@ -236,11 +301,11 @@ def build_config(cli: Optional[Mapping[str, Any]] = None, env: Optional[Mapping[
     values: Dict[str, Any] = {}
     for name in OPTION_NAMES:
         if name in cli:
-            values[name] = _convert(name, cli[name], "the command line")
+            values[name] = convert_option(name, cli[name], "the command line")
         elif env_name(name) in env:
-            values[name] = _convert(name, env[env_name(name)], f"${env_name(name)}")
+            values[name] = convert_option(name, env[env_name(name)], f"${env_name(name)}")
         elif name in init:
-            values[name] = _convert(name, init[name], "init()")
+            values[name] = convert_option(name, init[name], "init()")
     unknown_env = sorted(k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in OPTION_NAMES
                          and k not in _OTHER_SP_VARS)
     if unknown_env:

@@ -11,63 +11,52 @@ import argparse
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from mpipipe.config import option_fields
+
 GROUP_TITLE = "mpipipe options (each also settable as SP_<NAME>, e.g. SP_PLATFORM)"
 
-BUILTIN_FLAGS = ("platform", "num_executors", "job_id", "data_root", "max_retries", "fail_fast", "fresh",
-                 "dry_run", "log_level", "debug", "workers_per_executor", "progress_interval", "hosts",
-                 "inject_faults", "speculate", "allow_changes", "cache_dir")
+_FIELDS = [f for f in option_fields() if f.metadata["flag"]]
+_SLURM_GROUP = ("slurm", "slurm_config", "detach")  # kinds of the flags shown in the SLURM group
 
-# (name, metavar, type, help): --<name> unless the script took it, and always --slurm-<name>
-SLURM_FLAGS = (
-    ("partition", "NAME", str, "partition (queue) to submit to"),
-    ("account", "NAME", str, "account to charge"),
-    ("qos", "NAME", str, "quality of service"),
-    ("time", "TIME", str, "time limit: minutes, HH:MM:SS or D-HH:MM:SS"),
-    ("nodes", "N", int, "nodes"),
-    ("ntasks-per-node", "N", int, "ranks per node (the job has nodes x this ranks, or --num-executors + 1)"),
-    ("cpus-per-task", "N", int, "CPUs per rank"),
-    ("mem", "SIZE", str, "memory per node, e.g. 8G"),
-    ("gres", "SPEC", str, "generic resources per node, e.g. gpu:2"),
-    ("gpus", "SPEC", str, "GPUs for the whole job, e.g. 4 or a100:4"),
-    ("gpus-per-node", "SPEC", str, "GPUs per node, e.g. 1 or a100:1"),
-    ("constraint", "FEATURES", str, "node features the job needs"),
-    ("exclude", "NODES", str, "nodes not to use"),
-    ("job-name", "NAME", str, "SLURM job name (default: the job id)"),
-)
-SLURM_DESTS = tuple("slurm_" + f[0].replace("-", "_") for f in SLURM_FLAGS) + (
-    "slurm_extra", "slurm_mpi", "slurm_signal", "slurm_requeue", "slurm_poll_interval", "slurm_config", "detach")
+# the dests of mpipipe's flags: the job options, then the SLURM group's
+BUILTIN_FLAGS = tuple(f.name for f in _FIELDS if f.metadata["kind"] not in _SLURM_GROUP)
+SLURM_DESTS = tuple(f.name for f in _FIELDS if f.metadata["kind"] in _SLURM_GROUP)
+# (name, metavar, type, help) of the SLURM flags that also have a short --<name>
+SLURM_FLAGS = tuple((f.name[len("slurm_"):].replace("_", "-"), f.metadata["metavar"],
+                     int if f.metadata["slurm_kind"] == "count" else str, f.metadata["help"])
+                    for f in _FIELDS if f.metadata["kind"] == "slurm" and f.metadata["short"])
+
+_TYPES = {"count": int, "count0": int, "seconds": float, "interval": float}
+
+
+def _add(g: Any, names: List[str], f: Any) -> None:
+    """One flag from its option's declaration (mpipipe.config.JobConfig)."""
+    meta = f.metadata
+    kind = meta["slurm_kind"] if meta["kind"] == "slurm" else meta["kind"]
+    kw: Dict[str, Any] = {"dest": f.name, "default": None, "help": meta["help"]}
+    if kind in ("bool", "detach") and meta.get("action") != "optional":
+        kw["action"] = "store_true"
+    elif meta.get("action") == "optional":
+        kw["action"] = argparse.BooleanOptionalAction
+    else:
+        if meta.get("action") == "append":
+            kw["action"] = "append"
+        if meta.get("metavar"):
+            kw["metavar"] = meta["metavar"]
+        if meta.get("choices"):
+            kw["type"], kw["choices"] = str.upper, list(meta["choices"])
+        elif meta["kind"] == "slurm" and kind == "seconds":
+            kw["type"] = int
+        elif kind in _TYPES:
+            kw["type"] = _TYPES[kind]
+    g.add_argument(*names, **kw)
 
 
 def add_builtin_flags(g: Any) -> None:
     """mpipipe's own job options, into an argparse parser or argument group."""
-    g.add_argument("--platform", default=None,
-                   help="local, mpi, slurm, or a dotted path pkg.mod:Class to your own Platform (default: auto-detect)")
-    g.add_argument("--num-executors", type=int, default=None,
-                   help="executor ranks (default: the MPI world's size - 1, else the number of cores)")
-    g.add_argument("--job-id", default=None, help="job name; the same id resumes (default: script name + hash of its arguments)")
-    g.add_argument("--data-root", default=None, help="folder that holds job directories (default: ./mpipipe-jobs)")
-    g.add_argument("--max-retries", type=int, default=None, help="retries of a failed task before the job fails (default: 2)")
-    g.add_argument("--fail-fast", action="store_true", default=None, help="stop the job at the first task that fails for good")
-    g.add_argument("--fresh", action="store_true", default=None, help="ignore the journal: run every task again")
-    g.add_argument("--dry-run", action="store_true", default=None, help="print the plan and the platform choice; run nothing")
-    g.add_argument("--log-level", default=None, type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="level of the rank logs (default: INFO)")
-    g.add_argument("--debug", action="store_true", default=None, help="show Python tracebacks for every error")
-    g.add_argument("--workers-per-executor", type=int, default=None, help="worker processes per executor rank (default: 1)")
-    g.add_argument("--progress-interval", type=float, default=None, help="seconds between progress lines, 0 for none (default: 2)")
-    g.add_argument("--hosts", default=None, metavar="RANKS=HOST;...",
-                   help="override what executor ranks offer, in the requirement language, e.g. "
-                        "'1,2=cpu(cores=8, mem=64GiB) & cuda(mem=16GiB) * 2' (default: each rank probes its host)")
-    g.add_argument("--speculate", action="store_true", default=None,
-                   help="start a copy of a straggling task on another rank once most of its node is done; "
-                        "the first result wins")
-    g.add_argument("--allow-changes", action="store_true", default=None,
-                   help="resume even though nodes changed since the journal was written: re-run the changed "
-                        "nodes and what depends on them (default: refuse and suggest --fresh)")
-    g.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="where module results are kept across jobs and runs (default: <data-root>/cache)")
-    g.add_argument("--inject-faults", default=None, metavar="SPEC",
-                   help="make task attempts fail on purpose, for testing: a probability such as 0.2, or "
-                        "'rate=0.2,kinds=exception+exit+segfault+kill+oom,seed=1,attempts=1'")
+    for f in _FIELDS:
+        if f.name in BUILTIN_FLAGS:
+            _add(g, ["--" + f.name.replace("_", "-")], f)
 
 
 def add_set_flag(g: Any) -> None:
@@ -85,29 +74,15 @@ def add_slurm_flags(parser: argparse.ArgumentParser, taken: Set[str]) -> None:
     g = parser.add_argument_group(
         "SLURM options (--platform slurm; each also SP_SLURM_<NAME>, or <name> in the site config file "
         "~/.config/mpipipe/slurm.toml)")
-
-    def names(name: str) -> List[str]:
-        return [o for o in (f"--{name}", f"--slurm-{name}") if o not in taken]
-
-    for name, metavar, kind, text in SLURM_FLAGS:
-        g.add_argument(*names(name), dest="slurm_" + name.replace("-", "_"), metavar=metavar, type=kind,
-                       default=None, help=text)
-    g.add_argument("--slurm-extra", action="append", default=None, metavar="OPTIONS",
-                   help="an extra #SBATCH line, e.g. --slurm-extra=--mail-type=END (repeatable)")
-    g.add_argument("--slurm-mpi", default=None, metavar="PLUGIN",
-                   help="srun --mpi plugin (pmi2 for MPICH, pmix for Open MPI), mpiexec to launch with the MPI "
-                        "library's own mpiexec, or auto (default: from the installed MPI)")
-    g.add_argument("--slurm-signal", type=int, default=None, metavar="SECONDS",
-                   help="warn the job this long before its time limit or a preemption: it stops, keeps its "
-                        "journal and requeues itself; 0 for no warning (default: 120, at most half of --time)")
-    g.add_argument("--slurm-requeue", action=argparse.BooleanOptionalAction, default=None,
-                   help="submit with --requeue and requeue after the warning (default: on)")
-    g.add_argument("--slurm-poll-interval", type=float, default=None, metavar="SECONDS",
-                   help="seconds between squeue calls while waiting (default: 5)")
-    g.add_argument("--slurm-config", default=None, metavar="PATH",
-                   help="site config file, TOML or JSON (default: ~/.config/mpipipe/slurm.toml if it exists)")
-    g.add_argument(*names("detach"), dest="detach", action="store_true", default=None,
-                   help="submit, print the SLURM job id and job directory, and return (see mpipipe status)")
+    for f in _FIELDS:
+        if f.name not in SLURM_DESTS:
+            continue
+        base = f.name[len("slurm_"):] if f.name.startswith("slurm_") else f.name
+        long_name = "--" + base.replace("_", "-")
+        names = [f"--slurm-{base.replace('_', '-')}"]
+        if f.metadata.get("short") or f.metadata["kind"] == "detach":
+            names = [long_name] + names
+        _add(g, [n for n in names if n not in taken], f)
 
 
 def builtin_parser(add_help: bool = True, description: Optional[str] = None) -> argparse.ArgumentParser:

@@ -214,3 +214,34 @@ def test_init_options_returns_a_copy():
     mpipipe.init(job_id="x")
     session.init_options()["job_id"] = "changed"
     assert session.init_options() == {"job_id": "x"}
+
+
+def test_every_option_is_declared_once_and_everything_else_follows():
+    """JobConfig's fields are the one declaration: flags, SP_* names, SlurmOptions and the site config keys
+    are made from them, and the README's flag table names every flag."""
+    import dataclasses
+    import os
+
+    from helpers import REPO
+    from mpipipe.config import JobConfig, option_fields
+    from mpipipe.driver import Driver
+    from mpipipe.platform.slurm_options import SITE_KEYS, SlurmOptions
+
+    d = Driver(args=[])
+    d.get_arguments()
+    dests = {a.dest: a for a in d.parser._actions}
+    declared = option_fields()
+    assert [f.name for f in declared] == [f.name for f in dataclasses.fields(JobConfig)]
+    for f in declared:
+        assert f.metadata["help"], f.name
+        if f.metadata["flag"]:
+            assert f.name in dests and dests[f.name].help == f.metadata["help"], f.name
+        else:
+            assert f.name not in dests
+    slurm = [f.name[len("slurm_"):] for f in declared if f.metadata["kind"] == "slurm"]
+    assert list(SITE_KEYS) == slurm == [f.name for f in dataclasses.fields(SlurmOptions)]
+    with open(os.path.join(REPO, "README.md")) as fh:
+        readme = fh.read()
+    for action in d.parser._actions:
+        if action.dest in {f.name for f in declared} and action.option_strings:
+            assert any(f"`{o}" in readme for o in action.option_strings), action.option_strings

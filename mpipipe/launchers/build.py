@@ -151,7 +151,7 @@ def _text(value: Any, where: str) -> str:
 def _build_platform(cls: type, kwargs: Dict[str, Any], target: str, where: str) -> Any:
     """A Platform from the job's config: JobConfig fields among the keys replace the job's values, and
     every other key joins `platform_options` (as text, as SP_PLATFORM_OPTIONS gives them) for it to read."""
-    from mpipipe.config import OPTION_NAMES, _convert
+    from mpipipe.config import OPTION_NAMES, convert_option
     from mpipipe.session import current_config
 
     config = current_config()
@@ -163,7 +163,7 @@ def _build_platform(cls: type, kwargs: Dict[str, Any], target: str, where: str) 
                 raise ConfigError(f"launcher config {_join(where, key)} must be a mapping, got {value!r}")
             extra.update({str(k): _text(v, _join(_join(where, key), k)) for k, v in value.items()})
         elif key in OPTION_NAMES:
-            fields[key] = _convert(key, value, f"launcher config {_join(where, key)}")
+            fields[key] = convert_option(key, value, f"launcher config {_join(where, key)}")
         else:
             extra[key] = _text(value, _join(where, key))
     return cls(config.with_(platform_options=tuple(sorted(extra.items())), **fields))

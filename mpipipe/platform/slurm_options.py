@@ -12,49 +12,37 @@ defaulting to ~/.config. Its keys are the option names (`ntasks_per_node` or
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from dataclasses import dataclass, fields
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
-from mpipipe.config import SLURM_OPTIONS, JobConfig, convert_slurm, slurm_time_seconds
+from mpipipe.config import SLURM_DEFAULTS, SLURM_OPTIONS, JobConfig, convert_slurm, option_fields, slurm_time_seconds
 from mpipipe.errors import ConfigError
 
 SITE_KEYS = tuple(SLURM_OPTIONS)
 
 
-@dataclass(frozen=True)
-class SlurmOptions:
-    """Everything sbatch/srun are asked for, typed; None means "let SLURM decide"."""
-
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    time: Optional[str] = None
-    nodes: Optional[int] = None
-    ntasks_per_node: Optional[int] = None
-    cpus_per_task: Optional[int] = None
-    mem: Optional[str] = None
-    gres: Optional[str] = None
-    gpus: Optional[str] = None
-    gpus_per_node: Optional[str] = None
-    constraint: Optional[str] = None
-    exclude: Optional[str] = None
-    job_name: Optional[str] = None
-    extra: Tuple[str, ...] = ()
-    mpi: str = "auto"  # an srun --mpi plugin (pmi2, pmix, ...), "auto", or "mpiexec"
-    signal: int = 120  # seconds before the time limit that the batch script is warned (0: no warning; at most
-    # half the time limit unless chosen)
-    requeue: bool = True  # submit with --requeue; requeue itself after the warning
-    poll_interval: float = 5.0  # seconds between squeue calls while waiting
-
-    def with_(self, **changes: Any) -> "SlurmOptions":
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return SlurmOptions(**values)
+def _with(self: Any, **changes: Any) -> Any:
+    """A copy with some options changed."""
+    return dataclasses.replace(self, **changes)
 
 
-assert tuple(f.name for f in fields(SlurmOptions)) == SITE_KEYS, "SlurmOptions and config.SLURM_OPTIONS differ"
+def _build_options_class() -> Any:
+    """SlurmOptions, made from the SLURM options declared in mpipipe.config.JobConfig (one declaration each):
+    every field named as the option, with the option's SLURM default."""
+    specs = [(f.name[len("slurm_"):], f.type, dataclasses.field(default=f.metadata["slurm_default"]))
+             for f in option_fields() if f.metadata.get("kind") == "slurm"]
+    doc = 'Everything sbatch/srun are asked for, typed; None means "let SLURM decide".'
+    cls = dataclasses.make_dataclass("SlurmOptions", specs, frozen=True, namespace={"with_": _with, "__doc__": doc})
+    cls.__module__ = __name__  # pickled by reference, like a class written here
+    return cls
+
+
+if TYPE_CHECKING:
+    SlurmOptions = Any
+else:
+    SlurmOptions = _build_options_class()
 
 
 def default_site_config() -> str:
@@ -137,6 +125,6 @@ def resolve(config: JobConfig) -> SlurmOptions:
     if "signal" not in values and values.get("time"):
         # nobody chose the warning: keep the default unless the time limit is shorter than twice it
         limit = slurm_time_seconds(values["time"])
-        if limit is not None and limit < 2 * SlurmOptions.signal:
+        if limit is not None and limit < 2 * SLURM_DEFAULTS["signal"]:
             values["signal"] = max(1, limit // 2)
     return SlurmOptions(**values)
