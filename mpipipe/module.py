@@ -8,17 +8,12 @@ iteration value and index, so re-running a pipeline reuses what it computed.
 """
 from __future__ import annotations
 
-import dataclasses
-import enum
-import hashlib
-import math
-import os
-import pathlib
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 from mpipipe.errors import MpipipeError, PlanError
+from mpipipe.value_key import ValueKeyError, value_digest, value_hexdigest
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -35,7 +30,9 @@ class Module:
     - `validate(result, iteration_value, iteration_index)`: False rejects a cached result
       (e.g. the file it names is gone), which is then computed again.
     - `transient`: names of attributes that do not change the result (a log
-      level, a progress flag): they are left out of the cache key.
+      level, a progress flag): they are left out of the cache key. Every other
+      attribute is keyed by its value (mpipipe.value_key); one that cannot be
+      (an open file, a socket) is a PlanError, never a guess.
     """
 
     transient: Sequence[str] = ()
@@ -67,55 +64,27 @@ class Module:
         return {k: v for k, v in state.items() if k not in set(self.transient) and not k.startswith("_")}
 
 
-def stable_text(value: Any, _depth: int = 0) -> str:
-    """A text that is the same in every process for equal values (no memory addresses, sorted keys)."""
-    if _depth > 50:
-        raise PlanError("a module's configuration nests more than 50 levels deep; mark such attributes transient")
-    d = _depth + 1
-    if value is None or isinstance(value, (bool, int, str, bytes)):
-        return repr(value)
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else str(value)
-    if isinstance(value, enum.Enum):
-        return f"{type(value).__qualname__}.{value.name}"
-    if isinstance(value, (pathlib.PurePath,)):
-        return f"path:{os.fspath(value)}"
-    if isinstance(value, (list, tuple)):
-        return f"{type(value).__name__}[" + ",".join(stable_text(v, d) for v in value) + "]"
-    if isinstance(value, (set, frozenset)):
-        return "set{" + ",".join(sorted(stable_text(v, d) for v in value)) + "}"
-    if isinstance(value, dict):
-        items = sorted((stable_text(k, d), stable_text(v, d)) for k, v in value.items())
-        return "{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
-    digest = getattr(value, "digest", None)
-    if isinstance(digest, str) and type(value).__module__ == "mpipipe.refs":
-        return f"ref:{digest}"  # a stored value: its content digest, never the value itself
-    if isinstance(value, Module):
-        return f"module:{type(value).__module__}.{type(value).__qualname__}@{value.version()}" + \
-            stable_text(value.cache_config(), d)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        return f"{type(value).__qualname__}" + stable_text(fields, d)
-    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
-    if callable(tolist) and type(value).__module__.startswith("numpy"):
-        return f"{type(value).__qualname__}:{getattr(value, 'dtype', '')}:" + stable_text(tolist(), d)
-    if callable(value):
-        from mpipipe.logical.node import code_fingerprint
-
-        return f"code:{code_fingerprint(value)}"
-    if hasattr(value, "__dict__"):
-        return f"{type(value).__module__}.{type(value).__qualname__}" + stable_text(vars(value), d)
-    return f"{type(value).__qualname__}:{value!r}"
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def module_key(module: Module) -> str:
-    """The cache identity of a module without its iteration: class, version and configuration."""
+    """The cache identity of a module without its iteration: class, version and configuration, by value."""
     cls = type(module)
-    return digest(f"{cls.__module__}.{cls.__qualname__}|{module.version()}|{stable_text(module.cache_config())}")
+    try:
+        return value_hexdigest(module, root=cls.__name__)
+    except ValueKeyError as e:
+        if e.top:
+            e.note = f"if {e.top!r} does not change the result, list it in {cls.__name__}.transient"
+        raise
+
+
+def _shard_key(module: Module, base: str, index: Optional[int], value: Any) -> str:
+    """A run's key: the module's key, its place in the array and its value (a ref by its digest)."""
+    if index is None:
+        return value_hexdigest((base, "single"))
+    try:
+        element = value_digest(value, root=f"{type(module).__name__}.array()[{index}]")
+    except ValueKeyError as e:
+        e.note = "array() values must be data (numbers, text, paths, arrays) or mpipipe.refs references"
+        raise
+    return value_hexdigest((base, index, element))
 
 
 @dataclass(frozen=True)
@@ -132,7 +101,7 @@ def shards_of(module: Module) -> "tuple[List[Shard], bool]":
     base = module_key(module)
     values = module.array()
     if values is None:
-        return [Shard(0, None, digest(f"{base}|single"))], False
+        return [Shard(0, None, _shard_key(module, base, None, None))], False
     if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
         raise PlanError(f"module {module.name()!r}: array() must return a list of values (or None), got "
                         f"{type(values).__name__}")
@@ -141,7 +110,7 @@ def shards_of(module: Module) -> "tuple[List[Shard], bool]":
         items = [values.element(i) for i in range(len(values))]
     else:
         items = list(values)
-    return [Shard(i, v, digest(f"{base}|{i}|{stable_text(v)}")) for i, v in enumerate(items)], True
+    return [Shard(i, v, _shard_key(module, base, i, v)) for i, v in enumerate(items)], True
 
 
 def module_label(module: Module) -> str:

@@ -14,6 +14,10 @@ Files are content-addressed (named after a sha256 of their bytes), so storing
 the same content twice writes once, and `Ref.digest` is a stable cache-key
 component that stands for the value without hashing it again.
 
+Loading a ref unpickles a file, which runs code: the folder is made
+owner-only, and a file that the current user does not own, or that sits in a
+folder others can write, is refused (PlanError) instead of loaded.
+
 This module is engine-free on purpose: only the standard library and
 cloudpickle (imported lazily), so refs can be made and loaded anywhere.
 """
@@ -31,6 +35,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from mpipipe.errors import JournalError, PlanError
+from mpipipe.ownership import PRIVATE_DIR, check_private_dir, check_trusted_file, is_trusted_file
 
 __all__ = ["ArrayRef", "ElementRef", "Ref", "ValueRef", "resolve", "store", "store_array"]
 
@@ -75,6 +80,21 @@ def _loads(data: bytes, path: str) -> Any:
         raise _damaged(path, f"truncated or damaged ({type(exc).__name__})") from None
 
 
+def _check_trusted(path: str) -> None:
+    """Refuse a file someone else could have written: unpickling it would run their code as this user."""
+    if is_trusted_file(path):
+        return
+    try:
+        os.stat(path)
+    except OSError:
+        return  # the read that follows says it is missing or unreadable
+    try:
+        check_trusted_file(path, "the reference file")
+    except JournalError as exc:
+        raise PlanError(f"{exc}; store the value again in a folder of your own") from None
+    raise PlanError(f"the reference file {path} is not loaded: it is not a regular file; store the value again")
+
+
 def _read_range(path: str, start: int, size: int) -> bytes:
     """Read exactly `size` bytes at `start`: the only way element bytes are read (tests spy on it)."""
     try:
@@ -106,6 +126,8 @@ def _has_size(path: str, size: int) -> bool:
 
 def _load_element(path: str, index_path: str, i: int) -> Any:
     """Read two offsets from the index, then only element i's bytes from the data file."""
+    _check_trusted(index_path)  # the offsets decide which bytes are unpickled
+    _check_trusted(path)
     raw = _read_range(index_path, i * _OFFSET.size, 2 * _OFFSET.size)
     start, end = _OFFSET.unpack_from(raw, 0)[0], _OFFSET.unpack_from(raw, _OFFSET.size)[0]
     if end < start:
@@ -142,12 +164,14 @@ class _AtomicFile:
 
 
 def _prepare_dir(directory: str) -> str:
+    """Create the folder owner-only, or refuse an existing one that others may write (its files would be refused)."""
     directory = os.path.abspath(os.fspath(directory))
     try:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=PRIVATE_DIR, exist_ok=True)
     except OSError as exc:
         raise JournalError(f"cannot create the reference folder {directory} ({exc.strerror or exc}); "
                            "pass a writable folder on a filesystem every host can see") from None
+    check_private_dir(directory, "the reference folder")
     return directory
 
 
@@ -228,6 +252,7 @@ class ValueRef(Ref):
     def load(self) -> Any:
         """Read, check and unpickle the value; memoized in this object (never pickled with it)."""
         if self._memo is _UNSET:
+            _check_trusted(self.path)
             data = _read_all(self.path)
             if len(data) != self.size or hashlib.sha256(data).hexdigest() != self._digest:
                 raise _damaged(self.path, f"truncated or damaged ({len(data)} bytes, expected {self.size} "
@@ -288,6 +313,8 @@ class ArrayRef:
         """Stream the elements in order: one pass over each file, one element in memory at a time."""
         if self._length == 0:
             return
+        _check_trusted(self.index_path)
+        _check_trusted(self.path)
         try:
             idx = open(self.index_path, "rb")
         except OSError as exc:
@@ -384,7 +411,7 @@ def store(value: Any, directory: "str | os.PathLike[str] | None" = None) -> Valu
     data = _dumps(value, "the value passed to store()")
     digest = hashlib.sha256(data).hexdigest()
     path = os.path.join(directory, f"value-{digest[:16]}.pkl")
-    if not _has_size(path, len(data)):
+    if not (_has_size(path, len(data)) and is_trusted_file(path)):  # a planted file is replaced, not kept
         _write_atomic(directory, path, data)
     return ValueRef(path, digest, len(data))
 
@@ -429,7 +456,7 @@ def store_array(items: Iterable[Any], directory: "str | os.PathLike[str] | None"
         if sys.byteorder != "little":
             offsets.byteswap()
         index_bytes = offsets.tobytes()
-        if _has_size(data_path, end) and _has_size(index_path, len(index_bytes)):
+        if all(_has_size(p, n) and is_trusted_file(p) for p, n in ((data_path, end), (index_path, len(index_bytes)))):
             out.abort()
         else:
             out.final = data_path

@@ -1,6 +1,8 @@
 """Large inputs passed by reference: stored once, shipped small, loaded lazily where used."""
 import os
 import pickle
+import re
+import struct
 import subprocess
 import sys
 import textwrap
@@ -331,3 +333,61 @@ def test_refs_load_in_another_process(tmp_path):
     out = pickle.loads(proc.stdout)
     assert out == (int(value["weights"].sum()), "model", {"i": 7, "sq": 49}, {"i": 49, "sq": 2401}, 50,
                    {"i": 3, "sq": 9}, arr.element(7).digest)
+
+
+# --- files someone else could have written ---------------------------------------------------------------
+
+NOBODY = 65534
+
+
+class _Planted:
+    """Unpickling this creates `marker`: proof that the file was loaded."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_ref_file_owned_by_someone_else_is_not_loaded(tmp_path):
+    ref = store({"a": 1}, tmp_path / "refs")
+    os.chown(ref.path, NOBODY, NOBODY)
+    with pytest.raises(PlanError, match=re.escape(ref.path) + ".*belongs to"):
+        ship(ref).load()
+
+
+@pytest.mark.parametrize("how", ["writable folder", "writable file", "owned by nobody"])
+def test_a_planted_array_element_is_never_unpickled(tmp_path, how):
+    folder = tmp_path / "refs"
+    arr = store_array(["x", "y"], folder)
+    marker = tmp_path / "marker"
+    data = pickle.dumps(_Planted(str(marker)))
+    with open(arr.path, "wb") as f:
+        f.write(data + data)
+    with open(arr.index_path, "wb") as f:
+        f.write(struct.pack("<3Q", 0, len(data), 2 * len(data)))
+    if how == "writable folder":
+        os.chmod(folder, 0o777)
+    elif how == "writable file":
+        os.chmod(arr.path, 0o666)
+    else:
+        os.chown(arr.index_path, NOBODY, NOBODY)  # the offsets choose which bytes are unpickled
+    for load in (lambda: arr[0], lambda: arr.element(1).load(), lambda: list(arr)):
+        with pytest.raises(PlanError, match="is not loaded"):
+            load()
+    assert not marker.exists()
+
+
+def test_store_refuses_a_folder_others_can_write_and_replaces_a_planted_file(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    with pytest.raises(JournalError, match="not safe to use"):
+        store(1, shared)
+    ref = store({"b": 2}, tmp_path / "refs")
+    os.chown(ref.path, NOBODY, NOBODY)
+    again = store({"b": 2}, tmp_path / "refs")  # same content, same name: written anew, now the user's own
+    assert again.path == ref.path and os.stat(ref.path).st_uid == os.geteuid()
+    assert os.stat(ref.path).st_mode & 0o077 == 0 and os.stat(tmp_path / "refs").st_mode & 0o777 == 0o700
+    assert again.load() == {"b": 2}
