@@ -481,7 +481,7 @@ class _Keyer:
 
     def _elements(self, values: List[Any]) -> None:
         """Object elements one by one; all-string columns (the common case) in one pass."""
-        if all(type(v) is str for v in values):
+        if values and set(map(type, values)) == {str}:
             encoded = [v.encode("utf-8", "surrogatepass") for v in values]
             lengths = array.array("Q", map(len, encoded))
             if sys.byteorder != "little":
