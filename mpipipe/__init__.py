@@ -19,9 +19,11 @@ _EXPORTS = {
     "Platform": "mpipipe.platform.base", "World": "mpipipe.platform.base",
     "Resources": "mpipipe.resources",
     "Session": "mpipipe.session", "init": "mpipipe.session",
+    **{name: "mpipipe.experiment" for name in ("Experiment", "ExperimentFailed", "Meta", "Param", "Task",
+                                               "experiment")},
     **{name: "mpipipe.launchers" for name in ("DirectLauncher", "DynamicLauncher", "Launcher", "LauncherMap",
-                                               "MpiLauncher", "SlurmLauncher", "SlurmOptions", "WorldLauncher",
-                                               "find_launcher")},
+                                               "LocalConnector", "MpiLauncher", "SlurmLauncher", "SlurmOptions",
+                                               "WorldLauncher", "find_launcher")},
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,15 +10,20 @@ Users write requirements as strings so they fit in a decorator or a config file:
 :class:`HostSimpleRequirement`); ``str()`` of either gives a canonical string that
 parses back to an equal value. Matching against a :class:`HostSpecification` is a
 pure function returning a scored :class:`Match`, or None.
+
+A requirement lists its accelerators one entry per device (``cuda(mem=8GiB) * 2``
+has two), so ``len(match.requirement.accelerators)`` is the number of devices to
+ask a cluster for.
 """
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
+import sys
+from dataclasses import InitVar, dataclass, field, replace
 from decimal import Decimal
 from fractions import Fraction
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from mpipipe.errors import RequirementError
 
@@ -27,6 +32,10 @@ ACCELERATOR_KINDS = ("cuda", "mps", "gpu")
 ANY_GPU = "gpu"
 #: Device kinds whose memory is the host's memory (shared with the CPU).
 UNIFIED_MEMORY_KINDS = frozenset({"mps"})
+#: Most devices one alternative may ask for: requirements hold one entry per device, and no host has more.
+MAX_DEVICES = 1024
+#: Cores or bytes of a HostSpecification made without cpu=: no limit (scoring ignores it).
+UNLIMITED = sys.maxsize
 
 _SIZE_UNITS: dict[str, int] = {"": 1, "b": 1}
 for _i, _p in enumerate("kmgt", start=1):
@@ -111,10 +120,26 @@ class CPUSpecification:
 
 @dataclass(frozen=True)
 class AcceleratorSpecification:
-    """One device a host offers: its kind ("cuda", "mps", ...) and memory in bytes."""
+    """One device a host offers: its kind ("cuda", "mps", ...) and memory in bytes.
 
-    kind: str
-    memory: int
+    Without a kind it is a generic device ("gpu"), which only generic requests
+    (``gpu(...)``) accept; ``AcceleratorSpecification(memory=...)`` and
+    ``AcceleratorSpecification(8 * GiB)`` both give the memory.
+    """
+
+    kind: str = ANY_GPU
+    memory: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.kind, int) and not isinstance(self.kind, bool) and self.memory == 0:
+            object.__setattr__(self, "memory", self.kind)  # AcceleratorSpecification(8 * GiB): a memory
+            object.__setattr__(self, "kind", ANY_GPU)
+        if not isinstance(self.kind, str) or not self.kind:
+            raise RequirementError(f"an accelerator kind is a name such as cuda or mps, got {self.kind!r}")
+        if isinstance(self.memory, float) and self.memory.is_integer():
+            object.__setattr__(self, "memory", int(self.memory))  # 24e9: a whole number written as a float
+        if isinstance(self.memory, bool) or not isinstance(self.memory, int) or self.memory < 0:
+            raise RequirementError(f"an accelerator's memory is a whole number of bytes >= 0, got {self.memory!r}")
 
     @property
     def unified_memory(self) -> bool:
@@ -138,15 +163,31 @@ class MPSSpecification(AcceleratorSpecification):
 
 @dataclass(frozen=True)
 class HostSpecification:
-    """What a host (or a queue of identical hosts) offers; max_duration 0 means unlimited."""
+    """What a host (or a queue of identical hosts) offers; max_duration 0 means unlimited.
 
-    cpu: CPUSpecification
-    accelerators: tuple[AcceleratorSpecification, ...] = ()
+    Without `cpu` the host's cores and memory are unlimited, so that a launcher
+    file can ask "does this fit a host with no GPU?" with
+    ``HostSpecification(accelerators=[])``. `cuda` is the older name of
+    `accelerators` (its devices are added to them).
+    """
+
+    cpu: CPUSpecification = field(default_factory=lambda: CPUSpecification(UNLIMITED, UNLIMITED))
+    accelerators: Sequence[AcceleratorSpecification] = ()
     max_duration: float = 0
     priority: int = 0
+    cuda: InitVar[Sequence[AcceleratorSpecification]] = ()
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "accelerators", tuple(self.accelerators))
+    def __post_init__(self, cuda: Sequence[AcceleratorSpecification]) -> None:
+        if self.cpu is None:  # type: ignore[comparison-overlap]  # cpu=None: as if not given
+            object.__setattr__(self, "cpu", CPUSpecification(UNLIMITED, UNLIMITED))
+        elif not isinstance(self.cpu, CPUSpecification):
+            raise RequirementError(f"a host's cpu is a CPUSpecification(cores=..., memory=...), got {self.cpu!r}")
+        devices = tuple(self.accelerators) + tuple(cuda or ())
+        for device in devices:
+            if not isinstance(device, AcceleratorSpecification):
+                raise RequirementError(f"a host's accelerators are CudaSpecification, MPSSpecification or "
+                                       f"AcceleratorSpecification values, got {device!r}")
+        object.__setattr__(self, "accelerators", devices)
         if self.max_duration < 0:
             raise RequirementError(f"max_duration cannot be negative: {self.max_duration}")
 
@@ -178,12 +219,23 @@ class AcceleratorRequest:
 @dataclass(frozen=True)
 class Match:
     """The alternative that fits a host, its score (see HostSimpleRequirement.match) and,
-    for each accelerator request, the indices into host.accelerators it was given."""
+    for each entry of requirement.accelerators (one per device), the indices into
+    host.accelerators it was given."""
 
     requirement: HostSimpleRequirement
     score: float
     devices: tuple[tuple[int, ...], ...]
     utilization: float
+
+
+def _as_request(item: Any) -> AcceleratorRequest:
+    """An accelerator entry of a requirement from a request or a device specification."""
+    if isinstance(item, AcceleratorRequest):
+        return item
+    if isinstance(item, AcceleratorSpecification):
+        return AcceleratorRequest(item.kind, item.memory)
+    raise RequirementError(f"a requirement's accelerators are AcceleratorRequest or CudaSpecification-like values, "
+                           f"got {item!r}")
 
 
 def _alternatives(value: Requirement) -> tuple[HostSimpleRequirement, ...]:
@@ -204,10 +256,13 @@ class _Operators:
 
 @dataclass(frozen=True)
 class HostSimpleRequirement(_Operators):
-    """All of: a duration in seconds (0 = unspecified), CPU needs and accelerator requests.
+    """All of: a duration in seconds (0 = unspecified), CPU needs and accelerators.
 
-    Accelerator requests are normalized (identical kind and memory merged, sorted by kind
-    then decreasing memory) so that equal needs compare equal whatever order they were written.
+    `accelerators` holds one request per device (count 1 each: ``cuda * 2`` is two
+    entries), so its length is the number of devices. Requests with a count, and
+    device specifications (CudaSpecification(memory=...)), are accepted and spread
+    out; entries are sorted by kind then decreasing memory, so equal needs compare
+    equal whatever order they were written.
     """
 
     duration: float = 0.0
@@ -218,12 +273,14 @@ class HostSimpleRequirement(_Operators):
         if not (0 <= self.duration < math.inf):
             raise RequirementError(f"a duration must be finite and not negative, not {self.duration}")
         object.__setattr__(self, "duration", float(self.duration))
-        merged: dict[tuple[str, int], int] = {}
-        for request in self.accelerators:
-            key = (request.kind, request.memory)
-            merged[key] = merged.get(key, 0) + request.count
-        order = sorted(merged, key=lambda km: (ACCELERATOR_KINDS.index(km[0]), -km[1]))
-        object.__setattr__(self, "accelerators", tuple(AcceleratorRequest(k, m, merged[k, m]) for k, m in order))
+        requests = [_as_request(item) for item in self.accelerators]
+        total = sum(request.count for request in requests)
+        if total > MAX_DEVICES:
+            raise RequirementError(f"a requirement asks for {total} accelerators on one host; at most {MAX_DEVICES} "
+                                   "are supported: ask for fewer devices")
+        units = sorted(((r.kind, r.memory) for r in requests for _ in range(r.count)),
+                       key=lambda km: (ACCELERATOR_KINDS.index(km[0]), -km[1]))
+        object.__setattr__(self, "accelerators", tuple(AcceleratorRequest(k, m) for k, m in units))
 
     def __and__(self, other: Requirement) -> Requirement:
         if isinstance(other, HostSimpleRequirement):
@@ -266,9 +323,9 @@ class HostSimpleRequirement(_Operators):
             return None
 
         terms: list[float] = []
-        if host.cpu.cores:
+        if host.cpu.cores and host.cpu.cores != UNLIMITED:
             terms.append(self.cpu.cores / host.cpu.cores)
-        if host.cpu.memory:
+        if host.cpu.memory and host.cpu.memory != UNLIMITED:
             terms.append(memory / host.cpu.memory)
         if offered:
             fits = [request.memory / offered[d].memory if offered[d].memory else 1.0
@@ -280,14 +337,14 @@ class HostSimpleRequirement(_Operators):
         utilization = sum(terms) / (len(terms) + 1)
         return Match(self, host.priority + utilization, devices, utilization)
 
-    def _assign(self, offered: tuple[AcceleratorSpecification, ...]) -> Optional[tuple[tuple[int, ...], ...]]:
-        """Give each requested unit its own device, or None.
+    def _assign(self, offered: Sequence[AcceleratorSpecification]) -> Optional[tuple[tuple[int, ...], ...]]:
+        """Give each requested device its own device of the host, or None.
 
         Kind-specific requests go first, then generic "gpu" ones, each in decreasing memory
         need, taking the smallest sufficient free device (dedicated memory before unified):
         with nested "memory >= need" constraints this finds an assignment whenever one exists.
         """
-        if sum(request.count for request in self.accelerators) > len(offered):
+        if len(self.accelerators) > len(offered):
             return None
         units = sorted(
             (index for index, request in enumerate(self.accelerators) for _ in range(request.count)),
@@ -307,7 +364,13 @@ class HostSimpleRequirement(_Operators):
         terms = [f"duration={format_duration(self.duration)}"] if self.duration else []
         if self.cpu != CPUSpecification() or not (terms or self.accelerators):
             terms.append(str(self.cpu))
-        return " & ".join(terms + [str(request) for request in self.accelerators])
+        groups: list[AcceleratorRequest] = []  # equal entries are adjacent (sorted): written once with "* n"
+        for request in self.accelerators:
+            if groups and (groups[-1].kind, groups[-1].memory) == (request.kind, request.memory):
+                groups[-1] = replace(groups[-1], count=groups[-1].count + request.count)
+            else:
+                groups.append(request)
+        return " & ".join(terms + [str(request) for request in groups])
 
 
 @dataclass(frozen=True)
@@ -485,7 +548,11 @@ class _Parser:
         return self.positive("a number of cores", "4")
 
     def count(self) -> int:
-        return self.positive("a device count", "2")
+        token = self.peek()
+        count = self.positive("a device count", "2")
+        if count > MAX_DEVICES:
+            raise self.error(token, f"a device count must be at most {MAX_DEVICES}")
+        return count
 
 
 def parse(text: str) -> HostRequirement:

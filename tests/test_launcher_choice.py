@@ -476,3 +476,42 @@ def test_launchers_module_is_cached_until_the_file_changes(config_dir):
     assert load_launchers_module(path) is first
     (config_dir / "launchers.py").write_text(LAUNCHERS_PY + "\n# changed\n")
     assert load_launchers_module(path) is not first
+
+
+# --- resolve(): the launcher a module would go to ----------------------------------------------------------------
+
+
+def test_update_may_edit_the_launcher_list_under_either_name():
+    a, b, c = Recording("a", 1), Recording("b", 2), Recording("c", 5)
+
+    class Pruning(DynamicLauncher):
+        def update(self):
+            self._launchers[:] = [launcher for launcher in self._launchers if launcher.name != "b"]
+            if c not in self._launchers:
+                self._launchers.append(c)
+
+    dyn = Pruning([a, b], rng=random.Random(3))
+    assert dyn.launchers is dyn._launchers
+    assert dyn.resolve(Step("x")) is c and [launcher.name for launcher in dyn.launchers] == ["a", "c"]
+    assert asyncio.run(dyn.schedule(Step("y"))) == ("c", None) and c.calls == ["y"]
+    dyn.launchers = (b,)
+    assert dyn._launchers == [b]
+
+    class Emptying(DynamicLauncher):
+        def update(self):
+            self._launchers.clear()
+
+    with pytest.raises(ConfigError, match="left no launcher"):
+        Emptying([a]).resolve(Step("x"))
+
+
+def test_resolve_follows_nested_choices():
+    gpu, cpu, top = Recording("gpu", 1), Recording("cpu", 1), Recording("top", 9)
+    inner = DynamicLauncher([cpu, Recording("low", 0)])
+    routes = LauncherMap({"train": gpu, "": inner})
+    assert routes.resolve(Step("train")) is gpu and routes.resolve(Step("prep")) is cpu
+    outer = DynamicLauncher([routes, top], rng=random.Random(1))
+    assert outer.resolve(Step("train")) is top
+    top.priority = -1
+    assert outer.resolve(Step("train")) is gpu
+    assert Recording("plain").resolve(Step("x")).name == "plain"

@@ -140,6 +140,7 @@ def test_canonical_strings() -> None:
     ("cuda(cores=2)", 5, "unknown key 'cores' for cuda: valid keys are mem"),
     ("cpu(mem=1GiB, mem=2GiB)", 14, "key 'mem' given twice"),
     ("cuda(mem=8GiB) * 0", 17, "a device count must be at least 1"),
+    ("cuda * 1000000000", 7, "a device count must be at most 1024"),
     ("cuda * -1", 7, "expected a device count such as 2"),
     ("cuda * 1.5", 7, "expected a device count such as 2"),
     ("cuda *", 6, "expected a device count such as 2"),
@@ -278,16 +279,16 @@ def test_needs_distinct_devices() -> None:
     r = parse("cuda(mem=8GiB) * 2")
     assert r.match(host(CudaSpecification(40 * GiB))) is None
     found = r.match(host(CudaSpecification(40 * GiB), CudaSpecification(16 * GiB)))
-    assert found is not None and found.devices == ((0, 1),)
+    assert found is not None and sorted(found.devices) == [(0,), (1,)]  # one device per entry
     assert parse("cuda * 3").match(host(CudaSpecification(GiB), CudaSpecification(GiB))) is None
-    assert parse("cuda * 1000000000").match(host(CudaSpecification(GiB))) is None  # no huge loop
+    assert parse("cuda * 1024").match(host(CudaSpecification(GiB))) is None
 
 
 def test_memory_per_device() -> None:
     r = parse("cuda(mem=32GiB) * 2")
     assert r.match(host(CudaSpecification(40 * GiB), CudaSpecification(16 * GiB))) is None
     found = r.match(host(CudaSpecification(40 * GiB), CudaSpecification(16 * GiB), CudaSpecification(32 * GiB)))
-    assert found is not None and found.devices == ((0, 2),)
+    assert found is not None and sorted(found.devices) == [(0,), (2,)]
 
 
 @pytest.mark.parametrize("order", [(40, 16), (16, 40)])
@@ -402,3 +403,61 @@ def test_assignment_matches_brute_force(offered: list[AcceleratorSpecification],
         for request, taken in zip(requirement.accelerators, found.devices):
             assert len(taken) == request.count and all(request.accepts(offered[d]) for d in taken)
         assert 0 <= found.utilization < 1
+
+
+# --- one entry per device, host defaults, the spellings of launcher files ------------------------------------
+
+
+def test_accelerators_hold_one_entry_per_device() -> None:
+    r = simple("cuda(mem=8GiB) * 3 & gpu * 2")
+    assert len(r.accelerators) == 5 and all(a.count == 1 for a in r.accelerators)
+    assert [a.kind for a in r.accelerators] == ["cuda"] * 3 + ["gpu"] * 2
+    assert str(r) == "cuda(mem=8GiB) * 3 & gpu * 2"  # written grouped
+    same = HostSimpleRequirement(accelerators=(AcceleratorRequest("gpu", 0, 2), CudaSpecification(8 * GiB),
+                                               AcceleratorRequest("cuda", 8 * GiB, 2)))
+    assert same == r  # counts and device specifications are spread out the same way
+    found = r.match(host(*(CudaSpecification(16 * GiB) for _ in range(5))))
+    assert found is not None and len(found.requirement.accelerators) == len(found.devices) == 5
+    assert sorted(d for (d,) in found.devices) == [0, 1, 2, 3, 4]
+
+
+def test_device_count_is_bounded() -> None:
+    assert len(simple("cuda * 1024").accelerators) == 1024
+    with pytest.raises(RequirementError, match="at most 1024"):
+        HostSimpleRequirement(accelerators=(AcceleratorRequest("cuda", 0, 1000), AcceleratorRequest("gpu", 0, 25)))
+    with pytest.raises(RequirementError, match="AcceleratorRequest"):
+        HostSimpleRequirement(accelerators=("cuda",))  # type: ignore[arg-type]
+
+
+def test_host_without_cpu_has_no_cpu_limit() -> None:
+    no_gpu = HostSpecification(accelerators=[])
+    assert parse("duration=900h & cpu(cores=4096, mem=64TiB)").match(no_gpu) is not None
+    assert parse("cuda").match(no_gpu) is None
+    found = parse("cpu(cores=2)").match(HostSpecification())
+    assert found is not None and found.utilization == 0.0  # nothing declared, nothing to score
+    assert HostSpecification(cpu=None).cpu == HostSpecification().cpu  # type: ignore[arg-type]
+    limited = HostSpecification(cpu=CPUSpecification(cores=8, memory=16 * GiB))
+    assert parse("cpu(cores=9)").match(limited) is None
+
+
+def test_host_specification_keywords() -> None:
+    h = HostSpecification(max_duration=3600, cpu=CPUSpecification(cores=4, memory=GiB),
+                          accelerators=[CudaSpecification(memory=8 * GiB)], cuda=[CudaSpecification(memory=4 * GiB)])
+    assert [d.memory for d in h.accelerators] == [8 * GiB, 4 * GiB] and isinstance(h.accelerators, tuple)
+    assert parse("cuda(mem=4GiB) * 2 & duration=1h").match(h) is not None
+    for build in (lambda: HostSpecification(cpu=4),  # type: ignore[arg-type]
+                  lambda: HostSpecification(accelerators=["cuda"]),  # type: ignore[list-item]
+                  lambda: AcceleratorSpecification(kind=""), lambda: AcceleratorSpecification(memory=-1),
+                  lambda: AcceleratorSpecification("cuda", 1.5)):  # type: ignore[arg-type]
+        with pytest.raises(RequirementError):
+            build()
+
+
+def test_generic_device_specification() -> None:
+    assert AcceleratorSpecification(memory=8 * GiB) == AcceleratorSpecification(8 * GiB) == \
+        AcceleratorSpecification("gpu", 8 * GiB)  # type: ignore[arg-type]
+    assert CudaSpecification(memory=GiB).kind == "cuda" and AcceleratorSpecification("rocm", GiB).kind == "rocm"
+    assert CudaSpecification(memory=24e9).memory == 24 * 10**9  # type: ignore[arg-type]
+    generic = host(AcceleratorSpecification(memory=8 * GiB))
+    assert parse("gpu(mem=8GiB)").match(generic) is not None
+    assert parse("cuda").match(generic) is None and parse("mps").match(generic) is None

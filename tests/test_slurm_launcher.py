@@ -22,6 +22,7 @@ import pytest
 
 from mpipipe import session
 from mpipipe.errors import ConfigError
+from mpipipe.experiment import Param, Task, experiment
 from mpipipe.launchers.base import ShardJob
 from mpipipe.launchers.slurm import SlurmLauncher, SlurmOptions, write_spec
 from mpipipe.module import Module, ModuleFailed, module_label, shards_of
@@ -446,3 +447,40 @@ def test_a_plan_step_mapped_to_slurm_runs_as_an_array_and_resumes(on_cluster):
     assert "module heavy: 4 run(s), 0 found in the cache, 4 to run on slurm" in err
     again, err = run()
     assert again["total"] == 1000 and again["stats"] == {"ran": 0, "cached": 9} and "module heavy" not in err
+
+
+class Doubling(Task):
+    """A task written the experimaestro way: its result says which SLURM job ran it."""
+
+    x: Param[int]
+
+    def execute(self):
+        return {"double": 2 * self.x, "job": os.environ.get("SLURM_JOB_ID"), "started": time.time()}
+
+
+def test_options_as_keywords_and_their_other_spellings(job_env):
+    launcher = SlurmLauncher(nodes=1, partition="gpu", max_parallel=2)
+    assert launcher.options is None and launcher.resolved_options() == SlurmOptions(nodes=1, partition="gpu")
+    derived = launcher.config(gpu_per_node=1)
+    assert derived.resolved_options().gpus_per_node == "1" and launcher.resolved_options().gpus_per_node is None
+    assert SlurmLauncher(options=SlurmOptions(qos="high"), time=30).options == SlurmOptions(qos="high", time="30")
+    assert SlurmLauncher(options={"gpu-per-node": 2}).options.gpus_per_node == "2"
+    assert SlurmLauncher(options=SlurmOptions(nodes="2")).options.nodes == 2  # typed as the command line types it
+    with pytest.raises(ConfigError, match="SLURM option nodes"):
+        SlurmLauncher(options=SlurmOptions(nodes=0))
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(CLUSTER_TIMEOUT)
+def test_an_experiment_submits_tasks_in_the_background(on_cluster):
+    tmp = on_cluster
+    launcher = SlurmLauncher(nodes=1, time="5", signal=0, poll_interval=0.5, cache_dir=str(tmp / "cache"))
+    t0 = time.monotonic()
+    with experiment(launcher=launcher):
+        tasks = [Doubling(x=x).submit() for x in range(3)]
+        submitted_in = time.monotonic() - t0
+    assert submitted_in < 2.0, submitted_in  # submit() did not wait for sbatch, let alone the jobs
+    results = [t.result() for t in tasks]
+    assert [r["double"] for r in results] == [0, 2, 4]
+    assert len({r["job"] for r in results}) == 3 and None not in {r["job"] for r in results}
+    assert len(launcher.submitted) == 3  # one array per task

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 from mpipipe.errors import ConfigError, PlanError
+from mpipipe.launchers.connectors import check_connector
 from mpipipe.module import Module, ModuleFailed, Shard, ShardFailure, module_label, shards_of
 from mpipipe.module_cache import ResultCache, read_result, write_result
 
@@ -55,17 +56,19 @@ class Launcher:
     A subclass implements `run_shards(job)`, returning the failures (empty when
     every run wrote its result); `describe()` names where the runs go.
     `cache=False` runs everything and keeps nothing; `cache_dir` overrides
-    --cache-dir for this launcher.
+    --cache-dir for this launcher. `connector` is where processes start: only
+    this machine (None or LocalConnector) is supported.
     """
 
     def __init__(self, priority: float = 0, *, cache: bool = True, cache_dir: Optional[str] = None,
-                 tags: Sequence[str] = ()) -> None:
+                 tags: Sequence[str] = (), connector: Any = None) -> None:
         if isinstance(priority, bool) or not isinstance(priority, (int, float)):
             raise ConfigError(f"a launcher's priority must be a number, got {priority!r}")
         self.priority = priority
         self.cache = bool(cache)
         self.cache_dir = cache_dir
         self.tags = tuple(tags)
+        self.connector = check_connector(connector, type(self).__name__)
 
     # --- what subclasses define ------------------------------------------------------
 
@@ -78,6 +81,12 @@ class Launcher:
     def prepare(self) -> None:
         """Called before the cache is read (a world launcher joins its world here)."""
 
+    def resolve(self, module: Module) -> "Launcher":
+        """The launcher that runs `module` if it is scheduled now: this one, or for a launcher that chooses
+        among others (DynamicLauncher, LauncherMap) the one it chooses. Lets a caller join a world from the
+        main thread before scheduling from another."""
+        return self
+
     # --- derived launchers -------------------------------------------------------------
 
     def config(self, **overrides: Any) -> "Launcher":
@@ -87,7 +96,7 @@ class Launcher:
             if name.startswith("_") or not hasattr(self, name) or callable(getattr(self, name)):
                 settable = sorted(k for k in vars(self) if not k.startswith("_"))
                 raise ConfigError(f"{type(self).__name__} has no setting {name!r}; settable: {', '.join(settable)}")
-            setattr(new, name, value)
+            setattr(new, name, check_connector(value, type(self).__name__) if name == "connector" else value)
         return new
 
     # --- scheduling --------------------------------------------------------------------

@@ -44,6 +44,10 @@ class LauncherMap(Launcher):
     def describe(self) -> str:
         return "a launcher per module (" + ", ".join(repr(k) for k in sorted(self.mapping)) + ")"
 
+    def resolve(self, module: Module) -> Launcher:
+        """The module's own launcher (followed down if that one chooses too)."""
+        return self.launcher_for(module.name()).resolve(module)
+
     async def schedule(self, module: Module) -> Any:
         if not isinstance(module, Module):
             raise PlanError(f"schedule() takes a mpipipe.Module, got {type(module).__name__}")

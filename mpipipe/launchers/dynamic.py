@@ -21,14 +21,15 @@ class DynamicLauncher(Launcher):
     `sample=True` a random one with probability proportional to its priority.
 
     Override `update()` to refresh the launchers' priorities (queue lengths, free GPUs, ...) before
-    each choice. `rng` is a random.Random, to make the choice reproducible.
+    each choice; it may read and change `self.launchers` (also spelled `self._launchers`, one list).
+    `rng` is a random.Random, to make the choice reproducible.
     """
 
     def __init__(self, launchers: Sequence[Launcher], sample: bool = False, rng: Optional[random.Random] = None,
                  priority: float = 0, **kwargs: Any) -> None:
         super().__init__(priority, **kwargs)
-        self.launchers: List[Launcher] = list(launchers)
-        if not self.launchers:
+        self._launchers: List[Launcher] = list(launchers)
+        if not self._launchers:
             raise ConfigError("DynamicLauncher needs at least one launcher to choose from; pass a non-empty list")
         for i, launcher in enumerate(self.launchers):
             if not isinstance(launcher, Launcher):
@@ -36,6 +37,15 @@ class DynamicLauncher(Launcher):
                                   "mpipipe Launcher; pass Launcher instances")
         self.sample = bool(sample)
         self.rng = rng if rng is not None else random.Random()
+
+    @property
+    def launchers(self) -> List[Launcher]:
+        """The launchers to choose from (the list itself: changing it changes the choices)."""
+        return self._launchers
+
+    @launchers.setter
+    def launchers(self, value: Sequence[Launcher]) -> None:
+        self._launchers = list(value)
 
     def update(self) -> None:
         """Called before each choice; subclasses set `launcher.priority` from the clusters' state here."""
@@ -60,14 +70,21 @@ class DynamicLauncher(Launcher):
     def describe(self) -> str:
         return "one of " + ", ".join(self.name_of(launcher) for launcher in self.launchers)
 
-    async def schedule(self, module: Module) -> Any:
-        if not isinstance(module, Module):
-            raise PlanError(f"schedule() takes a mpipipe.Module, got {type(module).__name__}")
+    def resolve(self, module: Module) -> Launcher:
+        """update(), then the choice for this module (followed down if the choice chooses too)."""
         self.update()
+        if not self._launchers:
+            raise ConfigError("DynamicLauncher: update() left no launcher to choose from; keep at least one in "
+                              "self.launchers")
         chosen = self.choose()
         log.info("DynamicLauncher: module %s goes to %s (priority %s)", module.name(), self.name_of(chosen),
                  chosen.priority)
-        return await chosen.schedule(module)
+        return chosen.resolve(module)
+
+    async def schedule(self, module: Module) -> Any:
+        if not isinstance(module, Module):
+            raise PlanError(f"schedule() takes a mpipipe.Module, got {type(module).__name__}")
+        return await self.resolve(module).schedule(module)
 
     async def run_shards(self, job: ShardJob) -> List[ShardFailure]:
         """Only reached if schedule() is bypassed: the runs go where a fresh choice says."""

@@ -30,6 +30,8 @@ from mpipipe.platform.slurm_options import SlurmOptions
 __all__ = ["SlurmLauncher", "SlurmOptions"]
 
 OPTION_NAMES = tuple(f.name for f in fields(SlurmOptions))
+#: Other spellings of option names (experimaestro's documentation writes gpu_per_node).
+OPTION_ALIASES = {"gpu_per_node": "gpus_per_node"}
 SPEC_VERSION = 1
 PROGRESS_EVERY = 10.0  # seconds between two progress lines while a module's array runs
 ENTRY_MODULE = "mpipipe.launchers.shard_main"
@@ -48,12 +50,26 @@ def option_value(name: str, value: Any) -> Any:
         raise ConfigError(f"bad value for the SLURM option {name}: {e}") from None
 
 
+def option_name(name: str) -> str:
+    """The SlurmOptions field a user's spelling means ("gpus-per-node", "gpu_per_node" -> "gpus_per_node")."""
+    name = str(name).replace("-", "_")
+    return OPTION_ALIASES.get(name, name)
+
+
+def typed_options(options: SlurmOptions) -> SlurmOptions:
+    """Each value checked and typed as the command line would (SlurmOptions(gpus_per_node=2) holds "2")."""
+    return SlurmOptions(**{name: None if getattr(options, name) is None else option_value(name, getattr(options, name))
+                           for name in OPTION_NAMES})
+
+
 def as_options(options: Any) -> Optional[SlurmOptions]:
     """SlurmOptions from what a user or a launcher config file gives: SlurmOptions, a mapping, or None."""
-    if options is None or isinstance(options, SlurmOptions):
-        return options
+    if options is None:
+        return None
+    if isinstance(options, SlurmOptions):
+        return typed_options(options)
     if isinstance(options, Mapping):
-        names = {str(k).replace("-", "_"): v for k, v in options.items()}
+        names = {option_name(k): v for k, v in options.items()}
         unknown = sorted(k for k in names if k not in OPTION_NAMES)
         if unknown:
             raise ConfigError(f"unknown SLURM option(s) {', '.join(unknown)}; valid options: {', '.join(OPTION_NAMES)}")
@@ -179,7 +195,9 @@ class SlurmLauncher(Launcher):
     """Runs each scheduled module as SLURM job arrays (see the module docstring).
 
     `options` None means the job's own SLURM options (command line >
-    SP_SLURM_* > init() > site config), read when a module runs.
+    SP_SLURM_* > init() > site config), read when a module runs. SLURM options
+    may also be given as keywords (`SlurmLauncher(nodes=1, partition="gpu")`):
+    they change `options`, or the job's options when `options` is None.
     `max_parallel` caps how many elements run at once (the array's %T),
     `max_retries` defaults to the job's --max-retries, `poll_interval` to the
     options' poll_interval. `config(partition=..., time=...)` changes SLURM
@@ -188,17 +206,33 @@ class SlurmLauncher(Launcher):
 
     def __init__(self, priority: float = 0, options: Any = None, *, max_parallel: Optional[int] = None,
                  max_retries: Optional[int] = None, poll_interval: Optional[float] = None, cache: bool = True,
-                 cache_dir: Optional[str] = None, tags: Sequence[str] = ()) -> None:
+                 cache_dir: Optional[str] = None, tags: Sequence[str] = (), connector: Any = None,
+                 **slurm_options: Any) -> None:
         if isinstance(priority, (SlurmOptions, Mapping)) and options is None:
             priority, options = 0, priority  # SlurmLauncher(SlurmOptions(...)) reads as it looks
-        super().__init__(priority, cache=cache, cache_dir=cache_dir, tags=tags)
+        super().__init__(priority, cache=cache, cache_dir=cache_dir, tags=tags, connector=connector)
         self.options = as_options(options)
         self.max_parallel = max_parallel
         self.max_retries = max_retries
         self.poll_interval = poll_interval
         self._overrides: Dict[str, Any] = {}  # config() changes kept for the job's options, while options is None
         self._submitted: List[str] = []
+        if slurm_options:
+            named = {option_name(k): v for k, v in slurm_options.items()}
+            unknown = sorted(k for k in named if k not in OPTION_NAMES)
+            if unknown:
+                raise ConfigError(f"SlurmLauncher has no argument {', '.join(map(repr, unknown))}; SLURM options: "
+                                  f"{', '.join(OPTION_NAMES)}; settings: max_parallel, max_retries, poll_interval, "
+                                  "priority, cache, cache_dir, tags, connector")
+            self._apply({k: option_value(k, v) for k, v in named.items()})
         self._check()
+
+    def _apply(self, typed: Dict[str, Any]) -> None:
+        """Change SLURM options: in `options`, or on top of the job's options while `options` is None."""
+        if self.options is not None:
+            self.options = self.options.with_(**typed)
+        else:
+            self._overrides = {**self._overrides, **typed}
 
     def _check(self) -> None:
         def whole(value: Any, low: int) -> bool:
@@ -219,8 +253,8 @@ class SlurmLauncher(Launcher):
 
     def config(self, **overrides: Any) -> "SlurmLauncher":
         """A copy with SLURM options (partition, time, ...) or launcher settings changed; the original is untouched."""
-        changes = {k: v for k, v in overrides.items() if k in OPTION_NAMES}
-        settings = {k: v for k, v in overrides.items() if k not in OPTION_NAMES}
+        changes = {option_name(k): v for k, v in overrides.items() if option_name(k) in OPTION_NAMES}
+        settings = {k: v for k, v in overrides.items() if option_name(k) not in OPTION_NAMES}
         settable = sorted(k for k in vars(self) if not k.startswith("_"))
         unknown = sorted(k for k in settings if k not in settable)
         if unknown:
@@ -233,11 +267,7 @@ class SlurmLauncher(Launcher):
             new.options = as_options(settings["options"])
             new._overrides = {}
         if changes:
-            typed = {k: option_value(k, v) for k, v in changes.items()}
-            if new.options is not None:
-                new.options = new.options.with_(**typed)
-            else:
-                new._overrides = {**new._overrides, **typed}
+            new._apply({k: option_value(k, v) for k, v in changes.items()})
         new._check()
         return new
 
@@ -257,6 +287,12 @@ class SlurmLauncher(Launcher):
                                              f"module {module.name()!r}: requirements()")
         return options
 
+    def submission_options(self, module: Any) -> SlurmOptions:
+        """What the arrays of `module` are submitted with: resolved_options(module), SLURM's requeue off."""
+        # no self-requeue: a run restarts from scratch, so one that always outlives --time would loop forever;
+        # timed-out, preempted or lost elements are this launcher's retries, bounded by max_retries
+        return self.resolved_options(module).with_(requeue=False)
+
     def describe(self) -> str:
         try:
             partition = self.resolved_options().partition
@@ -269,9 +305,7 @@ class SlurmLauncher(Launcher):
         from mpipipe.session import current_config
 
         config = current_config()
-        # no self-requeue: a run restarts from scratch, so one that always outlives --time would loop forever;
-        # timed-out, preempted or lost elements are this launcher's retries, bounded by max_retries
-        options = self.resolved_options(job.module).with_(requeue=False)
+        options = self.submission_options(job.module)
         retries = config.max_retries if self.max_retries is None else self.max_retries
         interval = self.poll_interval or options.poll_interval
         work = _new_work_dir(os.path.join(config.data_root, str(config.job_id), "slurm-modules"), job.label)
