@@ -169,7 +169,9 @@ class DataFrame:
         return self._data().to_arrow()
 
     def to_pandas(self) -> Any:
-        return self.to_arrow().to_pandas()
+        """All rows as a pandas DataFrame; integer and boolean columns have pandas' nullable dtypes (Int64,
+        boolean), so a column's dtype does not depend on whether it holds a null."""
+        return self._data().to_pandas()
 
     def take_all(self) -> List[Dict[str, Any]]:
         return self.to_arrow().to_pylist()

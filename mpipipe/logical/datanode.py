@@ -228,13 +228,30 @@ class DataSourceNode(DataNode):
         self.dataset: DataSet = dataset_for(dataset)
         try:
             self._fragments = self.dataset.fragments()
-            self._schema = self.dataset.schema()
+            self._schema = self._checked_schema()
             self._fingerprint = self.dataset.fingerprint()
+            self._stamps = _stamps(self._fragments)
         except PlanError as e:
             raise PlanError(f"node {label!r}: {e}") from None
-        except Exception as e:  # noqa: BLE001  a corrupt first file: say which node and file
+        except Exception as e:  # noqa: BLE001  a corrupt file: say which node and file
             raise PlanError(f"node {label!r}: {_clean(e)}") from None
         super().__init__(ctx, (), 1, name, version)
+
+    def _checked_schema(self) -> Any:
+        """The dataset's schema, after every file was checked as far as is cheap: each Parquet footer read
+        and compared with the first (so a corrupt or mismatched file anywhere in the dataset stops the plan,
+        not just the first), each CSV header row compared with the first."""
+        from mpipipe.steps.partio import check_csv_headers, check_parquet_files, nullable_schema
+
+        table = self.dataset.in_memory_table()
+        if table is not None:
+            return nullable_schema(table.schema)
+        frags = self._fragments
+        if frags and all(f.format == "parquet" for f in frags):
+            return check_parquet_files(list(dict.fromkeys(f.path for f in frags)))[0]
+        check_csv_headers(frags)
+        schema = self.dataset.schema()
+        return nullable_schema(schema) if schema is not None else None
 
     def default_name(self) -> str:
         return "source"
@@ -259,12 +276,37 @@ class DataSourceNode(DataNode):
         if table is not None:
             write_table(table, task.output_dir)
             return {"rows": table.num_rows}
+        _check_stamps(self._stamps)
         write_manifest(task.output_dir, self._fragments, self._schema)
         return {"files": len(self._fragments)}
 
 
 def _clean(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
+
+
+def _stamps(frags: Sequence[Any]) -> Dict[str, Tuple[int, int]]:
+    """(size, mtime) of each local input file when the plan was made."""
+    out: Dict[str, Tuple[int, int]] = {}
+    for f in frags:
+        if "://" not in f.path and f.path not in out:
+            st = os.stat(f.path)
+            out[f.path] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _check_stamps(stamps: Dict[str, Tuple[int, int]]) -> None:
+    """The files the plan checked are the files the tasks will read: none removed or rewritten since."""
+    from mpipipe.steps.partio import DataError
+
+    for path, (size, mtime) in stamps.items():
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise DataError(f"input file {path} was removed after the plan was made; run the job again") from None
+        if (st.st_size, st.st_mtime_ns) != (size, mtime):
+            raise DataError(f"input file {path} changed after the plan was made (size {size} -> {st.st_size} bytes); "
+                            "run the job again so the plan checks the new file")
 
 
 PARTITION_MODES = ("files", "row_groups", "rows")
@@ -319,9 +361,12 @@ class DataSetPartitionNode(DataNode):
 
         frags = [f for data in inputs for f in data.fragments]
         mine = even_split(frags, self.npartitions, task.partition, self.partition_by)
-        schema = inputs[0].schema() if inputs and inputs[0].fragments else self.output_schema()
+        # the schema (for an empty partition) known before running saves reading every footer in every task
+        schema = self.output_schema()
         if schema is None:
-            raise PlanError(f"node {self.name!r}: the input has no files to take a schema from")
+            if not (inputs and inputs[0].fragments):
+                raise PlanError(f"node {self.name!r}: the input has no files to take a schema from")
+            schema = inputs[0].schema()
         write_manifest(task.output_dir, mine, schema)
         return {"fragments": len(mine)}
 

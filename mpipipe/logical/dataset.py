@@ -173,11 +173,16 @@ class DataSet:
         raise NotImplementedError
 
     def schema(self) -> Any:
-        """The Arrow schema, read from the first file (or None if it cannot be known cheaply)."""
+        """The Arrow schema, read from the first file (text files: DuckDB's look at its first rows, so the
+        plan can be checked without reading all the data; tasks then read every row)."""
         from mpipipe.steps.partio import fragment_schema
 
         frags = self.fragments()
-        return fragment_schema(frags[0]) if frags else None
+        if not frags:
+            return None
+        quick = () if frags[0].format == "parquet" or any(k == "sample_size" and v != -1 for k, v in frags[0].options) \
+            else (("sample_size", 20480),)
+        return fragment_schema(frags[0], quick)
 
     def in_memory_table(self) -> Any:
         """For in-memory datasets, the Arrow table the source task writes; None for files."""
@@ -219,16 +224,103 @@ class ParquetDataSet(FileDataSet):
     format = "parquet"
 
 
+_GIVEN_NAMES = ("columns", "names", "column_names")
+_DELIMITERS = ("delim", "sep", "delimiter")
+_TAB_SUFFIXES = (".tsv", ".tsv.gz")
+
+
+def duckdb_columns(schema: Any) -> Dict[str, str]:
+    """{column: DuckDB type} for DuckDB's `columns=` option, from a pyarrow.Schema or a {name: type} mapping
+    (types as DuckDB type names or pyarrow types)."""
+    import pyarrow as pa
+
+    if isinstance(schema, pa.Schema):
+        fields = list(zip(schema.names, schema.types))
+    elif isinstance(schema, dict) and schema:
+        fields = list(schema.items())
+    else:
+        raise PlanError(f"schema must be a pyarrow.Schema or a non-empty {{column: type}} dict, got {schema!r}")
+    out: Dict[str, str] = {}
+    arrow = [(n, t) for n, t in fields if isinstance(t, pa.DataType)]
+    if arrow:
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            con.register("t", pa.schema(arrow).empty_table())
+            duck = {row[0]: row[1] for row in con.execute("DESCRIBE t").fetchall()}
+        except duckdb.Error as e:
+            raise PlanError(f"schema: DuckDB has no type for one of {arrow}: {' '.join(str(e).split())}") from None
+        finally:
+            con.close()
+    for name, t in fields:
+        if isinstance(t, str) and t.strip():
+            out[str(name)] = t
+        elif isinstance(t, pa.DataType):
+            out[str(name)] = duck[name]
+        else:
+            raise PlanError(f"schema: the type of column {name!r} must be a DuckDB type name or a pyarrow type, got {t!r}")
+    return out
+
+
+def _text_options(fmt: str, schema: Any, options: Dict[str, Any]) -> Dict[str, Any]:
+    """The reader options with every rule that decides rows or types spelled out, so DuckDB guesses none of them."""
+    options = dict(options)
+    if schema is not None:
+        if "columns" in options:
+            raise PlanError("give schema= or columns=, not both")
+        options["columns"] = duckdb_columns(schema)
+    typed = "columns" in options
+    if fmt == "csv":
+        if "header" not in options:
+            # a header row is assumed unless the columns are given; DuckDB's own guess drops the first row of a
+            # headerless file whose values are all text
+            options["header"] = not any(k in options for k in _GIVEN_NAMES)
+        elif not isinstance(options["header"], bool):
+            raise PlanError(f"header must be True or False, got {options['header']!r}")
+        if not typed:
+            # types from every row, not from a sample: a sampled BIGINT column rounds a later 1.5 to 2
+            options.setdefault("sample_size", -1)
+            options.setdefault("files_to_sniff", -1)
+    elif fmt == "json" and not typed:
+        # keys and types from every record of every file: a sample misses keys that appear late
+        options.setdefault("sample_size", -1)
+        options.setdefault("maximum_sample_files", -1)
+    return options
+
+
 class CsvDataSet(FileDataSet):
-    """CSV files; options go to DuckDB's read_csv (e.g. delim='|', header=True, columns={...})."""
+    """CSV and TSV files, read by DuckDB's read_csv (other options go there too, e.g. delim='|').
+
+    Nothing that decides rows is guessed: `header` is True unless the columns are given (`schema=`,
+    `columns=`, `names=`), then False; pass header= to say otherwise. A .tsv file is tab-separated unless
+    `delim` is given. Without a schema, DuckDB infers each column's type from every row.
+    """
 
     format = "csv"
 
+    def __init__(self, paths: Union[str, Sequence[str]], schema: Any = None, **options: Any) -> None:
+        super().__init__(paths, **_text_options("csv", schema, options))
+
+    def fragments(self) -> List[Fragment]:
+        tab = (("delim", "\t"),)
+        given = any(k in _DELIMITERS for k, _ in self.options)
+        return [Fragment(f, self.format, options=tuple(sorted(self.options + tab))
+                         if not given and f.lower().endswith(_TAB_SUFFIXES) else self.options)
+                for f in self.files]
+
 
 class JsonDataSet(FileDataSet):
-    """Newline-delimited JSON files; options go to DuckDB's read_json."""
+    """Newline-delimited JSON files, read by DuckDB's read_json (other options go there too).
+
+    Without `schema=` (or `columns=`), DuckDB finds the keys and types from every record of every file, not
+    from a sample, so a key that first appears late is not dropped.
+    """
 
     format = "json"
+
+    def __init__(self, paths: Union[str, Sequence[str]], schema: Any = None, **options: Any) -> None:
+        super().__init__(paths, **_text_options("json", schema, options))
 
 
 class ArrowTableDataSet(DataSet):

@@ -5,12 +5,18 @@ A partition's output is a folder holding either Parquet files, a manifest
 zero-copy splits), or one sub-folder per bucket (hash and user partitioning).
 Every partition holds at least one file that carries the schema, so empty
 partitions read as empty tables, never as errors.
+
+Reading checks before it trusts: every Parquet file's footer is read first (a
+corrupt file is an error naming it), the files of one input must agree on their
+columns and types (nullability aside), and every column comes out nullable, so a
+schema never depends on whether the data happened to hold a null.
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,7 +36,6 @@ def bucket_dir(output: str, bucket: int) -> str:
 class DataError(Exception):
     """A data file could not be read; the message names the file."""
 
-
 def _open(path: str) -> Any:
     """(filesystem, path) for pyarrow: None for local paths."""
     if is_uri(path) and not path.startswith("file://"):
@@ -40,13 +45,212 @@ def _open(path: str) -> Any:
     return None, path[len("file://"):] if path.startswith("file://") else path
 
 
-def _parquet_file(path: str) -> pq.ParquetFile:
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _parquet_file(path: str, metadata: Optional[pq.FileMetaData] = None) -> pq.ParquetFile:
     fs, p = _open(path)
     try:
-        return pq.ParquetFile(fs.open_input_file(p) if fs is not None else p)
+        return pq.ParquetFile(fs.open_input_file(p) if fs is not None else p, metadata=metadata)
     except (OSError, pa.ArrowException) as e:
-        raise DataError(f"cannot read Parquet file {path}: {e}") from None
+        raise DataError(f"cannot read Parquet file {path}: {_one_line(e)}") from None
 
+
+def parquet_metadata(path: str) -> pq.FileMetaData:
+    """The footer of one Parquet file: one small read, and proof that the file is Parquet at all."""
+    fs, p = _open(path)
+    try:
+        if fs is None:
+            return pq.read_metadata(p)
+        with fs.open_input_file(p) as f:
+            return pq.read_metadata(f)
+    except FileNotFoundError:
+        raise DataError(f"Parquet file {path} does not exist (any more); run the job again to plan without it") from None
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"cannot read Parquet file {path}: {_one_line(e).rstrip('.')}; "
+                        "remove it from the input or replace it with a good copy") from None
+
+
+def _metadata_schema(md: pq.FileMetaData, path: str) -> pa.Schema:
+    try:
+        return md.schema.to_arrow_schema()
+    except (pa.ArrowException, ValueError) as e:
+        raise DataError(f"cannot read Parquet file {path}: its schema cannot be read as Arrow: {_one_line(e)}") from None
+
+
+# --- schemas that agree ------------------------------------------------------------------
+
+def loose_type(t: pa.DataType) -> pa.DataType:
+    """`t` with every nested field nullable and list items named alike: what two writers of the same data agree on."""
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(t.field(i).name, loose_type(t.field(i).type)) for i in range(t.num_fields)])
+    if pa.types.is_large_list(t):
+        return pa.large_list(loose_type(t.value_type))
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(loose_type(t.value_type), t.list_size)
+    if pa.types.is_list(t):
+        return pa.list_(loose_type(t.value_type))
+    if pa.types.is_map(t):
+        return pa.map_(loose_type(t.key_type), loose_type(t.item_type))
+    return t
+
+
+def schema_difference(ref: pa.Schema, other: pa.Schema) -> str:
+    """How `other` differs from `ref`, by column name ('' when they agree). Nullability and column order do not
+    count, and a column of Arrow's null type (all values missing) agrees with any type."""
+    mine = {f.name: loose_type(f.type) for f in ref}
+    theirs = {f.name: loose_type(f.type) for f in other}
+    problems = []
+    missing = [n for n in mine if n not in theirs]
+    extra = [n for n in theirs if n not in mine]
+    if missing:
+        problems.append(f"no column {', '.join(repr(n) for n in missing)}")
+    if extra:
+        problems.append(f"extra column {', '.join(repr(n) for n in extra)}")
+    for name, t in theirs.items():
+        want = mine.get(name)
+        if want is not None and t != want and not pa.types.is_null(t) and not pa.types.is_null(want):
+            problems.append(f"column {name!r} is {t} instead of {want}")
+    return "; ".join(problems)
+
+
+def _merged(ref: pa.Schema, other: pa.Schema) -> pa.Schema:
+    """`ref` with its null-typed columns given the type `other` has for them."""
+    types = {f.name: f.type for f in other}
+    fields = [f.with_type(types[f.name]) if pa.types.is_null(f.type) and f.name in types else f for f in ref]
+    return pa.schema(fields, metadata=ref.metadata)
+
+
+def _same_layout(a: pa.Schema, b: pa.Schema) -> bool:
+    return a.names == b.names and [loose_type(t) for t in a.types] == [loose_type(t) for t in b.types]
+
+
+def _schema_text(s: pa.Schema) -> str:
+    return "(" + ", ".join(f"{f.name} {f.type}" for f in s) + ")"
+
+
+def check_parquet_files(paths: Sequence[str], threads: int = 16) -> Tuple[pa.Schema, List[pq.FileMetaData]]:
+    """Read every file's footer (in parallel on an object store, where each is a round trip) and check that all
+    files agree with the first on columns and types. Returns the schema (nullable) and the footers; the
+    first bad file in order raises DataError naming it and what is wrong."""
+    if not paths:
+        raise DataError("no Parquet files to check")
+
+    def footer(path: str) -> Any:
+        try:
+            return parquet_metadata(path)
+        except DataError as e:
+            return e
+
+    remote = any(is_uri(p) and not p.startswith("file://") for p in paths)
+    if remote and len(paths) > 1 and threads > 1:  # local footers are faster one after the other
+        with ThreadPoolExecutor(min(threads, len(paths))) as pool:
+            footers = list(pool.map(footer, paths))
+    else:
+        footers = [footer(p) for p in paths]
+    schema: Optional[pa.Schema] = None
+    for path, md in zip(paths, footers):
+        if isinstance(md, DataError):
+            raise md
+        s = _metadata_schema(md, path)
+        if schema is None:
+            schema = s
+            continue
+        diff = schema_difference(schema, s)
+        if diff:
+            raise DataError(f"Parquet file {path} does not match the dataset's schema {_schema_text(schema)} taken "
+                            f"from {paths[0]}: it has {diff}; every file of one dataset needs the same columns and "
+                            "types: rewrite that file, or read it as a separate dataset and cast it to these columns")
+        schema = _merged(schema, s)
+    assert schema is not None
+    return nullable_schema(schema), [md for md in footers]
+
+
+def _csv_dialect(frag: Fragment) -> Tuple[str, str, str, int]:
+    """(delimiter, quote, escape, rows skipped) of a CSV fragment: its options, else DuckDB's sniff of the file."""
+    opts = dict(frag.options)
+    delim = next((opts[k] for k in ("delim", "sep", "delimiter") if k in opts), None)
+    quote, escape, skip = opts.get("quote", '"'), opts.get("escape", opts.get("quote", '"')), int(opts.get("skip", 0))
+    if delim is None:
+        import duckdb
+
+        with _local_copy(frag.path) as local:
+            con = duckdb.connect()
+            try:
+                lit = "'" + local.replace("'", "''") + "'"
+                row = con.execute(f"SELECT Delimiter, Quote, Escape, SkipRows FROM sniff_csv({lit}, header = true, "
+                                  f"sample_size = 20480)").fetchone()
+            except duckdb.Error as e:
+                raise DataError(f"cannot read csv file {frag.path}: {_one_line(e)}") from None
+            finally:
+                con.close()
+        delim = row[0]
+        if "quote" not in opts and row[1] != "(empty)":
+            quote = row[1]
+        if "escape" not in opts and row[2] != "(empty)":
+            escape = row[2]
+        if "skip" not in opts:
+            skip = int(row[3])
+    return str(delim), str(quote or '"'), str(escape or quote or '"'), skip
+
+
+def _csv_header(frag: Fragment, dialect: Tuple[str, str, str, int]) -> List[str]:
+    """The names in a CSV file's header row: one small read of its start."""
+    import csv
+    import gzip
+    import io
+
+    delim, quote, escape, skip = dialect
+    fs, p = _open(frag.path)
+    try:
+        if fs is not None:
+            raw: Any = fs.open_input_stream(p)  # decompresses .gz by its name
+        else:
+            raw = gzip.open(p, "rb") if p.endswith(".gz") else open(p, "rb")
+        with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as text:
+            for _ in range(skip):
+                text.readline()
+            if len(delim) != 1:
+                return text.readline().rstrip("\r\n").split(delim)
+            reader = csv.reader(text, delimiter=delim, quotechar=quote[:1] or '"', doublequote=escape == quote,
+                                escapechar=None if escape == quote else escape[:1] or None)
+            return next(reader, [])
+    except FileNotFoundError:
+        raise DataError(f"csv file {frag.path} does not exist (any more)") from None
+    except (OSError, csv.Error, pa.ArrowException) as e:
+        raise DataError(f"cannot read the header row of csv file {frag.path}: {_one_line(e)}") from None
+
+
+def check_csv_headers(frags: Sequence[Fragment], threads: int = 16) -> None:
+    """Files with a header row must all name the same columns: DuckDB reads several files by the first one's
+    columns and quietly drops a column that only a later file has."""
+    frags = [f for f in frags if f.format == "csv" and dict(f.options).get("header") is True
+             and "columns" not in dict(f.options)]
+    if len(frags) < 2:
+        return
+    dialects: Dict[Any, Tuple[str, str, str, int]] = {}
+    for f in frags:
+        key = repr(f.options)
+        if key not in dialects:
+            dialects[key] = _csv_dialect(f)
+    if threads > 1 and len(frags) > 1 and any(is_uri(f.path) and not f.path.startswith("file://") for f in frags):
+        with ThreadPoolExecutor(min(threads, len(frags))) as pool:
+            headers = list(pool.map(lambda f: _csv_header(f, dialects[repr(f.options)]), frags))
+    else:
+        headers = [_csv_header(f, dialects[repr(f.options)]) for f in frags]
+    first = headers[0]
+    for f, names in zip(frags[1:], headers[1:]):
+        if sorted(names) != sorted(first):  # DuckDB matches columns by name, so their order may differ
+            missing = [n for n in first if n not in names]
+            extra = [n for n in names if n not in first]
+            what = "; ".join(x for x in (f"no column {missing}" if missing else "", f"extra column {extra}" if extra else "")
+                             if x) or "a column named twice"
+            raise DataError(f"csv file {f.path} has header {names} but {frags[0].path} has {first} ({what}); every "
+                            "file of one dataset needs the same columns: fix the file, or read it as a separate dataset")
+
+
+# --- reading -------------------------------------------------------------------------------
 
 def _duck_reader(fmt: str, paths: Sequence[str], options: Sequence[Any]) -> str:
     """A DuckDB table function call reading local files in one format."""
@@ -77,25 +281,42 @@ def _sql_literal(v: Any) -> str:
     return "'" + str(v).replace("'", "''") + "'"
 
 
-def read_fragment(frag: Fragment, columns: Optional[List[str]] = None) -> pa.Table:
+def read_fragment(frag: Fragment, columns: Optional[List[str]] = None,
+                  metadata: Optional[pq.FileMetaData] = None) -> pa.Table:
     """One fragment as an Arrow table (errors name the file)."""
     try:
         if frag.format == "parquet":
-            pf = _parquet_file(frag.path)
+            pf = _parquet_file(frag.path, metadata)
             if frag.rows is not None:
-                return _read_rows(pf, frag.rows, columns)
+                return _read_rows(pf, frag, columns)
             if frag.row_groups is not None:
+                _check_row_groups(pf, frag)
                 return pf.read_row_groups(list(frag.row_groups), columns=columns)
             return pf.read(columns=columns)
         return _read_text(frag, columns)
     except DataError:
         raise
     except (OSError, pa.ArrowException) as e:
-        raise DataError(f"cannot read {frag.format} file {frag.path}: {e}") from None
+        raise DataError(f"cannot read {frag.format} file {frag.path}: {_one_line(e)}") from None
 
 
-def _read_rows(pf: pq.ParquetFile, rows: Sequence[int], columns: Optional[List[str]]) -> pa.Table:
-    start, stop = rows
+def _changed(path: str, what: str) -> DataError:
+    return DataError(f"Parquet file {path} {what}: it changed after the plan was made; run the job again "
+                     "(with --fresh if the same command reuses the old split)")
+
+
+def _check_row_groups(pf: pq.ParquetFile, frag: Fragment) -> None:
+    n = pf.metadata.num_row_groups
+    if frag.row_groups and max(frag.row_groups) >= n:
+        raise _changed(frag.path, f"has {n} row group(s) but the plan reads group {max(frag.row_groups)}")
+
+
+def _read_rows(pf: pq.ParquetFile, frag: Fragment, columns: Optional[List[str]]) -> pa.Table:
+    start, stop = frag.rows  # type: ignore[misc]
+    total = pf.metadata.num_rows
+    if stop > total:
+        # slicing past the end would quietly return fewer rows than the plan counted on
+        raise _changed(frag.path, f"has {total} rows but the plan reads rows {start}..{stop - 1}")
     groups, offset, first = [], 0, None
     for i in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(i).num_rows
@@ -110,60 +331,84 @@ def _read_rows(pf: pq.ParquetFile, rows: Sequence[int], columns: Optional[List[s
 
 
 def _read_text(frag: Fragment, columns: Optional[List[str]]) -> pa.Table:
-    fs, p = _open(frag.path)
-    if fs is None:
-        import duckdb
+    """A CSV or JSON file through DuckDB with the dataset's options; an object-store file is fetched first,
+    so the same options (header, delimiter, types) apply wherever the file lives."""
+    import duckdb
 
+    with _local_copy(frag.path) as local:
         con = duckdb.connect()
         try:
             sel = ", ".join(_quote(c) for c in columns) if columns else "*"
-            return con.sql(f"SELECT {sel} FROM {_duck_reader(frag.format, [p], frag.options)}").to_arrow_table()
+            return con.sql(f"SELECT {sel} FROM {_duck_reader(frag.format, [local], frag.options)}").to_arrow_table()
         except duckdb.Error as e:
-            raise DataError(f"cannot read {frag.format} file {frag.path}: {e}") from None
+            raise DataError(f"cannot read {frag.format} file {frag.path}: {_one_line(e)}") from None
         finally:
             con.close()
-    with fs.open_input_stream(p) as f:
-        if frag.format == "csv":
-            import pyarrow.csv as pcsv
 
-            t = pcsv.read_csv(f)
-        else:
-            import pyarrow.json as pjson
 
-            t = pjson.read_json(f)
-    return t.select(columns) if columns else t
+class _local_copy:
+    """A local path for a file: the path itself, or a temporary copy of an object-store file (same name)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.tmp: Optional[str] = None
+
+    def __enter__(self) -> str:
+        fs, p = _open(self.path)
+        if fs is None:
+            return p
+        import shutil
+        import tempfile
+
+        self.tmp = tempfile.mkdtemp(prefix="mpipipe-")
+        local = os.path.join(self.tmp, os.path.basename(p))
+        try:
+            with fs.open_input_stream(p) as src, open(local, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except (OSError, pa.ArrowException) as e:
+            self.__exit__()
+            raise DataError(f"cannot read {self.path}: {_one_line(e)}") from None
+        return local
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.tmp:
+            import shutil
+
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
 
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def fragment_schema(frag: Fragment) -> pa.Schema:
+def fragment_schema(frag: Fragment, options: Sequence[Any] = ()) -> pa.Schema:
+    """The schema of one fragment's file; `options` (text formats) replace some of the fragment's own,
+    e.g. a bounded sample for a cheap look before anything runs."""
     if frag.format == "parquet":
         return _parquet_file(frag.path).schema_arrow
-    fs, _ = _open(frag.path)
-    if fs is None:
-        import duckdb
+    import duckdb
 
+    given = dict(options)
+    opts = tuple((k, v) for k, v in frag.options if k not in given) + tuple(given.items())
+    with _local_copy(frag.path) as local:
         con = duckdb.connect()
         try:
-            rel = con.sql(f"SELECT * FROM {_duck_reader(frag.format, [_open(frag.path)[1]], frag.options)} LIMIT 0")
-            return rel.to_arrow_table().schema
+            return con.sql(f"SELECT * FROM {_duck_reader(frag.format, [local], opts)} LIMIT 0").to_arrow_table().schema
         except duckdb.Error as e:
-            raise DataError(f"cannot read {frag.format} file {frag.path}: {e}") from None
+            raise DataError(f"cannot read {frag.format} file {frag.path}: {_one_line(e)}") from None
         finally:
             con.close()
-    return read_fragment(frag).schema
 
 
-def fragment_rows(frag: Fragment) -> int:
+def fragment_rows(frag: Fragment, metadata: Optional[pq.FileMetaData] = None) -> int:
     if frag.rows is not None:
         return frag.rows[1] - frag.rows[0]
     if frag.format != "parquet":
         return read_fragment(frag).num_rows
-    md = _parquet_file(frag.path).metadata
+    md = metadata if metadata is not None else _parquet_file(frag.path).metadata
     if frag.row_groups is not None:
-        return sum(md.row_group(i).num_rows for i in frag.row_groups)
+        return sum(md.row_group(i).num_rows for i in frag.row_groups if i < md.num_row_groups)
     return md.num_rows
 
 
@@ -190,57 +435,157 @@ def folder_fragments(folder: str) -> List[Fragment]:
     return frags
 
 
-class PartitionData:
-    """The data one task reads from one input: a list of fragments, read the way the step wants."""
+def folder_other_files(folder: str) -> List[str]:
+    """Files in a partition folder that are not its Parquet data (what a PythonScriptNode or ComputeNode may
+    write: text, images, nested folders), as paths relative to the folder; hidden and `_` names are skipped."""
+    if not os.path.isdir(folder) or os.path.exists(os.path.join(folder, MANIFEST)):
+        return []
+    data = set(_data_files(folder))
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")) and
+                         not (root == folder and d.startswith(BUCKET_COLUMN + "=")))
+        for f in sorted(files):
+            path = os.path.join(root, f)
+            if not f.startswith((".", "_")) and path not in data:
+                found.append(os.path.relpath(path, folder))
+    return found
 
-    def __init__(self, fragments: List[Fragment], schema: Optional[pa.Schema] = None) -> None:
+
+class _Checked:
+    """What reading an input may rely on: the fragments to read, their common schema (nullable), whether every
+    file has that exact layout, and the footers already read."""
+
+    def __init__(self, fragments: List[Fragment], schema: Optional[pa.Schema], uniform: bool,
+                 footers: Dict[str, pq.FileMetaData]) -> None:
         self.fragments = fragments
-        self._schema = schema
+        self.schema = schema
+        self.uniform = uniform
+        self.footers = footers
+
+
+class PartitionData:
+    """The data one task reads from one input: a list of fragments, read the way the step wants.
+
+    `other_files` are the non-Parquet files of the input's folders, as (folder index, path relative to the
+    folder, absolute path): the output of a PythonScriptNode that writes text or images, for instance.
+    """
+
+    def __init__(self, fragments: List[Fragment], schema: Optional[pa.Schema] = None,
+                 other_files: Sequence[Tuple[int, str, str]] = (), folders: Sequence[str] = ()) -> None:
+        self.fragments = fragments
+        self._schema = nullable_schema(schema) if schema is not None else None
+        self.other_files = list(other_files)
+        self.folders = list(folders)
+        self._checked: Optional[_Checked] = None
 
     @classmethod
     def from_folders(cls, folders: Sequence[str]) -> "PartitionData":
         frags: List[Fragment] = []
-        for f in folders:
+        others: List[Tuple[int, str, str]] = []
+        for i, f in enumerate(folders):
             frags.extend(folder_fragments(f))
-        return cls(frags)
+            others.extend((i, rel, os.path.join(f, rel)) for rel in folder_other_files(f))
+        return cls(frags, other_files=others, folders=folders)
 
     @property
     def paths(self) -> List[str]:
         return [f.path for f in self.fragments]
 
+    def checked(self) -> _Checked:
+        """Read every Parquet footer once: a corrupt or vanished file fails here, naming it; files whose columns
+        disagree fail too, except empty ones (they add no rows; an empty partition of a row function without
+        `schema=` has the columns of its input)."""
+        if self._checked is not None:
+            return self._checked
+        frags = self.fragments
+        if not frags or any(f.format != "parquet" for f in frags):
+            self._checked = _Checked(list(frags), self._schema, True, {})
+            return self._checked
+        footers: Dict[str, pq.FileMetaData] = {}
+        for f in frags:
+            if f.path not in footers:
+                footers[f.path] = parquet_metadata(f.path)
+        info = [(f, _metadata_schema(footers[f.path], f.path), fragment_rows(f, footers[f.path])) for f in frags]
+        ref_frag, ref, _ = next((x for x in info if x[2] > 0), info[0])
+        schema, keep, uniform = ref, [], True
+        for f, s, rows in info:
+            diff = schema_difference(schema, s)
+            if diff:
+                if rows == 0:
+                    uniform = False
+                    continue
+                raise DataError(f"the files of one input have different columns: {f.path} has {diff} compared "
+                                f"with {ref_frag.path} {_schema_text(ref)}; make the node that wrote them return the "
+                                "same columns in every partition (row functions: pass schema=)")
+            uniform = uniform and _same_layout(s, ref)
+            schema = _merged(schema, s)
+            keep.append(f)
+        if self._schema is None:
+            self._schema = nullable_schema(pa.schema([f.with_type(loose_type(f.type)) for f in schema],
+                                                     metadata=schema.metadata))
+        self._checked = _Checked(keep, self._schema, uniform, footers)
+        return self._checked
+
     def schema(self) -> pa.Schema:
         if self._schema is None:
             if not self.fragments:
-                raise DataError("an input has no files at all; it was produced by an older version of the plan")
-            self._schema = fragment_schema(self.fragments[0])
+                raise DataError(self._no_table())
+            if self.checked().schema is None:
+                self._schema = nullable_schema(fragment_schema(self.fragments[0]))
+        assert self._schema is not None
         return self._schema
 
+    def _no_table(self) -> str:
+        where = f"input folder {self.folders[0]}" if self.folders else "an input"
+        if self.other_files:
+            names = ", ".join(rel for _, rel, _ in self.other_files[:3])
+            return (f"{where} holds no Parquet data, only other files ({names}{', ...' if len(self.other_files) > 3 else ''});"
+                    " a node that reads tables needs Parquet: read these files through PartitionData.other_files"
+                    " in a PythonScriptNode, or make the node that wrote them write Parquet")
+        return (f"{where} holds no Parquet data at all; the node that wrote it (a PythonScriptNode or ComputeNode?) "
+                "wrote nothing a table can be read from: make it write Parquet into its output folder")
+
     def num_rows(self) -> int:
-        return sum(fragment_rows(f) for f in self.fragments)
+        chk = self.checked()
+        return sum(fragment_rows(f, chk.footers.get(f.path)) for f in chk.fragments)
 
     def to_arrow(self, columns: Optional[List[str]] = None) -> pa.Table:
-        tables = [read_fragment(f, columns) for f in self.fragments]
-        if not tables:
-            return self.schema().empty_table()
-        try:
-            return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-        except pa.ArrowInvalid as e:
-            raise DataError(f"the files of one input have different schemas ({e}); first file: {self.fragments[0].path}") from None
+        chk = self.checked()
+        if not chk.footers:  # text formats: DuckDB reads each file
+            tables = [read_fragment(f, columns) for f in chk.fragments]
+            if not tables:
+                return _select(self.schema(), columns).empty_table()
+            try:
+                t = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+            except pa.ArrowInvalid as e:
+                raise DataError(f"the files of one input have different schemas ({_one_line(e)}); "
+                                f"first file: {self.fragments[0].path}") from None
+            return t.cast(nullable_schema(t.schema))
+        target = _select(self.schema(), columns)
+        tables = [conform_table(read_fragment(f, columns, chk.footers[f.path]), target) for f in chk.fragments]
+        return pa.concat_tables(tables) if tables else target.empty_table()
 
     def to_pandas(self) -> Any:
-        return self.to_arrow().to_pandas()
+        return pandas_frame(self.to_arrow())
 
     def batches(self, batch_size: int = 65536) -> Iterator[pa.RecordBatch]:
-        """Record batches in order, one fragment at a time (memory stays at one row group or so)."""
-        for frag in self.fragments:
+        """Record batches in order, one fragment at a time (memory stays at one row group or so), each with
+        the input's schema."""
+        chk = self.checked()
+        schema = self.schema() if chk.footers else None
+        for frag in chk.fragments:
             if frag.format == "parquet" and frag.whole:
-                pf = _parquet_file(frag.path)
+                pf = _parquet_file(frag.path, chk.footers.get(frag.path))
                 try:
-                    yield from pf.iter_batches(batch_size=batch_size)
+                    for b in pf.iter_batches(batch_size=batch_size):
+                        yield conform_batch(b, schema) if schema is not None else b
                 except (OSError, pa.ArrowException) as e:
-                    raise DataError(f"cannot read Parquet file {frag.path}: {e}") from None
+                    raise DataError(f"cannot read Parquet file {frag.path}: {_one_line(e)}") from None
             else:
-                yield from read_fragment(frag).to_batches(max_chunksize=batch_size)
+                t = read_fragment(frag, None, chk.footers.get(frag.path))
+                for b in t.to_batches(max_chunksize=batch_size):
+                    yield conform_batch(b, schema) if schema is not None else b
 
     def reader(self, batch_size: int = 65536) -> pa.RecordBatchReader:
         schema = nullable_schema(self.schema())
@@ -248,21 +593,70 @@ class PartitionData:
 
     def duckdb_source(self, con: Any, name: str) -> None:
         """Make `name` a view (local files DuckDB reads itself) or a registered Arrow table."""
-        formats = {f.format for f in self.fragments}
-        options = {f.options for f in self.fragments}
-        local = all(not is_uri(f.path) or f.path.startswith("file://") for f in self.fragments)
-        if self.fragments and local and all(f.whole for f in self.fragments) and len(formats) == 1 and len(options) == 1:
-            paths = [_open(f.path)[1] for f in self.fragments]
+        chk = self.checked()
+        frags = chk.fragments
+        local = all(not is_uri(f.path) or f.path.startswith("file://") for f in frags)
+        alike = all(f.format == frags[0].format and f.options == frags[0].options for f in frags)  # options hold dicts
+        if frags and local and all(f.whole for f in frags) and alike:
+            opts = frags[0].options
+            if not chk.uniform and not any(k == "union_by_name" for k, _ in opts):
+                # columns in another order, or all-null in some file: DuckDB otherwise takes the first file's
+                # layout for all, and a column typed NULL there would not hold another file's values
+                opts = opts + (("union_by_name", True),)
+            paths = [_open(f.path)[1] for f in frags]
             con.execute(f"CREATE OR REPLACE TEMP VIEW {_quote(name)} AS SELECT * FROM "
-                        f"{_duck_reader(formats.pop(), paths, options.pop())}")
+                        f"{_duck_reader(frags[0].format, paths, opts)}")
         else:
             con.register(name, self.to_arrow())
+
+
+def pandas_frame(table: pa.Table) -> Any:
+    """`table` as pandas, integer and boolean columns as pandas' nullable dtypes (Int64, boolean): otherwise a
+    column is int64 or float64 depending on whether it holds a null, and a large integer next to a null is
+    rounded through float64."""
+    import pandas as pd
+
+    nullable = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+                pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+                pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype()}
+    return table.to_pandas(types_mapper=nullable.get)
+
+
+def _select(schema: pa.Schema, columns: Optional[List[str]]) -> pa.Schema:
+    if not columns:
+        return schema
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise DataError(f"no column {', '.join(repr(c) for c in missing)} in the input; its columns are {schema.names}")
+    return pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
 
 
 def nullable_schema(schema: pa.Schema) -> pa.Schema:
     """`schema` with every field nullable: what all files of one input agree on. DuckDB writes a
     column NOT NULL when it saw no nulls, and nullable in an empty partition, so files differ."""
     return pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
+
+
+def conform_table(t: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`t` with `schema`'s column order and types, where it differs only in what schema_difference allows
+    (order, nullability, all-null columns)."""
+    if t.schema == schema:
+        return t
+    if t.schema.names == schema.names and t.schema.types == schema.types:
+        return pa.Table.from_arrays(t.columns, schema=schema)
+    cols = [t.column(f.name) for f in schema]
+    cols = [c if c.type == f.type else c.cast(f.type) for c, f in zip(cols, schema)]
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def conform_batch(b: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    if b.schema == schema:
+        return b
+    if b.schema.names == schema.names and b.schema.types == schema.types:
+        return pa.RecordBatch.from_arrays(b.columns, schema=schema)
+    cols = [b.column(f.name) for f in schema]
+    return pa.RecordBatch.from_arrays([c if c.type == f.type else c.cast(f.type) for c, f in zip(cols, schema)],
+                                      schema=schema)
 
 
 def conform_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
@@ -276,16 +670,20 @@ def conform_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Ite
 # --- writing ---------------------------------------------------------------------------
 
 def write_table(table: pa.Table, folder: str, name: str = "part-0.parquet") -> str:
+    """Write one Parquet file; every column is written nullable, whatever the table says, so an output's
+    schema does not depend on whether its rows happened to hold a null."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
-    pq.write_table(table, path)
+    loose = nullable_schema(table.schema)
+    pq.write_table(table if table.schema == loose else pa.Table.from_arrays(table.columns, schema=loose), path)
     return path
 
 
-def write_manifest(folder: str, fragments: Sequence[Fragment], schema: pa.Schema) -> None:
-    """A zero-copy partition: a manifest of fragments, or an empty file with the schema when there are none."""
+def write_manifest(folder: str, fragments: Sequence[Fragment], schema: Optional[pa.Schema]) -> None:
+    """A zero-copy partition: a manifest of fragments, or an empty file with the schema when there are none
+    (a manifest with no fragments when there is no schema either: the input held no table)."""
     os.makedirs(folder, exist_ok=True)
-    if not fragments:
+    if not fragments and schema is not None:
         write_table(schema.empty_table(), folder)
         return
     with open(os.path.join(folder, MANIFEST), "w") as f:
@@ -312,7 +710,3 @@ def check_schema_compatible(node: str, schemas: Dict[str, Optional[pa.Schema]]) 
         if a != b:
             raise PlanError(f"node {node!r}: inputs {first_name!r} and {other_name!r} have different schemas "
                             f"({_schema_text(first)} vs {_schema_text(other)}); project or cast them to the same columns")
-
-
-def _schema_text(s: pa.Schema) -> str:
-    return "(" + ", ".join(f"{f.name} {f.type}" for f in s) + ")"

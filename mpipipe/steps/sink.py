@@ -3,19 +3,26 @@
 Local folders are filled beside their final place and renamed into it, so a
 reader never sees half a result; a folder mpipipe wrote before (it holds the
 marker file) is replaced, any other non-empty folder is refused. Object-store
-folders (copy only) get the marker written last.
+folders (copy only) get the marker written last, and a `_MPIPIPE_SINK_WRITING`
+file while they are written, so a retry after a failed copy may replace them.
+Every Parquet footer is read before anything is written, so a corrupt input
+fails the sink instead of reaching a folder that looks complete; files that are
+not Parquet (a PythonScriptNode's text or images) go to one sub-folder per
+partition.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mpipipe.logical.dataset import Fragment, is_uri
-from mpipipe.steps.partio import PartitionData, _open, read_fragment, write_manifest
+from mpipipe.steps.partio import (DataError, PartitionData, _metadata_schema, _open, _same_layout, conform_table,
+                                  read_fragment, write_manifest, write_table)
 
 MARKER = "_MPIPIPE_SINK"
+WRITING = "_MPIPIPE_SINK_WRITING"  # an object-store folder being written: ours, not complete
 SINK_TYPES = ("link", "copy", "manifest")
 
 
@@ -30,7 +37,7 @@ def foreign_contents(path: str) -> bool:
             return False
         if info.type == pafs.FileType.File:
             return True
-        if fs.get_file_info(root + "/" + MARKER).type == pafs.FileType.File:
+        if any(fs.get_file_info(root + "/" + m).type == pafs.FileType.File for m in (MARKER, WRITING)):
             return False
         return bool(fs.get_file_info(pafs.FileSelector(root, recursive=False)))
     if not os.path.lexists(path):
@@ -40,29 +47,50 @@ def foreign_contents(path: str) -> bool:
     return not os.path.exists(os.path.join(path, MARKER)) and bool(os.listdir(path))
 
 
-def _place(frag: Fragment, dest: str, how: str) -> None:
-    import pyarrow.parquet as pq
-
+def _place(frag: Fragment, dest: str, how: str, schema: Optional[Any], footer: Optional[Any]) -> None:
+    """Link or copy a whole local Parquet file whose footer was read and whose layout is the input's; anything
+    else (slices, text, object-store files, files in another column order) is read and written anew."""
     local = not is_uri(frag.path) or frag.path.startswith("file://")
-    if frag.format == "parquet" and frag.whole and local:
+    if frag.format == "parquet" and frag.whole and local and footer is not None and schema is not None \
+            and _same_layout(_metadata_schema(footer, frag.path), schema):
         src = _open(frag.path)[1]
         if how == "link":
             try:
                 os.link(src, dest)
+            except FileNotFoundError:
+                raise DataError(f"Parquet file {frag.path} does not exist (any more); run the job again") from None
             except OSError:
                 os.symlink(os.path.abspath(src), dest)
         else:
             shutil.copyfile(src, dest)
         return
-    pq.write_table(read_fragment(frag), dest)
+    table = read_fragment(frag, None, footer)
+    write_table(conform_table(table, schema) if schema is not None else table, os.path.dirname(dest),
+                os.path.basename(dest))
 
 
-def _named(inputs: Sequence[Tuple[str, PartitionData]]) -> List[Tuple[str, Fragment]]:
+def _named(inputs: Sequence[Tuple[str, PartitionData]]) -> List[Tuple[str, Fragment, Optional[Any], Optional[Any]]]:
+    """(file name, fragment, the input's schema, the fragment's footer) for every fragment of every input.
+    Reading the footers here is what makes a corrupt or mismatched file fail the sink before it writes."""
     out = []
     for input_name, data in inputs:
-        for k, frag in enumerate(data.fragments):
-            out.append((f"{input_name}-{k:06d}.parquet", frag))
+        chk = data.checked()
+        schema = chk.schema if chk.footers else None
+        for k, frag in enumerate(chk.fragments):
+            out.append((f"{input_name}-{k:06d}.parquet", frag, schema, chk.footers.get(frag.path)))
     return out
+
+
+def _other_files(inputs: Sequence[Tuple[str, PartitionData]]) -> List[Tuple[str, str]]:
+    """(name in the sink, source path) for the non-Parquet files of the inputs: one sub-folder per partition."""
+    return [(f"{input_name}-{i:06d}/{rel}", path) for input_name, data in inputs for i, rel, path in data.other_files]
+
+
+def _sink_schema(inputs: Sequence[Tuple[str, PartitionData]]) -> Optional[Any]:
+    for _, data in inputs:
+        if data.fragments:
+            return data.schema()
+    return None
 
 
 def sink_local(output_path: str, how: str, inputs: Sequence[Tuple[str, PartitionData]], job_output: str) -> Dict[str, Any]:
@@ -74,20 +102,24 @@ def sink_local(output_path: str, how: str, inputs: Sequence[Tuple[str, Partition
     os.makedirs(parent, exist_ok=True)
     staging = f"{final}.mpipipe-staging.{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    named = _named(inputs)
     written: List[Fragment] = []
     try:
+        named = _named(inputs)
+        others = _other_files(inputs)
         os.makedirs(staging)
         if how == "manifest":
             with open(os.path.join(staging, "manifest.json"), "w") as f:
-                json.dump({"fragments": [fr.to_json() for _, fr in named]}, f, indent=1)
-            written = [fr for _, fr in named]
+                json.dump({"fragments": [fr.to_json() for _, fr, _, _ in named],
+                           "files": [path for _, path in others]}, f, indent=1)
+            written = [fr for _, fr, _, _ in named]
         else:
-            for name, frag in named:
-                _place(frag, os.path.join(staging, name), how)
+            for name, frag, schema, footer in named:
+                _place(frag, os.path.join(staging, name), how, schema, footer)
                 written.append(Fragment(os.path.join(final, name)))
+            for name, path in others:
+                _place_file(path, os.path.join(staging, name), how)
         with open(os.path.join(staging, MARKER), "w") as f:
-            json.dump({"type": how, "files": len(named)}, f)
+            json.dump({"type": how, "files": len(named) + len(others)}, f)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a copy that failed (a full disk) leaves nothing half-written
         raise
@@ -96,10 +128,25 @@ def sink_local(output_path: str, how: str, inputs: Sequence[Tuple[str, Partition
         os.rename(final, old)
     os.rename(staging, final)
     shutil.rmtree(old, ignore_errors=True)
-    schema = inputs[0][1].schema()
-    write_manifest(job_output, written, schema)
+    write_manifest(job_output, written, _sink_schema(inputs))
     os.symlink(final, os.path.join(job_output, "target"))  # lets a later run see if the folder was removed
-    return {"files": len(named), "path": final}
+    return {"files": len(named) + len(others), "path": final}
+
+
+def _place_file(src: str, dest: str, how: str) -> None:
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    try:
+        if how == "link":
+            try:
+                os.link(src, dest)
+            except FileNotFoundError:
+                raise
+            except OSError:
+                os.symlink(os.path.abspath(src), dest)
+        else:
+            shutil.copyfile(src, dest)
+    except FileNotFoundError:
+        raise DataError(f"file {src} does not exist (any more); run the job again") from None
 
 
 def sink_uri(output_path: str, inputs: Sequence[Tuple[str, PartitionData]], job_output: str) -> Dict[str, Any]:
@@ -109,17 +156,28 @@ def sink_uri(output_path: str, inputs: Sequence[Tuple[str, PartitionData]], job_
     if foreign_contents(output_path):
         raise FileExistsError(f"output folder {output_path} exists and was not written by mpipipe; "
                               "remove it or choose another output path")
+    named = _named(inputs)  # every footer read before anything at the destination is touched
+    others = _other_files(inputs)
     fs, root = _open(output_path)
     root = root.rstrip("/")
     if fs.get_file_info(root).type == pafs.FileType.Directory:
         fs.delete_dir_contents(root, missing_dir_ok=True)
     fs.create_dir(root, recursive=True)
-    named = _named(inputs)
+    with fs.open_output_stream(f"{root}/{WRITING}") as f:  # ours while it is written, complete only with MARKER
+        f.write(b"{}")
     written = []
-    for name, frag in named:
-        pq.write_table(read_fragment(frag), f"{root}/{name}", filesystem=fs)
+    for name, frag, schema, footer in named:
+        table = read_fragment(frag, None, footer)
+        pq.write_table(conform_table(table, schema) if schema is not None else table, f"{root}/{name}", filesystem=fs)
         written.append(Fragment(output_path.rstrip("/") + "/" + name))
+    for name, path in others:
+        try:
+            with open(path, "rb") as src, fs.open_output_stream(f"{root}/{name}") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except FileNotFoundError:
+            raise DataError(f"file {path} does not exist (any more); run the job again") from None
     with fs.open_output_stream(f"{root}/{MARKER}") as f:
-        f.write(json.dumps({"type": "copy", "files": len(named)}).encode())
-    write_manifest(job_output, written, inputs[0][1].schema())
-    return {"files": len(named), "path": output_path}
+        f.write(json.dumps({"type": "copy", "files": len(named) + len(others)}).encode())
+    fs.delete_file(f"{root}/{WRITING}")
+    write_manifest(job_output, written, _sink_schema(inputs))
+    return {"files": len(named) + len(others), "path": output_path}

@@ -102,7 +102,7 @@ def run_stream(node: Any, task: Any, inputs: List[PartitionData]) -> Dict[str, A
         table = to_table(item, f"node {node.name!r}")
         if writer is None:
             tmp_path = os.path.join(folder, f".chunk.{os.getpid()}.tmp")
-            writer = pq.ParquetWriter(tmp_path, table.schema)
+            writer = pq.ParquetWriter(tmp_path, nullable_schema(table.schema))  # NOT NULL would depend on the data
         schema = schema or table.schema
         writer.write_table(table.cast(writer.schema) if table.schema != writer.schema else table)
         rows_in_chunk += table.num_rows
