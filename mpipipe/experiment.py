@@ -110,7 +110,9 @@ def task_fields(cls: type) -> Dict[str, Tuple[str, Any]]:
         for name, annotation in raw.items():
             kind = _annotation_kind(hints.get(name, annotation)) or _annotation_kind(annotation)
             if kind is not None:
-                fields[name] = (kind, klass.__dict__.get(name, _MISSING))
+                fields[name] = (kind, _MISSING)
+    for name, (kind, _none) in fields.items():  # the most derived class's value is the default
+        fields[name] = (kind, next((k.__dict__[name] for k in cls.__mro__ if name in k.__dict__), _MISSING))
     _FIELDS[cls] = fields
     return fields
 

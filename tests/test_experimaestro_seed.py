@@ -453,6 +453,12 @@ def test_task_parameters():
     with pytest.raises(NotImplementedError):
         Task().execute()
 
+    class Longer(Learn):
+        epochs = 500  # a new default, without repeating the annotation
+        seed: Param[int] = 0
+
+    assert (Longer(model="m").epochs, Longer(model="m").seed) == (500, 0)
+
 
 def test_experiment_is_callable_whatever_the_import_order():
     code = textwrap.dedent("""
