@@ -1,9 +1,7 @@
 """Code from experimaestro's launcher and requirement docs runs on mpipipe with only its imports changed.
 
 Each snippet below is pasted as the experimaestro docs write it; only the import
-lines differ (experimaestro -> mpipipe, experimaestro.launcherfinder.parser ->
-mpipipe.launcherfinder, experimaestro.connectors.local ->
-mpipipe.launchers.connectors). SLURM submissions are checked by the sbatch argv
+lines differ, by their package name (experimaestro -> mpipipe). SLURM submissions are checked by the sbatch argv
 they would run (the `fake_sbatch` fixture builds it as a real submission does
 and runs the runs in this process); tests/test_slurm_launcher.py runs an
 experiment on the real cluster. The end-to-end local run is a subprocess
@@ -243,7 +241,7 @@ def test_only_the_local_connector_is_supported():
 
 
 def test_parsing_examples():
-    from mpipipe.launcherfinder import parse  # experimaestro: experimaestro.launcherfinder.parser
+    from mpipipe.launcherfinder.parser import parse
 
     # Request 8 NVIDIA GPUs with 32GB each
     req = parse("duration=40h & cpu(mem=700GiB) & cuda(mem=32GiB) * 8")
@@ -314,7 +312,7 @@ from mpipipe.launcherfinder import (
 )
 from mpipipe.launchers.slurm import SlurmLauncher, SlurmOptions
 from mpipipe.launchers.direct import DirectLauncher
-from mpipipe.launchers.connectors import LocalConnector
+from mpipipe.connectors.local import LocalConnector
 
 
 def find_launcher(requirements: HostRequirement, tags: Set[str] = set()):

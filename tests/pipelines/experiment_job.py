@@ -10,7 +10,7 @@ import time
 
 from mpipipe import Meta, Param, Task, experiment
 from mpipipe.experiment import ExperimentFailed
-from mpipipe.launchers.connectors import LocalConnector
+from mpipipe.connectors.local import LocalConnector
 from mpipipe.launchers.direct import DirectLauncher
 
 

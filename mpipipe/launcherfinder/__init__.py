@@ -1,7 +1,7 @@
 """What a launchers.py file imports: the requirement language, host specifications and find_launcher().
 
-Code written for experimaestro's ``experimaestro.launcherfinder`` (and its
-``.parser`` submodule, whose ``parse`` is here too) runs with only its import
+Code written for experimaestro's ``experimaestro.launcherfinder`` (and its ``.parser`` and ``.specs``
+submodules, here too) runs with only its import
 lines changed. A launchers.py defines ``find_launcher(requirements, tags)``,
 matches the parsed requirement against the hosts it knows, and returns a
 launcher::
