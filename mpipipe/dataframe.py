@@ -197,11 +197,15 @@ class DataFrameSession:
     def read_parquet(self, paths: Union[str, Sequence[str]], **options: Any) -> DataFrame:
         return self._source(ParquetDataSet(paths, **options), "read_parquet")
 
-    def read_csv(self, paths: Union[str, Sequence[str]], **options: Any) -> DataFrame:
-        return self._source(CsvDataSet(paths, **options), "read_csv")
+    def read_csv(self, paths: Union[str, Sequence[str]], schema: Any = None, **options: Any) -> DataFrame:
+        """CSV/TSV files. The first row is a header unless the columns are given (`schema=` as a
+        pyarrow.Schema or {name: type}, `columns=`, `names=`); `header=` says otherwise. Other options go to
+        DuckDB's read_csv."""
+        return self._source(CsvDataSet(paths, schema=schema, **options), "read_csv")
 
-    def read_json(self, paths: Union[str, Sequence[str]], **options: Any) -> DataFrame:
-        return self._source(JsonDataSet(paths, **options), "read_json")
+    def read_json(self, paths: Union[str, Sequence[str]], schema: Any = None, **options: Any) -> DataFrame:
+        """Newline-delimited JSON; without `schema=`, keys and types come from every record."""
+        return self._source(JsonDataSet(paths, schema=schema, **options), "read_json")
 
     def from_arrow(self, table: Any) -> DataFrame:
         return self._source(dataset_for(table), "from_arrow")

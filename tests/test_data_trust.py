@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pyarrow.fs import FileSelector
 
 from helpers import REPO, python
 from mpipipe.errors import PlanError
@@ -307,6 +308,25 @@ def test_csv_files_with_different_header_rows_stop_the_plan(tmp_path):
     assert str(d / "f2.csv") in str(e.value) and "extra column ['c']" in str(e.value)
 
 
+def test_the_csv_files_of_one_input_are_read_with_one_set_of_types(tmp_path):
+    # each file alone would be BIGINT in one and DOUBLE in the other; read together, both are DOUBLE
+    d = tmp_path / "csv"
+    d.mkdir()
+    (d / "f0.csv").write_text("a,b\n1,x\n2,y\n")
+    (d / "f1.csv").write_text("a,b\n2.5,z\n")
+    ds = CsvDataSet(str(d))
+    t = read_both_ways(ds)
+    assert t.schema.field("a").type == pa.float64() and t.column("a").to_pylist() == [1.0, 2.0, 2.5]
+    data = PartitionData(ds.fragments())
+    assert data.schema().field("a").type == pa.float64()
+    assert data.reader(batch_size=1).read_all().equals(t)
+    out = str(tmp_path / "out")
+    sink_local(out, "copy", [("in", PartitionData(ds.fragments()))], job_output(tmp_path))
+    files = sorted(p for p in os.listdir(out) if p.endswith(".parquet"))
+    assert files == ["in-000000.parquet"]
+    assert pq.read_table(os.path.join(out, files[0])).equals(t)
+
+
 # --- 3. schemas do not depend on whether the data held a null --------------------------------------------
 
 def test_nullability_does_not_depend_on_the_data(tmp_path):
@@ -373,3 +393,52 @@ def test_a_table_step_over_text_files_says_what_it_found(tmp_path):
     line = error_line(run("script-sql", inp, tmp_path, code=1))
     assert "holds no Parquet data, only other files (report.txt, plots/p.bin)" in line
     assert "older version" not in line
+
+
+# --- object stores ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def bucket(s3, monkeypatch):
+    for k, v in s3.env().items():
+        monkeypatch.setenv(k, v)
+    s3.make_bucket("mpipipe-trust")
+    return s3, "mpipipe-trust"
+
+
+def test_object_store_csv_is_read_with_the_same_options_as_a_local_file(bucket, tmp_path):
+    s3, name = bucket
+    fs = s3.filesystem()
+    with fs.open_output_stream(f"{name}/csv/x.csv") as f:
+        f.write(b"alice|1\nbob|2\ncarol|3\n")
+    ds = CsvDataSet(f"s3://{name}/csv/x.csv", delim="|", schema={"who": "VARCHAR", "n": "BIGINT"})
+    t = PartitionData(ds.fragments()).to_arrow()
+    assert t.to_pylist() == [{"who": "alice", "n": 1}, {"who": "bob", "n": 2}, {"who": "carol", "n": 3}]
+    node = DataSourceNode(Context(), ds, name="s3csv")
+    assert node.output_schema().names == ["who", "n"]
+
+
+def test_object_store_sink_checks_its_inputs_before_it_replaces_a_complete_folder(bucket, tmp_path):
+    from mpipipe.steps.sink import WRITING, foreign_contents, sink_uri
+
+    s3, name = bucket
+    fs = s3.filesystem()
+    out = f"s3://{name}/out"
+    good = write(tmp_path / "good.parquet", 10)
+    sink_uri(out, [("in", PartitionData([Fragment(good)]))], job_output(tmp_path))
+    before = sorted(i.path for i in fs.get_file_info(FileSelector(f"{name}/out")))
+    assert f"{name}/out/{MARKER}" in before and f"{name}/out/in-000000.parquet" in before
+    bad = tmp_path / "bad.parquet"
+    garbage(bad)
+    with pytest.raises(DataError, match="bad.parquet"):
+        sink_uri(out, [("in", PartitionData([Fragment(good), Fragment(str(bad))]))], str(tmp_path / "job-output-2"))
+    assert sorted(i.path for i in fs.get_file_info(FileSelector(f"{name}/out"))) == before
+    # a copy that failed half-way leaves its WRITING marker: the folder is still ours, and the next try replaces it
+    with fs.open_output_stream(f"{name}/half/{WRITING}") as f:
+        f.write(b"{}")
+    with fs.open_output_stream(f"{name}/half/in-000000.parquet") as f:
+        f.write(b"half")
+    assert not foreign_contents(f"s3://{name}/half")
+    sink_uri(f"s3://{name}/half", [("in", PartitionData([Fragment(good)]))], str(tmp_path / "job-output-3"))
+    names = sorted(os.path.basename(i.path) for i in fs.get_file_info(FileSelector(f"{name}/half")))
+    assert names == [MARKER, "in-000000.parquet"]
+    assert pq.read_table(f"{name}/half/in-000000.parquet", filesystem=fs).num_rows == 10

@@ -275,7 +275,8 @@ class _ZeroCopyNode(DataNode):
         folders = [f for i, j in self.sources(task.partition)
                    for f in partition_folders(self.inputs[i], task.inputs[i], j)]
         data = PartitionData.from_folders(folders)
-        schema = data.schema() if data.fragments else PartitionData.from_folders(task.inputs[0][:1]).schema()
+        # the schema is written only for an empty partition: taking it from files costs a read
+        schema = None if data.fragments else PartitionData.from_folders(task.inputs[0][:1]).schema()
         write_manifest(task.output_dir, data.fragments, schema)
         return {"fragments": len(data.fragments)}
 

@@ -240,6 +240,10 @@ def check_csv_headers(frags: Sequence[Fragment], threads: int = 16) -> None:
     else:
         headers = [_csv_header(f, dialects[repr(f.options)]) for f in frags]
     first = headers[0]
+    for f, names in zip(frags, headers):
+        if not names:
+            raise DataError(f"csv file {f.path} has no header row (it is empty), but the dataset's files have one "
+                            "(header=True); remove the empty file, or pass header=False and the column names")
     for f, names in zip(frags[1:], headers[1:]):
         if sorted(names) != sorted(first):  # DuckDB matches columns by name, so their order may differ
             missing = [n for n in first if n not in names]
@@ -331,17 +335,71 @@ def _read_rows(pf: pq.ParquetFile, frag: Fragment, columns: Optional[List[str]])
 
 
 def _read_text(frag: Fragment, columns: Optional[List[str]]) -> pa.Table:
-    """A CSV or JSON file through DuckDB with the dataset's options; an object-store file is fetched first,
-    so the same options (header, delimiter, types) apply wherever the file lives."""
+    return read_text([frag], columns)
+
+
+def _text_sql(frags: Sequence[Fragment], local: Sequence[str], columns: Optional[List[str]]) -> str:
+    sel = ", ".join(_quote(c) for c in columns) if columns else "*"
+    return f"SELECT {sel} FROM {_duck_reader(frags[0].format, local, frags[0].options)}"
+
+
+def _text_error(frags: Sequence[Fragment], e: BaseException) -> DataError:
+    where = frags[0].path if len(frags) == 1 else f"{frags[0].path} (and {len(frags) - 1} more)"
+    return DataError(f"cannot read {frags[0].format} file {where}: {_one_line(e)}")
+
+
+def read_text(frags: Sequence[Fragment], columns: Optional[List[str]] = None, limit: Optional[int] = None) -> pa.Table:
+    """CSV or JSON files of one format and options in one DuckDB call (so the files agree on types, as in a
+    task's view); object-store files are fetched first, so the same options (header, delimiter, types)
+    apply wherever a file lives."""
+    import contextlib
+
     import duckdb
 
-    with _local_copy(frag.path) as local:
+    with contextlib.ExitStack() as stack:
+        local = [stack.enter_context(_local_copy(f.path)) for f in frags]
         con = duckdb.connect()
         try:
-            sel = ", ".join(_quote(c) for c in columns) if columns else "*"
-            return con.sql(f"SELECT {sel} FROM {_duck_reader(frag.format, [local], frag.options)}").to_arrow_table()
+            tail = f" LIMIT {int(limit)}" if limit is not None else ""
+            return con.sql(_text_sql(frags, local, columns) + tail).to_arrow_table()
         except duckdb.Error as e:
-            raise DataError(f"cannot read {frag.format} file {frag.path}: {_one_line(e)}") from None
+            raise _text_error(frags, e) from None
+        finally:
+            con.close()
+
+
+def text_batches(frags: Sequence[Fragment], batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The rows of `read_text(frags)` streamed from DuckDB, never all in memory at once."""
+    import contextlib
+
+    import duckdb
+
+    with contextlib.ExitStack() as stack:
+        local = [stack.enter_context(_local_copy(f.path)) for f in frags]
+        con = duckdb.connect()
+        stack.callback(con.close)
+        try:
+            reader = con.sql(_text_sql(frags, local, None)).to_arrow_reader(batch_size)
+            for b in reader:
+                yield b
+        except duckdb.Error as e:
+            raise _text_error(frags, e) from None
+
+
+def copy_text_to_parquet(frags: Sequence[Fragment], dest: str) -> None:
+    """Text files of one format and options as one Parquet file, written by DuckDB as it reads them."""
+    import contextlib
+
+    import duckdb
+
+    with contextlib.ExitStack() as stack:
+        local = [stack.enter_context(_local_copy(f.path)) for f in frags]
+        con = duckdb.connect()
+        try:
+            query = nullable_query(con, _text_sql(frags, local, None))
+            con.execute(f"COPY ({query}) TO '{dest.replace(chr(39), chr(39) * 2)}' (FORMAT parquet)")
+        except duckdb.Error as e:
+            raise _text_error(frags, e) from None
         finally:
             con.close()
 
@@ -410,6 +468,30 @@ def fragment_rows(frag: Fragment, metadata: Optional[pq.FileMetaData] = None) ->
     if frag.row_groups is not None:
         return sum(md.row_group(i).num_rows for i in frag.row_groups if i < md.num_row_groups)
     return md.num_rows
+
+
+_NO_ROWS = "__mpipipe_no_rows"
+
+
+def nullable_query(con: Any, query: str) -> str:
+    """`query` with an empty UNION ALL branch of typed NULLs, so every column it writes is nullable.
+
+    DuckDB writes a Parquet column as required (NOT NULL) when its statistics prove the rows hold no null,
+    so without this one partition's file says NOT NULL and the next one's does not. The branch reads an
+    empty Arrow table, which the optimizer cannot drop; it adds no rows and keeps the query's order and
+    types. A query this cannot wrap (DESCRIBE fails) is written as it is.
+    """
+    import duckdb
+
+    try:
+        cols = con.execute(f"DESCRIBE {query}").fetchall()
+        con.register(_NO_ROWS, pa.table({"x": pa.array([], pa.int8())}))
+        nulls = ", ".join(f"CAST(NULL AS {row[1]})" for row in cols)
+        wrapped = f"SELECT * FROM ({query}) UNION ALL SELECT {nulls} FROM {_NO_ROWS}"
+        con.execute(f"DESCRIBE {wrapped}")
+        return wrapped
+    except duckdb.Error:
+        return query
 
 
 # --- partition folders -------------------------------------------------------------------
@@ -531,8 +613,10 @@ class PartitionData:
         if self._schema is None:
             if not self.fragments:
                 raise DataError(self._no_table())
-            if self.checked().schema is None:
-                self._schema = nullable_schema(fragment_schema(self.fragments[0]))
+            if self.checked().schema is None:  # text: the columns DuckDB finds in the first files read together
+                group = _groups(self.fragments)[0]
+                self._schema = nullable_schema(read_text(group, limit=0).schema if group[0].format != "parquet"
+                                               else fragment_schema(group[0]))
         assert self._schema is not None
         return self._schema
 
@@ -552,13 +636,15 @@ class PartitionData:
 
     def to_arrow(self, columns: Optional[List[str]] = None) -> pa.Table:
         chk = self.checked()
-        if not chk.footers:  # text formats: DuckDB reads each file
-            tables = [read_fragment(f, columns) for f in chk.fragments]
+        if not chk.footers:  # text formats: DuckDB reads the files of one format and options together
+            tables = [read_text(group, columns) if group[0].format != "parquet" else
+                      pa.concat_tables([read_fragment(f, columns) for f in group], promote_options="permissive")
+                      for group in _groups(chk.fragments)]
             if not tables:
                 return _select(self.schema(), columns).empty_table()
             try:
                 t = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-            except pa.ArrowInvalid as e:
+            except pa.ArrowException as e:
                 raise DataError(f"the files of one input have different schemas ({_one_line(e)}); "
                                 f"first file: {self.fragments[0].path}") from None
             return t.cast(nullable_schema(t.schema))
@@ -570,22 +656,26 @@ class PartitionData:
         return pandas_frame(self.to_arrow())
 
     def batches(self, batch_size: int = 65536) -> Iterator[pa.RecordBatch]:
-        """Record batches in order, one fragment at a time (memory stays at one row group or so), each with
-        the input's schema."""
+        """Record batches in order, one Parquet fragment or one DuckDB stream over text files at a time
+        (memory stays at one row group or so), each with the input's schema."""
         chk = self.checked()
         schema = self.schema() if chk.footers else None
-        for frag in chk.fragments:
-            if frag.format == "parquet" and frag.whole:
-                pf = _parquet_file(frag.path, chk.footers.get(frag.path))
-                try:
-                    for b in pf.iter_batches(batch_size=batch_size):
+        for group in _groups(chk.fragments):
+            if group[0].format != "parquet":
+                yield from text_batches(group, batch_size)
+                continue
+            for frag in group:
+                if frag.whole:
+                    pf = _parquet_file(frag.path, chk.footers.get(frag.path))
+                    try:
+                        for b in pf.iter_batches(batch_size=batch_size):
+                            yield conform_batch(b, schema) if schema is not None else b
+                    except (OSError, pa.ArrowException) as e:
+                        raise DataError(f"cannot read Parquet file {frag.path}: {_one_line(e)}") from None
+                else:
+                    t = read_fragment(frag, None, chk.footers.get(frag.path))
+                    for b in t.to_batches(max_chunksize=batch_size):
                         yield conform_batch(b, schema) if schema is not None else b
-                except (OSError, pa.ArrowException) as e:
-                    raise DataError(f"cannot read Parquet file {frag.path}: {_one_line(e)}") from None
-            else:
-                t = read_fragment(frag, None, chk.footers.get(frag.path))
-                for b in t.to_batches(max_chunksize=batch_size):
-                    yield conform_batch(b, schema) if schema is not None else b
 
     def reader(self, batch_size: int = 65536) -> pa.RecordBatchReader:
         schema = nullable_schema(self.schema())
@@ -608,6 +698,17 @@ class PartitionData:
                         f"{_duck_reader(frags[0].format, paths, opts)}")
         else:
             con.register(name, self.to_arrow())
+
+
+def _groups(frags: Sequence[Fragment]) -> List[List[Fragment]]:
+    """Neighbouring fragments of the same format and options."""
+    out: List[List[Fragment]] = []
+    for f in frags:
+        if out and out[-1][0].format == f.format and out[-1][0].options == f.options:
+            out[-1].append(f)
+        else:
+            out.append([f])
+    return out
 
 
 def pandas_frame(table: pa.Table) -> Any:

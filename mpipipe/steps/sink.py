@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mpipipe.logical.dataset import Fragment, is_uri
 from mpipipe.steps.partio import (DataError, PartitionData, _metadata_schema, _open, _same_layout, conform_table,
-                                  read_fragment, write_manifest, write_table)
+                                  copy_text_to_parquet, read_fragment, read_text, write_manifest, write_table)
 
 MARKER = "_MPIPIPE_SINK"
 WRITING = "_MPIPIPE_SINK_WRITING"  # an object-store folder being written: ours, not complete
@@ -47,11 +47,20 @@ def foreign_contents(path: str) -> bool:
     return not os.path.exists(os.path.join(path, MARKER)) and bool(os.listdir(path))
 
 
-def _place(frag: Fragment, dest: str, how: str, schema: Optional[Any], footer: Optional[Any]) -> None:
-    """Link or copy a whole local Parquet file whose footer was read and whose layout is the input's; anything
-    else (slices, text, object-store files, files in another column order) is read and written anew."""
+Entry = Tuple[str, List[Fragment], Optional[Any], Optional[Any]]
+
+
+def _place(entry: Entry, dest: str, how: str) -> None:
+    """Link or copy a whole local Parquet file whose footer was read and whose layout is the input's; text
+    files of one format are converted together by DuckDB (so they agree on types); anything else (slices,
+    object-store files, files in another column order) is read and written anew."""
+    _, frags, schema, footer = entry
+    frag = frags[0]
+    if frag.format != "parquet":
+        copy_text_to_parquet(frags, dest)
+        return
     local = not is_uri(frag.path) or frag.path.startswith("file://")
-    if frag.format == "parquet" and frag.whole and local and footer is not None and schema is not None \
+    if frag.whole and local and footer is not None and schema is not None \
             and _same_layout(_metadata_schema(footer, frag.path), schema):
         src = _open(frag.path)[1]
         if how == "link":
@@ -69,15 +78,22 @@ def _place(frag: Fragment, dest: str, how: str, schema: Optional[Any], footer: O
                 os.path.basename(dest))
 
 
-def _named(inputs: Sequence[Tuple[str, PartitionData]]) -> List[Tuple[str, Fragment, Optional[Any], Optional[Any]]]:
-    """(file name, fragment, the input's schema, the fragment's footer) for every fragment of every input.
-    Reading the footers here is what makes a corrupt or mismatched file fail the sink before it writes."""
-    out = []
+def _named(inputs: Sequence[Tuple[str, PartitionData]]) -> List[Entry]:
+    """(file name, fragments, the input's schema, the footer) for each file the sink writes: one per Parquet
+    fragment, one per run of text files. Reading the footers here is what makes a corrupt or mismatched
+    file fail the sink before it writes anything."""
+    out: List[Entry] = []
     for input_name, data in inputs:
         chk = data.checked()
         schema = chk.schema if chk.footers else None
-        for k, frag in enumerate(chk.fragments):
-            out.append((f"{input_name}-{k:06d}.parquet", frag, schema, chk.footers.get(frag.path)))
+        units: List[List[Fragment]] = []
+        for f in chk.fragments:
+            if f.format != "parquet" and units and units[-1][0].format == f.format and units[-1][0].options == f.options:
+                units[-1].append(f)
+            else:
+                units.append([f])
+        for k, frags in enumerate(units):
+            out.append((f"{input_name}-{k:06d}.parquet", frags, schema, chk.footers.get(frags[0].path)))
     return out
 
 
@@ -108,14 +124,14 @@ def sink_local(output_path: str, how: str, inputs: Sequence[Tuple[str, Partition
         others = _other_files(inputs)
         os.makedirs(staging)
         if how == "manifest":
+            written = [fr for _, frags, _, _ in named for fr in frags]
             with open(os.path.join(staging, "manifest.json"), "w") as f:
-                json.dump({"fragments": [fr.to_json() for _, fr, _, _ in named],
+                json.dump({"fragments": [fr.to_json() for fr in written],
                            "files": [path for _, path in others]}, f, indent=1)
-            written = [fr for _, fr, _, _ in named]
         else:
-            for name, frag, schema, footer in named:
-                _place(frag, os.path.join(staging, name), how, schema, footer)
-                written.append(Fragment(os.path.join(final, name)))
+            for entry in named:
+                _place(entry, os.path.join(staging, entry[0]), how)
+                written.append(Fragment(os.path.join(final, entry[0])))
             for name, path in others:
                 _place_file(path, os.path.join(staging, name), how)
         with open(os.path.join(staging, MARKER), "w") as f:
@@ -128,7 +144,7 @@ def sink_local(output_path: str, how: str, inputs: Sequence[Tuple[str, Partition
         os.rename(final, old)
     os.rename(staging, final)
     shutil.rmtree(old, ignore_errors=True)
-    write_manifest(job_output, written, _sink_schema(inputs))
+    write_manifest(job_output, written, None if written else _sink_schema(inputs))
     os.symlink(final, os.path.join(job_output, "target"))  # lets a later run see if the folder was removed
     return {"files": len(named) + len(others), "path": final}
 
@@ -166,8 +182,8 @@ def sink_uri(output_path: str, inputs: Sequence[Tuple[str, PartitionData]], job_
     with fs.open_output_stream(f"{root}/{WRITING}") as f:  # ours while it is written, complete only with MARKER
         f.write(b"{}")
     written = []
-    for name, frag, schema, footer in named:
-        table = read_fragment(frag, None, footer)
+    for name, frags, schema, footer in named:
+        table = read_text(frags) if frags[0].format != "parquet" else read_fragment(frags[0], None, footer)
         pq.write_table(conform_table(table, schema) if schema is not None else table, f"{root}/{name}", filesystem=fs)
         written.append(Fragment(output_path.rstrip("/") + "/" + name))
     for name, path in others:
@@ -179,5 +195,5 @@ def sink_uri(output_path: str, inputs: Sequence[Tuple[str, PartitionData]], job_
     with fs.open_output_stream(f"{root}/{MARKER}") as f:
         f.write(json.dumps({"type": "copy", "files": len(named) + len(others)}).encode())
     fs.delete_file(f"{root}/{WRITING}")
-    write_manifest(job_output, written, _sink_schema(inputs))
+    write_manifest(job_output, written, None if written else _sink_schema(inputs))
     return {"files": len(named) + len(others), "path": output_path}

@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from mpipipe.errors import PlanError
-from mpipipe.steps.partio import PartitionData, _quote
+from mpipipe.steps.partio import PartitionData, _quote, nullable_query
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*|[0-9]+)\}")
 # a placeholder, or a string literal ('...', quotes doubled inside) that is left as written,
@@ -105,28 +105,6 @@ def run_query(con: Any, statements: Sequence[str], inputs: Sequence[PartitionDat
     target = out_path.replace("'", "''")
     con.execute(f"COPY ({nullable_query(con, statements[-1])}) TO '{target}' (FORMAT parquet)")
     return os.path.getsize(out_path)
-
-
-_NO_ROWS = "__mpipipe_no_rows"
-
-
-def nullable_query(con: Any, query: str) -> str:
-    """`query` with an empty UNION ALL branch of typed NULLs, so every column it writes is nullable.
-
-    DuckDB writes a Parquet column as required (NOT NULL) when its statistics prove the rows hold no null,
-    so without this one partition's file says NOT NULL and the next one's does not. The branch reads an
-    empty Arrow table, which the optimizer cannot drop; it adds no rows and keeps the query's order and
-    types. A query this cannot wrap (DESCRIBE fails) is written as it is.
-    """
-    try:
-        cols = con.execute(f"DESCRIBE {query}").fetchall()
-        con.register(_NO_ROWS, pa.table({"x": pa.array([], pa.int8())}))
-        nulls = ", ".join(f"CAST(NULL AS {row[1]})" for row in cols)
-        wrapped = f"SELECT * FROM ({query}) UNION ALL SELECT {nulls} FROM {_NO_ROWS}"
-        con.execute(f"DESCRIBE {wrapped}")
-        return wrapped
-    except duckdb.Error:
-        return query
 
 
 def hash_expression(columns: Sequence[str], nbuckets: int) -> str:
