@@ -34,7 +34,12 @@ def log_files(job_dir: str) -> List[Tuple[str, int]]:
     for dirpath, _dirs, files in os.walk(root):
         for f in files:
             path = os.path.join(dirpath, f)
-            found.append((path, os.path.getsize(path)))
+            if os.path.islink(path):
+                continue  # mpipipe writes no links: one here would show a file from elsewhere
+            try:
+                found.append((path, os.path.getsize(path)))
+            except OSError:
+                continue  # gone meanwhile
 
     def order(item: Tuple[str, int]) -> Tuple[int, str]:
         rel = os.path.relpath(item[0], root)
@@ -51,8 +56,11 @@ def _read_range(path: str, start: int, end: Optional[int]) -> str:
 
 
 def task_logs(job_dir: str, node: str, partition: Optional[int]) -> List[Tuple[str, str]]:
-    """(heading, text) for each journaled attempt of the task(s), in order."""
+    """(heading, text) for each journaled attempt of the task(s), in order. Attempts are numbered from 0, as
+    everywhere (task.attempt, the journal, pP.aA.log, `mpipipe status`, the report). Only files inside the
+    job directory are read, whatever a record names."""
     out = []
+    inside = os.path.realpath(job_dir) + os.sep
     for rec in read_records(os.path.join(job_dir, JOURNAL_NAME)):
         if rec.get("n") != node or (partition is not None and rec.get("p") != partition):
             continue
@@ -62,10 +70,13 @@ def task_logs(job_dir: str, node: str, partition: Optional[int]) -> List[Tuple[s
         text = ""
         if ref:
             path, start, end = ref[0], int(ref[1] or 0), ref[2]
-            try:
-                text = _read_range(path, start, None if end is None else int(end))
-            except OSError as e:
-                text = f"(cannot read {path}: {e.strerror})\n"
+            if not os.path.realpath(path).startswith(inside):
+                text = f"({path} is not a file of the job directory {job_dir}; not shown)\n"
+            else:
+                try:
+                    text = _read_range(path, start, None if end is None else int(end))
+                except OSError as e:
+                    text = f"(cannot read {path}: {e.strerror})\n"
         out.append((heading, text))
     return out
 

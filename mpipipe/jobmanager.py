@@ -19,7 +19,9 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, Tuple, NoReturn
@@ -30,7 +32,7 @@ from mpipipe.errors import ConfigError, JournalError, MpipipeError, PlatformErro
 from mpipipe.execution import protocol as P
 from mpipipe.execution.executor import Executor
 from mpipipe.execution.journal import Journal
-from mpipipe.execution.osutil import RankLogHandler
+from mpipipe.execution.osutil import RankLogHandler, leave_hung_up_terminal
 from mpipipe.execution.scheduler import Scheduler
 from mpipipe.execution.transport import PeerLost
 from mpipipe.logical.node import LogicalPlan, NodeInfo
@@ -57,9 +59,12 @@ class JobResult:
         return [r["o"] for n in names for r in self.nodes[n] if r.get("o")]
 
     def values(self, node: Optional[str] = None) -> List[Any]:
-        """Values returned by the tasks of `node` (default: the roots), in partition order."""
+        """Values returned by the tasks of `node` (default: the roots), in partition order. A value too large for
+        the journal is read from its file in the job directory (see execution.task.VALUE_INLINE_BYTES)."""
+        from mpipipe.execution.task import read_value
+
         names = [node] if node else self.roots
-        return [r.get("v") for n in names for r in self.nodes[n]]
+        return [read_value(self.job_dir, r["vf"]) if r.get("vf") else r.get("v") for n in names for r in self.nodes[n]]
 
 
 def default_job_id(user_args: Dict[str, Any]) -> str:
@@ -108,12 +113,26 @@ class JobLock:
 
 
 def prepare_job_dir(config: JobConfig, job_id: str) -> str:
+    """The job's folder, made owner-only; an existing one is checked before anything is read from it.
+
+    The data root may be shared (/tmp); the job directory must be this user's alone: one that another user
+    owns or may write to could hold a planted journal, outputs or pickles, and is refused."""
+    from mpipipe.ownership import check_private_dir, make_private_tree
+
     job_dir = os.path.join(config.data_root, job_id)
     try:
-        os.makedirs(config.data_root, exist_ok=True)
-        os.makedirs(job_dir, mode=0o700, exist_ok=True)
-        os.makedirs(os.path.join(job_dir, "logs"), exist_ok=True)
-        os.makedirs(os.path.join(job_dir, "outputs"), exist_ok=True)
+        st: Optional[os.stat_result] = os.lstat(job_dir)
+    except OSError:
+        st = None  # missing (or the data root is not a folder): creating it below says why not
+    if st is not None:
+        if stat.S_ISLNK(st.st_mode) and st.st_uid != os.geteuid():
+            raise JournalError(f"job directory {job_dir} is a symbolic link that another user made; remove it or "
+                               "choose another --data-root or --job-id")
+        check_private_dir(job_dir, "job directory")
+    try:
+        make_private_tree(job_dir, "job directory")
+        for sub in ("logs", "outputs"):
+            make_private_tree(os.path.join(job_dir, sub), "job folder")
     except OSError as e:
         raise JournalError(f"cannot create the job directory {job_dir}: {e.strerror}; choose a writable --data-root") from None
     if not os.access(job_dir, os.W_OK):
@@ -271,6 +290,19 @@ def _close_at_exit() -> None:
     sys.excepthook = hook
 
 
+def _launch(platform: Platform) -> NoReturn:
+    """Start the world under the platform, wait for it, exit with its code. A closed terminal (SIGHUP) stops
+    it as SIGTERM does: the platform's handler asks the world to stop, rank 0 journals, the exit code is 130."""
+    if threading.current_thread() is threading.main_thread():
+        def hangup(_signum: int, _frame: Any) -> None:
+            leave_hung_up_terminal()
+            os.kill(os.getpid(), signal.SIGTERM)  # whatever SIGTERM does now (the platform's wait sets it)
+
+        signal.signal(signal.SIGHUP, hangup)
+    handles = platform.start_job(relaunch_argv())
+    raise SystemExit(platform.wait_job(handles))
+
+
 class JobManager:
     def __init__(self, config: JobConfig, user_args: Optional[Dict[str, Any]] = None) -> None:
         self.config = config
@@ -293,8 +325,7 @@ class JobManager:
             self._dry_run(plan, platform, reason)
             return None
         if not platform.in_world():
-            handles = platform.start_job(relaunch_argv())
-            raise SystemExit(platform.wait_job(handles))
+            _launch(platform)
         return self._run_plan(self.runtime(platform, reason), plan, launchers)
 
     def runtime(self, platform: Optional[Platform] = None, reason: str = "") -> Runtime:
@@ -303,8 +334,7 @@ class JobManager:
         if platform is None:
             platform, reason = self.platform()
         if not platform.in_world():
-            handles = platform.start_job(relaunch_argv())
-            raise SystemExit(platform.wait_job(handles))
+            _launch(platform)
         key = (_platform_key(platform), os.path.abspath(os.path.join(self.config.data_root, self.job_id)))
         rt = _RUNTIMES.get(key) or self._open(key, platform, reason)
         _close_at_exit()  # the world closes at exit, or before an uncaught error's hook
@@ -432,13 +462,13 @@ class JobManager:
                        "inputs": list(i.inputs), "pointwise": i.pointwise, "fingerprint": i.fingerprint}
                       for _, i in sorted(rt.infos.items())],
         }
-        tmp = os.path.join(rt.job_dir, "job.json.tmp")
+        from mpipipe.ownership import write_private_file
+
+        path = os.path.join(rt.job_dir, "job.json")
         try:
-            with open(tmp, "w") as f:
-                json.dump(info, f, indent=1)
-            os.replace(tmp, os.path.join(rt.job_dir, "job.json"))
+            write_private_file(path, json.dumps(info, indent=1).encode())
         except OSError as e:
-            raise JournalError(f"cannot write {tmp}: {e.strerror}; free some space or choose another "
+            raise JournalError(f"cannot write {path}: {e.strerror}; free some space or choose another "
                                "--data-root") from None
 
 

@@ -85,3 +85,53 @@ def check_trusted_file(path: str, what: str) -> None:
     why = _problem(st, "file") or _problem(parent, "folder")
     if why:
         raise JournalError(f"{what} {path} is not loaded: {why}; only files that you alone can write are trusted")
+
+
+def make_owner_only_dirs(path: str) -> None:
+    """os.makedirs(path, exist_ok=True), with every folder it makes owner-only (os.makedirs gives the parents
+    it makes the umask's mode). No check of folders that exist: for paths inside a folder already checked."""
+    try:
+        os.mkdir(path, PRIVATE_DIR)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        parent = os.path.dirname(os.path.abspath(path))
+        if parent == os.path.abspath(path):
+            raise
+        make_owner_only_dirs(parent)
+        try:
+            os.mkdir(path, PRIVATE_DIR)
+        except FileExistsError:
+            pass  # made by another process meanwhile
+
+
+def make_private_tree(path: str, what: str) -> str:
+    """Like make_private_dir, but every folder it has to create on the way is owner-only too. A folder that
+    cannot be made raises the OSError, for the caller to say what to do; an existing one that is not safe
+    raises JournalError."""
+    make_owner_only_dirs(path)
+    check_private_dir(path, what)
+    return path
+
+
+def write_private_file(path: str, data: bytes, mode: int = PRIVATE_FILE) -> None:
+    """Write `path` whole or not at all (a new file beside it, then a rename), readable by its owner only.
+    A stale temporary file of an earlier crash is never reused with its old mode."""
+    import threading
+
+    tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)

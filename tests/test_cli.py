@@ -93,3 +93,49 @@ def test_match_against_a_jobs_hosts_and_against_given_hosts(data_root):
     assert none.returncode == 1 and "0 of 1 rank(s)" in none.stdout
     bad = run([MPIPIPE, "match", "cuda(mem=8GB"], timeout=60)
     assert bad.returncode != 0 and "^" in bad.stderr
+
+
+def test_large_values_stay_out_of_the_journal_status_stays_fast_and_values_come_back(data_root):
+    """Tasks that return 3 MiB each: the journal holds references (values/<node>/...json, owner-only files),
+    `mpipipe status` reads a journal of a few hundred bytes, result.values() gives the values back, and a
+    resumed run reuses them. A value under the limit stays in its record."""
+    import re
+    import stat
+    import time
+
+    from helpers import REPO
+
+    big_value = os.path.join(REPO, "tests", "pipelines", "big_value.py")
+    argv = (big_value, "--data-root", data_root, "--job-id", "big", "-n", "3", "--mb", "3", "--num-executors", "2")
+    first = python(*argv, check=True, timeout=120)
+    size = 3 * (1 << 20)
+    expected = [f"value {p} len={size} head={'abc'[p] * 3} small=[1, 2.5, None]" for p in range(3)]
+    assert [ln for ln in first.stdout.splitlines() if ln.startswith("value ")] == expected
+    jd = os.path.join(data_root, "big")
+    journal_size = os.path.getsize(os.path.join(jd, "journal.log"))
+    assert journal_size < 4096, journal_size  # 9 MiB of values, as three references
+    files = sorted(os.listdir(os.path.join(jd, "values", "big")))
+    assert len(files) == 3 and all(re.fullmatch(r"p\d\.a0\.r\d\.\d+\.json", f) for f in files), files
+    for f in files:
+        st = os.stat(os.path.join(jd, "values", "big", f))
+        assert st.st_size > size and stat.S_IMODE(st.st_mode) == 0o600
+    t0 = time.monotonic()
+    status = run([MPIPIPE, "status", jd], check=True, timeout=60)
+    assert "big: 3/3 done" in status.stdout and time.monotonic() - t0 < 10
+    again = python(*argv, check=True, timeout=120)  # resumed: nothing runs, the values come from their files
+    assert [ln for ln in again.stdout.splitlines() if ln.startswith("value ")] == expected
+    assert "0 tasks ran" in again.stderr and "3 reused from the journal" in again.stderr
+    from mpipipe.execution.task import VALUE_INLINE_BYTES
+
+    small_kib = (VALUE_INLINE_BYTES // 2) / (1 << 20)
+    python(big_value, "--data-root", data_root, "--job-id", "small", "-n", "1", "--mb", str(small_kib),
+           "--num-executors", "1", check=True, timeout=120)
+    (rec,) = [r for r in records_of(os.path.join(data_root, "small")) if r.get("s") == "ok"]
+    assert rec["v"]["partition"] == 0 and "vf" not in rec
+    assert not os.path.exists(os.path.join(data_root, "small", "values"))
+
+
+def records_of(jd):
+    from mpipipe.execution.journal import read_records
+
+    return list(read_records(os.path.join(jd, "journal.log")))

@@ -245,3 +245,139 @@ def test_second_run_of_a_running_mpi_job_is_refused(runs):
     recs = journal(the_job_dir(s.root))
     assert_each_task_once(recs)
     assert [r["type"] for r in recs if r.get("type")] == ["run", "end"]
+
+
+# --- SIGHUP: a closed terminal stops the job like SIGTERM ------------------------------------------------
+
+FLAKY_PARTS = 16
+FLAKY_TOTAL = sum(p * p for p in range(FLAKY_PARTS))
+TAKE_TERMINAL = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+                 "os.execv(sys.argv[1], sys.argv[1:])")
+
+
+def flaky_argv(root, *extra):
+    import sys
+
+    from helpers import FLAKY
+
+    return [sys.executable, FLAKY, "--data-root", root, "-n", str(FLAKY_PARTS), "--sleep", "0.5",
+            "--num-executors", "2", *extra]
+
+
+def squares_done(root):
+    return done_of(root, "square")
+
+
+def check_stopped_and_resumed(root, returncode, argv):
+    """The run ended with 130 and an "interrupted" end record; the same command resumes, reusing every task
+    journaled before, and adds up every square."""
+    from fault_tools import run_job
+
+    assert returncode == 130
+    before = journal(the_job_dir(root))
+    assert before[-1].get("type") == "end" and before[-1]["status"] == "interrupted", before[-1]
+    done_before = {r["k"] for r in before if r.get("s") == "ok"}
+    assert 3 <= len(done_before) < FLAKY_PARTS, f"the signal came too late to test a resume ({len(done_before)} done)"
+    rerun = run_job(argv, timeout=150)
+    assert f"total={FLAKY_TOTAL}" in rerun.stdout, rerun.stdout
+    counts = summary_counts(rerun.stderr)
+    assert counts["reused"] == len(done_before) and counts["ran"] == FLAKY_PARTS + 1 - len(done_before)
+    assert_each_task_once(journal(the_job_dir(root)))
+
+
+class OnTerminal:
+    """A command whose controlling terminal is a pseudo-terminal, in a session of its own. hang_up() closes the
+    terminal as closing a terminal window (or losing the ssh connection) does: the kernel sends SIGHUP to every
+    process of the terminal's foreground group (here rank 0, its executors and their workers), and the
+    terminal answers EIO to every write after that."""
+
+    def __init__(self, argv):
+        import sys
+        import threading
+
+        self.master, slave = os.openpty()
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-c", TAKE_TERMINAL, *argv], stdin=slave, stdout=slave,
+                                         stderr=slave, env=env_for_tests(), start_new_session=True)
+        finally:
+            os.close(slave)
+        self.output = bytearray()
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self):
+        """Read what the job prints (a terminal nobody reads fills up and blocks its writers)."""
+        import select
+
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(self.master, 65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                self.output += data
+
+    def hang_up(self):
+        self._stop.set()
+        self._reader.join(5)
+        os.close(self.master)
+
+
+def test_closing_the_terminal_of_a_local_run_stops_it_cleanly_and_it_resumes(tmp_path):
+    root = str(tmp_path / "jobs")
+    argv = flaky_argv(root)
+    term = OnTerminal(argv)
+    try:
+        wait_for(lambda: squares_done(root) >= 3, 120, "three squares to finish")
+        everyone = [term.proc.pid] + descendants(term.proc.pid)
+        assert len(local_executors(term.proc.pid)) == 2
+        term.hang_up()
+        term.proc.wait(STOP_BOUND)
+        wait_gone(everyone, STOP_BOUND, "every process of the run to exit")
+    except BaseException:
+        kill_tree(term.proc)
+        raise
+    check_stopped_and_resumed(root, term.proc.returncode, argv)
+
+
+def signal_and_wait(argv, log_path, until, sig):
+    """Start `argv` (its output to `log_path`), send `sig` to it once `until()` holds, wait until every process
+    it started is gone; returns (exit code, output)."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, env=env_for_tests(), start_new_session=True, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(until, 120, "the run to get going")
+        everyone = [proc.pid] + descendants(proc.pid)
+        os.kill(proc.pid, sig)
+        proc.wait(STOP_BOUND)
+        wait_gone(everyone, STOP_BOUND, "every process of the run to exit")
+    except BaseException:
+        kill_tree(proc)
+        raise
+    with open(log_path) as f:
+        return proc.returncode, f.read()
+
+
+def test_sighup_of_a_local_run_says_it_was_interrupted_like_sigterm(tmp_path):
+    root = str(tmp_path / "jobs")
+    argv = flaky_argv(root)
+    code, output = signal_and_wait(argv, str(tmp_path / "out.log"), lambda: squares_done(root) >= 3, signal.SIGHUP)
+    assert "interrupted; its journal is saved, run the same command again to resume" in output, output
+    assert "Traceback" not in output
+    check_stopped_and_resumed(root, code, argv)
+
+
+@pytest.mark.mpi
+def test_sighup_of_the_process_that_launched_an_mpi_world(tmp_path):
+    if not HAS_MPIEXEC:
+        pytest.skip("the virtualenv has no mpiexec")
+    root = str(tmp_path / "jobs")
+    argv = flaky_argv(root, "--platform", "mpi")
+    code, output = signal_and_wait(argv, str(tmp_path / "out.log"), lambda: squares_done(root) >= 3, signal.SIGHUP)
+    assert "interrupted; its journal is saved, run the same command again to resume" in output, output
+    check_stopped_and_resumed(root, code, argv)

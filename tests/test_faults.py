@@ -161,3 +161,71 @@ def test_mixed_faults_local(runs):
 @pytest.mark.skipif(not HAS_MPIEXEC, reason="the virtualenv has no mpiexec")
 def test_mixed_faults_under_mpiexec(runs):
     check_mixed(runs, "mixed-mpi", {1, 2})
+
+
+# --- one attempt numbering everywhere --------------------------------------------------------------------
+
+def attempt_numbers_shown(job_dir, node, p):
+    """The attempt numbers of node[p] as each place shows them: the journal, the worker logs' markers, the
+    failed attempts' log files (name and marker), `mpipipe logs -t`, `mpipipe status` and the report."""
+    import glob as globmod
+
+    from helpers import BIN, run
+
+    mpipipe = os.path.join(BIN, "mpipipe")
+    recs = [r for r in journal(job_dir) if r.get("n") == node and r.get("p") == p]
+    markers = set()
+    for path in globmod.glob(os.path.join(job_dir, "logs", "rank-*", "worker-*.log")):
+        with open(path) as f:
+            markers |= {int(a) for a in re.findall(rf"^--- {node}\[{p}\] attempt (\d+) ---$", f.read(), re.M)}
+    files = {}
+    for path in globmod.glob(os.path.join(job_dir, "logs", "tasks", node, f"p{p}.a*.log")):
+        with open(path) as f:
+            inside = re.findall(rf"^--- {node}\[{p}\] attempt (\d+) ---$", f.read(), re.M)
+        files[int(re.search(r"\.a(\d+)\.log$", path).group(1))] = [int(a) for a in inside]
+    logs_t = run([mpipipe, "logs", job_dir, "-t", f"{node}[{p}]"], check=True, timeout=60).stdout
+    status = run([mpipipe, "status", job_dir], check=True, timeout=60).stdout
+    run([mpipipe, "report", job_dir], check=True, timeout=60)
+    with open(os.path.join(job_dir, "report.html")) as f:
+        report = f.read()
+    return {
+        "journal": [(r["a"], r["s"]) for r in recs],
+        "markers": sorted(markers),
+        "files": files,
+        "logs -t": [(int(a), s) for a, s in re.findall(rf"--- {node}\[{p}\] attempt (\d+): (\w+)", logs_t)],
+        "status": re.findall(rf"last error \[{p}\] attempt (\d+): .*/p{p}\.a(\d+)\.log\)", status),
+        "report": report,
+    }
+
+
+def test_attempt_numbers_agree_everywhere(tmp_path):
+    """Attempts are numbered from 0 (task.attempt's numbering) in the failure message, `mpipipe status`, the
+    log files' names and markers, `mpipipe logs -t` and the report. square[2] fails twice, then succeeds;
+    with no attempt that succeeds it fails for good after three."""
+    from helpers import FLAKY, python
+
+    flaky = ("-n", "4", "--mode", "exception", "--fail-partition", "2", "--max-retries", "2", "--num-executors", "2")
+    ok_root = str(tmp_path / "recovers")
+    python(FLAKY, "--data-root", ok_root, "--fail-attempts", "2", *flaky, check=True)
+    shown = attempt_numbers_shown(the_job_dir(ok_root), "square", 2)
+    assert shown["journal"] == [(0, "failed"), (1, "failed"), (2, "ok")]
+    assert shown["markers"] == [0, 1, 2]
+    assert shown["files"] == {0: [0], 1: [1]}  # each failed attempt's own log: p2.aA.log, headed "attempt A"
+    assert shown["logs -t"] == [(0, "failed"), (1, "failed"), (2, "ok")]
+    assert "ok on attempt&nbsp;2" in shown["report"] and ">attempt 0, 1</div>" in shown["report"]
+    assert 'href="logs/tasks/square/p2.a1.log"' in shown["report"]  # the last failed attempt's log
+
+    bad_root = str(tmp_path / "fails")
+    done = python(FLAKY, "--data-root", bad_root, "--fail-attempts", "-1", *flaky)
+    assert done.returncode == 1, done.stderr
+    jd = the_job_dir(bad_root)
+    assert "task square[2] failed after 3 attempt(s): ValueError: bad value in partition 2" in done.stderr
+    (heading,) = re.findall(r"^--- task square\[2\], attempt (\d+), rank \d of 3 on .* ---$", done.stderr, re.M)
+    (logged,) = re.findall(r"^--- log: .*/logs/tasks/square/p2\.a(\d+)\.log$", done.stderr, re.M)
+    shown = attempt_numbers_shown(jd, "square", 2)
+    assert shown["journal"] == [(0, "failed"), (1, "failed"), (2, "failed")]
+    assert (int(heading), int(logged)) == (2, 2)
+    assert shown["markers"] == [0, 1, 2] and shown["files"] == {0: [0], 1: [1], 2: [2]}
+    assert shown["logs -t"] == [(0, "failed"), (1, "failed"), (2, "failed")]
+    assert shown["status"] == [("2", "2")]
+    assert ">attempt 0, 1, 2</div>" in shown["report"] and 'href="logs/tasks/square/p2.a2.log"' in shown["report"]

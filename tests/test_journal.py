@@ -99,53 +99,76 @@ def test_decode_bad_header():
     assert decode(b"%08x_%s\n" % (zlib.crc32(body), body)) is None
 
 
-BATCH_ITEMS = [  # (partition, attempt, t0, t1, output, value, logref)
-    (4, 0, 1795240646.988086, 1795240646.988191, None, None, ("/logs/rank-1/worker-0.log", 10, 52)),
-    (5, 2, 1795240646.988201, 1795240647.5, "/out/n/part-00005", {"rows": 3}, ("/logs/rank-1/worker-1.log", 0, None)),
-    (9, 0, 1795240646.9, 1795240646.95, None, [1, "é"], None),
+BATCH_ITEMS = [  # (partition, attempt, t0, t1, output, value, logref, value file); paths in the job directory
+    (4, 0, 1795240646.988086, 1795240646.988191, None, None, ("logs/rank-1/worker-0.log", 10, 52), None),
+    (5, 2, 1795240646.988201, 1795240647.5, "outputs/node/part-00005", {"rows": 3}, ("logs/rank-1/worker-1.log", 0,
+                                                                                     None), None),
+    (9, 0, 1795240646.9, 1795240646.95, None, [1, "é"], None, None),
+    (11, 1, 1795240646.9, 1795240647.95, None, None, None, "values/node/p11.a1.r3.42.json"),
 ]
 
 
-def batch_records(items=BATCH_ITEMS):
+def within(job_dir, path):
+    return None if path is None else f"{job_dir}/{path}"
+
+
+def batch_records(job_dir, items=BATCH_ITEMS):
     """The scheduler's "ok" records of these tasks (what encode_ok_batch takes)."""
     out = []
-    for p, a, t0, t1, o, v, logref in items:
-        rec = ok(f"f00d:{p}", n="node", p=p, a=a, r=3, t0=t0, t1=t1, o=o)
+    for p, a, t0, t1, o, v, logref, vf in items:
+        rec = ok(f"f00d:{p}", n="node", p=p, a=a, r=3, t0=t0, t1=t1, o=within(job_dir, o))
         if v is not None:
             rec["v"] = v
-        rec["log"] = logref
+        if vf is not None:
+            rec["vf"] = vf
+        rec["log"] = (within(job_dir, logref[0]), *logref[1:]) if logref else None
         out.append(rec)
     return out
 
 
 def test_a_batch_record_reads_back_as_one_ok_record_per_task(tmp_path):
-    line = encode_ok_batch("f00d", "node", 3, batch_records())
+    line = encode_ok_batch("f00d", "node", 3, batch_records(tmp_path))
     (tmp_path / JOURNAL_NAME).write_bytes(encode(ok("f00d:1", v=0)) + line)
     got = list(read_records(str(tmp_path / JOURNAL_NAME)))
     assert got[0] == ok("f00d:1", v=0)
-    assert [r["k"] for r in got[1:]] == ["f00d:4", "f00d:5", "f00d:9"]
-    for rec, (p, a, t0, t1, o, v, logref) in zip(got[1:], BATCH_ITEMS):
-        assert (rec["s"], rec["n"], rec["p"], rec["a"], rec["r"], rec["o"]) == ("ok", "node", p, a, 3, o)
+    assert [r["k"] for r in got[1:]] == ["f00d:4", "f00d:5", "f00d:9", "f00d:11"]
+    for rec, (p, a, t0, t1, o, v, logref, vf) in zip(got[1:], BATCH_ITEMS):
+        assert (rec["s"], rec["n"], rec["p"], rec["a"], rec["r"], rec["o"]) == ("ok", "node", p, a, 3,
+                                                                                within(tmp_path, o))
         assert rec.get("v") == v and ("v" in rec) == (v is not None)
-        assert rec["log"] == (list(logref) if logref else None)
+        assert rec.get("vf") == vf and ("vf" in rec) == (vf is not None)
+        assert rec["log"] == ([within(tmp_path, logref[0]), *logref[1:]] if logref else None)
         assert abs(rec["t0"] - t0) < 2e-6 and abs(rec["t1"] - t1) < 2e-6  # kept to the microsecond
     assert expand(decode(line)) == got[1:]
+
+
+def test_a_value_file_reference_is_written_by_both_encoders():
+    """A value too large for the journal is named by its file ("vf", relative to the job directory)."""
+    t0, t1 = 1795240646.988086, 1795240647.25
+    line = encode_ok("f00d:3", "big", 3, 0, 1, t0, t1, None, None, None, "values/big/p3.a0.r1.9.json")
+    rec = ok("f00d:3", n="big", p=3, a=0, r=1, t0=t0, t1=t1, o=None, vf="values/big/p3.a0.r1.9.json", log=None)
+    assert line == encode(rec) and decode(line) == rec
+    small = ok("f00d:4", n="big", p=4, a=0, r=1, t0=t0, t1=t1, o=None, v=1, log=None)
+    batch = decode(encode_ok_batch("f00d", "big", 1, [dict(rec, log=None), small]))
+    assert batch["vf"] == ["values/big/p3.a0.r1.9.json", None] and batch["v"] == [None, 1]
+    assert expand(batch) == [rec, small]
+    assert "vf" not in decode(encode_ok_batch("f00d", "big", 1, [small, dict(small, p=5)]))
 
 
 def test_replay_by_node_takes_batches_and_single_records_alike(tmp_path):
     j = Journal(str(tmp_path))
     j.open()
-    j.append_line(encode_ok_batch("f00d", "node", 1, batch_records()))
+    j.append_line(encode_ok_batch("f00d", "node", 1, batch_records(tmp_path)))
     j.append(ok("f00d:5", v="again"))  # a later outcome of the same task wins
-    j.append(ok("beef:0", o="/x"))
+    j.append(ok("beef:0", n="b", o=f"{tmp_path}/outputs/b/part-00000"))
     j.append(failed("beef:1"))
     j.close()
     done = Journal(str(tmp_path)).replay_by_node()
     assert sorted(done) == ["beef", "f00d"]
-    assert sorted(done["f00d"]) == [4, 5, 9] and done["f00d"][5]["v"] == "again"
-    assert done["f00d"][9]["v"] == [1, "é"]
+    assert sorted(done["f00d"]) == [4, 5, 9, 11] and done["f00d"][5]["v"] == "again"
+    assert done["f00d"][9]["v"] == [1, "é"] and done["f00d"][11]["vf"] == "values/node/p11.a1.r3.42.json"
     assert list(done["beef"]) == [0]
-    assert set(replay(tmp_path)) == {"f00d:4", "f00d:5", "f00d:9", "beef:0"}
+    assert set(replay(tmp_path)) == {"f00d:4", "f00d:5", "f00d:9", "f00d:11", "beef:0"}
 
 
 # --- Journal -----------------------------------------------------------------------------------------

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from mpipipe.execution import protocol as P
-from mpipipe.execution.osutil import RankLogHandler
+from mpipipe.execution.osutil import RankLogHandler, leave_stop_signals_to_rank0
 from mpipipe.execution.task import FAILED, Result, Task
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
 from mpipipe.execution.worker import WorkerHandle, wait_any
+from mpipipe.ownership import PRIVATE_FILE, make_owner_only_dirs
 
 log = logging.getLogger("mpipipe.executor")
 
@@ -29,7 +31,7 @@ def host_description() -> Dict[str, Any]:
 def _rank_log(folder: str) -> Optional[logging.Handler]:
     """This executor rank's own log (logs/rank-R/executor.log): start, workers that died, stop."""
     try:
-        os.makedirs(folder, exist_ok=True)
+        make_owner_only_dirs(folder)
         handler = RankLogHandler(os.path.join(folder, "executor.log"))
     except OSError:
         return None
@@ -46,8 +48,9 @@ def task_log_path(job_dir: str, node_name: str, partition: int, attempt: int) ->
 
 def copy_log_range(src: str, start: int, end: Optional[int], dest: str) -> str:
     """Copy one task's part of a worker log into a file of its own."""
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    with open(src, "rb") as f, open(dest, "wb") as out:
+    make_owner_only_dirs(os.path.dirname(dest))
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    with open(src, "rb") as f, open(fd, "wb") as out:
         f.seek(max(start, 0))
         out.write(f.read() if end is None else f.read(max(0, end - start)))
     return dest
@@ -71,6 +74,17 @@ class Executor:
         self.overdue: Dict[int, float] = {}  # workers killed for their time limit -> the limit
 
     def run(self) -> None:
+        # rank 0 decides when the world stops: a closed terminal (SIGHUP) reaches every process of the job's
+        # process group, and mpiexec passes SIGTERM on to every rank; if this rank died of it first, the
+        # launcher would kill rank 0 while it journals and says why it stopped. Rank 0 then stops this rank.
+        saved = leave_stop_signals_to_rank0()
+        try:
+            self._serve()
+        finally:
+            for s, handler in saved.items():
+                signal.signal(s, handler)
+
+    def _serve(self) -> None:
         host = host_description()
         self.setup = P.executor_hello(self.t, host, self.hello_timeout)
         self.setup.update(rank=self.t.rank, size=self.t.size, host=host["host"])

@@ -17,9 +17,10 @@ from json.encoder import encode_basestring_ascii
 import os
 import time
 import zlib
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from mpipipe.errors import JournalError
+from mpipipe.execution.task import is_value_ref
 
 log = logging.getLogger("mpipipe.journal")
 
@@ -39,14 +40,17 @@ def _text(value: Optional[str]) -> str:
 
 
 def encode_ok(key: str, name: str, partition: int, attempt: int, rank: int, t0: float, t1: float,
-              output: Optional[str], value: Any, logref: Any) -> bytes:
+              output: Optional[str], value: Any, logref: Any, value_file: Optional[str] = None) -> bytes:
     """The record of a finished task, built directly: the scheduler writes one per task, and the general
-    encoder costs about three times as much. Same JSON as encode() of the same dict (floats unrounded)."""
+    encoder costs about three times as much. Same JSON as encode() of the same dict (floats unrounded).
+    `value_file`: where a value too large for the journal was written, relative to the job directory."""
     parts = ['{"s":"ok","k":', encode_basestring_ascii(key), ',"n":', encode_basestring_ascii(name),
              ',"p":%d,"a":%d,"r":%d,"t0":%r,"t1":%r,"o":' % (partition, attempt, rank, float(t0), float(t1)),
              _text(output)]
     if value is not None:
         parts += [',"v":', _ENCODER.encode(value)]
+    if value_file is not None:
+        parts += [',"vf":', encode_basestring_ascii(value_file)]
     if logref is None:
         parts.append(',"log":null}')
     else:
@@ -58,7 +62,7 @@ def encode_ok(key: str, name: str, partition: int, attempt: int, rank: int, t0: 
 
 
 def encode_ok_batch(fingerprint: str, name: str, rank: int, records: List[Dict[str, Any]]) -> bytes:
-    """One record for several finished tasks of a node, from their "ok" records (p, a, t0, t1, o, v, log).
+    """One record for several finished tasks of a node, from their "ok" records (p, a, t0, t1, o, v, vf, log).
     Times are kept to the microsecond as offsets from the earliest start."""
     base = min(r["t0"] for r in records)
     rec: Dict[str, Any] = {"s": "okb", "f": fingerprint, "n": name, "r": rank, "p": [r["p"] for r in records]}
@@ -70,6 +74,8 @@ def encode_ok_batch(fingerprint: str, name: str, rank: int, records: List[Dict[s
         rec["o"] = [r["o"] for r in records]
     if any(r.get("v") is not None for r in records):
         rec["v"] = [r.get("v") for r in records]
+    if any(r.get("vf") is not None for r in records):
+        rec["vf"] = [r.get("vf") for r in records]
     paths: Dict[str, int] = {}
     logs: List[Any] = []
     for r in records:
@@ -99,6 +105,11 @@ def expand(rec: Dict[str, Any], logs: bool = True) -> List[Dict[str, Any]]:
         for r, v in zip(out, values):
             if v is not None:
                 r["v"] = v
+    files = rec.get("vf")
+    if files is not None:
+        for r, vf in zip(out, files):
+            if vf is not None:
+                r["vf"] = vf
     if logs:
         paths, refs = rec["lp"], rec["l"]
         for r, li, start, end in zip(out, refs[0::3], refs[1::3], refs[2::3]):
@@ -120,30 +131,151 @@ def decode(line: bytes) -> Optional[Dict[str, Any]]:
     return rec if isinstance(rec, dict) else None
 
 
-def read_records(path: str) -> Iterator[Dict[str, Any]]:
-    """Every intact record, in order, batches as one "ok" record per task; damaged lines are skipped
-    (and reported once)."""
-    for rec in read_raw_records(path):
-        if rec.get("s") == "okb":
-            yield from expand(rec)
+class RecordCheck:
+    """The paths a journal record may name, so that a record is never trusted beyond its job directory.
+
+    A record's output must be a partition folder in the job's outputs/<node>/, its value file one of the
+    job's values/<node>/ (execution.task.is_value_ref); a record naming anything else (a hand-edited line with
+    a valid CRC, a journal copied from elsewhere) is dropped with a warning, so nothing outside is ever reused
+    as an output, linked into a sink or read as a value: its task runs again. A log reference outside the job
+    directory is dropped from its record (the record stays). Paths are compared as written first, and by
+    their real folder when spelled differently (a symbolic link on the way to the data root).
+    """
+
+    def __init__(self, job_dir: str, path: str) -> None:
+        self.path = path
+        self.root = os.path.abspath(job_dir)
+        self.real = os.path.realpath(job_dir)
+        self._real_dirs: Dict[str, str] = {}
+        self.dropped = 0
+        self.examples: List[str] = []
+
+    def _real_dir(self, folder: str) -> str:
+        real = self._real_dirs.get(folder)
+        if real is None:
+            real = self._real_dirs[folder] = os.path.realpath(folder) if folder else ""
+        return real
+
+    def output_ok(self, out: Any, node: Any) -> bool:
+        """Whether `out` is a partition folder of `node` in this job's outputs/."""
+        if not isinstance(out, str) or not _plain_name(node):
+            return False
+        prefix = f"{self.root}/outputs/{node}/"
+        if out.startswith(prefix):
+            base = out[len(prefix):]
         else:
-            yield rec
+            folder, base = os.path.split(out)
+            if self._real_dir(folder) != os.path.join(self.real, "outputs", node):
+                return False
+        return _plain_name(base) and "\0" not in base
+
+    def log_ok(self, path: Any) -> bool:
+        """Whether a log reference names a file in this job directory ("?" when there was none)."""
+        if path == "?":
+            return True
+        if not isinstance(path, str) or "\0" in path:
+            return False
+        if path.startswith(self.root + "/"):
+            return ".." not in path[len(self.root) + 1:].split("/")
+        folder = self._real_dir(os.path.dirname(path))
+        return folder == self.real or folder.startswith(self.real + "/")
+
+    def problem(self, rec: Dict[str, Any]) -> str:
+        """Why an "ok" record cannot be trusted ('' when it can); other records name no output."""
+        if rec.get("s") != "ok":
+            return ""
+        node, out, vf = rec.get("n"), rec.get("o"), rec.get("vf")
+        if out is not None and not self.output_ok(out, node):
+            return f"output {out!r} is not a partition folder of the job's outputs/{node}/"
+        if vf is not None and not is_value_ref(vf, node if isinstance(node, str) else ""):
+            return f"value file {vf!r} is not in the job's values/{node}/"
+        return ""
+
+    def batch_problems(self, rec: Dict[str, Any]) -> Dict[int, str]:
+        """Index -> problem of the tasks of an "okb" record whose output or value file cannot be trusted."""
+        node = rec.get("n")
+        bad: Dict[int, str] = {}
+        outs = rec.get("o") or ()
+        prefix = f"{self.root}/outputs/{node}/"
+        cut = len(prefix)
+        if _plain_name(node) and all(o is None or (o.startswith(prefix) and _plain_name(o[cut:])) for o in outs):
+            pass  # every output is where this job puts them: the usual case, checked without a call per task
+        else:
+            for i, o in enumerate(outs):
+                if o is not None and not self.output_ok(o, node):
+                    bad[i] = f"output {o!r} is not a partition folder of the job's outputs/{node}/"
+        for i, vf in enumerate(rec.get("vf") or ()):
+            if vf is not None and not is_value_ref(vf, node if isinstance(node, str) else ""):
+                bad.setdefault(i, f"value file {vf!r} is not in the job's values/{node}/")
+        return bad
+
+    def note(self, line: int, problem: str) -> None:
+        self.dropped += 1
+        if len(self.examples) < 3:
+            self.examples.append(f"line {line}: {problem}")
+
+    def warn(self) -> None:
+        if self.dropped:
+            more = f" (and {self.dropped - len(self.examples)} more)" if self.dropped > len(self.examples) else ""
+            log.warning("%s: %d record(s) ignored, they name files outside their job directory: %s%s; a task whose "
+                        "record is ignored runs again", self.path, self.dropped, "; ".join(self.examples), more)
+
+
+def _plain_name(name: Any) -> bool:
+    """A single path component that goes nowhere else: no separator, not "." or ".."."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+
+
+def read_records(path: str) -> Iterator[Dict[str, Any]]:
+    """Every intact record, in order, batches as one "ok" record per task; damaged lines are skipped and
+    records naming files outside the job directory (the journal's folder) dropped, each kind reported once."""
+    check = RecordCheck(os.path.dirname(path), path)
+    for line, rec in _numbered(path):
+        if rec.get("s") == "okb":
+            bad = check.batch_problems(rec)
+            for i, r in enumerate(expand(rec)):
+                if i in bad:
+                    check.note(line, bad[i])
+                    continue
+                yield _checked_log(check, line, r)
+        elif check.problem(rec):
+            check.note(line, check.problem(rec))
+        else:
+            yield _checked_log(check, line, rec)
+    check.warn()
+
+
+def _checked_log(check: RecordCheck, line: int, rec: Dict[str, Any]) -> Dict[str, Any]:
+    """The record without a log reference that points outside the job directory (what readers open)."""
+    ref = rec.get("log")
+    if ref is not None and not (isinstance(ref, list) and ref and check.log_ok(ref[0])):
+        rec = dict(rec, log=None)
+        log.warning("%s line %d: the log %r is outside the job directory; it is not shown", check.path, line,
+                    ref[0] if isinstance(ref, list) and ref else ref)
+    return rec
 
 
 def read_raw_records(path: str) -> Iterator[Dict[str, Any]]:
-    """Every intact record as written ("okb" batches whole); damaged lines are skipped (reported once)."""
+    """Every intact record as written ("okb" batches whole, paths unchecked); damaged lines are skipped
+    (reported once)."""
+    for _line, rec in _numbered(path):
+        yield rec
+
+
+def _numbered(path: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
+    """(line number, record) of every intact line; damaged lines are skipped (reported once)."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         return
     bad = 0
     with f:
-        for line in f:
+        for n, line in enumerate(f, 1):
             rec = decode(line)
             if rec is None:
                 bad += 1
                 continue
-            yield rec
+            yield n, rec
     if bad:
         log.warning("%s: skipped %d damaged record(s) (a torn last write is expected after a crash)", path, bad)
 
@@ -152,6 +284,7 @@ class Journal:
     """Appends outcome records for rank 0; `replay()` gives what earlier runs finished."""
 
     def __init__(self, job_dir: str, flush_every: float = 0.2, fsync_every: float = 2.0) -> None:
+        self.job_dir = job_dir
         self.path = os.path.join(job_dir, JOURNAL_NAME)
         self.flush_every = flush_every
         self.fsync_every = fsync_every
@@ -162,16 +295,30 @@ class Journal:
         self._last_fsync = time.monotonic()
 
     def replay_by_node(self) -> Dict[str, Dict[int, Dict[str, Any]]]:
-        """Node fingerprint -> partition -> its last successful outcome record (what the scheduler reuses)."""
+        """Node fingerprint -> partition -> its last successful outcome record (what the scheduler reuses).
+        Records naming an output or value file outside the job directory are left out (see RecordCheck)."""
         done: Dict[str, Dict[int, Dict[str, Any]]] = {}
         self.previous_plan = {}
-        for rec in read_raw_records(self.path):
+        if os.path.lexists(self.path):
+            from mpipipe.ownership import check_trusted_file
+
+            check_trusted_file(self.path, "journal")  # what it says is reused as outputs and values
+        check = RecordCheck(self.job_dir, self.path)
+        for line, rec in _numbered(self.path):
             s = rec.get("s")
             if s == "okb":
                 parts = done.setdefault(rec["f"], {})
-                for r in expand(rec, logs=False):
+                bad = check.batch_problems(rec)
+                for i, r in enumerate(expand(rec, logs=False)):
+                    if bad and i in bad:
+                        check.note(line, bad[i])
+                        continue
                     parts[r["p"]] = r
             elif s == "ok":
+                problem = check.problem(rec)
+                if problem:
+                    check.note(line, problem)
+                    continue
                 fp, _, p = rec["k"].rpartition(":")
                 try:
                     done.setdefault(fp, {})[int(p)] = rec
@@ -179,6 +326,7 @@ class Journal:
                     continue  # not a key this version writes
             elif rec.get("type") in ("run", "nodes") and isinstance(rec.get("plan"), dict):
                 self.previous_plan.update(rec["plan"])  # node name -> fingerprint, as of the latest run
+        check.warn()
         return done
 
     def open(self, fresh: bool = False) -> None:

@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 # variables a launcher gives its MPI ranks; a child that inherits them may try to join the world
 _MPI_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL", "HYDRA_", "PRTE_", "MPIR_")
@@ -46,8 +46,51 @@ def describe_exit(returncode: int) -> str:
 
 
 class RankLogHandler(logging.FileHandler):
-    """A rank's log file. A write that fails (a full disk) drops that record instead of printing a traceback
-    on the job's terminal for every message; a job that cannot write its journal stops with one line."""
+    """A rank's log file, readable by its owner only. A write that fails (a full disk) drops that record instead
+    of printing a traceback on the job's terminal for every message; a job that cannot write its journal stops
+    with one line."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
     def handleError(self, record: logging.LogRecord) -> None:
         pass
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # what stops a job cleanly: Ctrl-C, kill, a closed terminal
+
+
+def _not_here(_signum: int, _frame: Any) -> None:
+    """Rank 0 stops the job when it gets this signal, and then this process: nothing to do here."""
+
+
+def leave_stop_signals_to_rank0(signals: Tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Dict[int, Any]:
+    """Executors and workers outlive SIGTERM and SIGHUP (which reach every process of a job at once: a closed
+    terminal signals the whole process group, mpiexec and srun every rank) so that rank 0 can stop them in
+    order after journaling. The signals are caught, not ignored: a program a task starts gets them back at
+    their default. Returns the previous handlers (nothing outside the main thread, where none can be set)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, _not_here) for s in signals}
+
+
+def leave_hung_up_terminal() -> None:
+    """After SIGHUP: stdin, stdout and stderr that are a terminal that has gone now read from and write to
+    /dev/null, so that the job's last words (the summary, the one-line message) cannot fail with EIO on the way
+    out. Anything else (a file, a pipe, a terminal still open) is left alone."""
+    import errno
+    import termios
+
+    for fd in (0, 1, 2):
+        try:
+            termios.tcgetattr(fd)
+        except termios.error as e:
+            if e.args and e.args[0] == errno.EIO:  # a terminal after hangup answers EIO; a non-terminal ENOTTY
+                null = os.open(os.devnull, os.O_RDWR)
+                os.dup2(null, fd)
+                os.close(null)
+        except OSError:
+            pass

@@ -17,7 +17,9 @@ from typing import Any, Dict, List
 from mpipipe.execution.journal import encode_ok, encode_ok_batch
 from mpipipe.execution.progress import NodeCount
 from mpipipe.execution.speculation import SPECULATIVE_SUFFIX
-from mpipipe.execution.task import EXTERNAL, OK, Result, Task
+from mpipipe.execution.task import (EXTERNAL, OK, VALUE_INLINE_BYTES, Result, Task, is_value_ref, value_ref,
+                                   write_value)
+from mpipipe.ownership import write_private_file
 
 log = logging.getLogger("mpipipe.scheduler")
 
@@ -35,8 +37,10 @@ class Failure:
     def render(self) -> str:
         tb = self.traceback.rstrip()
         body = f"\n{tb}" if tb else ""
+        # attempts are numbered from 0 everywhere (task.attempt, the journal, logs, status, report): the last
+        # of `attempts` attempts is attempt attempts - 1, and its log is pP.a<attempts - 1>.log
         return (f"task {self.node}[{self.partition}] failed after {self.attempts} attempt(s): {self.error}\n"
-                f"--- task {self.node}[{self.partition}], attempt {self.attempts}, {self.where} ---{body}\n"
+                f"--- task {self.node}[{self.partition}], attempt {self.attempts - 1}, {self.where} ---{body}\n"
                 f"--- log: {self.log}")
 
 
@@ -54,6 +58,7 @@ class Outcomes:
                     out = res.info.get("output") if res.status == OK else None
                     if out:
                         shutil.rmtree(out, ignore_errors=True)
+                    self._drop_value_file(res)
                     continue
                 task = entry[0]
                 if rank != EXTERNAL:
@@ -64,6 +69,7 @@ class Outcomes:
                     self.started_at.pop(res.tid, None)
                     if res.tid in self.losers:
                         self._discard_loser(task, res)
+                        self._drop_value_file(res)
                         continue
                 if self.slots:
                     slot = self.slots.pop(res.tid, None)
@@ -95,9 +101,14 @@ class Outcomes:
         rec = {"s": OK, "k": task.key, "n": self.nodes[task.node].info.name, "p": task.partition, "a": task.attempt,
                "r": rank, "t0": t0, "t1": t1, "o": info.get("output")}
         value = info.get("value")
+        if value is not None and rank == EXTERNAL:  # a launcher's task: its value has not been sized yet
+            value = self._spill_large_value(task, rank, rec, value)
         if value is not None:
             rec["v"] = value
             self._count_data(value)
+        spilled = info.get("value_file")
+        if spilled is not None:
+            rec["vf"] = spilled
         rec["log"] = info.get("log")
         recs = finished.get(task.node)
         if recs is None:
@@ -114,13 +125,33 @@ class Outcomes:
                 self.speculation_won += task.output.endswith(SPECULATIVE_SUFFIX)
         self._complete(task.node, task.partition, rec)
 
+    def _drop_value_file(self, res: Result) -> None:
+        """The value file of a result nobody takes (a speculative copy that lost its race)."""
+        ref = res.info.get("value_file") if res.status == OK else None
+        if ref and is_value_ref(ref):
+            try:
+                os.unlink(os.path.join(self.job_dir, ref))
+            except OSError:
+                pass
+
+    def _spill_large_value(self, task: Task, rank: int, rec: Dict[str, Any], value: Any) -> Any:
+        """A value above VALUE_INLINE_BYTES of JSON goes to a file that the record names (as a worker does);
+        returns what stays inline (None when spilled)."""
+        text = json.dumps(value, separators=(",", ":"), default=str)
+        if len(text) <= VALUE_INLINE_BYTES:
+            return value
+        ref = value_ref(rec["n"], task.partition, task.attempt, rank)
+        write_value(self.job_dir, ref, text)
+        rec["vf"] = ref
+        return None
+
     def _journal_finished(self, rank: int, finished: Dict[int, List[Dict[str, Any]]]) -> None:
         """One journal record per node for the tasks one message reported (a lone task keeps the plain form)."""
         for nid, recs in finished.items():
             if len(recs) == 1:
                 r = recs[0]
                 self.journal.append_line(encode_ok(r["k"], r["n"], r["p"], r["a"], rank, r["t0"], r["t1"], r["o"],
-                                                   r.get("v"), r["log"]))
+                                                   r.get("v"), r["log"], r.get("vf")))
             else:
                 info = self.nodes[nid].info
                 self.journal.append_line(encode_ok_batch(info.fingerprint, info.name, rank, recs))
@@ -143,15 +174,13 @@ class Outcomes:
                  "retried": self.retried, "failed": len(self.failures),
                  "nodes": {n.name: {"total": n.total, "done": n.done, "running": n.running, "failed": n.failed}
                            for n in self._node_counts()}}
-        tmp = os.path.join(self.job_dir, "state.json.tmp")
+        path = os.path.join(self.job_dir, "state.json")
         try:
-            with open(tmp, "w") as f:
-                json.dump(state, f)
-            os.replace(tmp, os.path.join(self.job_dir, "state.json"))
+            write_private_file(path, json.dumps(state).encode())
         except OSError as e:
             if not self._state_warned:  # once: a full disk would otherwise say so every second
                 self._state_warned = True
-                log.warning("cannot write %s: %s", tmp, e)
+                log.warning("cannot write %s: %s", path, e)
 
     def _count_data(self, value: Any) -> None:
         """Data tasks report rows and bytes; the summary adds them up."""

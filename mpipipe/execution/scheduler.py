@@ -23,11 +23,12 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 from mpipipe.errors import JobInterrupted, JournalError, PlatformError, TaskFailedError
 from mpipipe.execution import protocol as P
 from mpipipe.execution.journal import Journal
+from mpipipe.execution.osutil import STOP_SIGNALS, leave_hung_up_terminal
 from mpipipe.execution.outcomes import Failure, Outcomes
 from mpipipe.execution.placed import NO_REQUIREMENT, PlacedDispatch, Slot
 from mpipipe.execution.placement import Placement
 from mpipipe.execution.progress import Progress
-from mpipipe.execution.speculation import Speculation
+from mpipipe.execution.speculation import SPECULATIVE_SUFFIX, Speculation
 from mpipipe.execution.task import EXTERNAL, Result, Task
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
 from mpipipe.logical.node import NodeInfo
@@ -102,6 +103,7 @@ class Scheduler(Outcomes, PlacedDispatch, Speculation):
         self.data = {"bytes_written": 0, "rows_written": 0, "bytes_read": 0}
         self._state_written = 0.0
         self._state_warned = False
+        self._warned_paths = False
         # speculative copies of stragglers (optional)
         self.speculate = speculate
         self.allow_changes = allow_changes
@@ -177,7 +179,7 @@ class Scheduler(Outcomes, PlacedDispatch, Speculation):
                 st.cursor += 1
                 if done is not None:
                     rec = done.get(p)
-                    if rec is not None and self._still_there(nid, rec):
+                    if rec is not None and self._still_there(nid, p, rec):
                         self.cached += 1
                         self._complete(nid, p, rec)
                         continue
@@ -202,19 +204,40 @@ class Scheduler(Outcomes, PlacedDispatch, Speculation):
             return None
         return self.done_before.get(self.nodes[nid].info.fingerprint)
 
-    def _still_there(self, nid: int, rec: Dict[str, Any]) -> bool:
-        """A journaled partition is reused only while its output is still there."""
+    def _still_there(self, nid: int, p: int, rec: Dict[str, Any]) -> bool:
+        """A journaled partition is reused only while its output (and its value file) is still there, and only
+        when the record names the very folder this partition writes: a record is never trusted with a path
+        of its own choosing."""
         out = rec.get("o")
+        vf = rec.get("vf")
+        if vf is not None and not os.path.exists(os.path.join(self.job_dir, vf)):
+            return False
         check = self.nodes[nid].info.reuse_check  # a file in the output that says what it wrote elsewhere is there
         if out is None:
             return not check
+        if not self._is_own_output(nid, p, out):
+            return False
         return os.path.exists(out) and (not check or os.path.exists(os.path.join(out, check)))
+
+    def _is_own_output(self, nid: int, p: int, out: str) -> bool:
+        """Whether a journaled output is the folder partition p of the node writes (or its speculative copy)."""
+        expected = self.output_path(nid, p)
+        if out == expected or out == expected + SPECULATIVE_SUFFIX:
+            return True
+        if os.path.basename(out) in (os.path.basename(expected), os.path.basename(expected) + SPECULATIVE_SUFFIX) \
+                and os.path.realpath(os.path.dirname(out)) == os.path.realpath(os.path.dirname(expected)):
+            return True  # the same folder by another name (a symbolic link on the way to the data root)
+        if not self._warned_paths:
+            self._warned_paths = True
+            log.warning("the journal names %s as the output of %s[%d], which writes %s; it runs again", out,
+                        self.nodes[nid].info.name, p, expected)
+        return False
 
     def _reuse(self, nid: int, p: int) -> bool:
         """A partition an earlier run finished (journaled, output still there) is not run again."""
         done = self._done_of(nid)
         rec = done.get(p) if done else None
-        if rec is None or not self._still_there(nid, rec):
+        if rec is None or not self._still_there(nid, p, rec):
             return False
         self.cached += 1
         self._complete(nid, p, rec)
@@ -446,7 +469,13 @@ class Scheduler(Outcomes, PlacedDispatch, Speculation):
     def run(self) -> Dict[str, Any]:
         self.start()
         interrupted: List[int] = []
-        old = {s: signal.signal(s, lambda signum, _f: interrupted.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            interrupted.append(signum)
+            if signum == signal.SIGHUP:  # the terminal may be gone: the journal and the exit code still count
+                leave_hung_up_terminal()
+
+        old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
         backoff = Backoff()
         try:
             while not self._finished() and self.stop_reason is None:

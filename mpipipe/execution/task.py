@@ -22,6 +22,9 @@ class Task(NamedTuple):
     resources: Optional[Dict[str, Any]] = None  # what placement gave it: cpus, memory, devices, time
 
 
+VALUE_INLINE_BYTES = 64 * 1024  # a task's value up to this much JSON goes in its journal record; larger: a file
+VALUES_DIR = "values"  # <job dir>/values/<node>/: the values too large for the journal
+
 EXTERNAL = 0  # the rank named for tasks a launcher ran outside the world (SLURM, ...): rank 0 handed them over
 OK = "ok"
 FAILED = "failed"
@@ -64,6 +67,52 @@ def replace_into_place(staging: str, final: str) -> None:
         os.unlink(trash)
 
 
+def value_ref(node_name: str, partition: int, attempt: int, rank: int, pid: Optional[int] = None) -> str:
+    """Where a large value of one attempt goes, relative to the job directory (unique like a staging path)."""
+    return f"{VALUES_DIR}/{node_name}/p{partition}.a{attempt}.r{rank}.{pid or os.getpid()}.json"
+
+
+def is_value_ref(ref: Any, node_name: Optional[str] = None) -> bool:
+    """Whether `ref` has the shape value_ref() gives (of `node_name`'s values when given): a journal record
+    names its value file relative to the job directory, and nothing else is ever read as a value."""
+    if not isinstance(ref, str):
+        return False
+    parts = ref.split("/")
+    return (len(parts) == 3 and parts[0] == VALUES_DIR and parts[1] not in ("", ".", "..")
+            and (node_name is None or parts[1] == node_name) and parts[2].endswith(".json")
+            and not parts[2].startswith(".") and "\0" not in ref)
+
+
+def write_value(job_dir: str, ref: str, text: str) -> None:
+    """Write a value's JSON to its file in the job directory, owner-only, whole or not at all."""
+    from mpipipe.ownership import make_private_tree, write_private_file
+
+    path = os.path.join(job_dir, ref)
+    make_private_tree(os.path.dirname(path), "value folder")
+    write_private_file(path, text.encode())
+
+
+def read_value(job_dir: str, ref: str) -> Any:
+    """The value a record names by its file; only a file of the job's values/ that this user alone could have
+    written is read."""
+    import json
+
+    from mpipipe.errors import JournalError
+    from mpipipe.ownership import check_trusted_file
+
+    if not is_value_ref(ref):
+        raise JournalError(f"a journal record names the value file {ref!r}, which is not in {VALUES_DIR}/ of the "
+                           f"job {job_dir}; run the job again with --fresh")
+    path = os.path.join(job_dir, ref)
+    check_trusted_file(path, "value file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise JournalError(f"cannot read the value file {path} ({e}); run the same command again with --fresh to "
+                           "compute it again") from None
+
+
 class TaskContext:
     """What a task body is given: its partition, inputs, and a private output folder.
 
@@ -96,7 +145,9 @@ class TaskContext:
             self._staging = staging_path(self.final_output, self.attempt, self.rank)
             if os.path.lexists(self._staging):
                 shutil.rmtree(self._staging, ignore_errors=True)
-            os.makedirs(self._staging)
+            from mpipipe.ownership import make_owner_only_dirs
+
+            make_owner_only_dirs(self._staging)  # outputs/<node>/, .staging and the attempt's folder: 0700
         return self._staging
 
     @property

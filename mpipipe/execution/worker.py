@@ -22,8 +22,9 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from mpipipe.execution.framing import FrameReader, _HEADER, read_msg, write_msg
-from mpipipe.execution.osutil import child_env, describe_exit, die_with_parent
-from mpipipe.execution.task import FAILED, OK, Result, Task, TaskContext, remove_staging
+from mpipipe.execution.osutil import child_env, describe_exit, die_with_parent, leave_stop_signals_to_rank0
+from mpipipe.execution.task import (FAILED, OK, VALUE_INLINE_BYTES, Result, Task, TaskContext, remove_staging,
+                                   value_ref, write_value)
 
 import pickle
 
@@ -166,19 +167,31 @@ class _WorkerState:
                           getattr(node, "args", None), task.resources)
         saved_env = _apply_resources(task.resources)
         print(task_marker(node.name, task), file=sys.stderr, flush=True)
+        spilled: Optional[str] = None
         try:
             value = node.run_task(ctx)
-            json.dumps(value)
+            text = json.dumps(value, separators=(",", ":"))
             fault = self.faults.choose(task.key, task.attempt) if self.faults is not None else None
             if fault is not None:  # testing: fail after the body ran, before its output is committed
                 print(f"mpipipe: injecting a fault ({fault}) into this attempt", file=sys.stderr, flush=True)
                 from mpipipe.execution.faults import strike
 
                 strike(fault)
+            if len(text) > VALUE_INLINE_BYTES:  # a large value goes to a file; the journal names it
+                spilled = value_ref(node.name, task.partition, task.attempt, s["rank"])
+                write_value(s["job_dir"], spilled, text)
+                value = None
             output = ctx.commit()
             status, info = OK, {"output": output, "value": value}
+            if spilled is not None:
+                info["value_file"] = spilled
         except BaseException as exc:  # noqa: BLE001  a task body may raise anything, even SystemExit
             ctx.abort()
+            if spilled is not None:
+                try:
+                    os.unlink(os.path.join(s["job_dir"], spilled))
+                except OSError:
+                    pass
             tb = _user_traceback(exc)
             sys.stderr.write(tb)
             if isinstance(exc, TypeError) and "JSON serializable" in str(exc):
@@ -202,6 +215,7 @@ def main() -> None:
     log_path = sys.argv[1]
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_stop_signals_to_rank0()  # a closed terminal or mpiexec's SIGTERM: rank 0 stops the job, then this worker
     proto_in, proto_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -257,8 +271,8 @@ class WorkerHandle:
         self._extra_blobs: List[bytes] = []
 
     def start(self) -> None:
-        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-        log = open(self.log_path, "ab")
+        os.makedirs(os.path.dirname(self.log_path), mode=0o700, exist_ok=True)
+        log = open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", "from mpipipe.execution.worker import main; main()", self.log_path],

@@ -107,7 +107,9 @@ def _index_path() -> str:
 
 
 def _append_json(path: str, record: Dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    from mpipipe.ownership import make_owner_only_dirs
+
+    make_owner_only_dirs(os.path.dirname(path))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
@@ -327,9 +329,10 @@ class SlurmPlatform(MpiPlatform):
     def _submit(self, argv: List[str]) -> List[str]:
         from mpipipe.jobmanager import prepare_job_dir
 
+        from mpipipe.ownership import make_private_tree
+
         job_dir = prepare_job_dir(self.config, self.job_id())
-        slurm_dir = os.path.join(job_dir, SLURM_DIR)
-        os.makedirs(slurm_dir, exist_ok=True)
+        slurm_dir = make_private_tree(os.path.join(job_dir, SLURM_DIR), "SLURM folder")  # it holds the batch script
         self._refuse_if_running(job_dir)
         spec, opts = self._submission(argv, job_dir)
         script = os.path.join(slurm_dir, "batch.py")

@@ -105,8 +105,10 @@ class SlurmArray:
 
     def submit(self) -> List[ArrayChunk]:
         check_signal(self.options)
-        os.makedirs(os.path.join(self.work_dir, "logs"), exist_ok=True)
-        os.makedirs(self.exit_dir, exist_ok=True)
+        from mpipipe.ownership import make_owner_only_dirs
+
+        make_owner_only_dirs(os.path.join(self.work_dir, "logs"))  # owner-only, like the batch scripts beside them
+        make_owner_only_dirs(self.exit_dir)
         after: Optional[str] = None
         for offset, size in plan_chunks(self.count, self.max_array_size):
             argv, text = self.chunk_submission(offset, size, after if self.throttle else None)

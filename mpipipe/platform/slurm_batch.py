@@ -44,8 +44,11 @@ def say(text: str) -> None:
 
 
 def write_exit(path: str, record: Dict[str, Any]) -> None:
+    """The job's exit record, owner-only like every file of the job directory."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
         json.dump(record, f)
     os.replace(tmp, path)
 
@@ -178,7 +181,7 @@ def main(spec: Dict[str, Any]) -> int:
         os.chdir(spec["cwd"])
 
     received: List[int] = []
-    handled = [signal.SIGTERM, signal.SIGINT]
+    handled = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]  # SIGHUP: as SIGTERM, wherever it comes from
     warning = WARNING_SIGNALS.get(spec.get("warning_signal") or "")
     if warning is not None:
         handled.append(warning)

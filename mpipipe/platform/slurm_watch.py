@@ -189,7 +189,8 @@ class JobWatcher:
         self._interrupts.append(signum)
 
     def wait(self) -> int:
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # a closed terminal (SIGHUP) stops like SIGTERM; --detach leaves the job running without a terminal
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             return self._wait()
         finally:

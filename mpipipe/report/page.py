@@ -25,7 +25,13 @@ def write_report(job_dir: str, out_path: Optional[str] = None) -> str:
     job = Job.load(job_dir)
     page = _Page(job, os.path.dirname(out)).render()
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = f"{out}.tmp.{os.getpid()}"
+    folder, job_real = os.path.realpath(os.path.dirname(out)), os.path.realpath(job_dir)
+    if folder == job_real or folder.startswith(job_real + os.sep):
+        from mpipipe.ownership import write_private_file
+
+        write_private_file(out, page.encode("utf-8"))  # like every file of the job directory: owner-only
+        return out
+    tmp = f"{out}.tmp.{os.getpid()}"  # elsewhere (to be mailed or published): the user's umask decides
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(page)
     os.replace(tmp, out)
@@ -413,7 +419,9 @@ class _Page:
         if j.untracked_failures:
             notes.append(f"{j.untracked_failures:,} more failed attempts of other tasks are only counted.")
         summary = (f"<p>{j.failed_for_good:,} task(s) failed on their last attempt; {j.retried:,} failed "
-                   f"attempt(s) were retried.</p>")
+                   f"attempt(s) were retried. Attempts are numbered from 0, as in the error message, "
+                   f"<span class=\"mono\">mpipipe status</span>, <span class=\"mono\">mpipipe logs</span> and the "
+                   f"log files (<span class=\"mono\">pP.aA.log</span>).</p>")
         return (summary + "<table class=\"data failures\"><thead><tr><th>task</th><th>failed attempts</th>"
                 "<th>outcome</th><th>last error</th><th>log (last failed attempt)</th></tr></thead>"
                 f"<tbody>{''.join(rows)}</tbody></table>" + "".join(f"<p class=\"note\">{esc(t)}</p>" for t in notes))
