@@ -327,6 +327,26 @@ def test_the_csv_files_of_one_input_are_read_with_one_set_of_types(tmp_path):
     assert pq.read_table(os.path.join(out, files[0])).equals(t)
 
 
+def test_day_and_month_are_never_guessed(tmp_path):
+    # DuckDB alone reads 01/02/2024 as 1 February (day first) because no value says otherwise
+    dates = tmp_path / "dates.csv"
+    dates.write_text("d\n01/02/2024\n03/04/2024\n")
+    assert read_both_ways(CsvDataSet(str(dates))).column("d").to_pylist() == ["01/02/2024", "03/04/2024"]
+    t = read_both_ways(CsvDataSet(str(dates), dateformat="%m/%d/%Y"))
+    assert [str(d) for d in t.column("d").to_pylist()] == ["2024-01-02", "2024-03-04"]
+    iso = tmp_path / "iso.csv"
+    iso.write_text("d,t\n2024-01-02,2024-01-02 10:00:00\n")
+    assert [str(f.type) for f in read_both_ways(CsvDataSet(str(iso))).schema] == ["date32[day]", "timestamp[us]"]
+    stamps = tmp_path / "stamps.csv"
+    stamps.write_text("t\n01/02/2024 10:00:00\n03/04/2024 11:00:00\n")
+    with pytest.raises(PlanError) as e:
+        DataSourceNode(Context(), CsvDataSet(str(stamps)), name="stamps")
+    assert "timestampformat='%d/%m/%Y %H:%M:%S'" in str(e.value) and str(stamps) in str(e.value)
+    ds = CsvDataSet(str(stamps), timestampformat="%m/%d/%Y %H:%M:%S")
+    DataSourceNode(Context(), ds, name="stamps_given")
+    assert [str(v) for v in read_both_ways(ds).column("t").to_pylist()] == ["2024-01-02 10:00:00", "2024-03-04 11:00:00"]
+
+
 # --- 3. schemas do not depend on whether the data held a null --------------------------------------------
 
 def test_nullability_does_not_depend_on_the_data(tmp_path):

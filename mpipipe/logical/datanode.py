@@ -240,8 +240,9 @@ class DataSourceNode(DataNode):
     def _checked_schema(self) -> Any:
         """The dataset's schema, after every file was checked as far as is cheap: each Parquet footer read
         and compared with the first (so a corrupt or mismatched file anywhere in the dataset stops the plan,
-        not just the first), each CSV header row compared with the first."""
-        from mpipipe.steps.partio import check_csv_headers, check_parquet_files, nullable_schema
+        not just the first), each CSV header row compared with the first, and the first CSV file's
+        timestamps looked at for a day/month order DuckDB would have to guess."""
+        from mpipipe.steps.partio import check_csv_formats, check_csv_headers, check_parquet_files, nullable_schema
 
         table = self.dataset.in_memory_table()
         if table is not None:
@@ -250,6 +251,7 @@ class DataSourceNode(DataNode):
         if frags and all(f.format == "parquet" for f in frags):
             return check_parquet_files(list(dict.fromkeys(f.path for f in frags)))[0]
         check_csv_headers(frags)
+        check_csv_formats(frags)
         schema = self.dataset.schema()
         return nullable_schema(schema) if schema is not None else None
 

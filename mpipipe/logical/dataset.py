@@ -282,6 +282,8 @@ def _text_options(fmt: str, schema: Any, options: Dict[str, Any]) -> Dict[str, A
             # types from every row, not from a sample: a sampled BIGINT column rounds a later 1.5 to 2
             options.setdefault("sample_size", -1)
             options.setdefault("files_to_sniff", -1)
+            # dates only in ISO form: DuckDB would read 01/02/2024 as 1 February on a guess
+            options.setdefault("dateformat", "%Y-%m-%d")
     elif fmt == "json" and not typed:
         # keys and types from every record of every file: a sample misses keys that appear late
         options.setdefault("sample_size", -1)
@@ -294,7 +296,9 @@ class CsvDataSet(FileDataSet):
 
     Nothing that decides rows is guessed: `header` is True unless the columns are given (`schema=`,
     `columns=`, `names=`), then False; pass header= to say otherwise. A .tsv file is tab-separated unless
-    `delim` is given. Without a schema, DuckDB infers each column's type from every row.
+    `delim` is given. Without a schema, DuckDB infers each column's type from every row, dates only in ISO
+    form (give `dateformat=` for others), and a day/month order it would have to guess for timestamps is
+    an error that asks for `timestampformat=`.
     """
 
     format = "csv"

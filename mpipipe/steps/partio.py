@@ -222,6 +222,42 @@ def _csv_header(frag: Fragment, dialect: Tuple[str, str, str, int]) -> List[str]
         raise DataError(f"cannot read the header row of csv file {frag.path}: {_one_line(e)}") from None
 
 
+def _ambiguous_date_format(fmt: Optional[str]) -> bool:
+    """A strptime format whose day and month could be read either way round (not year first)."""
+    return bool(fmt) and "%d" in fmt and "%m" in fmt and not fmt.lstrip().startswith("%Y")  # type: ignore[operator]
+
+
+def check_csv_formats(frags: Sequence[Fragment]) -> None:
+    """DuckDB picks a timestamp format from the text; one with day and month in either order is a guess
+    (01/02/2024 10:00), so the first file of each kind is sniffed and a guessed order is an error."""
+    import duckdb
+
+    seen = set()
+    for f in frags:
+        opts = dict(f.options)
+        if f.format != "csv" or "columns" in opts or "timestampformat" in opts or repr(f.options) in seen:
+            continue
+        seen.add(repr(f.options))
+        sniff_opts = ", ".join(f"{k} = {_sql_literal(v)}" for k, v in f.options
+                               if k in ("delim", "sep", "quote", "escape", "header", "dateformat", "skip", "names",
+                                        "new_line", "comment"))
+        with _local_copy(f.path) as local:
+            con = duckdb.connect()
+            try:
+                lit = "'" + local.replace("'", "''") + "'"
+                row = con.execute(f"SELECT DateFormat, TimestampFormat FROM sniff_csv({lit}"
+                                  f"{', ' + sniff_opts if sniff_opts else ''}, sample_size = 20480)").fetchone()
+            except duckdb.Error as e:
+                raise DataError(f"cannot read csv file {f.path}: {_one_line(e)}") from None
+            finally:
+                con.close()
+        for key, fmt in (("dateformat", row[0]), ("timestampformat", row[1])):
+            if key not in opts and _ambiguous_date_format(fmt):
+                raise DataError(f"csv file {f.path} has {'timestamps' if key == 'timestampformat' else 'dates'} "
+                                f"that DuckDB would read as {fmt}, a guess at the order of day and month; pass "
+                                f"{key}='{fmt}' if that is right (or the other order), or the types with schema=")
+
+
 def check_csv_headers(frags: Sequence[Fragment], threads: int = 16) -> None:
     """Files with a header row must all name the same columns: DuckDB reads several files by the first one's
     columns and quietly drops a column that only a later file has."""
