@@ -65,7 +65,8 @@ def main() -> None:
 @main.command()
 @click.argument("job")
 def status(job: str) -> None:
-    """Progress of a job, per node: done/total partitions, failed attempts, last error.
+    """Progress of a job, per node: done/total partitions, failed attempts, last error (attempts are numbered
+    from 0, as in the log file names pP.aA.log, `mpipipe logs -t` and the report).
 
     JOB is a job directory (<data-root>/<job-id>) or the id of a SLURM job that
     mpipipe submitted; for a SLURM job the SLURM job id(s) and their state are shown too.
@@ -120,7 +121,7 @@ def _slurm_lines(job_dir: str) -> "list[str]":
 @main.command()
 @click.argument("job_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--task", "-t", "task", default=None, metavar="NODE[P]",
-              help="show this task's attempts (NODE[P], NODE:P, or NODE for all its partitions)")
+              help="show this task's attempts, numbered from 0 (NODE[P], NODE:P, or NODE for all its partitions)")
 @click.option("--follow", "-f", is_flag=True, help="print what the logs gain until the job ends (Ctrl-C to stop)")
 @click.option("--tail", "-n", "tail", default=20, show_default=True, help="lines of the scheduler's log to show")
 def logs(job_dir: str, task: "str | None", follow: bool, tail: int) -> None:

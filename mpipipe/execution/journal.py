@@ -149,6 +149,8 @@ class RecordCheck:
         self._real_dirs: Dict[str, str] = {}
         self.dropped = 0
         self.examples: List[str] = []
+        self.logs_dropped = 0
+        self.log_examples: List[str] = []
 
     def _real_dir(self, folder: str) -> str:
         real = self._real_dirs.get(folder)
@@ -167,7 +169,7 @@ class RecordCheck:
             folder, base = os.path.split(out)
             if self._real_dir(folder) != os.path.join(self.real, "outputs", node):
                 return False
-        return _plain_name(base) and "\0" not in base
+        return _part_name(base)
 
     def log_ok(self, path: Any) -> bool:
         """Whether a log reference names a file in this job directory ("?" when there was none)."""
@@ -198,7 +200,7 @@ class RecordCheck:
         outs = rec.get("o") or ()
         prefix = f"{self.root}/outputs/{node}/"
         cut = len(prefix)
-        if _plain_name(node) and all(o is None or (o.startswith(prefix) and _plain_name(o[cut:])) for o in outs):
+        if _plain_name(node) and all(o is None or (o.startswith(prefix) and _part_name(o[cut:])) for o in outs):
             pass  # every output is where this job puts them: the usual case, checked without a call per task
         else:
             for i, o in enumerate(outs):
@@ -214,16 +216,37 @@ class RecordCheck:
         if len(self.examples) < 3:
             self.examples.append(f"line {line}: {problem}")
 
+    def without_foreign_log(self, line: int, rec: Dict[str, Any]) -> Dict[str, Any]:
+        """The record without a log reference that points outside the job directory (what readers open)."""
+        ref = rec.get("log")
+        if ref is None or (isinstance(ref, list) and ref and self.log_ok(ref[0])):
+            return rec
+        self.logs_dropped += 1
+        if len(self.log_examples) < 3:
+            self.log_examples.append(f"line {line}: {ref[0] if isinstance(ref, list) and ref else ref!r}")
+        return dict(rec, log=None)
+
     def warn(self) -> None:
+        """One warning for all that was left out (a moved job directory must not print one per record)."""
         if self.dropped:
             more = f" (and {self.dropped - len(self.examples)} more)" if self.dropped > len(self.examples) else ""
             log.warning("%s: %d record(s) ignored, they name files outside their job directory: %s%s; a task whose "
                         "record is ignored runs again", self.path, self.dropped, "; ".join(self.examples), more)
+        if self.logs_dropped:
+            more = f" (and {self.logs_dropped - len(self.log_examples)} more)" \
+                if self.logs_dropped > len(self.log_examples) else ""
+            log.warning("%s: %d log reference(s) outside the job directory are not shown: %s%s", self.path,
+                        self.logs_dropped, "; ".join(self.log_examples), more)
 
 
 def _plain_name(name: Any) -> bool:
     """A single path component that goes nowhere else: no separator, not "." or ".."."""
-    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
+def _part_name(name: str) -> bool:
+    """A partition folder's name (part-NNNNN, maybe .speculative): never .staging or another dot-name."""
+    return _plain_name(name) and not name.startswith(".")
 
 
 def read_records(path: str) -> Iterator[Dict[str, Any]]:
@@ -237,22 +260,14 @@ def read_records(path: str) -> Iterator[Dict[str, Any]]:
                 if i in bad:
                     check.note(line, bad[i])
                     continue
-                yield _checked_log(check, line, r)
-        elif check.problem(rec):
-            check.note(line, check.problem(rec))
+                yield check.without_foreign_log(line, r)
+            continue
+        problem = check.problem(rec)
+        if problem:
+            check.note(line, problem)
         else:
-            yield _checked_log(check, line, rec)
+            yield check.without_foreign_log(line, rec)
     check.warn()
-
-
-def _checked_log(check: RecordCheck, line: int, rec: Dict[str, Any]) -> Dict[str, Any]:
-    """The record without a log reference that points outside the job directory (what readers open)."""
-    ref = rec.get("log")
-    if ref is not None and not (isinstance(ref, list) and ref and check.log_ok(ref[0])):
-        rec = dict(rec, log=None)
-        log.warning("%s line %d: the log %r is outside the job directory; it is not shown", check.path, line,
-                    ref[0] if isinstance(ref, list) and ref else ref)
-    return rec
 
 
 def read_raw_records(path: str) -> Iterator[Dict[str, Any]]:

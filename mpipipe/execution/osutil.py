@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import IO, Any, Dict, Mapping, Optional, Tuple
 
 # variables a launcher gives its MPI ranks; a child that inherits them may try to join the world
 _MPI_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL", "HYDRA_", "PRTE_", "MPIR_")
@@ -50,7 +50,7 @@ class RankLogHandler(logging.FileHandler):
     of printing a traceback on the job's terminal for every message; a job that cannot write its journal stops
     with one line."""
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    def _open(self) -> IO[str]:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
 

@@ -102,15 +102,15 @@ def read_value(job_dir: str, ref: str) -> Any:
 
     if not is_value_ref(ref):
         raise JournalError(f"a journal record names the value file {ref!r}, which is not in {VALUES_DIR}/ of the "
-                           f"job {job_dir}; run the job again with --fresh")
+                           f"job {job_dir}; only files there are read as values: run the job with --fresh")
     path = os.path.join(job_dir, ref)
     check_trusted_file(path, "value file")
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError) as e:
-        raise JournalError(f"cannot read the value file {path} ({e}); run the same command again with --fresh to "
-                           "compute it again") from None
+        raise JournalError(f"cannot read the value file {path} ({e}); run the same command again: a task whose value "
+                           "file is missing runs again") from None
 
 
 class TaskContext:
