@@ -128,6 +128,23 @@ def test_files_that_differ_only_in_nullability_or_column_order_are_one_dataset(t
     assert con.sql("SELECT sum(a), count(b) FROM t").fetchall() == [(sum(range(30)) + 99, 31)]
 
 
+def test_a_summary_metadata_file_is_not_read_as_data(tmp_path):
+    # Spark and Dask write _metadata beside the data: its row groups point at the data files, and DuckDB
+    # reading `dir/*` would count every row twice
+    d = tmp_path / "spark"
+    d.mkdir()
+    t = pa.table({"a": pa.array(range(10), pa.int64())})
+    collected = []
+    pq.write_table(t, str(d / "part-0.parquet"), metadata_collector=collected)
+    collected[0].set_file_path("part-0.parquet")
+    pq.write_metadata(t.schema, str(d / "_metadata"), metadata_collector=collected)
+    (d / "_SUCCESS").write_bytes(b"")
+    node = DataSourceNode(Context(), ParquetDataSet(str(d / "*")), name="glob")
+    assert [os.path.basename(f.path) for f in node._fragments] == ["part-0.parquet"]
+    with pytest.raises(PlanError, match="is a summary .* count those rows twice"):
+        DataSourceNode(Context(), ParquetDataSet([str(d / "part-0.parquet"), str(d / "_metadata")]), name="named")
+
+
 def test_a_file_changed_after_the_plan_was_made_fails_its_task(tmp_path):
     inp = dataset(tmp_path)
     done = run("changed", inp, tmp_path, code=1)
@@ -210,6 +227,26 @@ def test_an_empty_partition_of_a_row_function_adds_no_columns(tmp_path):
     run("map-empty", tmp_path / "unused", tmp_path, code=0)
     with open(tmp_path / "out" / "result.json") as f:
         assert json.load(f) == {"columns": ["x"], "x": [0, 2]}
+
+
+def test_a_partition_column_that_is_not_a_whole_number_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from mpipipe.logical import ColumnPartitionNode
+    from mpipipe.steps.partition import bucket_with_sql
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"p": [0.0, 1.0, 1.5], "v": [1, 2, 3]}), str(path))
+    ctx = Context()
+    node = ColumnPartitionNode(ctx, DataSourceNode(ctx, ParquetDataSet(str(path)), name="src"), 3, "p")
+    task = SimpleNamespace(output_dir=str(tmp_path / "out"))
+    with pytest.raises(DataError, match="1 row.* not a whole number"):  # a cast alone puts 1.5 in partition 2
+        bucket_with_sql(task, PartitionData([Fragment(str(path))]), node.bucket_sql(), 3, None, 1, None)
+    pq.write_table(pa.table({"p": [0.0, 2.0, 2.0], "v": [1, 2, 3]}), str(path))
+    bucket_with_sql(SimpleNamespace(output_dir=str(tmp_path / "ok")), PartitionData([Fragment(str(path))]),
+                    node.bucket_sql(), 3, None, 1, None)
+    got = PartitionData.from_folders([str(tmp_path / "ok" / "__mpipipe_bucket=2")]).to_arrow()
+    assert got.column("v").to_pylist() == [2, 3]
 
 
 # --- 2. no rows dropped by guessing: CSV headers, TSV, sampled types, JSON keys --------------------------

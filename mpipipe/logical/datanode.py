@@ -485,7 +485,10 @@ class ColumnPartitionNode(HashPartitionNode):
     def bucket_sql(self) -> str:
         from mpipipe.steps.partio import _quote
 
-        return f"({_quote(self.hash_columns[0])})::BIGINT"
+        c = _quote(self.hash_columns[0])
+        # a value that is not a whole number becomes NULL, which the check refuses: a cast alone would
+        # round 1.5 into partition 2
+        return f"(CASE WHEN {c} = ({c})::BIGINT THEN ({c})::BIGINT END)"
 
 
 class UserDefinedPartitionNode(_BucketingNode):

@@ -109,7 +109,11 @@ def _expand_local(pattern: str, suffixes: Tuple[str, ...]) -> List[str]:
     pattern = os.path.expanduser(pattern)
     if _WILDCARDS.search(pattern):
         hits = sorted(glob.glob(pattern, recursive=True))
-        return [os.path.abspath(h) for h in hits if not os.path.isdir(h)]  # a FIFO or device is refused below
+        # like a directory and an object-store glob: `_SUCCESS`, `_metadata` (a summary that points at the
+        # data files, which DuckDB would count a second time) and hidden files are not data
+        asked = os.path.basename(pattern).startswith(("_", "."))  # unless the pattern names such files
+        return [os.path.abspath(h) for h in hits if not os.path.isdir(h)  # a FIFO or device is refused below
+                and (asked or not os.path.basename(h).startswith(("_", ".")))]
     if os.path.isdir(pattern):
         found = []
         for root, dirs, files in os.walk(pattern):

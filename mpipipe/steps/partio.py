@@ -153,6 +153,9 @@ def check_parquet_files(paths: Sequence[str], threads: int = 16) -> Tuple[pa.Sch
     for path, md in zip(paths, footers):
         if isinstance(md, DataError):
             raise md
+        if md.num_row_groups and md.num_columns and md.row_group(0).column(0).file_path:
+            raise DataError(f"Parquet file {path} is a summary (like _metadata) whose row groups are in other "
+                            "files; reading it as data would count those rows twice: leave it out of the input")
         s = _metadata_schema(md, path)
         if schema is None:
             schema = s
@@ -502,7 +505,9 @@ def fragment_rows(frag: Fragment, metadata: Optional[pq.FileMetaData] = None) ->
         return read_fragment(frag).num_rows
     md = metadata if metadata is not None else _parquet_file(frag.path).metadata
     if frag.row_groups is not None:
-        return sum(md.row_group(i).num_rows for i in frag.row_groups if i < md.num_row_groups)
+        if frag.row_groups and max(frag.row_groups) >= md.num_row_groups:
+            raise _changed(frag.path, f"has {md.num_row_groups} row group(s) but the plan reads group {max(frag.row_groups)}")
+        return sum(md.row_group(i).num_rows for i in frag.row_groups)
     return md.num_rows
 
 

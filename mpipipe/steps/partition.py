@@ -100,8 +100,8 @@ def bucket_with_sql(task: Any, data: PartitionData, bucket_sql: str, nbuckets: i
         bad = check and con.sql(f"SELECT count(*) FROM (SELECT {bucket_sql} AS b FROM __mpipipe_in) "
                                 f"WHERE b IS NULL OR b < 0 OR b >= {nbuckets}").fetchall()[0][0]
         if bad:
-            raise DataError(f"{bad} row(s) have a partition number outside 0..{nbuckets - 1} (or NULL); "
-                            "fix the partition column or the number of partitions")
+            raise DataError(f"{bad} row(s) have a partition number outside 0..{nbuckets - 1}, not a whole number, "
+                            "or NULL; fix the partition column or the number of partitions")
         copy_partitioned(con, "SELECT * FROM __mpipipe_in", bucket_sql, out, extra)
         schema = con.sql(f"SELECT *{''.join(', ' + x for x in extra)} FROM __mpipipe_in LIMIT 0").to_arrow_table().schema
     finally:
