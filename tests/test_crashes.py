@@ -8,8 +8,11 @@ The scenarios run at once in a small background pool (fixture `runs`); every pro
 session with its output in files, waited for with a timeout, and stopped by pid.
 """
 import os
+import select
 import signal
 import subprocess
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -256,8 +259,6 @@ TAKE_TERMINAL = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCT
 
 
 def flaky_argv(root, *extra):
-    import sys
-
     from helpers import FLAKY
 
     return [sys.executable, FLAKY, "--data-root", root, "-n", str(FLAKY_PARTS), "--sleep", "0.5",
@@ -292,9 +293,6 @@ class OnTerminal:
     terminal answers EIO to every write after that."""
 
     def __init__(self, argv):
-        import sys
-        import threading
-
         self.master, slave = os.openpty()
         try:
             self.proc = subprocess.Popen([sys.executable, "-c", TAKE_TERMINAL, *argv], stdin=slave, stdout=slave,
@@ -308,8 +306,6 @@ class OnTerminal:
 
     def _drain(self):
         """Read what the job prints (a terminal nobody reads fills up and blocks its writers)."""
-        import select
-
         while not self._stop.is_set():
             ready, _, _ = select.select([self.master], [], [], 0.1)
             if ready:
