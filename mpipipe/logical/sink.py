@@ -15,8 +15,11 @@ class DataSinkNode(DataNode):
 
     type="link" hard-links the Parquet files (symlinks across file systems),
     "copy" copies them (also to object-store URIs), "manifest" writes only
-    `manifest.json` listing the files. The folder appears complete or not at
-    all; a folder mpipipe did not write is never overwritten.
+    `manifest.json` listing the files. Files that are not Parquet (what a
+    PythonScriptNode or ComputeNode wrote) go to `<input>-<partition>/`. Every
+    Parquet footer is read before anything is written, so the folder appears
+    complete or not at all, never over a corrupt file; a folder mpipipe did not
+    write is never overwritten.
     """
 
     kind = "sink"

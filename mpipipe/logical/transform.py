@@ -235,7 +235,9 @@ class PythonScriptNode(_FunctionNode):
     """`process(runtime_ctx, input_datasets, output_path)`: free-form; write any files into output_path.
 
     input_datasets are PartitionData objects (`.paths`, `.to_arrow()`,
-    `.reader()`, ...). Returning False fails the attempt.
+    `.reader()`, `.other_files`, ...). Returning False fails the attempt. A
+    DataSinkNode takes the files it writes as they are; nodes that read tables
+    need Parquet.
     """
 
     kind = "python"
