@@ -1,39 +1,57 @@
-"""A `concurrent.futures.Executor` on mpipipe's scheduler, for libraries that accept any executor.
+"""A `concurrent.futures.Executor` on mpipipe's launchers, for libraries that accept any executor.
 
-`submit(fn, *args)` becomes a one-task node of the world's live run and `map`
-one node with a task per item, so calls are journaled, retried when a worker
-dies, and share the executors with modules scheduled at the same time. An
-exception raised by `fn` is the future's exception (not retried, as with any
-executor); a task whose worker died on every attempt fails with
-TaskFailedError and the path of its log.
+On a world launcher (the default), calls waiting when the scheduler takes them
+become one node of the world's live run, one task per call, so calls are
+journaled, placed, retried when a worker dies, and share the executors with
+modules scheduled at the same time. On any other launcher (SLURM, a
+DynamicLauncher, ...) calls submitted together become one module array, one
+element per call. Calls may state what they need (`resources=`, any form a
+node takes): they are placed on an executor that can serve them, or turned into
+the launcher's job options. An exception raised by `fn` is the future's
+exception (not retried, as with any executor); a call whose worker died on
+every attempt fails with TaskFailedError and the path of its log.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
+import functools
 import itertools
 import os
 import pickle
+import re
 import threading
+import time
 import traceback
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from mpipipe.errors import PlanError, TaskFailedError
+from mpipipe.errors import PlanError, RequirementError, TaskFailedError
 from mpipipe.logical.node import Context, LogicalPlan, Node
+from mpipipe.module import Module, ModuleFailed
 
 INLINE_BYTES = 16 * 1024  # results up to this size travel in the journal record; larger ones in a file
+BATCH_SECONDS = 0.05  # on a non-world launcher, calls submitted within this long of each other share one array
 _CALLS = itertools.count(1)
 
+Call = Tuple[Callable[..., Any], tuple, dict]
+_UNSET: Any = object()
 
-def _pack(outcome: Tuple[bool, Any], spill: str) -> Dict[str, Any]:
-    """A call's (ok, value or exception), small enough for the journal or else written to `spill`."""
+
+def _outcome_blob(outcome: Tuple[bool, Any]) -> bytes:
+    """A call's (ok, value or (exception, traceback text)) pickled; an unpicklable one becomes a TypeError."""
     from mpipipe import pickling
 
     try:
-        blob = pickling.dumps(outcome)
+        return pickling.dumps(outcome)
     except Exception as e:  # noqa: BLE001  an unpicklable result or exception
-        blob = pickling.dumps((False, TypeError(f"the call's {'result' if outcome[0] else 'exception'} cannot be "
-                                                   f"pickled: {type(e).__name__}: {e}")))
+        what = "result" if outcome[0] else "exception"
+        return pickling.dumps((False, TypeError(f"the call's {what} cannot be pickled: {type(e).__name__}: {e}")))
+
+
+def _pack(outcome: Tuple[bool, Any], spill: str) -> Dict[str, Any]:
+    """A call's outcome, small enough for the journal or else written to `spill`."""
+    blob = _outcome_blob(outcome)
     if len(blob) <= INLINE_BYTES:
         return {"inline": base64.b64encode(blob).decode()}
     from mpipipe.module_cache import write_result
@@ -49,13 +67,8 @@ class RemoteTraceback(Exception):
         return "\n" + str(self.args[0]) if self.args else ""
 
 
-def _unpack(value: Dict[str, Any]) -> Tuple[bool, Any]:
-    if "inline" in value:
-        ok, got = pickle.loads(base64.b64decode(value["inline"]))
-    else:
-        with open(value["file"], "rb") as f:
-            ok, got = pickle.load(f)
-        os.remove(value["file"])
+def _settled(ok: bool, got: Any) -> Tuple[bool, Any]:
+    """(ok, value) or (False, the exception with its remote traceback as __cause__)."""
     if ok:
         return True, got
     if isinstance(got, tuple):
@@ -65,104 +78,286 @@ def _unpack(value: Dict[str, Any]) -> Tuple[bool, Any]:
     return False, got
 
 
+def _unpack(value: Dict[str, Any]) -> Tuple[bool, Any]:
+    if "inline" in value:
+        ok, got = pickle.loads(base64.b64decode(value["inline"]))
+    else:
+        with open(value["file"], "rb") as f:
+            ok, got = pickle.load(f)
+        os.remove(value["file"])
+    return _settled(ok, got)
+
+
+def _call(call: Call) -> Tuple[bool, Any]:
+    """Run one call; its exception, with the traceback text, is the outcome rather than a task failure."""
+    fn, args, kwargs = call
+    try:
+        return True, fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001  the caller's future gets it, with the remote traceback as its cause
+        return False, (e, traceback.format_exc())
+
+
+def _fn_name(fn: Any) -> str:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "__qualname__", type(fn).__name__)
+
+
+def _describe(calls: Sequence[Call]) -> str:
+    names = sorted({_fn_name(fn) for fn, _, _ in calls})
+    return "calls of " + ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+
 class CallNode(Node):
     """Partition i calls fn(*args, **kwargs) of calls[i]; the outcome, even an exception, is the task's value."""
 
     kind = "call"
 
-    def __init__(self, ctx: Context, calls: List[Tuple[Callable[..., Any], tuple, dict]], name: str,
-                 spill_dir: str) -> None:
+    def __init__(self, ctx: Context, calls: List[Call], name: str, spill_dir: str, resources: Any = None,
+                 description: Optional[str] = None) -> None:
         self.calls = calls
         self.spill_dir = spill_dir
-        super().__init__(ctx, (), len(calls), name=name)
+        self.description = description
+        super().__init__(ctx, (), len(calls), name=name, resources=resources)
 
     def describe(self) -> str:
-        names = sorted({getattr(fn, "__qualname__", type(fn).__name__) for fn, _, _ in self.calls})
-        return "calls of " + ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+        return self.description or _describe(self.calls)
 
     def run_task(self, task: Any) -> Any:
-        fn, args, kwargs = self.calls[task.partition]
-        try:
-            outcome: Tuple[bool, Any] = (True, fn(*args, **kwargs))
-        except Exception as e:  # noqa: BLE001  the caller's future gets it, with the remote traceback as its cause
-            outcome = (False, (e, traceback.format_exc()))
+        outcome = _call(self.calls[task.partition])
         return _pack(outcome, os.path.join(self.spill_dir, f"{task.partition}.a{task.attempt}.pkl"))
 
 
-class Executor(concurrent.futures.Executor):
-    """submit / map / shutdown on a world's executors (`launcher`: a WorldLauncher; default: the job's platform).
+class CallArray(Module):
+    """Calls as a module array for a non-world launcher: element i runs calls[i] and returns its pickled outcome.
 
-    The first call joins the world: under mpiexec the executor ranks serve from
-    there and exit, so build the Executor early in the script.
+    The calls are private attributes, so they stay out of the result cache's key
+    (the executor schedules with the cache off). `cpus` sets the thread variables
+    (OMP_NUM_THREADS, ...) while a call runs, as placement does on a world.
     """
 
-    def __init__(self, launcher: Any = None) -> None:
+    def __init__(self, calls: List[Call], label: str, spec: Any, cpus: int, description: Optional[str] = None
+                 ) -> None:
+        self._calls = calls
+        self._spec = spec
+        self._description = description
+        self.label = label
+        self.cpus = cpus
+        self.batch = f"{os.getpid()}-{time.time_ns()}-{next(_CALLS)}"  # never the key of another batch's results
+
+    def name(self) -> str:
+        return self.label
+
+    def comment(self) -> str:
+        return self._description or f"mpipipe.futures: {_describe(self._calls)}"
+
+    def requirements(self) -> Any:
+        return self._spec
+
+    def array(self) -> List[int]:
+        return list(range(len(self._calls)))
+
+    def run(self, iteration_value: Any = None, iteration_index: int = 0) -> bytes:
+        from mpipipe.execution.worker import THREAD_VARIABLES
+
+        saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+        if self.cpus:
+            os.environ.update((k, str(self.cpus)) for k in THREAD_VARIABLES)
+        try:
+            return _outcome_blob(_call(self._calls[iteration_value]))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+class _Loop:
+    """One asyncio loop in a daemon thread, shared by every executor on a non-world launcher."""
+
+    _lock = threading.Lock()
+    _loop: Optional[asyncio.AbstractEventLoop] = None
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None or cls._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="mpipipe-futures-loop", daemon=True).start()
+                cls._loop = loop
+            return cls._loop
+
+
+def _label(name: str) -> str:
+    """A name usable for nodes and work folders."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-.")[:60] or "calls"
+
+
+def _spec_key(spec: Any, label: str) -> Tuple[Any, ...]:
+    """What tells two calls' resources apart (raises on a malformed spec, at submit time)."""
+    if spec is None:
+        return (None,)
+    if callable(spec):
+        raise RequirementError(f"calls {label!r}: resources must be static (a requirement string, dict or "
+                               f"Resources), got the function {getattr(spec, '__qualname__', spec)!r}; evaluate it "
+                               "for each call and pass its result")
+    from mpipipe.resources import NodeResources
+
+    nr = NodeResources(spec, label)
+    return (str(nr.static), nr.extra.get("partition"), tuple(nr.extra.get("extra_args") or ()))
+
+
+def _cores(spec: Any) -> int:
+    """The cores a static spec asks for (its first alternative), for the thread variables off a world."""
+    if spec is None:
+        return 0
+    from mpipipe.resources import requirement_of
+
+    req = requirement_of(spec)
+    return req.alternatives[0].cpu.cores if req is not None and req.alternatives else 0
+
+
+class Executor(concurrent.futures.Executor):
+    """submit / map / shutdown on mpipipe's launchers.
+
+    `launcher`: a world launcher (default: WorldLauncher(), the job's platform)
+    or any other Launcher, whose runs are module arrays. `resources`: what each
+    call needs unless submit_calls() says otherwise (a requirement string, dict
+    or Resources). `name`: the name of the nodes or arrays the calls become.
+
+    On a world, the first call joins it (or call join()): under mpiexec the
+    executor ranks serve from there and exit, so build and join the Executor
+    early in the script.
+    """
+
+    def __init__(self, launcher: Any = None, *, resources: Any = None, name: str = "calls") -> None:
+        from mpipipe.launchers.base import Launcher
         from mpipipe.launchers.world import WorldLauncher
 
         self.launcher = launcher or WorldLauncher()
-        if not isinstance(self.launcher, WorldLauncher):
-            raise PlanError("mpipipe.futures.Executor runs on a world launcher (DirectLauncher, MpiLauncher or "
-                            f"WorldLauncher), got {type(self.launcher).__name__}")
+        if not isinstance(self.launcher, Launcher):
+            raise PlanError(f"mpipipe.futures.Executor runs on a launcher (WorldLauncher, MpiLauncher, "
+                            f"SlurmLauncher, ...), got {type(self.launcher).__name__}")
+        self.on_world = isinstance(self.launcher, WorldLauncher)
+        self.name = str(name)
+        _spec_key(resources, _label(self.name))
+        self.resources = resources
         self._lock = threading.Lock()
         self._pending: "set[concurrent.futures.Future[Any]]" = set()
-        self._waiting: "List[Tuple[Tuple[Callable[..., Any], tuple, dict], concurrent.futures.Future[Any]]]" = []
-        self._queued = False  # a request for the waiting calls is in the scheduler's inbox
+        self._waiting: "List[Tuple[Tuple[Any, ...], Any, Call, concurrent.futures.Future[Any]]]" = []
+        self._queued = False  # a request for the waiting calls is in the scheduler's inbox (or the loop's)
         self._world: Optional[Tuple[Any, Any]] = None  # (JobManager, Runtime) once joined
-        self._batches: "Dict[int, Tuple[str, List[concurrent.futures.Future[Any]]]]" = {}  # node id -> its calls
+        self._arrays: "set[asyncio.Future[Any]]" = set()  # module arrays still running (on the loop)
         self._shutdown = False
 
-    def _submit_calls(self, calls: List[Tuple[Callable[..., Any], tuple, dict]]
-                      ) -> "List[concurrent.futures.Future[Any]]":
-        """Queue calls; those that arrive before the scheduler takes them become one node (one task each)."""
+    # --- submitting -------------------------------------------------------------------
+
+    def join(self) -> "Executor":
+        """Join the world now (a world launcher only): executor ranks serve here and exit; rank 0 returns."""
+        if self.on_world and (self._world is None or self._world[1].closed):
+            self._world = self.launcher.join()  # joining builds the config and finds the world: once
+        return self
+
+    def submit_calls(self, calls: Sequence[Call], *, resources: Any = _UNSET, name: Optional[str] = None,
+                     describe: Optional[str] = None) -> "List[concurrent.futures.Future[Any]]":
+        """Queue calls (fn, args, kwargs) needing `resources` each (default: the executor's); calls waiting
+        together with the same resources, name and description run as one node or one array. `describe`
+        is what status, the report and SLURM's job comment say the calls are."""
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        if self._world is None or self._world[1].closed:
-            self._world = self.launcher.join()  # joining builds the config and finds the world: once
-        jm, rt = self._world
+        spec = self.resources if resources is _UNSET else resources
+        label = _label(name or self.name)
+        key = (label, describe) + _spec_key(spec, label)
+        self.join()
         futures: "List[concurrent.futures.Future[Any]]" = [concurrent.futures.Future() for _ in calls]
         for f in futures:
             f.set_running_or_notify_cancel()
+        if not futures:
+            return futures
         with self._lock:
-            self._waiting.extend(zip(calls, futures))
+            self._waiting.extend((key, spec, tuple(call), f) for call, f in zip(calls, futures))
             self._pending.update(futures)
             queue_one = not self._queued
             self._queued = True
         if queue_one:
-            spill = os.path.join(rt.job_dir, "futures")
-            jm.live(rt).submit_later(lambda: self._take(spill)).add_done_callback(self._settle)
+            try:
+                if self.on_world:
+                    assert self._world is not None
+                    jm, rt = self._world
+                    spill = os.path.join(rt.job_dir, "futures")
+                    live = jm.live(rt)
+                    live.submit_later(lambda: self._take_for_world(live, spill)).add_done_callback(self._placeholder)
+                else:
+                    loop = _Loop.get()
+                    loop.call_soon_threadsafe(loop.call_later, BATCH_SECONDS, self._take_for_launcher)
+            except BaseException as e:  # noqa: BLE001  a world that stopped: nothing will take these calls
+                for _, _, waiting in self._take().values():
+                    self._fail_all(waiting, e)
+                raise
         return futures
 
-    def _take(self, spill: str) -> Tuple[List[Any], List[Any]]:
-        """On the scheduler's thread: every call waiting so far, as one node."""
+    def _take(self) -> "Dict[Tuple[Any, ...], Tuple[Any, List[Call], List[concurrent.futures.Future[Any]]]]":
+        """Every call waiting so far, grouped by (name, resources) in the order they came."""
         with self._lock:
             items, self._waiting = self._waiting, []
             self._queued = False
-        if not items:
-            return [], []
-        name = f"calls-{os.getpid()}-{next(_CALLS)}"
-        ctx = Context()
-        node = CallNode(ctx, [call for call, _ in items], name, os.path.join(spill, name))
-        self._batches[node.id] = (name, [f for _, f in items])
-        plan = LogicalPlan(ctx, node)
-        return plan.nodes, plan.infos
+        groups: "Dict[Tuple[Any, ...], Tuple[Any, List[Call], List[concurrent.futures.Future[Any]]]]" = {}
+        for key, spec, call, fut in items:
+            groups.setdefault(key, (spec, [], []))
+            groups[key][1].append(call)
+            groups[key][2].append(fut)
+        return groups
 
-    def _settle(self, whole: "concurrent.futures.Future[Any]") -> None:
+    # --- on a world ---------------------------------------------------------------------
+
+    def _take_for_world(self, live: Any, spill: str) -> Tuple[List[Any], List[Any]]:
+        """On the scheduler's thread: the waiting calls, one node per (name, resources), submitted with their
+        resources; the request that asked for this carries no node of its own."""
+        groups = self._take()
+        if not groups:
+            return [], []
+        ctx = Context()
+        batches: "Dict[int, Tuple[str, List[concurrent.futures.Future[Any]]]]" = {}
+        try:
+            for key, (spec, calls, futures) in groups.items():
+                name = f"{key[0]}-{os.getpid()}-{next(_CALLS)}"
+                node = CallNode(ctx, calls, name, os.path.join(spill, name), resources=spec, description=key[1])
+                batches[node.id] = (name, futures)
+            plan = LogicalPlan(ctx, ctx.nodes)
+            submitted = live.submit(plan.nodes, plan.infos,
+                                    {n.id: n.resources for n in plan.nodes if n.resources is not None})
+        except BaseException as e:  # noqa: BLE001  a closing world: these calls fail with it
+            for _, _, futures in groups.values():
+                self._fail_all(futures, e)
+            return [], []
+        submitted.add_done_callback(lambda whole: self._settle(whole, batches))
+        return [], []
+
+    def _placeholder(self, whole: "concurrent.futures.Future[Any]") -> None:
+        """The request that took the waiting calls failed before they were taken: they fail with it."""
+        if whole.exception() is not None:
+            groups = self._take()
+            for _, _, futures in groups.values():
+                self._fail_all(futures, whole.exception())
+
+    def _settle(self, whole: "concurrent.futures.Future[Any]",
+                batches: "Dict[int, Tuple[str, List[concurrent.futures.Future[Any]]]]") -> None:
         """Each call's future from its task's outcome (on the scheduler's thread)."""
         try:
             outcomes = whole.result()
         except BaseException as e:  # noqa: BLE001  the run failed: every call of it fails with it
-            with self._lock:
-                batches, self._batches = list(self._batches.values()), {}
-            for _, futures in batches:
+            for _, futures in batches.values():
                 self._fail_all(futures, e)
             return
-        for nid, outcome in outcomes.items():
-            name, futures = self._batches.pop(nid)
-            failed = {f.partition: f for f in outcome.failures}
+        for nid, (name, futures) in batches.items():
+            outcome = outcomes.get(nid)
+            failed = {f.partition: f for f in outcome.failures} if outcome is not None else {}
+            records = outcome.records if outcome is not None else {}
             for p, fut in enumerate(futures):
                 try:
-                    if p in outcome.records:
-                        ok, value = _unpack(outcome.records[p].get("v") or {})
+                    if p in records:
+                        ok, value = _unpack(records[p].get("v") or {})
                         fut.set_result(value) if ok else fut.set_exception(value)
                     elif p in failed:
                         fut.set_exception(TaskFailedError(failed[p].render()))
@@ -179,8 +374,52 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             self._pending.difference_update(futures)
 
+    # --- on another launcher: module arrays ------------------------------------------------
+
+    def _take_for_launcher(self) -> None:
+        """On the loop's thread: the waiting calls, one module array per (name, resources)."""
+        for key, (spec, calls, futures) in self._take().items():
+            try:
+                module = CallArray(calls, key[0], spec, _cores(spec), key[1])
+            except BaseException as e:  # noqa: BLE001
+                self._fail_all(futures, e)
+                continue
+            task = asyncio.ensure_future(self._run_array(module, futures))
+            with self._lock:
+                self._arrays.add(task)
+            task.add_done_callback(self._array_done)
+
+    def _array_done(self, task: "asyncio.Future[Any]") -> None:
+        with self._lock:
+            self._arrays.discard(task)
+
+    async def _run_array(self, module: CallArray, futures: "List[concurrent.futures.Future[Any]]") -> None:
+        failures: Dict[int, Any] = {}
+        try:
+            results = await self.launcher.config(cache=False).schedule(module)
+        except ModuleFailed as e:
+            results = e.results
+            failures = {f.index: f for f in e.failures}
+        except BaseException as e:  # noqa: BLE001  the launcher failed (or was cancelled): every call fails with it
+            error = e if isinstance(e, Exception) else TaskFailedError(f"calls {module.label}: {type(e).__name__}")
+            self._fail_all(futures, error)
+            return
+        for i, fut in enumerate(futures):
+            try:
+                if i in failures:
+                    fut.set_exception(TaskFailedError(failures[i].render(module.label)))
+                else:
+                    ok, value = _settled(*pickle.loads(results[i]))
+                    fut.set_result(value) if ok else fut.set_exception(value)
+            except BaseException as e:  # noqa: BLE001
+                if not fut.done():
+                    fut.set_exception(e)
+        self._fail_all(futures, None)
+
+    # --- the Executor interface ----------------------------------------------------------------
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> "concurrent.futures.Future[Any]":
-        return self._submit_calls([(fn, args, kwargs)])[0]
+        return self.submit_calls([(fn, args, kwargs)])[0]
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: Optional[float] = None,
             chunksize: int = 1) -> Iterator[Any]:
@@ -188,7 +427,7 @@ class Executor(concurrent.futures.Executor):
         calls = [(fn, tuple(args), {}) for args in zip(*iterables)]
         if not calls:
             return iter(())
-        futures = self._submit_calls(calls)
+        futures = self.submit_calls(calls)
 
         def results() -> Iterator[Any]:
             for fut in futures:
@@ -197,9 +436,21 @@ class Executor(concurrent.futures.Executor):
         return results()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """No new calls; with wait, block until every submitted call has its outcome. The world stays open
+        """No new calls; with cancel_futures, calls not yet sent fail as cancelled and running arrays are
+        cancelled (scancel); with wait, block until every submitted call has its outcome. A world stays open
         for the script's other work and closes at exit."""
         self._shutdown = True
+        if cancel_futures:
+            for _, _, futures in self._take().values():
+                for fut in futures:
+                    fut.cancel() or fut.done() or fut.set_exception(concurrent.futures.CancelledError())
+                self._fail_all(futures, None)
+            if not self.on_world:
+                loop = _Loop.get()
+                with self._lock:
+                    arrays = list(self._arrays)
+                for task in arrays:
+                    loop.call_soon_threadsafe(task.cancel)
         if wait:
             with self._lock:
                 pending = list(self._pending)

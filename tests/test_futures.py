@@ -54,3 +54,21 @@ def test_map_raises_the_first_failing_call(tmp_path):
     done = python(str(script), "--platform", "local", "--num-executors", "2", "--data-root", str(tmp_path / "jobs"))
     assert done.returncode == 0, done.stderr
     assert "raised 'thirteen'" in done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_calls_with_resources_are_placed_and_run_on_other_launchers(tmp_path):
+    job = os.path.join(REPO, "tests", "pipelines", "futures_resources.py")
+    from helpers import env_for_tests
+    from mpipipe.execution.worker import THREAD_VARIABLES
+
+    env = {k: v for k, v in env_for_tests().items() if k not in THREAD_VARIABLES}  # unplaced calls see none
+    done = python(job, "--platform", "local", "--num-executors", "2", "--hosts", "1-2=cpu(cores=2, mem=8GiB)",
+                  "--data-root", str(tmp_path), env=env)
+    assert done.returncode == 0, done.stderr
+    out = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    assert out["world"] == [[i, "2"] for i in range(3)]  # placed: two cores held, two threads
+    assert out["one"] == [9, "1"] and out["plain"] == [5, None]
+    assert out["arrays"] == [[i, "2"] for i in range(3)]  # a module array on a DynamicLauncher
+    assert out["error"] == ["ValueError", "bad 4", True]
+    assert "module arrays: 3 run(s), 0 found in the cache, 3 to run on local" in done.stderr
