@@ -117,7 +117,7 @@ def test_permanent_failure_names_node_partition_attempts_rank_and_log(mode, expe
     err = done.stderr
     assert "task square[3] failed after 2 attempt(s)" in err
     assert expect in err
-    assert "attempt 2, rank " in err and " of 3 on " in err
+    assert "attempt 1, rank " in err and " of 3 on " in err
     log_line = [l for l in err.splitlines() if l.startswith("--- log: ")][0]
     log_path = log_line[len("--- log: "):]
     assert os.path.exists(log_path)
