@@ -242,7 +242,8 @@ class DataSourceNode(DataNode):
         and compared with the first (so a corrupt or mismatched file anywhere in the dataset stops the plan,
         not just the first), each CSV header row compared with the first, and the first CSV file's
         timestamps looked at for a day/month order DuckDB would have to guess."""
-        from mpipipe.steps.partio import check_csv_formats, check_csv_headers, check_parquet_files, nullable_schema
+        from mpipipe.steps.checks import check_csv_formats, check_csv_headers, check_parquet_files
+        from mpipipe.steps.partio import nullable_schema
 
         table = self.dataset.in_memory_table()
         if table is not None:
