@@ -8,17 +8,21 @@ carries the other runs' results and every failure.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 from mpipipe.errors import ConfigError, PlanError
 from mpipipe.launchers.connectors import check_connector
-from mpipipe.module import Module, ModuleFailed, Shard, ShardFailure, module_label, shards_of
+from mpipipe.module import (DelayedSubmission, Module, ModuleFailed, RunInProgress, RunStopped, Shard, ShardFailure,
+                            ASKED, can_checkpoint, module_label, set_current_run, shards_of)
 from mpipipe.module_cache import ResultCache, read_result, write_result
 
 log = logging.getLogger("mpipipe.modules")
@@ -29,14 +33,118 @@ def say(text: str) -> None:
     print(f"[mpipipe] {text}", file=sys.stderr, flush=True)
 
 
-def run_shard(module: Module, shard: Shard, result_path: str) -> Dict[str, Any]:
-    """The body of one run, wherever it executes: load its value, run it, write its result atomically."""
+def checkpoint_path(result_path: str) -> str:
+    """Where a run's checkpoint lives: beside its result, so every start of that run finds it."""
+    return f"{result_path}.checkpoint"
+
+
+def load_checkpoint(result_path: str, label: str) -> Optional[Dict[str, Any]]:
+    """The saved checkpoint record of a run ({"resume", "saves", "time"}), or None; a damaged or untrusted one is
+    set aside with a warning (the run then starts over)."""
+    path = checkpoint_path(result_path)
+    if not os.path.exists(path):
+        return None
+    try:
+        record = read_result(path)
+        if not isinstance(record, dict) or not isinstance(record.get("resume"), DelayedSubmission):
+            raise ValueError(f"it holds a {type(record).__name__}, not a checkpoint record")
+        return record
+    except Exception as e:  # noqa: BLE001  unpickling a user's module may fail in any way
+        say(f"{label}: its checkpoint {path} cannot be used ({type(e).__name__}: {e}); the run starts over")
+        return None
+
+
+SAVES_SHOWN_EVERY = 60.0  # seconds between two lines about checkpoints a run saves itself
+
+
+def _saver(result_path: str, label: str, saves: List[int]) -> Any:
+    shown = [0.0]
+
+    def save(resume: DelayedSubmission, why: str) -> bool:
+        saves[0] += 1
+        write_result(checkpoint_path(result_path), {"resume": resume, "saves": saves[0], "time": time.time(),
+                                                    "pid": os.getpid()})
+        if why != ASKED or time.monotonic() - shown[0] >= SAVES_SHOWN_EVERY:  # a run may save after every step
+            say(f"{label}: checkpoint {saves[0]} saved ({why})")
+            shown[0] = time.monotonic()
+        return True
+
+    return save
+
+
+class _OnTerm:
+    """While a run that can checkpoint is in progress in the main thread: SIGTERM saves its checkpoint, then
+    stops the run (`stop`, a SLURM element) or leaves the signal to the handler before (a world's worker,
+    where rank 0 decides when to stop)."""
+
+    def __init__(self, run: RunInProgress, stop: bool) -> None:
+        self.run = run
+        self.stop = stop
+        self.previous: Any = None
+        self.installed = False
+        self.stopping = False
+
+    def __enter__(self) -> "_OnTerm":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+            self.installed = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.installed:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stopping:
+            return  # SLURM and the batch script may both send it: one checkpoint is enough
+        if self.stop:
+            self.stopping = True
+        try:
+            saved = self.run.save("SIGTERM")
+        except Exception as e:  # noqa: BLE001  a broken checkpoint() must not hide the stop
+            say(f"{self.run.label}: checkpoint() failed on SIGTERM ({type(e).__name__}: {e}); nothing saved")
+            saved = False
+        if self.stop:
+            raise RunStopped(f"stopped by SIGTERM; {'its checkpoint is saved' if saved else 'no checkpoint saved'}")
+        if callable(self.previous):
+            self.previous(signum, frame)
+
+
+def run_shard(module: Module, shard: Shard, result_path: str, stop_on_term: bool = False) -> Dict[str, Any]:
+    """The body of one run, wherever it executes: load its value, run it (from its checkpoint if one was
+    saved), write its result atomically, then drop the checkpoint. With `stop_on_term`, SIGTERM saves a
+    checkpoint and raises RunStopped; without, it saves one and the run goes on."""
     from mpipipe.refs import resolve
 
-    value = resolve(shard.value)
-    result = module.run(value, shard.index)
+    label = f"{module_label(module)}[{shard.index}]"
+    record = load_checkpoint(result_path, label) if can_checkpoint(module) else None
+    if record is not None:
+        running: DelayedSubmission = record["resume"]
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(record.get("time", 0))))
+        say(f"{label}: resuming from checkpoint {record.get('saves', '?')} (saved {when})")
+    else:
+        running = DelayedSubmission(module, resolve(shard.value), shard.index)
+    saves = [int(record.get("saves", 0)) if record is not None else 0]
+    run = RunInProgress(running, label, _saver(result_path, label, saves))
+    previous = set_current_run(run)
+    try:
+        with _OnTerm(run, stop_on_term) if can_checkpoint(running.function) else contextlib.nullcontext():
+            result = running.call()
+    except Exception:
+        _drop_checkpoint(result_path)  # a run that raised starts over on its retry, as it would without one
+        raise
+    finally:
+        set_current_run(previous)
     write_result(result_path, result)
+    _drop_checkpoint(result_path)
     return {"result": result_path}
+
+
+def _drop_checkpoint(result_path: str) -> None:
+    try:
+        os.unlink(checkpoint_path(result_path))
+    except FileNotFoundError:
+        pass
 
 
 @dataclass
@@ -142,6 +250,9 @@ class Launcher:
         paths = [cache.result_path(module, s) if scratch is None else os.path.join(scratch, f"{s.index}.pkl")
                  for s in missing]
         say(f"module {label}: {runs}, {cached} found in the cache, {len(missing)} to run on {self.describe()}")
+        comment = " ".join(str(module.comment() or "").split())
+        if comment:
+            say(f"module {label}: {comment}")
         started = time.monotonic()
         failures = await self.run_shards(ShardJob(module, label, missing, paths, is_array))
         failed = {f.index for f in failures}

@@ -14,7 +14,6 @@ Every other key of a mapping is a keyword argument; nested mappings with a
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
@@ -109,32 +108,9 @@ def apply_overrides(spec: Any, overrides: Iterable[str]) -> Dict[str, Any]:
 
 def _import_target(target: str, where: str) -> Any:
     """The object named by "pkg.mod:Name" or "pkg.mod.Name" (Name may be dotted: Outer.Inner)."""
-    module_name, colon, attr = target.partition(":")
-    if colon:
-        candidates = [(module_name, attr)]
-    else:
-        parts = target.split(".")
-        candidates = [(".".join(parts[:i]), ".".join(parts[i:])) for i in range(len(parts) - 1, 0, -1)]
-    if not candidates or not all(p for m, a in candidates for p in m.split(".") + a.split(".")):
-        raise ConfigError(f"{where}: {TARGET} {target!r} is not a class path; write it as pkg.module:Class")
-    for module_name, attr in candidates:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
-                continue  # no such module: try a shorter module path
-            raise ConfigError(f"{where}: {TARGET} {target!r}: importing {module_name!r} failed: {e}") from None
-        except ImportError as e:
-            raise ConfigError(f"{where}: {TARGET} {target!r}: importing {module_name!r} failed: {e}") from None
-        obj: Any = module
-        for name in attr.split("."):
-            if not hasattr(obj, name):
-                raise ConfigError(f"{where}: {TARGET} {target!r}: {module_name!r} has no attribute {attr!r}; "
-                                  "check the spelling")
-            obj = getattr(obj, name)
-        return obj
-    raise ConfigError(f"{where}: {TARGET} {target!r} cannot be imported: no such module; check the spelling and "
-                      "that its folder is on PYTHONPATH")
+    from mpipipe.module import locate_target
+
+    return locate_target(target, where)
 
 
 def _text(value: Any, where: str) -> str:
@@ -200,6 +176,8 @@ def _check_keywords(obj: Any, kwargs: Dict[str, Any], target: str, where: str) -
                           f"{', '.join(takes) or 'nothing'}") from None
     if inspect.isclass(obj) and any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
         accepted = _keywords(obj)
+        if accepted is not None:  # keywords a class takes through its own **kwargs (SlurmLauncher's SLURM options)
+            accepted = accepted + [k for k in getattr(obj, "keyword_options", ()) if k not in accepted]
         unknown = sorted(set(kwargs) - set(accepted)) if accepted is not None else []
         if unknown:
             raise ConfigError(f"{where}: {target} has no setting {', '.join(map(repr, unknown))}; it takes: "
@@ -317,3 +295,58 @@ def from_config(spec_or_path: Any, prefix: Optional[str] = None) -> Any:
         start = prefix.rstrip(".") + "."
         overrides = [o[len(start):] for o in overrides if o.startswith(start)]
     return instantiate(spec_or_path, overrides)
+
+
+# --- Hydra applications ------------------------------------------------------------------------------------
+
+
+def _hydra_value(value: Any, item: str) -> str:
+    """A --set value (already read as JSON or text) written in Hydra's override grammar."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ",".join(_hydra_value(v, item) for v in value) + "]"
+    if isinstance(value, dict):
+        for key in value:
+            if not str(key).isidentifier():
+                raise ConfigError(f"--set {item}: the key {key!r} cannot be written as a Hydra override; use "
+                                  "Hydra's own KEY=VALUE syntax for this value")
+        return "{" + ",".join(f"{k}:{_hydra_value(v, item)}" for k, v in value.items()) + "}"
+    text = str(value)
+    for quote in ("'", '"'):
+        if quote not in text and not text.endswith("\\"):
+            return f"{quote}{text}{quote}"
+    raise ConfigError(f"--set {item}: a value with both kinds of quotes cannot be written as a Hydra override; "
+                      "use Hydra's own KEY=VALUE syntax for this value")
+
+
+def hydra_argv(argv: Optional[List[str]] = None) -> List[str]:
+    """Take mpipipe's flags off the command line of a @hydra.main script, before Hydra parses it.
+
+    Hydra refuses flags it does not know, so mpipipe's (--platform, --num-executors, --data-root, ...) are
+    read here, as init() would read them, and removed from sys.argv; each `--set KEY=VALUE` becomes Hydra's
+    `++KEY=VALUE` (set, or add). Returns what Hydra is left with. Call it first in `if __name__ ==
+    "__main__":`; a world started again under mpiexec gets the original command line.
+    """
+    import sys
+
+    from mpipipe.flags import parse_known
+    from mpipipe.session import use_command_line
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    builtins, overrides, rest = parse_known(args)
+    extra = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not KEY=VALUE; write it as --set a.b.c=value")
+        extra.append(f"++{key.strip()}={_hydra_value(parse_value(text), item)}")
+    use_command_line(builtins, {"argv": rest} if rest else {}, overrides)
+    left = rest + extra
+    if argv is None:
+        sys.argv[1:] = left
+    return left

@@ -4,6 +4,13 @@ Runs the run at position POSITIONS[MPIPIPE_ARRAY_INDEX] (or MPIPIPE_ARRAY_INDEX
 itself) of the job pickled in SPEC and writes its result. On an exception it
 writes <result>.error.json (the error line and the traceback) for the
 submitting side, prints the traceback to stderr (the SLURM log), and exits 1.
+
+A module that defines checkpoint() is resumable: SIGTERM (the time limit,
+scancel, `scontrol requeue`, or the batch script after the warning signal)
+saves its checkpoint and the element exits with STOPPED_CODE; the next start
+of that run (SLURM's requeue, or the launcher's retry) continues from it. An
+element requeued more than the spec's `max_requeues` times stops at its start
+with an error, so a run that never gets to its end cannot loop forever.
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import traceback
 from typing import Any, Dict, List, Optional
 
 USAGE = "usage: python -m mpipipe.launchers.shard_main SPEC [POSITIONS]"
+STOPPED_CODE = 75  # stopped by SIGTERM after saving a checkpoint: start it again to continue
 
 
 def write_error(path: str, error: str, tb: str) -> None:
@@ -59,13 +67,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"shard_main: cannot read element {index} of {args}: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     use_sys_path(spec.get("sys_path") or [])
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    limit = spec.get("max_requeues")
+    if limit is not None and restarts > int(limit):
+        message = (f"RequeueLimit: this element was requeued {restarts} times, more than max_requeues={limit}; "
+                   "its checkpoint is kept for the next attempt (raise max_requeues, or give it a longer --time)")
+        write_error(f"{path}.error.json", message, "")
+        print(message, file=sys.stderr)
+        return 1
     try:
         from mpipipe.launchers.base import run_shard
 
         module, shards = pickle.loads(spec["payload"])
-        run_shard(module, shards[position], path)
+        run_shard(module, shards[position], path, stop_on_term=True)
     except BaseException as e:  # noqa: BLE001  whatever the run raised (SystemExit too) is its error
         tb = traceback.format_exc()
+        if type(e).__name__ == "RunStopped" and type(e).__module__ == "mpipipe.module":  # by name: importing may be what failed
+            write_error(f"{path}.error.json", f"RunStopped: {e}", "")
+            print(f"shard_main: {e}; the next start of this run continues from its checkpoint", file=sys.stderr)
+            return STOPPED_CODE
         write_error(f"{path}.error.json", error_line(e), tb)
         print(tb, file=sys.stderr, end="")
         return 130 if isinstance(e, KeyboardInterrupt) else 1

@@ -6,7 +6,10 @@ compute nodes must see (a shared filesystem, as for the SLURM platform). Each
 element runs `python -m mpipipe.launchers.shard_main` on it and writes its
 result where the cache expects it, or an .error.json beside it. Failed
 elements (an exception, the time limit, a lost node) are submitted again as a
-smaller array, up to max_retries times; SLURM's own requeue is off for them.
+smaller array, up to max_retries times; SLURM's own requeue is off for them,
+except for modules that define checkpoint(): their elements are requeued
+(after the warning signal, or by `scontrol requeue`) and continue from the
+checkpoint they saved on SIGTERM, at most max_requeues times per attempt.
 Waiting is asyncio polling (one squeue per interval for all the arrays of a
 module), so modules gathered with asyncio wait side by side.
 """
@@ -22,9 +25,9 @@ from dataclasses import fields
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mpipipe.config import convert_slurm
-from mpipipe.errors import ConfigError, MpipipeError, PlanError
+from mpipipe.errors import ConfigError, MpipipeError, PlanError, RequirementError
 from mpipipe.launchers.base import Launcher, ShardJob, say
-from mpipipe.module import ShardFailure
+from mpipipe.module import ShardFailure, can_checkpoint
 from mpipipe.platform.slurm_options import SlurmOptions
 
 __all__ = ["SlurmLauncher", "SlurmOptions"]
@@ -86,6 +89,17 @@ def fill_from_requirements(options: SlurmOptions, spec: Any, where: str) -> Slur
     """
     if spec is None or callable(spec):  # a function of each run's inputs: nothing to translate up front
         return options
+    given = getattr(spec, "slurm_options", None)
+    if callable(given) and not isinstance(spec, type):  # stopes' Requirements: SLURM options of its own
+        try:
+            wanted = {option_name(k): v for k, v in given().items()}
+        except MpipipeError as e:
+            raise RequirementError(f"{where}: {e}") from None
+        filled = {k: option_value(k, v) for k, v in wanted.items() if k in OPTION_NAMES and getattr(options, k) is None}
+        minutes = int(filled["time"]) if str(filled.get("time", "")).isdigit() else 0
+        if minutes and options.signal and 2 * options.signal > minutes * 60:  # as resolve() does for a short --time
+            filled["signal"] = max(1, minutes * 60 // 2)
+        return options.with_(**filled) if filled else options
     from mpipipe.resources import Resources, requirement_of
 
     if isinstance(spec, Mapping):
@@ -117,7 +131,7 @@ def fill_from_requirements(options: SlurmOptions, spec: Any, where: str) -> Slur
 # --- the job's spec, read by shard_main ------------------------------------------------------------------------
 
 
-def write_spec(path: str, job: ShardJob) -> None:
+def write_spec(path: str, job: ShardJob, max_requeues: Optional[int] = None) -> None:
     """Pickle the job once; paths and sys.path stay readable even if the module cannot be unpickled."""
     from mpipipe import pickling
 
@@ -129,7 +143,7 @@ def write_spec(path: str, job: ShardJob) -> None:
                         "picklable, or store it with mpipipe.refs and pass the reference") from None
     header = {"version": SPEC_VERSION, "label": job.label, "paths": list(job.paths),
               "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str)],
-              "payload": payload}
+              "max_requeues": max_requeues, "payload": payload}
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
         pickling.dump(header, f)
@@ -200,14 +214,20 @@ class SlurmLauncher(Launcher):
     they change `options`, or the job's options when `options` is None.
     `max_parallel` caps how many elements run at once (the array's %T),
     `max_retries` defaults to the job's --max-retries, `poll_interval` to the
-    options' poll_interval. `config(partition=..., time=...)` changes SLURM
-    options; other keys change the launcher's own settings.
+    options' poll_interval. `max_requeues` bounds how many times an element of
+    a module that defines checkpoint() is requeued within one attempt
+    (default: the max_num_timeout of its stopes Requirements, else 3).
+    `config(partition=..., time=...)` changes SLURM options; other keys change
+    the launcher's own settings. A SLURM option given as None (a config file's
+    `partition: null`) is left to the job's options.
     """
 
+    keyword_options = OPTION_NAMES + tuple(OPTION_ALIASES)  # SLURM options it takes as keywords
+
     def __init__(self, priority: float = 0, options: Any = None, *, max_parallel: Optional[int] = None,
-                 max_retries: Optional[int] = None, poll_interval: Optional[float] = None, cache: bool = True,
-                 cache_dir: Optional[str] = None, tags: Sequence[str] = (), connector: Any = None,
-                 **slurm_options: Any) -> None:
+                 max_retries: Optional[int] = None, poll_interval: Optional[float] = None,
+                 max_requeues: Optional[int] = None, cache: bool = True, cache_dir: Optional[str] = None,
+                 tags: Sequence[str] = (), connector: Any = None, **slurm_options: Any) -> None:
         if isinstance(priority, (SlurmOptions, Mapping)) and options is None:
             priority, options = 0, priority  # SlurmLauncher(SlurmOptions(...)) reads as it looks
         super().__init__(priority, cache=cache, cache_dir=cache_dir, tags=tags, connector=connector)
@@ -215,15 +235,17 @@ class SlurmLauncher(Launcher):
         self.max_parallel = max_parallel
         self.max_retries = max_retries
         self.poll_interval = poll_interval
+        self.max_requeues = max_requeues
         self._overrides: Dict[str, Any] = {}  # config() changes kept for the job's options, while options is None
         self._submitted: List[str] = []
+        slurm_options = {k: v for k, v in slurm_options.items() if v is not None}
         if slurm_options:
             named = {option_name(k): v for k, v in slurm_options.items()}
             unknown = sorted(k for k in named if k not in OPTION_NAMES)
             if unknown:
                 raise ConfigError(f"SlurmLauncher has no argument {', '.join(map(repr, unknown))}; SLURM options: "
                                   f"{', '.join(OPTION_NAMES)}; settings: max_parallel, max_retries, poll_interval, "
-                                  "priority, cache, cache_dir, tags, connector")
+                                  "max_requeues, priority, cache, cache_dir, tags, connector")
             self._apply({k: option_value(k, v) for k, v in named.items()})
         self._check()
 
@@ -242,6 +264,8 @@ class SlurmLauncher(Launcher):
             raise ConfigError(f"max_parallel must be a whole number >= 1 (or None), got {self.max_parallel!r}")
         if not whole(self.max_retries, 0):
             raise ConfigError(f"max_retries must be a whole number >= 0 (or None), got {self.max_retries!r}")
+        if not whole(self.max_requeues, 0):
+            raise ConfigError(f"max_requeues must be a whole number >= 0 (or None), got {self.max_requeues!r}")
         p = self.poll_interval
         if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0):
             raise ConfigError(f"poll_interval must be a number of seconds > 0 (or None), got {p!r}")
@@ -288,10 +312,21 @@ class SlurmLauncher(Launcher):
         return options
 
     def submission_options(self, module: Any) -> SlurmOptions:
-        """What the arrays of `module` are submitted with: resolved_options(module), SLURM's requeue off."""
-        # no self-requeue: a run restarts from scratch, so one that always outlives --time would loop forever;
-        # timed-out, preempted or lost elements are this launcher's retries, bounded by max_retries
-        return self.resolved_options(module).with_(requeue=False)
+        """What the arrays of `module` are submitted with: resolved_options(module), SLURM's requeue off unless
+        the module can checkpoint."""
+        # without a checkpoint a run restarts from scratch, so one that always outlives --time would loop
+        # forever: timed-out, preempted or lost elements are then this launcher's retries, bounded by max_retries.
+        # With one, a requeued element continues (and shard_main bounds the requeues by max_requeues)
+        return self.resolved_options(module).with_(requeue=can_checkpoint(module))
+
+    def requeue_limit(self, module: Any) -> Optional[int]:
+        """How many requeues an element of `module` may have within one attempt (None: it cannot checkpoint)."""
+        if not can_checkpoint(module):
+            return None
+        if self.max_requeues is not None:
+            return self.max_requeues
+        limit = getattr(module.requirements(), "max_num_timeout", None)
+        return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0 else 3
 
     def describe(self) -> str:
         try:
@@ -310,7 +345,7 @@ class SlurmLauncher(Launcher):
         interval = self.poll_interval or options.poll_interval
         work = _new_work_dir(os.path.join(config.data_root, str(config.job_id), "slurm-modules"), job.label)
         spec = os.path.join(work, "spec.pkl")
-        write_spec(spec, job)
+        write_spec(spec, job, self.requeue_limit(job.module))
         env = {"PYTHONPATH": os.pathsep.join(p for p in (_package_parent(), os.environ.get("PYTHONPATH")) if p)}
         comment = " ".join(str(job.module.comment() or "").split()) or None
         todo = list(range(len(job.shards)))  # positions in job.shards still to run

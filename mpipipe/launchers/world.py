@@ -16,7 +16,7 @@ from typing import Any, List, Optional
 from mpipipe.errors import ConfigError
 from mpipipe.launchers.base import Launcher, ShardJob, run_shard
 from mpipipe.logical.node import Context, LogicalPlan, Node
-from mpipipe.module import Module, Shard, ShardFailure
+from mpipipe.module import Module, Shard, ShardFailure, module_requirements
 
 _NAMES = itertools.count(1)  # node names stay unique among the live runs of one process
 
@@ -42,7 +42,7 @@ class ModuleNode(Node):
         self.module = module
         self.shards = list(shards)
         self.paths = list(paths)
-        super().__init__(ctx, (), len(shards), name=name, resources=module.requirements())
+        super().__init__(ctx, (), len(shards), name=name, resources=module_requirements(module))
 
     def describe(self) -> str:
         return f"module {type(self.module).__qualname__}"
