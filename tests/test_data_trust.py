@@ -435,6 +435,18 @@ def test_sink_over_python_script_outputs_places_their_files(tmp_path, how):
     assert (out / "notes-000000" / "notes.md").read_text() == "# notes\n"
 
 
+def test_union_and_consolidate_pass_files_that_are_not_parquet_on(tmp_path):
+    inp = dataset(tmp_path)
+    run("script-union", inp, tmp_path, "--type", "copy", code=0)
+    out = tmp_path / "out" / "written"
+    assert (out / MARKER).exists()
+    got = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != MARKER)
+    assert got == ["together-000000/000000/plots/p.bin", "together-000000/000000/report.txt",
+                   "together-000000/000001/plots/p.bin", "together-000000/000001/report.txt",
+                   "together-000000/000002/notes.md"]
+    assert (out / "together-000000" / "000001" / "report.txt").read_text() == "partition 1\n"
+
+
 def test_sink_manifest_lists_files_that_are_not_parquet(tmp_path):
     inp = dataset(tmp_path)
     run("script-sink", inp, tmp_path, "--type", "manifest", code=0)

@@ -277,10 +277,14 @@ class _ZeroCopyNode(DataNode):
         folders = [f for i, j in self.sources(task.partition)
                    for f in partition_folders(self.inputs[i], task.inputs[i], j)]
         data = PartitionData.from_folders(folders)
-        # the schema is written only for an empty partition: taking it from files costs a read
-        schema = None if data.fragments else PartitionData.from_folders(task.inputs[0][:1]).schema()
-        write_manifest(task.output_dir, data.fragments, schema)
-        return {"fragments": len(data.fragments)}
+        # files that are not Parquet (a PythonScriptNode's) travel on too, named apart when folders merge
+        files = [(rel if len(folders) == 1 else f"{k:06d}/{rel}", path) for k, rel, path in data.other_files]
+        schema = None
+        if not data.fragments and not files:  # the schema is written only for an empty partition
+            first = PartitionData.from_folders(task.inputs[0][:1])
+            schema = first.schema() if first.fragments else None
+        write_manifest(task.output_dir, data.fragments, schema, files)
+        return {"fragments": len(data.fragments), "files": len(files)}
 
     def input_data(self, task: Any) -> List[Any]:
         return []  # process_partition picks its own folders

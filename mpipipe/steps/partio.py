@@ -394,10 +394,15 @@ def folder_fragments(folder: str) -> List[Fragment]:
     return frags
 
 
-def folder_other_files(folder: str) -> List[str]:
+def folder_other_files(folder: str) -> List[Tuple[str, str]]:
     """Files in a partition folder that are not its Parquet data (what a PythonScriptNode or ComputeNode may
-    write: text, images, nested folders), as paths relative to the folder; hidden and `_` names are skipped."""
-    if not os.path.isdir(folder) or os.path.exists(os.path.join(folder, MANIFEST)):
+    write: text, images, nested folders), as (path relative to the folder, path); hidden and `_` names are
+    skipped. A zero-copy partition lists the files it passes on in its manifest."""
+    manifest = os.path.join(folder, MANIFEST)
+    if os.path.exists(manifest):
+        with open(manifest) as f:
+            return [(rel, path) for rel, path in json.load(f).get("files", [])]
+    if not os.path.isdir(folder):
         return []
     data = set(_data_files(folder))
     found = []
@@ -407,7 +412,7 @@ def folder_other_files(folder: str) -> List[str]:
         for f in sorted(files):
             path = os.path.join(root, f)
             if not f.startswith((".", "_")) and path not in data:
-                found.append(os.path.relpath(path, folder))
+                found.append((os.path.relpath(path, folder), path))
     return found
 
 
@@ -444,7 +449,7 @@ class PartitionData:
         others: List[Tuple[int, str, str]] = []
         for i, f in enumerate(folders):
             frags.extend(folder_fragments(f))
-            others.extend((i, rel, os.path.join(f, rel)) for rel in folder_other_files(f))
+            others.extend((i, rel, path) for rel, path in folder_other_files(f))
         return cls(frags, other_files=others, folders=folders)
 
     @property
@@ -657,15 +662,20 @@ def write_table(table: pa.Table, folder: str, name: str = "part-0.parquet") -> s
     return path
 
 
-def write_manifest(folder: str, fragments: Sequence[Fragment], schema: Optional[pa.Schema]) -> None:
-    """A zero-copy partition: a manifest of fragments, or an empty file with the schema when there are none
-    (a manifest with no fragments when there is no schema either: the input held no table)."""
+def write_manifest(folder: str, fragments: Sequence[Fragment], schema: Optional[pa.Schema],
+                   files: Sequence[Tuple[str, str]] = ()) -> None:
+    """A zero-copy partition: a manifest of fragments (and of other files, as (name, path)), or an empty file
+    with the schema when there is nothing to list (a manifest with nothing in it when there is no schema
+    either: the input held no table)."""
     os.makedirs(folder, exist_ok=True)
-    if not fragments and schema is not None:
+    if not fragments and not files and schema is not None:
         write_table(schema.empty_table(), folder)
         return
+    content: Dict[str, Any] = {"fragments": [fr.to_json() for fr in fragments]}
+    if files:
+        content["files"] = [list(x) for x in files]
     with open(os.path.join(folder, MANIFEST), "w") as f:
-        json.dump({"fragments": [fr.to_json() for fr in fragments]}, f)
+        json.dump(content, f)
 
 
 def fill_empty_buckets(folder: str, nbuckets: int, schema: pa.Schema) -> None:

@@ -10,6 +10,7 @@ nullability   INPUT/with_nulls.parquet and INPUT/no_nulls.parquet (a BIGINT, b V
               to_arrow() and OUT/<data>.<step>.written is the step's write_parquet folder
 script-sink   a PythonScriptNode (2 partitions) and a ComputeNode that write files that are not Parquet, and
               a DataSinkNode (--type) over both into OUT/written
+script-union  the same two nodes through a UnionNode and a ConsolidateNode into one partition, then the sink
 script-sql    a PythonScriptNode that writes only text, read by a SqlEngineNode (fails)
 map-types     a row function whose values are integers in one partition and floats in the other (no
               schema=), summed by SQL over both partitions: OUT/result.json
@@ -27,8 +28,8 @@ import pyarrow.parquet as pq
 
 import mpipipe
 from mpipipe import ComputeNode
-from mpipipe.logical import (DataSinkNode, DataSourceNode, LogicalPlan, ParquetDataSet, PythonScriptNode,
-                             SqlEngineNode)
+from mpipipe.logical import (ConsolidateNode, DataSinkNode, DataSourceNode, LogicalPlan, ParquetDataSet,
+                             PythonScriptNode, SqlEngineNode, UnionNode)
 
 
 def write_reports(runtime_ctx, inputs, output_path):
@@ -105,6 +106,13 @@ def main():
         script = PythonScriptNode(sp.ctx, src, write_reports, npartitions=2, name="reports")
         notes = ComputeNode(sp.ctx, write_notes, name="notes")
         sink = DataSinkNode(sp.ctx, [script, notes], written, type=args.type, name="sink")
+        sp.run(LogicalPlan(sp.ctx, sink))
+    elif args.scenario == "script-union":
+        src = DataSourceNode(sp.ctx, ParquetDataSet(args.input), name="src")
+        script = PythonScriptNode(sp.ctx, src, write_reports, npartitions=2, name="reports")
+        notes = ComputeNode(sp.ctx, write_notes, name="notes")
+        both = ConsolidateNode(sp.ctx, UnionNode(sp.ctx, [script, notes], name="union"), 1, name="together")
+        sink = DataSinkNode(sp.ctx, both, written, type=args.type, name="sink")
         sp.run(LogicalPlan(sp.ctx, sink))
     elif args.scenario == "script-sql":
         src = DataSourceNode(sp.ctx, ParquetDataSet(args.input), name="src")
