@@ -174,10 +174,13 @@ class CallArray(Module):
 
 
 class _Loop:
-    """One asyncio loop in a daemon thread, shared by every executor on a non-world launcher."""
+    """One asyncio loop in a daemon thread, shared by every executor on a non-world launcher. At exit (the
+    script ended, or Ctrl-C) arrays still running are cancelled, so no SLURM job outlives its driver."""
 
     _lock = threading.Lock()
     _loop: Optional[asyncio.AbstractEventLoop] = None
+    running: "set[asyncio.Future[Any]]" = set()
+    STOP_SECONDS = 60.0  # at exit, how long cancelled arrays may take to be cancelled (scancel)
 
     @classmethod
     def get(cls) -> asyncio.AbstractEventLoop:
@@ -185,8 +188,30 @@ class _Loop:
             if cls._loop is None or cls._loop.is_closed():
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="mpipipe-futures-loop", daemon=True).start()
+                if cls._loop is None:
+                    import atexit
+
+                    atexit.register(cls.stop)
                 cls._loop = loop
             return cls._loop
+
+    @classmethod
+    def stop(cls) -> None:
+        loop = cls._loop
+        if loop is None or loop.is_closed() or not cls.running:
+            return
+
+        async def cancel_all() -> None:
+            tasks = [t for t in cls.running if not t.done()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=cls.STOP_SECONDS)
+
+        try:
+            asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(cls.STOP_SECONDS + 5)
+        except Exception:  # noqa: BLE001  exiting anyway
+            pass
 
 
 def _label(name: str) -> str:
@@ -387,9 +412,11 @@ class Executor(concurrent.futures.Executor):
             task = asyncio.ensure_future(self._run_array(module, futures))
             with self._lock:
                 self._arrays.add(task)
+            _Loop.running.add(task)
             task.add_done_callback(self._array_done)
 
     def _array_done(self, task: "asyncio.Future[Any]") -> None:
+        _Loop.running.discard(task)
         with self._lock:
             self._arrays.discard(task)
 

@@ -293,8 +293,6 @@ class SlurmExecutor(PipefuncExecutor):
     SLURM options: command line > SP_SLURM_* > init() > site config).
     """
 
-    default_name = "adaptive-scheduler"
-
     def __init__(self, launcher: Any = None, **arguments: Any) -> None:
         from mpipipe.launchers.slurm import SlurmLauncher
 
