@@ -113,6 +113,17 @@ def test_a_need_no_executor_can_serve_fails_with_the_hosts_named(tmp_path):
     assert "needs cpu(cores=2), which no executor can serve" in done.stderr and "rank 1" in done.stderr
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not HAS_MPIEXEC, reason="the MPICH wheel's mpiexec is not installed")
+def test_under_mpiexec_only_rank_0_drives_a_slurm_executor(tmp_path):
+    script = tmp_path / "drive.py"
+    script.write_text("import os\nfrom mpipipe.pipefunc import SlurmExecutor\nSlurmExecutor()\n"
+                      "print('driver', os.environ.get('PMI_RANK'), flush=True)\n")
+    done = mpiexec(3, str(script), "--data-root", str(tmp_path / "jobs"), timeout=50)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["driver", "0"]  # ranks 1 and 2 served the world and left
+
+
 # --- arguments ----------------------------------------------------------------------------------------------------
 
 

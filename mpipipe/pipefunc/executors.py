@@ -301,11 +301,23 @@ class SlurmExecutor(PipefuncExecutor):
                               "mpipipe.futures.Executor(launcher) for other launchers")
         arguments.setdefault("cores_per_node", 1)  # adaptive_scheduler's default: one core per job
         super().__init__(arguments)
+        self._one_driver()
         a = self.arguments
         settings = {k: v for k, v in (("max_parallel", a.max_parallel), ("max_retries", a.max_retries),
                                       ("poll_interval", a.poll_interval)) if v is not None}
         self.launcher = (launcher or SlurmLauncher()).config(cache=False, **settings)
         self._executors: Dict[Tuple[Any, ...], Executor] = {}
+
+    @staticmethod
+    def _one_driver() -> None:
+        """Inside an MPI world (the script run under mpiexec or srun), only rank 0 submits: the other ranks join
+        the world here, serve it and exit, as they would for an MpiExecutor."""
+        from mpipipe.platform.mpi import MpiPlatform, launcher_world_size
+
+        if MpiPlatform.detect() and launcher_world_size()[0] > 1:
+            from mpipipe.launchers.world import MpiLauncher
+
+            MpiLauncher().join()
 
     def _backend(self, need: Need) -> Executor:
         options = need.slurm_options()
