@@ -92,7 +92,6 @@ class _MapBatch:
         self.where = where
         self.chunks: List[Tuple[Tuple[int, ...], "concurrent.futures.Future[Any]"]] = []
         self.last = time.monotonic()
-        self.taken = False
 
 
 class PipefuncExecutor(concurrent.futures.Executor):
@@ -205,7 +204,6 @@ class PipefuncExecutor(concurrent.futures.Executor):
             with self._lock:
                 if time.monotonic() - batch.last >= MAP_BATCH_SECONDS:
                     self._batches.pop(key, None)
-                    batch.taken = True
                     break
         self._flush(batch)
 
