@@ -1,8 +1,10 @@
-"""Modules on world launchers: arrays in order, the result cache, concurrency of gathered modules, failures."""
+"""Modules on world launchers: arrays in order, the result cache, concurrency of gathered modules, failures,
+checkpoints of killed runs."""
 import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -198,3 +200,88 @@ def test_an_empty_array_returns_an_empty_list_without_a_world(tmp_path, monkeypa
     monkeypatch.setenv("SP_DATA_ROOT", str(tmp_path))
     assert asyncio.run(mpipipe.WorldLauncher(platform="mpi").schedule(Nothing())) == []
     assert not os.listdir(tmp_path)  # no job directory: no world was joined
+
+
+# --- checkpoints on world launchers ------------------------------------------------------------------------------
+
+CHECKPOINT_JOB = os.path.join(REPO, "tests", "pipelines", "checkpoint_job.py")
+
+
+def _starts(trace, index):
+    with open(os.path.join(trace, f"{index}.log")) as f:
+        return [json.loads(line)["start"] for line in f]
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(not HAS_MPIEXEC, reason="the MPICH wheel's mpiexec is not installed")
+def test_kill_9_of_an_executor_rank_then_the_runs_continue_from_their_checkpoints(tmp_path):
+    import glob
+    import signal
+
+    from helpers import kill_tree, mpi_ranks, run, wait_for
+
+    trace = str(tmp_path / "trace")
+    argv = [os.path.join(BIN, "mpiexec"), "-n", "3", sys.executable, CHECKPOINT_JOB, "--platform", "mpi",
+            "--data-root", str(tmp_path / "jobs"), "--cache-dir", str(tmp_path / "cache"), "--trace", trace,
+            "--runs", "2", "--steps", "40", "--sleep", "0.2"]
+    first_log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(argv, env=env_for_tests(), start_new_session=True, stdin=subprocess.DEVNULL,
+                            stdout=first_log, stderr=subprocess.STDOUT)
+    first_log.close()
+    try:
+        # both runs (one per executor) saved a checkpoint; then a second or so more of progress
+        wait_for(lambda: len(glob.glob(str(tmp_path / "cache" / "**" / "*.checkpoint"), recursive=True)) == 2, 60,
+                 f"both runs to save a checkpoint; its output: {tmp_path / 'first.log'}")
+        time.sleep(1.0)
+        ranks = mpi_ranks(proc.pid)
+        assert len(ranks) == 3, ranks
+        os.kill(ranks[1], signal.SIGKILL)
+        proc.wait(30)  # the world goes away with its executor
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc)
+    assert proc.returncode != 0
+    assert [_starts(trace, i) for i in (0, 1)] == [[0], [0]]
+    done = run(argv, timeout=120, check=True)  # the same command again
+    assert result_line(done.stdout)["results"] == [{"index": i, "steps": 40} for i in range(2)]
+    for i in (0, 1):  # each run continued from the step its last checkpoint recorded
+        first, second = _starts(trace, i)
+        assert first == 0 and 2 <= second < 40, (i, first, second)
+    assert "resuming from checkpoint" in open(glob.glob(str(tmp_path / "jobs" / "*" / "logs" / "rank-*" /
+                                                            "worker-0.log"))[0]).read()
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_of_a_world_worker_saves_a_checkpoint_and_the_run_goes_on(tmp_path):
+    """A world's workers leave SIGTERM to rank 0 (it stops them in order): the run saves a checkpoint and goes on."""
+    code = f"""
+import os, signal, sys, time
+sys.path.insert(0, {os.path.join(REPO, 'tests')!r})
+from mpipipe.execution.osutil import leave_stop_signals_to_rank0
+from mpipipe.launchers.base import run_shard
+from mpipipe.module import shards_of
+from test_slurm_launcher import Steps
+leave_stop_signals_to_rank0()
+module = Steps(30, {str(tmp_path)!r}, sleep=0.05)
+run_shard(module, shards_of(module)[0][0], {str(tmp_path / 'result.pkl')!r})
+print("finished")
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env_for_tests(), start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        log = tmp_path / "0.log"
+        deadline = time.monotonic() + 30
+        while not (log.exists() and log.read_text().strip()):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.kill(proc.pid, 15)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    assert proc.returncode == 0 and out.strip() == "finished", err
+    assert "checkpoint 1 saved (SIGTERM)" in err
+    assert not os.path.exists(tmp_path / "result.pkl.checkpoint")  # the run finished: nothing left to resume

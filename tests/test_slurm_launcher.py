@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -97,6 +98,37 @@ class Needs(Module):
 
     def run(self, value=None, index=0):
         return 1
+
+
+class Steps(Module):
+    """Counts to `steps`, one step per `sleep` seconds; checkpoint() returns the module with its progress.
+
+    It saves no checkpoint itself: only SIGTERM does. Each start appends the step it starts from to
+    <trace>/<index>.log; with `fail_at`, the run raises when it gets there.
+    """
+
+    transient = ("trace",)
+
+    def __init__(self, steps, trace, sleep=0.05, fail_at=None):
+        super().__init__()
+        self.steps = steps
+        self.trace = trace
+        self.sleep = sleep
+        self.fail_at = fail_at
+        self.done = 0
+
+    def checkpoint(self, *args, **kwargs):
+        return self
+
+    def run(self, value=None, index=0):
+        with open(os.path.join(self.trace, f"{index}.log"), "a") as f:
+            f.write(f"{self.done}\n")
+        while self.done < self.steps:
+            if self.done == self.fail_at:
+                raise RuntimeError(f"fails at step {self.done}")
+            time.sleep(self.sleep)
+            self.done += 1
+        return self.done
 
 
 # --- isolation ----------------------------------------------------------------------------------------------------
@@ -294,6 +326,108 @@ def test_element_usage_errors(tmp_path):
     assert done.returncode == 2 and "MPIPIPE_ARRAY_INDEX" in done.stderr
 
 
+# --- checkpoints -----------------------------------------------------------------------------------------------------
+
+
+def test_modules_that_checkpoint_are_requeued_within_a_bound(job_env, tmp_path):
+    from mpipipe.core import Requirements
+
+    launcher = SlurmLauncher(options=SlurmOptions(time="5"))
+    steps = Steps(3, str(tmp_path))
+    assert launcher.submission_options(steps).requeue and not launcher.submission_options(Square(2)).requeue
+    assert launcher.requeue_limit(steps) == 3 and launcher.requeue_limit(Square(2)) is None
+    assert launcher.config(max_requeues=1).requeue_limit(steps) == 1
+
+    class Limited(Steps):
+        def requirements(self):
+            return Requirements(max_num_timeout=5, cpus_per_task=2)
+
+    assert launcher.requeue_limit(Limited(3, str(tmp_path))) == 5  # stopes' max_num_timeout
+    with pytest.raises(ConfigError, match="max_requeues"):
+        SlurmLauncher(max_requeues=-1)
+    # a SLURM option given as None (a config file's `partition: null`) is left to the job's options
+    assert SlurmLauncher(partition=None, time="5").resolved_options().partition is None
+    job, spec = fake_job(tmp_path, steps)
+    write_spec(spec, job, launcher.requeue_limit(steps))
+    import pickle
+
+    with open(spec, "rb") as f:
+        assert pickle.load(f)["max_requeues"] == 3
+
+
+def _wait_for_line(path, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not (os.path.exists(path) and Path(path).read_text().strip()):
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.05)
+
+
+def test_sigterm_saves_a_checkpoint_the_next_start_continues_from_it(tmp_path):
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    job, spec = fake_job(tmp_path, Steps(40, str(trace)))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["MPIPIPE_ARRAY_INDEX"] = "0"
+    proc = subprocess.Popen([sys.executable, "-m", "mpipipe.launchers.shard_main", spec], env=env,
+                            cwd=str(tmp_path), start_new_session=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_line(trace / "0.log")
+        time.sleep(0.5)  # some steps done
+        os.kill(proc.pid, signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 75, err  # stopped, its checkpoint saved
+    assert "checkpoint 1 saved (SIGTERM)" in err and "continues from its checkpoint" in err
+    assert os.path.exists(job.paths[0] + ".checkpoint") and not os.path.exists(job.paths[0])
+    assert json.loads(Path(job.paths[0] + ".error.json").read_text())["error"].startswith("RunStopped: ")
+    done = run_element(spec, 0, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "resuming from checkpoint 1" in done.stderr
+    starts = [int(x) for x in (trace / "0.log").read_text().split()]
+    assert starts[0] == 0 and 0 < starts[1] < 40  # the second start continued where SIGTERM left it
+    assert read_result(job.paths[0]) == 40
+    assert not os.path.exists(job.paths[0] + ".checkpoint")  # a finished run keeps no checkpoint
+
+
+def test_requeued_too_often_the_element_stops_at_its_start(tmp_path):
+    job, spec = fake_job(tmp_path, Steps(3, str(tmp_path)))
+    write_spec(spec, job, 2)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(MPIPIPE_ARRAY_INDEX="0", SLURM_RESTART_COUNT="3")
+    done = subprocess.run([sys.executable, "-m", "mpipipe.launchers.shard_main", spec], env=env, cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1 and "requeued 3 times, more than max_requeues=2" in done.stderr
+    assert not os.path.exists(tmp_path / "0.log")  # it did not start
+    env["SLURM_RESTART_COUNT"] = "2"
+    assert subprocess.run([sys.executable, "-m", "mpipipe.launchers.shard_main", spec], env=env, cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL).returncode == 0
+
+
+def test_a_run_that_raises_drops_its_checkpoint_and_starts_over(tmp_path):
+    from mpipipe.launchers.base import checkpoint_path, run_shard
+    from mpipipe.module_cache import write_result
+    from mpipipe.module import DelayedSubmission
+
+    module = Steps(5, str(tmp_path), sleep=0, fail_at=3)
+    job, _spec = fake_job(tmp_path, module)
+    saved = Steps(5, str(tmp_path), sleep=0, fail_at=3)
+    saved.done = 2
+    write_result(checkpoint_path(job.paths[0]), {"resume": DelayedSubmission(saved, None, 0), "saves": 1,
+                                                 "time": time.time()})
+    with pytest.raises(RuntimeError, match="fails at step 3"):
+        run_shard(module, job.shards[0], job.paths[0])
+    assert (tmp_path / "0.log").read_text().split() == ["2"]  # it resumed at step 2
+    assert not os.path.exists(checkpoint_path(job.paths[0]))  # then raised: its retry starts over
+    Path(checkpoint_path(job.paths[0])).write_bytes(b"not a pickle")  # a damaged checkpoint: set aside
+    module.fail_at = None
+    assert run_shard(module, job.shards[0], job.paths[0]) == {"result": job.paths[0]}
+    assert read_result(job.paths[0]) == 5 and (tmp_path / "0.log").read_text().split() == ["2", "0"]
+
+
 # --- on the real cluster ------------------------------------------------------------------------------------------
 
 
@@ -310,8 +444,66 @@ def cluster(request):
         yield cluster_env(conf)
 
 
+CHECKPOINT_JOB = os.path.join(REPO, "tests", "pipelines", "checkpoint_job.py")
+
+
+def _checkpoint_case(env, base, steps, sleep, slurm_flags, requeue_after=None):
+    """checkpoint_job.py with its module on SLURM (one run of `steps` steps), in its own process group;
+    with `requeue_after`, `scontrol requeue` of its element that many seconds after the run started.
+    Returns (exit code, stdout, stderr, the run's starts as the trace recorded them)."""
+    trace = base / "trace"
+    argv = [sys.executable, CHECKPOINT_JOB, "--platform", "local", "--data-root", str(base / "jobs"), "--trace",
+            str(trace), "--runs", "1", "--steps", str(steps), "--sleep", str(sleep), "--on-slurm", *slurm_flags]
+    proc = subprocess.Popen(argv, env=env, start_new_session=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = trace / "0.log"
+    try:
+        if requeue_after is not None:
+            deadline = time.monotonic() + 90
+            while not (log.exists() and log.read_text().strip()):
+                assert time.monotonic() < deadline and proc.poll() is None, "the run never started"
+                time.sleep(0.2)
+            time.sleep(requeue_after)
+            job = json.loads(log.read_text().splitlines()[0])["job"]
+            subprocess.run(["scontrol", "requeue", job], env=env, check=True, timeout=30, stdin=subprocess.DEVNULL,
+                           capture_output=True)
+        out, err = proc.communicate(timeout=CLUSTER_TIMEOUT - 60)
+    finally:
+        if proc.poll() is None:  # stop what we started: the script's group, then its element by job id
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            if log.exists() and log.read_text().strip():
+                job = json.loads(log.read_text().splitlines()[0])["job"]
+                subprocess.run(["scancel", job], env=env, timeout=30, stdin=subprocess.DEVNULL, capture_output=True)
+    starts = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return proc.returncode, out, err, starts
+
+
+@pytest.fixture(scope="module")
+def checkpoint_cases(cluster, tmp_path_factory):
+    """The two slow checkpoint cases (each waits ~30 s for a requeued job to start again), started in the
+    background as soon as the cluster is up: a 1-minute time limit with a warning 5 s before it, and
+    `scontrol requeue` mid-run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = tmp_path_factory.mktemp("checkpoints")
+    env = {k: v for k, v in cluster.items() if not k.startswith("SP_")}
+    env.update(PATH=os.path.dirname(sys.executable) + os.pathsep + env["PATH"], SP_SLURM_POLL_INTERVAL="0.5",
+               PYTHONUNBUFFERED="1")
+    pool = ThreadPoolExecutor(2)
+    futures = {
+        # 60 one-second steps cannot fit in a start that is warned before its 60 s (SLURM warns up to 30 s early)
+        "time_limit": pool.submit(_checkpoint_case, env, base / "time-limit", 60, 1.0,
+                                  ["--slurm-time", "1", "--slurm-signal", "5"]),
+        "requeue": pool.submit(_checkpoint_case, env, base / "requeue", 30, 0.5,
+                               ["--slurm-time", "5", "--slurm-signal", "0"], requeue_after=4),
+    }
+    yield futures
+    pool.shutdown(wait=True)
+
+
 @pytest.fixture
-def on_cluster(cluster, job_env, monkeypatch):
+def on_cluster(cluster, checkpoint_cases, job_env, monkeypatch):
     for key in ("SLURM_CONF", "PATH"):
         monkeypatch.setenv(key, cluster[key])
     return job_env
@@ -484,3 +676,32 @@ def test_an_experiment_submits_tasks_in_the_background(on_cluster):
     assert [r["double"] for r in results] == [0, 2, 4]
     assert len({r["job"] for r in results}) == 3 and None not in {r["job"] for r in results}
     assert len(launcher.submitted) == 3  # one array per task
+
+
+# --- checkpoints on the cluster (started in the background by checkpoint_cases) ---------------------------------
+
+
+def _check_resumed(case, steps):
+    code, out, err, starts = case
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["results"] == [{"index": 0, "steps": steps}]
+    assert starts[0]["start"] == 0 and starts[0]["restart"] == 0
+    # every later start continued from the checkpoint of the one before it, in the same (requeued) job
+    assert len(starts) >= 2 and all(0 < s["start"] < steps for s in starts[1:]), starts
+    assert [s["start"] for s in starts] == sorted(s["start"] for s in starts)
+    assert {s["job"] for s in starts} == {starts[0]["job"]} and starts[-1]["restart"] == len(starts) - 1
+    return err
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(CLUSTER_TIMEOUT)
+def test_time_limit_warning_saves_a_checkpoint_and_the_requeued_run_continues(checkpoint_cases):
+    _check_resumed(checkpoint_cases["time_limit"].result(), 60)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(CLUSTER_TIMEOUT)
+def test_scontrol_requeue_mid_run_continues_from_the_checkpoint(checkpoint_cases):
+    code, out, err, starts = checkpoint_cases["requeue"].result()
+    _check_resumed((code, out, err, starts), 30)
+    assert starts[1]["start"] >= 4  # about 8 steps were done when it was requeued

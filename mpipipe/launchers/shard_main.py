@@ -82,7 +82,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         run_shard(module, shards[position], path, stop_on_term=True)
     except BaseException as e:  # noqa: BLE001  whatever the run raised (SystemExit too) is its error
         tb = traceback.format_exc()
-        if type(e).__name__ == "RunStopped" and type(e).__module__ == "mpipipe.module":  # by name: importing may be what failed
+        # known by name: importing mpipipe.module may be what failed
+        if type(e).__name__ == "RunStopped" and type(e).__module__ == "mpipipe.module":
             write_error(f"{path}.error.json", f"RunStopped: {e}", "")
             print(f"shard_main: {e}; the next start of this run continues from its checkpoint", file=sys.stderr)
             return STOPPED_CODE

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Any, List, Optional
+from typing import Any, List
 
 from mpipipe.errors import ConfigError
 from mpipipe.launchers.base import Launcher, ShardJob, run_shard
