@@ -288,6 +288,11 @@ class ArrayRef:
         for name, value in state.items():
             object.__setattr__(self, name, value)
 
+    @property
+    def shape(self) -> "tuple[int]":
+        """(len,): what array-like consumers (pipefunc's mapspec inputs) ask of an input they map over."""
+        return (len(self),)
+
     def __len__(self) -> int:
         return self._length
 

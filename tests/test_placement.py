@@ -152,3 +152,21 @@ def test_a_task_past_its_time_limit_is_stopped_and_retried(tmp_path):
     assert _values(done.stdout)["slow"] == [{"rank": 1, "attempt": 1}]
     failed = [r for r in records(str(tmp_path)) if r.get("s") == "failed"]
     assert len(failed) == 1 and "time limit of 1 s" in failed[0]["e"]
+
+
+def test_a_resources_function_takes_the_nodes_inputs_by_name():
+    """resources=lambda prep: ... gets the outputs of the input node named prep (one list of paths)."""
+    from mpipipe import ComputeNode, Context
+
+    ctx = Context()
+    prep = ComputeNode(ctx, lambda t: None, npartitions=2, name="prep")
+    seen = []
+
+    def need(prep):
+        seen.append(prep)
+        return {"cpus": len(prep)}
+
+    node = ComputeNode(ctx, lambda t: None, inputs=[prep], name="fit", resources=need)
+    req = node.resources.for_task((("/out/prep/part-00000", "/out/prep/part-00001"),))
+    assert seen == [["/out/prep/part-00000", "/out/prep/part-00001"]]
+    assert "cores=2" in str(req)

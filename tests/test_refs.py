@@ -391,3 +391,10 @@ def test_store_refuses_a_folder_others_can_write_and_replaces_a_planted_file(tmp
     assert again.path == ref.path and os.stat(ref.path).st_uid == os.geteuid()
     assert os.stat(ref.path).st_mode & 0o077 == 0 and os.stat(tmp_path / "refs").st_mode & 0o777 == 0o700
     assert again.load() == {"b": 2}
+
+
+def test_an_array_ref_has_the_shape_mapping_consumers_ask_for(tmp_path):
+    from mpipipe.refs import store_array
+
+    ref = store_array([1, 2, 3], directory=str(tmp_path / "refs"))
+    assert ref.shape == (3,) and ref[2] == 3

@@ -87,7 +87,8 @@ class Node:
                     f"node {name or self.kind!r} is pointwise with {npartitions} partitions but input "
                     f"{dep.name!r} has {dep.npartitions}; give them the same count or set pointwise=False"
                 )
-        self.resources = self._resources(resources, name or self.default_name())
+        self.resources = self._resources(resources, name or self.default_name(),
+                                         tuple(d.name for d in inputs if isinstance(d, Node)))
         if scope not in SCOPES:
             raise PlanError(f"node {name or self.kind!r}: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         if isinstance(size_per_task, bool) or not isinstance(size_per_task, int) or size_per_task < 1:
@@ -111,15 +112,16 @@ class Node:
         return self.npartitions if self.scope == "map" else self.size_per_task
 
     @staticmethod
-    def _resources(spec: Any, name: str) -> Any:
-        """What each task needs (a requirement string, Resources, dict, or a function of the task's inputs)."""
+    def _resources(spec: Any, name: str, input_names: Tuple[str, ...] = ()) -> Any:
+        """What each task needs (a requirement string, Resources, dict, or a function of the task's inputs,
+        taken as one argument or by the input nodes' names)."""
         if spec is None:
             return None
         from mpipipe.errors import RequirementError
         from mpipipe.resources import NodeResources
 
         try:
-            return NodeResources(spec, name)
+            return NodeResources(spec, name, input_names)
         except RequirementError as e:
             raise PlanError(str(e)) from None
 
