@@ -13,7 +13,8 @@ _EXPORTS = {
     "MpipipeError": "mpipipe.errors", "PlanError": "mpipipe.errors", "PlatformError": "mpipipe.errors",
     "RequirementError": "mpipipe.errors", "TaskFailedError": "mpipipe.errors",
     "JobManager": "mpipipe.jobmanager", "JobResult": "mpipipe.jobmanager",
-    "Module": "mpipipe.module", "ModuleFailed": "mpipipe.module", "ShardFailure": "mpipipe.module",
+    "DelayedSubmission": "mpipipe.module", "Module": "mpipipe.module", "ModuleFailed": "mpipipe.module",
+    "ShardFailure": "mpipipe.module",
     "ComputeNode": "mpipipe.logical.node", "Context": "mpipipe.logical.node", "LogicalPlan": "mpipipe.logical.node",
     "Node": "mpipipe.logical.node",
     "Platform": "mpipipe.platform.base", "World": "mpipipe.platform.base",
@@ -52,7 +53,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from mpipipe.launchers import (DirectLauncher, DynamicLauncher, Launcher, LauncherMap, MpiLauncher, SlurmLauncher,
                                    SlurmOptions, WorldLauncher, find_launcher)
     from mpipipe.logical.node import ComputeNode, Context, LogicalPlan, Node
-    from mpipipe.module import Module, ModuleFailed, ShardFailure
+    from mpipipe.module import DelayedSubmission, Module, ModuleFailed, ShardFailure
     from mpipipe.platform.base import Platform, World
     from mpipipe.resources import Resources
     from mpipipe.session import Session, init

@@ -349,6 +349,56 @@ def test_docs_examples_run_on_slurm_with_names_comments_and_requirements(cluster
     shown = subprocess.run(["squeue", "--noheader", "--array", "--states=all", f"--jobs={','.join(out['submitted'])}",
                             "--format=%j|%k|%l|%m|%C"], capture_output=True, text=True, timeout=30,
                            env=cluster_env, stdin=subprocess.DEVNULL)
-    rows = set(shown.stdout.split())
+    rows = set(shown.stdout.splitlines()) - {""}
     # name() and comment() name the jobs; Requirements(cpus_per_task=1, mem_gb=1, timeout_min=5) sized them
     assert rows == {f"my_module.{lang}|stopes docs example for {lang}|5:00|1G|1" for lang in ("en", "bn", "hi")}, rows
+
+
+# --- checkpoint(), stopes' way ---------------------------------------------------------------------------------
+
+
+class SubmititLike:
+    """The shape of submitit.helpers.DelayedSubmission, which stopes modules return from checkpoint()."""
+
+    def __init__(self, function, *args, **kwargs):
+        self.function, self.args, self.kwargs = function, args, kwargs
+
+
+class Lines(StopesModule):
+    """As stopes' speech modules do: the progress travels as the iteration value of the resubmission."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._current = None
+
+    def array(self):
+        return [0]
+
+    def checkpoint(self, iteration_value, iteration_index, **kwargs):
+        return SubmititLike(self, self._current or iteration_value, iteration_index, **kwargs)
+
+    def run(self, iteration_value=None, iteration_index=0):
+        from mpipipe.module import RunStopped
+
+        for line in range(iteration_value, 10):
+            self._current = line
+            if line == self.config.stop_at and line > iteration_value:  # once, in the first start
+                assert self.save_checkpoint()
+                raise RunStopped("stopped as a killed run would be")
+        return (iteration_value, 10)
+
+
+def test_a_submitit_style_resubmission_is_resumed_with_its_arguments(tmp_path):
+    from mpipipe.launchers.base import checkpoint_path, run_shard
+    from mpipipe.module import RunStopped, shards_of
+    from mpipipe.module_cache import read_result
+
+    module = Lines(OmegaConf.create({"stop_at": 4}))
+    shard = shards_of(module)[0][0]
+    path = str(tmp_path / "result.pkl")
+    with pytest.raises(RunStopped):
+        run_shard(module, shard, path)
+    assert os.path.exists(checkpoint_path(path)) and not os.path.exists(path)
+    assert not module.save_checkpoint()  # outside a launcher's run there is nothing to save to
+    run_shard(module, shard, path)  # resumed: Lines.run(4, 0) on the saved copy
+    assert read_result(path) == (4, 10) and not os.path.exists(checkpoint_path(path))
