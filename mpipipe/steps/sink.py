@@ -53,15 +53,18 @@ Entry = Tuple[str, List[Fragment], Optional[Any], Optional[Any]]
 def _place(entry: Entry, dest: str, how: str) -> None:
     """Link or copy a whole local Parquet file whose footer was read and whose layout is the input's; text
     files of one format are converted together by DuckDB (so they agree on types); anything else (slices,
-    object-store files, files in another column order) is read and written anew."""
+    object-store files, files in another column order or with NOT NULL columns) is read and written anew."""
     _, frags, schema, footer = entry
     frag = frags[0]
     if frag.format != "parquet":
         copy_text_to_parquet(frags, dest)
         return
     local = not is_uri(frag.path) or frag.path.startswith("file://")
-    if frag.whole and local and footer is not None and schema is not None \
-            and _same_layout(_metadata_schema(footer, frag.path), schema):
+    layout = _metadata_schema(footer, frag.path) if footer is not None else None
+    # a file with NOT NULL columns (DuckDB's hash buckets, or a user's file) is written anew as nullable,
+    # so what a sink holds never depends on whether the data had a null
+    if frag.whole and local and layout is not None and schema is not None and _same_layout(layout, schema) \
+            and all(f.nullable for f in layout):
         src = _open(frag.path)[1]
         if how == "link":
             try:
