@@ -49,6 +49,11 @@ class Module:
       level, a progress flag): they are left out of the cache key. Every other
       attribute is keyed by its value (mpipipe.value_key); one that cannot be
       (an open file, a socket) is a PlanError, never a guess.
+    - `checkpoint(iteration_value, iteration_index)` (optional, submitit's
+      contract): what to run instead when this run starts again: a copy of the
+      module holding its progress, a DelayedSubmission(module, *args), or None.
+      It is called on SIGTERM and by `self.save_checkpoint()`; a kill -9 keeps
+      only what the last save_checkpoint() saved.
     """
 
     transient: Sequence[str] = ()
@@ -379,7 +384,7 @@ class RunInProgress:
 
     def save(self, why: str) -> bool:
         """Call checkpoint() of the running module and save what it returns; False when there is nothing."""
-        module = self.running.module if self.running.module is not None else self.running.function
+        module = self.running.function
         if not can_checkpoint(module) or self.saving:
             return False
         self.saving = True
