@@ -9,7 +9,8 @@ from typing import Any, Dict
 import click
 
 import mpipipe
-from mpipipe.execution.journal import JOURNAL_NAME, read_records
+from mpipipe.execution.journal import END, JOURNAL_NAME, OK, RUN, is_attempt, kind, read_records
+from mpipipe.fmt import fmt_count
 
 
 def _job_status(job_dir: str) -> Dict[str, Any]:
@@ -20,13 +21,14 @@ def _job_status(job_dir: str) -> Dict[str, Any]:
                          "failed_partitions": set()} for n in job["nodes"]}
     runs, end = 0, None
     for rec in read_records(os.path.join(job_dir, JOURNAL_NAME)):
-        if rec.get("type") == "run":
+        k = kind(rec)
+        if k == RUN:
             runs, end = runs + 1, None
-        elif rec.get("type") == "end":
+        elif k == END:
             end = rec.get("status")
-        elif rec.get("n") in nodes:
+        elif is_attempt(rec) and rec.get("n") in nodes:
             node = nodes[rec["n"]]
-            if rec.get("s") == "ok":
+            if k == OK:
                 node["done"].add(rec["p"])
             else:
                 node["failed_attempts"] += 1
@@ -151,7 +153,7 @@ def logs(job_dir: str, task: "str | None", follow: bool, tail: int) -> None:
     if not files:
         raise click.ClickException(f"{job_dir} has no logs (is it a job directory?)")
     for path, size in files:
-        click.echo(f"{size:>10,}  {path}")
+        click.echo(f"{fmt_count(size):>10}  {path}")
     rank0 = os.path.join(job_dir, "logs", "rank-0.log")
     if os.path.exists(rank0) and tail > 0:
         click.echo(f"--- last {tail} lines of {rank0} ---")

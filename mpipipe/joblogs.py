@@ -13,7 +13,7 @@ import re
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from mpipipe.execution.journal import JOURNAL_NAME, read_records
+from mpipipe.execution.journal import JOURNAL_NAME, is_attempt, kind, read_records
 
 _TASK_RE = re.compile(r"^(?P<node>[A-Za-z0-9_][A-Za-z0-9_.-]*)(?:\[(?P<p1>\d+)\]|:(?P<p2>\d+))?$")
 
@@ -62,10 +62,10 @@ def task_logs(job_dir: str, node: str, partition: Optional[int]) -> List[Tuple[s
     out = []
     inside = os.path.realpath(job_dir) + os.sep
     for rec in read_records(os.path.join(job_dir, JOURNAL_NAME)):
-        if rec.get("n") != node or (partition is not None and rec.get("p") != partition):
+        if not is_attempt(rec) or rec.get("n") != node or (partition is not None and rec.get("p") != partition):
             continue
         ref = rec.get("log") or []
-        heading = (f"--- {node}[{rec.get('p')}] attempt {rec.get('a')}: {rec.get('s')} on rank {rec.get('r')}"
+        heading = (f"--- {node}[{rec.get('p')}] attempt {rec.get('a')}: {kind(rec)} on rank {rec.get('r')}"
                    + (f": {rec.get('e')}" if rec.get("e") else "") + f" ({ref[0] if ref else 'no log'}) ---")
         text = ""
         if ref:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import stat
 
+from mpipipe.atomic import PRIVATE_FILE, atomic_write
 from mpipipe.errors import JournalError
 
 PRIVATE_DIR = 0o700
-PRIVATE_FILE = 0o600
 
 
 def _who(uid: int) -> str:
@@ -115,23 +115,5 @@ def make_private_tree(path: str, what: str) -> str:
 
 
 def write_private_file(path: str, data: bytes, mode: int = PRIVATE_FILE) -> None:
-    """Write `path` whole or not at all (a new file beside it, then a rename), readable by its owner only.
-    A stale temporary file of an earlier crash is never reused with its old mode."""
-    import threading
-
-    tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
+    """Write `path` whole or not at all, readable by its owner only (see mpipipe.atomic)."""
+    atomic_write(path, data, mode)

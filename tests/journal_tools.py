@@ -6,7 +6,7 @@ import glob
 import os
 from typing import Counter
 
-from mpipipe.execution.journal import read_records
+from mpipipe.execution.journal import OK, kind, read_records
 
 
 def job_dir(data_root: str) -> str:
@@ -18,7 +18,7 @@ def job_dir(data_root: str) -> str:
 def ok_counts(data_root: str) -> Counter:
     """Task key -> number of successful outcomes journaled for it (across all runs)."""
     path = os.path.join(job_dir(data_root), "journal.log")
-    return collections.Counter(r["k"] for r in read_records(path) if r.get("s") == "ok")
+    return collections.Counter(r["k"] for r in read_records(path) if kind(r) == OK)
 
 
 def records(data_root: str):

@@ -139,3 +139,50 @@ def records_of(jd):
     from mpipipe.execution.journal import read_records
 
     return list(read_records(os.path.join(jd, "journal.log")))
+
+
+def test_status_and_logs_read_a_journal_of_either_format(tmp_path):
+    """`mpipipe status` and `mpipipe logs -t` on a journal in this version's format and on the same records as
+    versions before wrote them (run and end records: {"type": ...})."""
+    import json
+    import zlib
+
+    from mpipipe import joblogs
+    from mpipipe.cli import _job_status
+    from mpipipe.execution.journal import (KIND, Journal, end_record, failed_record, ok_batch_record, ok_record,
+                                          run_record)
+
+    seen = []
+    for fmt in ("now", "before"):
+        jd = tmp_path / fmt
+        (jd / "logs").mkdir(parents=True)
+        (jd / "logs" / "w.log").write_text("hello from p1\n")
+        (jd / "job.json").write_text(json.dumps({"job_id": "j", "platform": "mpi", "executors": 1,
+                                                 "nodes": [{"name": "sq", "npartitions": 3}]}))
+        log = (str(jd / "logs" / "w.log"), 0, None)
+        oks = [ok_record("ff:0", "sq", 0, 0, 1, 1.0, 2.0, None), ok_record("ff:2", "sq", 2, 0, 1, 1.0, 2.0, None)]
+        records = [run_record("j", {"sq": "ff"}, executors=1, platform="mpi", total=3, time=0.0),
+                   failed_record("ff:1", "sq", 1, 0, 1, 1.0, 2.0, "ValueError: nope", log),
+                   ok_batch_record("ff", "sq", 1, oks),
+                   end_record("failed", time=3.0)]
+        if fmt == "now":
+            j = Journal(str(jd))
+            j.open()
+            for rec in records:
+                j.append(rec)
+            j.close()
+        else:
+            with open(jd / "journal.log", "wb") as f:
+                for rec in records:
+                    if rec[KIND] in ("run", "end"):
+                        rec = {"type": rec[KIND], **{k: v for k, v in rec.items() if k != KIND}}
+                    body = json.dumps(rec, separators=(",", ":")).encode()
+                    f.write(b"%08x %s\n" % (zlib.crc32(body), body))
+        st = _job_status(str(jd))
+        node = st["nodes"]["sq"]
+        (heading, text), = joblogs.task_logs(str(jd), "sq", 1)
+        seen.append((st["status"], st["runs"], sorted(node["done"]), node["failed"], node["failed_attempts"],
+                     node["last_error"].replace(str(jd), "JD"), heading.replace(str(jd), "JD"), text))
+    assert seen[0] == seen[1] == ("failed", 1, [0, 2], 1, 1, "[1] attempt 0: ValueError: nope (log: JD/logs/w.log)",
+                                  "--- sq[1] attempt 0: failed on rank 1: ValueError: nope (JD/logs/w.log) ---",
+                                  "hello from p1\n")

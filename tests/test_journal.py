@@ -1,14 +1,19 @@
 """Tests for mpipipe.execution.journal: the record format and Journal replay after crashes."""
 from __future__ import annotations
 
+import json
 import os
+import re
+import stat
 import zlib
 
 import pytest
 
 from mpipipe.execution import journal as journal_mod
-from mpipipe.execution.journal import (JOURNAL_NAME, Journal, decode, encode, encode_ok, encode_ok_batch, expand,
-                                      read_records)
+from mpipipe.execution.journal import (END, FAILED, JOURNAL_NAME, KIND, NODES, OK, OK_BATCH, RUN, Journal, JournalTail,
+                                      decode, encode, encode_ok, encode_ok_batch, end_record, expand, failed_record,
+                                      is_attempt, kind, nodes_record, ok_batch_record, ok_record, read_raw_records,
+                                      read_records, run_record, split_key, task_key)
 
 
 def ok(key, **extra):
@@ -280,3 +285,247 @@ def test_close_is_idempotent_and_flush_after_close_is_harmless(tmp_path):
     j.append(ok("b:0"))
     j.flush()
     assert set(replay(tmp_path)) == {"a:0"}
+
+
+# --- record kinds: a constructor each, one reader --------------------------------------------------------------
+
+PLAN = {"square": "f00d", "total": "beef"}
+
+
+def every_kind(job_dir):
+    """One record of each kind a run writes (batches aside), with paths inside `job_dir`."""
+    logref = (f"{job_dir}/logs/rank-1/worker-0.log", 10, 52)
+    return [
+        run_record("job-1", PLAN, executors=2, platform="mpi", total=6, pid=42, time=100.0),
+        nodes_record({"late": "cafe"}, time=100.5),
+        ok_record("f00d:0", "square", 0, 0, 1, 101.0, 101.5, None, value={"rows": 3, "x": [1.5, "é", None]},
+                  log=logref),
+        ok_record("f00d:1", "square", 1, 2, 1, 101.0, 101.25, f"{job_dir}/outputs/square/part-00001",
+                  value_file="values/square/p1.a2.r1.7.json"),
+        failed_record("f00d:2", "square", 2, 0, 2, 101.0, 101.125, "ValueError: bad", log=logref),
+        failed_record("beef:0", "total", 0, 1, 0, 102.0, 102.0, "it needs cuda(mem=80GiB)",
+                      log=(f"{job_dir}/logs/rank-0.log", 0, None), where="rank 0 (placement)"),
+        end_record("failed", time=103.0),
+    ]
+
+
+def as_made(rec):
+    """A record as read back, with its kind under KIND (read_records gives run, nodes and end records theirs
+    under "type")."""
+    return {KIND: kind(rec), **{k: v for k, v in rec.items() if k not in ("s", "type")}}
+
+
+def line_as_before(rec):
+    """A journal line as versions before this one wrote it: the same CRC and compact JSON, the kind of run,
+    nodes and end records under "type"."""
+    if rec.get(KIND) in (RUN, NODES, END):
+        rec = {"type": rec[KIND], **{k: v for k, v in rec.items() if k != KIND}}
+    body = json.dumps(rec, separators=(",", ":")).encode()
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+def test_every_record_kind_reads_back_as_it_was_made(tmp_path):
+    made = every_kind(tmp_path)
+    write_journal(tmp_path, made)
+    got = list(read_records(str(tmp_path / JOURNAL_NAME)))
+    assert [kind(r) for r in got] == [RUN, NODES, OK, OK, FAILED, FAILED, END]
+    assert [as_made(r) for r in got] == made
+    assert [is_attempt(r) for r in got] == [False, False, True, True, True, True, False]
+    # stored: every kind under the one key
+    assert [r[KIND] for r in read_raw_records(str(tmp_path / JOURNAL_NAME))] == [r[KIND] for r in made]
+    assert not [r for r in read_raw_records(str(tmp_path / JOURNAL_NAME)) if "type" in r]
+
+
+def test_the_constructors_give_what_the_scheduler_wrote():
+    assert run_record("j", PLAN, executors=3, platform="local", total=9, pid=7, time=1.5) == {
+        "s": "run", "job": "j", "time": 1.5, "pid": 7, "executors": 3, "platform": "local", "total": 9, "plan": PLAN}
+    assert nodes_record({"n": "ff"}, time=2.0) == {"s": "nodes", "time": 2.0, "plan": {"n": "ff"}}
+    assert end_record("interrupted", time=3.0) == {"s": "end", "status": "interrupted", "time": 3.0}
+    assert failed_record("ff:1", "n", 1, 0, 2, 1.0, 2.0, "boom", ["/l", 0, 9], None) == {
+        "s": "failed", "k": "ff:1", "n": "n", "p": 1, "a": 0, "r": 2, "t0": 1.0, "t1": 2.0, "e": "boom",
+        "log": ["/l", 0, 9], "where": None}
+    assert run_record("j", {}, executors=1, platform="mpi", total=0)["pid"] == os.getpid()
+    assert task_key("ff", 12) == "ff:12" and split_key("ab:cd:12") == ("ab:cd", "12")
+
+
+def test_ok_record_is_the_record_of_the_fast_encoder(tmp_path):
+    for rec in every_kind(tmp_path):
+        if kind(rec) == OK:
+            assert encode(rec) == encode_ok(rec["k"], rec["n"], rec["p"], rec["a"], rec["r"], rec["t0"], rec["t1"],
+                                            rec["o"], rec.get("v"), rec["log"], rec.get("vf"))
+
+
+def test_a_batch_made_by_its_constructor_reads_back_as_its_ok_records(tmp_path):
+    oks = [ok_record(f"f00d:{p}", "square", p, a, 3, t0, t1, o and f"{tmp_path}/{o}", value=v,
+                     log=logref and (f"{tmp_path}/{logref[0]}", *logref[1:]), value_file=vf)
+           for p, a, t0, t1, o, v, logref, vf in [
+               (4, 0, 100.0, 100.5, None, None, ("logs/rank-1/worker-0.log", 10, 52), None),
+               (5, 2, 100.25, 101.0, "outputs/square/part-00005", {"rows": 3}, None, None),
+               (9, 0, 100.125, 100.25, None, None, None, "values/square/p9.a0.r3.42.json")]]
+    batch = ok_batch_record("f00d", "square", 3, oks)
+    assert kind(batch) == OK_BATCH and encode(batch) == encode_ok_batch("f00d", "square", 3, oks)
+    j = Journal(str(tmp_path))
+    j.open()
+    j.append(batch)
+    j.append_line(encode_ok_batch("f00d", "square", 3, oks))
+    j.close()
+    assert [r[KIND] for r in read_raw_records(str(tmp_path / JOURNAL_NAME))] == [OK_BATCH, OK_BATCH]
+    assert list(read_records(str(tmp_path / JOURNAL_NAME))) == oks + oks  # times exact: binary fractions
+
+
+def test_a_journal_in_the_earlier_format_reads_the_same(tmp_path):
+    """Journals on users' disks keep the kind of run, nodes and end records under "type": they read, replay
+    and resume exactly like journals of this version."""
+    made = every_kind(tmp_path) + [run_record("job-1", {"square": "f00e"}, executors=2, platform="mpi", total=6,
+                                              pid=43, time=200.0)]
+    path = tmp_path / JOURNAL_NAME
+    batch = encode_ok_batch("f00d", "square", 1, [ok_record("f00d:3", "square", 3, 0, 1, 101.0, 101.5, None)])
+
+    write_journal(tmp_path, made)
+    with open(path, "ab") as f:
+        f.write(batch)
+    now = list(read_records(str(path)))
+    j = Journal(str(tmp_path))
+    now_done, now_plan = j.replay_by_node(), j.previous_plan
+
+    path.write_bytes(b"".join(line_as_before(r) for r in made) + batch)
+    assert [r.get("type") for r in read_raw_records(str(path))][:2] == [RUN, NODES]  # the old layout indeed
+    before = list(read_records(str(path)))
+    j = Journal(str(tmp_path))
+    assert before == now and len(before) == len(made) + 1
+    assert j.replay_by_node() == now_done and sorted(now_done["f00d"]) == [0, 1, 3]
+    assert j.previous_plan == now_plan == {"square": "f00e", "total": "beef", "late": "cafe"}
+
+
+def test_run_nodes_and_end_records_are_read_with_their_kind_under_type(tmp_path):
+    """What read_records gives code that still tests rec.get("type") == "run" or takes a record with an "s"
+    for a task attempt: kind() reads it either way."""
+    write_journal(tmp_path, [run_record("j", PLAN, executors=1, platform="mpi", total=1), nodes_record({}),
+                             end_record("succeeded")])
+    got = list(read_records(str(tmp_path / JOURNAL_NAME)))
+    assert [r.get("type") for r in got] == ["run", "nodes", "end"] and not [r for r in got if "s" in r]
+    assert [kind(r) for r in got] == [RUN, NODES, END]
+
+
+def test_append_stores_a_record_given_in_the_earlier_format_in_this_one(tmp_path):
+    write_journal(tmp_path, [{"type": "end", "status": "succeeded", "time": 1.0}, {"type": "other", "x": 1}])
+    assert list(read_raw_records(str(tmp_path / JOURNAL_NAME))) == [end_record("succeeded", time=1.0),
+                                                                      {"type": "other", "x": 1}]
+
+
+def test_a_tail_reads_what_the_journal_gained_as_read_records_does(tmp_path):
+    path = tmp_path / JOURNAL_NAME
+    tail = JournalTail(str(path))
+    assert tail.read() == (False, [])  # no journal yet
+    made = every_kind(tmp_path)
+    lines = [encode(r) for r in made]
+    path.write_bytes(lines[0] + lines[1] + lines[2][:9])  # the last line is still being written
+    again, got = tail.read()
+    assert not again and [kind(r) for r in got] == [RUN, NODES]
+    assert tail.read() == (False, [])
+    batch = encode_ok_batch("f00d", "square", 1, [ok_record(f"f00d:{p}", "square", p, 0, 1, 1.0, 2.0, None)
+                                                  for p in (7, 8)])
+    foreign = encode(ok_record("f00d:9", "square", 9, 0, 1, 1.0, 2.0, "/elsewhere/outputs/square/part-00009"))
+    with open(path, "ab") as f:
+        f.write(lines[2][9:] + b"".join(lines[3:]) + b"garbage\n" + batch + foreign)
+    again, more = tail.read()
+    assert not again and [kind(r) for r in more] == [OK, OK, FAILED, FAILED, END, OK, OK]  # the foreign one dropped
+    assert got + more == list(read_records(str(path)))
+    os.replace(path, tmp_path / "journal.log.old")  # --fresh moves it aside
+    path.write_bytes(encode(end_record("succeeded")))
+    again, got = tail.read()
+    assert again and [kind(r) for r in got] == [END]
+
+
+# package modules (relative to mpipipe/) that name "s" or "type" in a way that is not reading a journal record
+NOT_JOURNAL = {
+    "flags.py": "argparse keyword arguments (kw['type'])",
+    "steps/sink.py": "the sink's marker file ({'type': 'copy', ...})",
+}
+# modules that still build journal records as dict literals; remove each entry once the module calls the
+# journal's constructors (run_record, nodes_record, end_record, ok_record, failed_record)
+NOT_YET_CONSTRUCTORS = {
+    "execution/scheduler.py": "run, nodes and end records",
+    "execution/outcomes.py": "ok and failed records",
+}
+RECORD_KEY = re.compile(r"""\.get\(\s*["'](?:s|type)["']"""  # rec.get("s")
+                        r"""|\[\s*["'](?:s|type)["']\s*\]"""  # rec["type"]
+                        r"""|[{,]\s*["'](?:s|type)["']\s*:"""  # {"s": ...}
+                        r"""|\\?"(?:s|type)\\?":\s*\\?["']""")  # '{"s":"ok"' in encoded text
+
+
+def test_no_module_but_the_journal_tells_records_apart_by_their_keys():
+    """Every reader dispatches with journal.kind() and the kind constants, every writer uses its constructors:
+    the record layout lives in mpipipe/execution/journal.py alone."""
+    import mpipipe
+
+    root = os.path.dirname(mpipipe.__file__)
+    found = []
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, root)
+            if not name.endswith(".py") or rel in ("execution/journal.py", *NOT_JOURNAL, *NOT_YET_CONSTRUCTORS):
+                continue
+            with open(path, encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if RECORD_KEY.search(line):
+                        found.append(f"mpipipe/{rel}:{n}: {line.strip()}")
+    assert not found, "journal records read or built outside mpipipe.execution.journal:\n" + "\n".join(found)
+
+
+def test_the_key_pattern_sees_what_it_is_meant_to():
+    for text in ['if rec.get("s") == "ok":', "kind = rec.get('type')", 'r["s"]', '{"type": "run", "time": 1}',
+                 'x = {"k": 1, "s": OK}', """b'{"s":"ok","k":'""", """if b'"type":"run"' in line"""]:
+        assert RECORD_KEY.search(text), text
+    for text in ['rec.get("status")', 'rec["k"]', 'kind(rec) == RUN', '{"size": 1}', 'x.get("n")']:
+        assert not RECORD_KEY.search(text), text
+
+
+# --- writing a file whole or not at all (mpipipe.atomic: job.json, state.json, values, reports, ...) -----------
+
+
+def test_atomic_write_replaces_the_file_whole_with_the_mode_asked_for(tmp_path):
+    from mpipipe.atomic import atomic_write
+
+    path = tmp_path / "state.json"
+    path.write_text("old")
+    old_umask = os.umask(0o077)
+    try:
+        atomic_write(str(path), "new é")
+        assert path.read_text(encoding="utf-8") == "new é" and stat.S_IMODE(path.stat().st_mode) == 0o600
+        atomic_write(str(path), b"script", mode=0o750)  # whatever the umask takes away
+        assert stat.S_IMODE(path.stat().st_mode) == 0o750
+        os.umask(0o022)
+        atomic_write(str(path), b"shared", mode=None, sync=True)  # mode None: as open() would make it
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644 and path.read_bytes() == b"shared"
+    finally:
+        os.umask(old_umask)
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
+    from mpipipe.atomic import atomic_file, temp_path
+
+    path = tmp_path / "job.json"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(str(path)) as f:
+            f.write(b"half")
+            raise RuntimeError("disk full")
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["job.json"]
+    stale = tmp_path / os.path.basename(temp_path(str(path)))  # a crash's leftover, with a mode too open
+    stale.write_bytes(b"x" * 100)
+    stale.chmod(0o666)
+    with atomic_file(str(path)) as f:
+        f.write(b"new")
+    assert path.read_bytes() == b"new" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(tmp_path) == ["job.json"]
+
+
+def test_write_private_file_is_an_owner_only_atomic_write(tmp_path):
+    from mpipipe.ownership import write_private_file
+
+    path = tmp_path / "v.json"
+    write_private_file(str(path), b"[1]")
+    assert path.read_bytes() == b"[1]" and stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -15,6 +15,7 @@ import pytest
 
 from fault_tools import (assert_each_task_once, assert_nothing_half_done, expected_checksum, job_argv, journal,
                          one_error_line, output_checksum, run_job, summary_counts, write_dims, write_inputs)
+from mpipipe.execution.journal import OK, RUN, kind
 
 TASKS = 23
 
@@ -108,14 +109,14 @@ def check_recovered(runs, name, lost_records, warned):
         assert f"journal.log: skipped {warned} damaged record(s)" in again.stderr
     recs = journal(job_dir)
     assert_each_task_once(recs)
-    assert len({r["k"] for r in recs if r.get("s") == "ok"}) == TASKS
+    assert len({r["k"] for r in recs if kind(r) == OK}) == TASKS
     assert counts["ran"] == lost_records and counts["reused"] == TASKS - lost_records
     if lost:  # exactly the tasks whose records were lost ran again
         import json
 
         keys = {json.loads(line[9:])["k"] for line in lost}
-        runs_at = [i for i, r in enumerate(recs) if r.get("type") == "run"]
-        assert {r["k"] for r in recs[runs_at[-1]:] if r.get("s") == "ok"} == keys
+        runs_at = [i for i, r in enumerate(recs) if kind(r) == RUN]
+        assert {r["k"] for r in recs[runs_at[-1]:] if kind(r) == OK} == keys
     assert output_checksum(out) == expected_checksum(runs["inputs"], runs["dims"])
     assert_nothing_half_done(job_dir, out)
 
@@ -134,8 +135,8 @@ def test_garbage_in_the_middle_is_skipped(runs):
 
 def new_ok_nodes(job_dir):
     recs = journal(job_dir)
-    last_run = max(i for i, r in enumerate(recs) if r.get("type") == "run")
-    return sorted({r["n"] for r in recs[last_run:] if r.get("s") == "ok"}), recs
+    last_run = max(i for i, r in enumerate(recs) if kind(r) == RUN)
+    return sorted({r["n"] for r in recs[last_run:] if kind(r) == OK}), recs
 
 
 def test_changed_code_is_refused_then_allowed(runs):

@@ -18,7 +18,7 @@ import chromium
 from helpers import REPO, env_for_tests, python
 from journal_tools import job_dir
 from mpipipe.errors import JournalError
-from mpipipe.execution.journal import encode, read_records
+from mpipipe.execution.journal import FAILED, OK, encode, is_attempt, kind, read_records
 from mpipipe.report import MAX_BARS, write_report
 
 REPORT_JOB = os.path.join(REPO, "tests", "pipelines", "report_job.py")
@@ -99,8 +99,8 @@ def test_report_has_one_row_per_rank_every_attempt_and_the_failed_ones(retried_j
     assert path == os.path.join(jd, "report.html")
     text = open(path, encoding="utf-8").read()
     doc = Elements(text)
-    recs = [r for r in read_records(os.path.join(jd, "journal.log")) if "s" in r]
-    failed = [r for r in recs if r["s"] == "failed"]
+    recs = [r for r in read_records(os.path.join(jd, "journal.log")) if is_attempt(r)]
+    failed = [r for r in recs if kind(r) == FAILED]
     assert sorted((r["n"], r["p"], r["a"]) for r in failed) == [("clean", 3, 0), ("clean", 3, 1), ("score", 7, 0)]
     assert sorted(rows(doc)) == [1, 2, 3]
     assert len(doc.with_class("bar", tag="rect")) == len(recs)
@@ -161,7 +161,7 @@ def test_report_of_a_failed_then_resumed_job(tmp_path):
     assert re.search(r"<div class=\"tile bad\"[^>]*><div class=\"tl-label\">Failed</div><div class=\"tl-value\">1<",
                      text)
     assert "score[5]" in text and "cannot be computed" in text and "0/1 done" in text  # summary never ran
-    ok_before = sum(1 for r in read_records(os.path.join(jd, "journal.log")) if r.get("s") == "ok")
+    ok_before = sum(1 for r in read_records(os.path.join(jd, "journal.log")) if kind(r) == OK)
 
     run_report_job(root, "--num-executors", "2")  # the same job, now without the failure: resumes
     text = open(write_report(jd), encoding="utf-8").read()
@@ -259,6 +259,31 @@ def test_report_of_a_running_or_killed_job(tmp_path):
     with open(os.path.join(jd, "lock"), "w") as f:
         f.write(f"pid {gone.pid} on {socket.gethostname()}")
     assert 'id="job-status">killed<' in open(write_report(jd), encoding="utf-8").read()
+
+
+def test_a_journal_in_the_earlier_format_gives_the_same_report(tmp_path):
+    """synthetic_job writes run and end records as versions before this one did ({"type": ...}); the same
+    records in this version's format (as Journal.append stores them) read the same."""
+    from mpipipe.execution.journal import Journal, read_raw_records
+    from mpipipe.report.job import Job
+
+    old = synthetic_job(str(tmp_path / "old"), 400, 4, gap=600, fail_every=25)
+    new = str(tmp_path / "new")
+    shutil.copytree(old, new)
+    os.unlink(os.path.join(new, "journal.log"))
+    j = Journal(new)
+    j.open()
+    for rec in read_raw_records(os.path.join(old, "journal.log")):
+        j.append({k: (v.replace(old, new) if isinstance(v, str) else v) for k, v in rec.items()})
+    j.close()
+    assert [r for r in read_raw_records(os.path.join(new, "journal.log")) if "type" in r] == []
+
+    def facts(job):  # type: ignore[no-untyped-def]
+        return (job.runs, job.status, job.ran, job.failed_attempt_count, job.retried, job.reused, job.done,
+                list(job.a_node), list(job.a_part), list(job.a_fail), list(job.a_t0), job.errors, len(job.failing))
+
+    assert facts(Job.load(new)) == facts(Job.load(old))
+    assert Job.load(new).runs[0].status == "succeeded" and len(Job.load(new).runs) == 2
 
 
 def test_report_needs_a_job_directory(tmp_path):

@@ -1,13 +1,20 @@
-"""The job's journal: an append-only log of task outcomes that a re-run replays.
+"""The job's journal: an append-only log of what each run did, which a re-run replays.
 
 One record per line: 8 hex digits of CRC-32, a space, compact JSON. Writes are
 batched (one write() per batch, fsync on a timer and at the end). A torn or
-damaged last line, the only kind a crash can leave, is ignored on replay.
+damaged line, what a crash can leave at the end, is skipped on replay.
 
-A finished task is an "ok" record; the tasks of one node that one executor
-reported together share an "okb" record (columns instead of one object per
-task), which keeps million-task journals small and quick to replay.
-`read_records` gives every reader the same per-task "ok" records either way.
+Every record names its kind under one key, "s" (KIND): "run" at each start,
+"nodes" when nodes join a live run, "end" when it stops, and per task attempt
+"ok" or "failed". The finished tasks of one node that one executor reported
+together share an "okb" record (columns instead of one object per task), which
+keeps million-task journals small and quick to replay. Journals written before
+kept the kind of run, nodes and end records under "type"; they read the same.
+
+This module is the only one that knows the record layout: the constructors
+below build every kind, `read_records` (whole journals) and `JournalTail`
+(a journal that grows) are the one way to read them back, and `kind()` with the
+kind constants tells them apart.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ from json.encoder import encode_basestring_ascii
 import os
 import time
 import zlib
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Final, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypedDict, Union
 
 from mpipipe.errors import JournalError
 from mpipipe.execution.task import is_value_ref
@@ -26,46 +33,171 @@ log = logging.getLogger("mpipipe.journal")
 
 JOURNAL_NAME = "journal.log"
 
+# --- record kinds ----------------------------------------------------------------------------------------
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # made once: json.dumps(**kw) makes one a call
+KIND: Final = "s"  # the key that names a record's kind, in every record this version writes
+RUN = "run"  # a run started: its job, process, executors, platform, task count and plan
+NODES = "nodes"  # nodes joined a live run: their fingerprints
+END = "end"  # a run stopped: its status
+OK = "ok"  # a task attempt succeeded
+OK_BATCH = "okb"  # several tasks of one node that one executor reported together succeeded
+FAILED = "failed"  # a task attempt failed
+RUN_KINDS = frozenset((RUN, NODES, END))  # records about a run rather than a task
+ATTEMPT_KINDS = frozenset((OK, FAILED))  # one task attempt each, as read back (batches are read as OK records)
+_OLD_KIND = "type"  # where journals written before kept the kind of RUN_KINDS records
+
+LogRef = Sequence[Any]  # [log file, start offset, end offset or None]
 
 
-def encode(record: Dict[str, Any]) -> bytes:
-    body = _ENCODER.encode(record).encode()
-    return b"%08x %s\n" % (zlib.crc32(body), body)
+class RunRecord(TypedDict):
+    s: str
+    job: str
+    time: float
+    pid: int
+    executors: int
+    platform: str
+    total: int
+    plan: Dict[str, str]  # node name -> fingerprint
 
 
-def _text(value: Optional[str]) -> str:
-    return "null" if value is None else encode_basestring_ascii(value)
+class NodesRecord(TypedDict):
+    s: str
+    time: float
+    plan: Dict[str, str]
 
 
-def encode_ok(key: str, name: str, partition: int, attempt: int, rank: int, t0: float, t1: float,
-              output: Optional[str], value: Any, logref: Any, value_file: Optional[str] = None) -> bytes:
-    """The record of a finished task, built directly: the scheduler writes one per task, and the general
-    encoder costs about three times as much. Same JSON as encode() of the same dict (floats unrounded).
-    `value_file`: where a value too large for the journal was written, relative to the job directory."""
-    parts = ['{"s":"ok","k":', encode_basestring_ascii(key), ',"n":', encode_basestring_ascii(name),
-             ',"p":%d,"a":%d,"r":%d,"t0":%r,"t1":%r,"o":' % (partition, attempt, rank, float(t0), float(t1)),
-             _text(output)]
+class EndRecord(TypedDict):
+    s: str
+    status: str
+    time: float
+
+
+class _OkFields(TypedDict):
+    s: str
+    k: str  # task key: "<node fingerprint>:<partition>"
+    n: str  # node name
+    p: int
+    a: int  # attempt, from 0
+    r: int  # rank
+    t0: float
+    t1: float
+    o: Optional[str]  # output folder
+    log: Optional[LogRef]
+
+
+class OkRecord(_OkFields, total=False):
+    v: Any  # the task's value, when its JSON is small enough for the journal
+    vf: str  # else the file it was written to, relative to the job directory
+
+
+class FailedRecord(TypedDict):
+    s: str
+    k: str
+    n: str
+    p: int
+    a: int
+    r: int
+    t0: float
+    t1: float
+    e: str  # the error
+    log: Optional[LogRef]
+    where: Optional[str]
+
+
+class _OkBatchFields(TypedDict):
+    s: str
+    f: str  # the node's fingerprint
+    n: str
+    r: int
+    p: List[int]
+    t: float  # the earliest start; "d" holds (start, end) per task in microseconds after it
+    d: List[int]
+    lp: List[str]  # log files, referred to by index in "l"
+    l: List[Any]  # (log file index or -1, start, end) per task, flattened
+
+
+class OkBatchRecord(_OkBatchFields, total=False):
+    a: List[int]  # left out when every attempt is 0
+    o: List[Optional[str]]  # left out when no task has an output
+    v: List[Any]
+    vf: List[Optional[str]]
+
+
+Record = Dict[str, Any]  # a record as read back (see read_records)
+AnyRecord = Union[RunRecord, NodesRecord, EndRecord, OkRecord, OkBatchRecord, FailedRecord, Mapping[str, Any]]
+
+
+def kind(rec: Mapping[str, Any]) -> Optional[str]:
+    """The kind of a record (RUN, NODES, END, OK, OK_BATCH, FAILED), whichever format wrote it; None if it has
+    none."""
+    k = rec.get(KIND)
+    return k if k is not None else rec.get(_OLD_KIND)
+
+
+def is_attempt(rec: Mapping[str, Any]) -> bool:
+    """Whether a record read back is one task attempt (ATTEMPT_KINDS)."""
+    return kind(rec) in ATTEMPT_KINDS
+
+
+def task_key(fingerprint: str, partition: int) -> str:
+    """The key that names a task in the journal: its node's fingerprint and its partition."""
+    return f"{fingerprint}:{partition}"
+
+
+def split_key(key: str) -> Tuple[str, str]:
+    """(node fingerprint, partition as written) of a task key."""
+    fingerprint, _, partition = key.rpartition(":")
+    return fingerprint, partition
+
+
+def _now() -> float:
+    return time.time()
+
+
+def run_record(job: str, plan: Mapping[str, str], executors: int, platform: str, total: int,
+               pid: Optional[int] = None, time: Optional[float] = None) -> RunRecord:
+    """A run starts: the plan's fingerprints by node name (what a later run compares its own with)."""
+    return {KIND: RUN, "job": job, "time": _now() if time is None else time,
+            "pid": os.getpid() if pid is None else pid, "executors": executors, "platform": platform,
+            "total": total, "plan": dict(plan)}
+
+
+def nodes_record(plan: Mapping[str, str], time: Optional[float] = None) -> NodesRecord:
+    """Nodes join a live run: their fingerprints by name, compared like a run record's plan."""
+    return {KIND: NODES, "time": _now() if time is None else time, "plan": dict(plan)}
+
+
+def end_record(status: str, time: Optional[float] = None) -> EndRecord:
+    """A run stops: "succeeded", "failed", "interrupted", ... (a run without one was killed)."""
+    return {KIND: END, "status": status, "time": _now() if time is None else time}
+
+
+def ok_record(key: str, name: str, partition: int, attempt: int, rank: int, t0: float, t1: float,
+              output: Optional[str], value: Any = None, log: Optional[LogRef] = None,
+              value_file: Optional[str] = None) -> OkRecord:
+    """A finished task, with the fields in the order encode_ok writes them (so both give the same bytes)."""
+    rec: Dict[str, Any] = {KIND: OK, "k": key, "n": name, "p": partition, "a": attempt, "r": rank, "t0": t0,
+                           "t1": t1, "o": output}
     if value is not None:
-        parts += [',"v":', _ENCODER.encode(value)]
+        rec["v"] = value
     if value_file is not None:
-        parts += [',"vf":', encode_basestring_ascii(value_file)]
-    if logref is None:
-        parts.append(',"log":null}')
-    else:
-        path, start, end = logref
-        parts.append(',"log":[%s,%s,%s]}' % (_text(path), "null" if start is None else int(start),
-                                              "null" if end is None else int(end)))
-    body = "".join(parts).encode()
-    return b"%08x %s\n" % (zlib.crc32(body), body)
+        rec["vf"] = value_file
+    rec["log"] = None if log is None else list(log)
+    return rec  # type: ignore[return-value]
 
 
-def encode_ok_batch(fingerprint: str, name: str, rank: int, records: List[Dict[str, Any]]) -> bytes:
+def failed_record(key: str, name: str, partition: int, attempt: int, rank: int, t0: float, t1: float,
+                  error: str, log: Optional[LogRef] = None, where: Optional[str] = None) -> FailedRecord:
+    """A failed task attempt: its error, its log, and where it failed when that was not in the task itself."""
+    return {KIND: FAILED, "k": key, "n": name, "p": partition, "a": attempt, "r": rank,
+            "t0": t0, "t1": t1, "e": error, "log": None if log is None else list(log), "where": where}
+
+
+def ok_batch_record(fingerprint: str, name: str, rank: int, records: Sequence[Mapping[str, Any]]) -> OkBatchRecord:
     """One record for several finished tasks of a node, from their "ok" records (p, a, t0, t1, o, v, vf, log).
     Times are kept to the microsecond as offsets from the earliest start."""
     base = min(r["t0"] for r in records)
-    rec: Dict[str, Any] = {"s": "okb", "f": fingerprint, "n": name, "r": rank, "p": [r["p"] for r in records]}
+    rec: Dict[str, Any] = {KIND: OK_BATCH, "f": fingerprint, "n": name, "r": rank, "p": [r["p"] for r in records]}
     if any(r["a"] for r in records):
         rec["a"] = [r["a"] for r in records]
     rec["t"] = base
@@ -86,18 +218,86 @@ def encode_ok_batch(fingerprint: str, name: str, rank: int, records: List[Dict[s
             logs += (paths.setdefault(ref[0], len(paths)), ref[1], ref[2])
     rec["lp"] = list(paths)
     rec["l"] = logs
-    return encode(rec)
+    return rec  # type: ignore[return-value]
 
 
-def expand(rec: Dict[str, Any], logs: bool = True) -> List[Dict[str, Any]]:
-    """The per-task "ok" records of an "okb" record (any other record: itself). Without `logs` the records
+# --- encoding ----------------------------------------------------------------------------------------------
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # made once: json.dumps(**kw) makes one a call
+
+
+def encode(record: Mapping[str, Any]) -> bytes:
+    """A record's line, as given (see Journal.append for records in the format of earlier versions)."""
+    body = _ENCODER.encode(record).encode()
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+def _text(value: Optional[str]) -> str:
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+def encode_ok(key: str, name: str, partition: int, attempt: int, rank: int, t0: float, t1: float,
+              output: Optional[str], value: Any, logref: Any, value_file: Optional[str] = None) -> bytes:
+    """The line of ok_record(...), built directly: the scheduler writes one per task, and the general encoder
+    costs about three times as much. Same bytes as encode(ok_record(...)) (floats unrounded).
+    `value_file`: where a value too large for the journal was written, relative to the job directory."""
+    parts = ['{"s":"ok","k":', encode_basestring_ascii(key), ',"n":', encode_basestring_ascii(name),
+             ',"p":%d,"a":%d,"r":%d,"t0":%r,"t1":%r,"o":' % (partition, attempt, rank, float(t0), float(t1)),
+             _text(output)]
+    if value is not None:
+        parts += [',"v":', _ENCODER.encode(value)]
+    if value_file is not None:
+        parts += [',"vf":', encode_basestring_ascii(value_file)]
+    if logref is None:
+        parts.append(',"log":null}')
+    else:
+        path, start, end = logref
+        parts.append(',"log":[%s,%s,%s]}' % (_text(path), "null" if start is None else int(start),
+                                              "null" if end is None else int(end)))
+    body = "".join(parts).encode()
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+def encode_ok_batch(fingerprint: str, name: str, rank: int, records: Sequence[Mapping[str, Any]]) -> bytes:
+    """The line of ok_batch_record(...)."""
+    return encode(ok_batch_record(fingerprint, name, rank, records))
+
+
+def _as_stored(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A record in this version's format: a run, nodes or end record given the way earlier versions wrote it
+    ({"type": ...}) gets its kind under KIND."""
+    if KIND in record or record.get(_OLD_KIND) not in RUN_KINDS:
+        return record
+    out: Dict[str, Any] = {KIND: record[_OLD_KIND]}
+    out.update((k, v) for k, v in record.items() if k != _OLD_KIND)
+    return out
+
+
+def _as_read(rec: Record) -> Record:
+    """How read_records gives a run, nodes or end record: its kind under "type", as earlier versions wrote
+    it, and no "s", for code outside this module that still tests rec.get("type") or takes any record with
+    an "s" for a task attempt (tests of other parts). kind() reads it either way; once nothing else looks at
+    the keys, read_records can give records as stored."""
+    k = rec.get(KIND)
+    if k not in RUN_KINDS:
+        return rec
+    out: Record = {_OLD_KIND: k}
+    out.update((x, v) for x, v in rec.items() if x != KIND)
+    return out
+
+
+# --- decoding ----------------------------------------------------------------------------------------------
+
+
+def expand(rec: Record, logs: bool = True) -> List[Record]:
+    """The per-task OK records of an OK_BATCH record (any other record: itself). Without `logs` the records
     leave out their log reference (what a replay does not need)."""
-    if rec.get("s") != "okb":
+    if rec.get(KIND) != OK_BATCH:
         return [rec]
     fp, name, rank, base, d = rec["f"], rec["n"], rec["r"], rec["t"], rec["d"]
     parts = rec["p"]
     n = len(parts)
-    out = [{"s": "ok", "k": f"{fp}:{p}", "n": name, "p": p, "a": a, "r": rank, "t0": base + b / 1e6,
+    out = [{KIND: OK, "k": f"{fp}:{p}", "n": name, "p": p, "a": a, "r": rank, "t0": base + b / 1e6,
             "t1": base + e / 1e6, "o": o}
            for p, a, b, e, o in zip(parts, rec.get("a") or [0] * n, d[0::2], d[1::2], rec.get("o") or [None] * n)]
     values = rec.get("v")
@@ -117,8 +317,8 @@ def expand(rec: Dict[str, Any], logs: bool = True) -> List[Dict[str, Any]]:
     return out
 
 
-def decode(line: bytes) -> Optional[Dict[str, Any]]:
-    """The record on a line, or None if the line is torn or damaged."""
+def decode(line: bytes) -> Optional[Record]:
+    """The record on a line as written, or None if the line is torn or damaged."""
     if len(line) < 10 or line[8:9] != b" " or not line.endswith(b"\n"):
         return None
     body = line[9:-1]
@@ -182,9 +382,9 @@ class RecordCheck:
         folder = self._real_dir(os.path.dirname(path))
         return folder == self.real or folder.startswith(self.real + "/")
 
-    def problem(self, rec: Dict[str, Any]) -> str:
-        """Why an "ok" record cannot be trusted ('' when it can); other records name no output."""
-        if rec.get("s") != "ok":
+    def problem(self, rec: Record) -> str:
+        """Why an OK record cannot be trusted ('' when it can); other records name no output."""
+        if rec.get(KIND) != OK:
             return ""
         node, out, vf = rec.get("n"), rec.get("o"), rec.get("vf")
         if out is not None and not self.output_ok(out, node):
@@ -193,8 +393,8 @@ class RecordCheck:
             return f"value file {vf!r} is not in the job's values/{node}/"
         return ""
 
-    def batch_problems(self, rec: Dict[str, Any]) -> Dict[int, str]:
-        """Index -> problem of the tasks of an "okb" record whose output or value file cannot be trusted."""
+    def batch_problems(self, rec: Record) -> Dict[int, str]:
+        """Index -> problem of the tasks of an OK_BATCH record whose output or value file cannot be trusted."""
         node = rec.get("n")
         bad: Dict[int, str] = {}
         outs = rec.get("o") or ()
@@ -216,7 +416,7 @@ class RecordCheck:
         if len(self.examples) < 3:
             self.examples.append(f"line {line}: {problem}")
 
-    def without_foreign_log(self, line: int, rec: Dict[str, Any]) -> Dict[str, Any]:
+    def without_foreign_log(self, line: int, rec: Record) -> Record:
         """The record without a log reference that points outside the job directory (what readers open)."""
         ref = rec.get("log")
         if ref is None or (isinstance(ref, list) and ref and self.log_ok(ref[0])):
@@ -249,35 +449,45 @@ def _part_name(name: str) -> bool:
     return _plain_name(name) and not name.startswith(".")
 
 
-def read_records(path: str) -> Iterator[Dict[str, Any]]:
-    """Every intact record, in order, batches as one "ok" record per task; damaged lines are skipped and
-    records naming files outside the job directory (the journal's folder) dropped, each kind reported once."""
+def read_records(path: str) -> Iterator[Record]:
+    """Every intact record of a journal, in order, the one way to read one back: batches as one OK record per
+    task; run, nodes and end records as _as_read gives them; damaged lines skipped and records naming files
+    outside the job directory (the journal's folder) dropped, each kind of problem reported once. Journals
+    of earlier versions read the same."""
     check = RecordCheck(os.path.dirname(path), path)
-    for line, rec in _numbered(path):
-        if rec.get("s") == "okb":
+    yield from _checked(_numbered(path), check)
+    check.warn()
+
+
+def _checked(numbered: Iterable[Tuple[int, Record]], check: RecordCheck) -> Iterator[Record]:
+    """The records of (line number, record as written) pairs, as read_records gives them."""
+    for line, rec in numbered:
+        k = kind(rec)
+        if k == OK_BATCH:
             bad = check.batch_problems(rec)
             for i, r in enumerate(expand(rec)):
                 if i in bad:
                     check.note(line, bad[i])
                     continue
                 yield check.without_foreign_log(line, r)
-            continue
-        problem = check.problem(rec)
-        if problem:
-            check.note(line, problem)
+        elif k in RUN_KINDS:
+            yield _as_read(rec)
         else:
-            yield check.without_foreign_log(line, rec)
-    check.warn()
+            problem = check.problem(rec)
+            if problem:
+                check.note(line, problem)
+            else:
+                yield check.without_foreign_log(line, rec)
 
 
-def read_raw_records(path: str) -> Iterator[Dict[str, Any]]:
-    """Every intact record as written ("okb" batches whole, paths unchecked); damaged lines are skipped
-    (reported once)."""
+def read_raw_records(path: str) -> Iterator[Record]:
+    """Every intact record as written (batches whole, paths unchecked), for tests of the format; damaged
+    lines are skipped (reported once)."""
     for _line, rec in _numbered(path):
         yield rec
 
 
-def _numbered(path: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
+def _numbered(path: str) -> Iterator[Tuple[int, Record]]:
     """(line number, record) of every intact line; damaged lines are skipped (reported once)."""
     try:
         f = open(path, "rb")
@@ -295,8 +505,52 @@ def _numbered(path: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
         log.warning("%s: skipped %d damaged record(s) (a torn last write is expected after a crash)", path, bad)
 
 
+class JournalTail:
+    """The records a growing journal gained since the last look, as read_records gives them: for a process
+    that follows a job from outside (it reads only what was appended, and a line only once it is whole).
+    Problems are not logged: the job's own replay reports them."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._start()
+
+    def _start(self) -> None:
+        self._offset = 0
+        self._inode: Optional[int] = None
+        self._partial = b""
+        self._line = 0
+        self._check = RecordCheck(os.path.dirname(self.path), self.path)
+
+    def read(self) -> Tuple[bool, List[Record]]:
+        """(started over, the new records). Started over: the journal was replaced or shrank (--fresh moved
+        it aside), and the records are the new journal's from its first line."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False, []
+        again = self._inode is not None and (st.st_ino != self._inode or st.st_size < self._offset)
+        if again:
+            self._start()
+        self._inode = st.st_ino
+        if st.st_size <= self._offset:
+            return again, []
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read(st.st_size - self._offset)
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        numbered = []
+        for line in lines:
+            self._line += 1
+            rec = decode(line + b"\n")
+            if rec is not None:
+                numbered.append((self._line, rec))
+        return again, list(_checked(numbered, self._check))
+
+
 class Journal:
-    """Appends outcome records for rank 0; `replay()` gives what earlier runs finished."""
+    """Appends records for rank 0; `replay_by_node()` gives what earlier runs finished."""
 
     def __init__(self, job_dir: str, flush_every: float = 0.2, fsync_every: float = 2.0) -> None:
         self.job_dir = job_dir
@@ -309,10 +563,10 @@ class Journal:
         self.previous_plan: Dict[str, str] = {}  # node name -> fingerprint, from the runs replay_by_node() read
         self._last_fsync = time.monotonic()
 
-    def replay_by_node(self) -> Dict[str, Dict[int, Dict[str, Any]]]:
+    def replay_by_node(self) -> Dict[str, Dict[int, Record]]:
         """Node fingerprint -> partition -> its last successful outcome record (what the scheduler reuses).
         Records naming an output or value file outside the job directory are left out (see RecordCheck)."""
-        done: Dict[str, Dict[int, Dict[str, Any]]] = {}
+        done: Dict[str, Dict[int, Record]] = {}
         self.previous_plan = {}
         if os.path.lexists(self.path):
             from mpipipe.ownership import check_trusted_file
@@ -320,8 +574,8 @@ class Journal:
             check_trusted_file(self.path, "journal")  # what it says is reused as outputs and values
         check = RecordCheck(self.job_dir, self.path)
         for line, rec in _numbered(self.path):
-            s = rec.get("s")
-            if s == "okb":
+            k = kind(rec)
+            if k == OK_BATCH:
                 parts = done.setdefault(rec["f"], {})
                 bad = check.batch_problems(rec)
                 for i, r in enumerate(expand(rec, logs=False)):
@@ -329,17 +583,17 @@ class Journal:
                         check.note(line, bad[i])
                         continue
                     parts[r["p"]] = r
-            elif s == "ok":
+            elif k == OK:
                 problem = check.problem(rec)
                 if problem:
                     check.note(line, problem)
                     continue
-                fp, _, p = rec["k"].rpartition(":")
+                fp, p = split_key(rec["k"])
                 try:
                     done.setdefault(fp, {})[int(p)] = rec
                 except ValueError:
                     continue  # not a key this version writes
-            elif rec.get("type") in ("run", "nodes") and isinstance(rec.get("plan"), dict):
+            elif k in (RUN, NODES) and isinstance(rec.get("plan"), dict):
                 self.previous_plan.update(rec["plan"])  # node name -> fingerprint, as of the latest run
         check.warn()
         return done
@@ -369,11 +623,12 @@ class Journal:
                 if f.read(1) != b"\n":
                     os.write(self._fd, b"\n")
 
-    def append(self, record: Dict[str, Any]) -> None:
-        self._buf.append(encode(record))
+    def append(self, record: AnyRecord) -> None:
+        """A record of a constructor above (or a dict in the format of earlier versions, stored in this one's)."""
+        self._buf.append(encode(_as_stored(record)))
 
     def append_line(self, line: bytes) -> None:
-        """A record already encoded (encode_ok)."""
+        """A record already encoded (encode_ok, encode_ok_batch)."""
         self._buf.append(line)
 
     def maybe_flush(self, now: float) -> None:

@@ -12,21 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence
 
-
-def _fmt_secs(s: float) -> str:
-    if s < 60:
-        return f"{s:.1f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+from mpipipe.fmt import fmt_bytes, fmt_count, fmt_dur, fmt_rate
 
 
 @dataclass
@@ -66,9 +52,9 @@ class Progress:
         rate = (done - self._last_done) / elapsed
         self._last, self._last_done = now, done
         left = self.total - done - cached
-        eta = f", ETA {_fmt_secs(left / rate)}" if rate > 0 and left > 0 else ""
-        head = (f"[mpipipe] {done + cached:,}/{self.total:,} tasks done ({cached:,} from journal), {running} running, "
-                f"{failed} failed, {retried} retried | {rate:,.0f} tasks/s{eta}")
+        eta = f", ETA {fmt_dur(left / rate)}" if rate > 0 and left > 0 else ""
+        head = (f"[mpipipe] {fmt_count(done + cached)}/{fmt_count(self.total)} tasks done ({fmt_count(cached)} from "
+                f"journal), {running} running, {failed} failed, {retried} retried | {fmt_rate(rate, 'tasks')}{eta}")
         if self.tty and nodes is not None:
             self._draw([head] + [self._bar(n, elapsed) for n in nodes()])
         else:
@@ -85,10 +71,10 @@ class Progress:
         fill = int(width * n.done / n.total) if n.total else width
         bar = "#" * fill + "." * (width - fill)
         left = n.total - n.done - n.failed
-        eta = f" ETA {_fmt_secs(left / rate)}" if rate > 0 and left > 0 else ""
+        eta = f" ETA {fmt_dur(left / rate)}" if rate > 0 and left > 0 else ""
         fails = f", {n.failed} failed" if n.failed else ""
-        return (f"  {n.name[:24]:<24} [{bar}] {n.done:,}/{n.total:,} done, {n.running} running{fails}"
-                f" | {rate:,.0f}/s{eta}")
+        return (f"  {n.name[:24]:<24} [{bar}] {fmt_count(n.done)}/{fmt_count(n.total)} done, {n.running} running"
+                f"{fails} | {fmt_rate(rate)}{eta}")
 
     def _draw(self, lines: List[str]) -> None:
         out = []
@@ -105,27 +91,29 @@ class Progress:
             elapsed = max(time.monotonic() - self._last, 1e-9)
             counts = list(nodes())
             done = sum(n.done for n in counts)
-            self._draw([f"[mpipipe] {done:,}/{self.total:,} tasks done"] + [self._bar(n, elapsed) for n in counts])
+            self._draw([f"[mpipipe] {fmt_count(done)}/{fmt_count(self.total)} tasks done"]
+                       + [self._bar(n, elapsed) for n in counts])
 
     def summary(self, stats: Dict[str, Any], outputs: List[str]) -> None:
         wall = time.monotonic() - self.start
         ran = stats["ran"]
         rate = ran / wall if wall > 0 else 0.0
         lines = [
-            f"[mpipipe] job {stats['job_id']} {stats['status']} in {_fmt_secs(wall)}: "
-            f"{ran:,} tasks ran ({rate:,.0f}/s), {stats['cached']:,} reused from the journal, "
+            f"[mpipipe] job {stats['job_id']} {stats['status']} in {fmt_dur(wall)}: "
+            f"{fmt_count(ran)} tasks ran ({fmt_rate(rate)}), {fmt_count(stats['cached'])} reused from the journal, "
             f"{stats['retried']} retried, {stats['failed']} failed; {stats['executors']} executor(s) on {stats['platform']}",
         ]
         if stats.get("bytes_read") or stats.get("bytes_written"):
-            lines.append(f"[mpipipe] data: {_fmt_bytes(stats.get('bytes_read', 0))} read, "
-                         f"{_fmt_bytes(stats.get('bytes_written', 0))} written, {stats.get('rows_written', 0):,} rows written")
+            lines.append(f"[mpipipe] data: {fmt_bytes(stats.get('bytes_read', 0))} read, "
+                         f"{fmt_bytes(stats.get('bytes_written', 0))} written, "
+                         f"{fmt_count(stats.get('rows_written', 0))} rows written")
         if stats.get("speculated"):
             lines.append(f"[mpipipe] speculation: {stats['speculated']} copy(ies) of straggling tasks started, "
                          f"{stats.get('speculation_won', 0)} finished first")
         lines.append(f"[mpipipe] job directory: {stats['job_dir']}")
         slow = stats.get("slowest") or []
         if slow:
-            lines.append("[mpipipe] slowest tasks: " + ", ".join(f"{n}[{p}] {d:.2f}s" for d, n, p in slow))
+            lines.append("[mpipipe] slowest tasks: " + ", ".join(f"{n}[{p}] {fmt_dur(d)}" for d, n, p in slow))
         if outputs:
             shown = outputs[:3] + ([f"... ({len(outputs)} in all)"] if len(outputs) > 3 else [])
             lines.append("[mpipipe] outputs: " + " ".join(shown))

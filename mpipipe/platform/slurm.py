@@ -40,10 +40,9 @@ from mpipipe.platform.slurm_array import ArrayChunk, ElementResult, SlurmArray, 
 from mpipipe.platform.slurm_build import (array_range, batch_script, check_signal, output_path, output_template,
                                           sbatch_argv, sbatch_line, sbatch_options, srun_argv, world_tasks,
                                           write_script)
+from mpipipe.platform.slurm_jobfiles import SLURM_DIR, SUBMISSIONS, read_exit
 from mpipipe.platform.slurm_options import SlurmOptions, resolve
 
-SLURM_DIR = "slurm"  # <job_dir>/slurm: batch script, output files, exit codes, submissions
-SUBMISSIONS = "submissions.jsonl"
 COMMENT_PREFIX = "mpipipe:"
 
 # --- where we are ----------------------------------------------------------------------------------
@@ -145,17 +144,6 @@ def record_submission(job_dir: str, record: Dict[str, Any]) -> None:
 
 def submissions(job_dir: str) -> List[Dict[str, Any]]:
     return _read_json_lines(os.path.join(job_dir, SLURM_DIR, SUBMISSIONS))
-
-
-def read_exit(job_dir: str, job_id: str) -> Optional[Dict[str, Any]]:
-    """The exit record the batch script wrote when the job ended (None while it runs or if it never got there)."""
-    path = os.path.join(job_dir, SLURM_DIR, f"{job_id}.exit.json")
-    try:
-        with open(path) as f:
-            rec = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) else None
 
 
 def find_job_dir(job_id: str) -> Optional[str]:

@@ -20,22 +20,15 @@ import time
 from typing import IO, Any, Dict, List, Optional, Set
 
 from mpipipe.errors import PlatformError
-from mpipipe.execution.journal import JOURNAL_NAME, decode
+from mpipipe.execution.journal import END, FAILED, JOURNAL_NAME, OK, RUN, JournalTail, kind, split_key
 from mpipipe.execution.progress import Progress, read_state
+from mpipipe.fmt import fmt_count, fmt_dur, fmt_rate
 from mpipipe.platform import slurm_commands as sc
-from mpipipe.platform.slurm import read_exit
 from mpipipe.platform.slurm_batch import PREFIX as BATCH_PREFIX
+from mpipipe.platform.slurm_jobfiles import read_exit
 
 PROGRESS_LINE = re.compile(r"^\[mpipipe\] [\d,]+/[\d,]+ tasks done")
 TAIL_LINES = 30
-
-
-def _fmt_secs(s: float) -> str:
-    if s < 60:
-        return f"{s:.0f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
 
 
 class JournalProgress:
@@ -43,13 +36,13 @@ class JournalProgress:
 
     def __init__(self, job_dir: str) -> None:
         self.job_dir = job_dir
-        self.path = os.path.join(job_dir, JOURNAL_NAME)
-        self._offset = 0
-        self._inode: Optional[int] = None
-        self._partial = b""
-        self._ok: Dict[str, Set[str]] = {}  # fingerprint -> partitions done
+        self._tail = JournalTail(os.path.join(job_dir, JOURNAL_NAME))
         self._fingerprints: Optional[Set[str]] = None
         self._job_mtime = 0.0
+        self._start()
+
+    def _start(self) -> None:
+        self._ok: Dict[str, Set[str]] = {}  # fingerprint -> partitions done
         self.total = 0
         self.runs = 0
         self.failed = 0  # failed attempts since the latest run record
@@ -69,41 +62,26 @@ class JournalProgress:
             pass
 
     def update(self) -> None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return
-        if self._inode is not None and (st.st_ino != self._inode or st.st_size < self._offset):
-            self.__init__(self.job_dir)  # type: ignore[misc]  # --fresh moved the journal aside: start over
-        self._inode = st.st_ino
-        if st.st_size > self._offset:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read(st.st_size - self._offset)
-            self._offset += len(data)
-            lines = (self._partial + data).split(b"\n")
-            self._partial = lines.pop()
-            for line in lines:
-                rec = decode(line + b"\n")
-                if rec is not None:
-                    self._take(rec)
+        again, records = self._tail.read()
+        if again:
+            self._start()  # --fresh moved the journal aside: count the new one
+        for rec in records:
+            self._take(rec)
         self._read_fingerprints()
 
     def _take(self, rec: Dict[str, Any]) -> None:
-        kind = rec.get("type")
-        if kind == "run":
+        k = kind(rec)
+        if k == RUN:
             self.runs += 1
             self.total = int(rec.get("total") or 0)
             self.failed = 0
             self.ended = None
-        elif kind == "end":
+        elif k == END:
             self.ended = rec.get("status")
-        elif rec.get("s") == "okb":
-            self._ok.setdefault(rec["f"], set()).update(str(p) for p in rec["p"])
-        elif rec.get("s") == "ok" and isinstance(rec.get("k"), str):
-            fp, _, part = rec["k"].rpartition(":")
-            self._ok.setdefault(fp, set()).add(part)
-        elif rec.get("s") is not None:
+        elif k == OK and isinstance(rec.get("k"), str):
+            fingerprint, partition = split_key(rec["k"])
+            self._ok.setdefault(fingerprint, set()).add(partition)
+        elif k == FAILED:
             self.failed += 1
 
     @property
@@ -174,10 +152,10 @@ class JobWatcher:
             return
         rate = (p.done - last["done"]) / max(now - last["t"], 1e-9)
         left = p.total - p.done
-        eta = f", ETA {_fmt_secs(left / rate)}" if rate > 0 and left > 0 else ""
+        eta = f", ETA {fmt_dur(left / rate)}" if rate > 0 and left > 0 else ""
         run = f", run {p.runs}" if p.runs > 1 else ""
-        head = (f"{p.done:,}/{p.total:,} tasks done, {p.failed} failed | SLURM job {self.job_id} "
-                f"{self.state}{run} | {rate:,.1f} tasks/s{eta}")
+        head = (f"{fmt_count(p.done)}/{fmt_count(p.total)} tasks done, {p.failed} failed | SLURM job {self.job_id} "
+                f"{self.state}{run} | {fmt_rate(rate, 'tasks')}{eta}")
         nodes = read_state(self.job_dir) if self.bars.tty else []
         if nodes:
             self.bars.draw_nodes(f"[mpipipe] {head}", nodes, max(now - last["t"], 1e-9))

@@ -1,4 +1,4 @@
-"""Small formatting helpers of the report: escaping, durations, sizes, axis ticks, graph layers."""
+"""Helpers of the report's HTML and SVG: escaping, axis ticks, graph layers (durations and sizes: mpipipe.fmt)."""
 
 from __future__ import annotations
 
@@ -13,35 +13,8 @@ def esc(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
 
-def fmt_dur(s: float) -> str:
-    if s != s or s < 0:
-        return "?"
-    if s < 1e-3:
-        return f"{s * 1e6:.0f}µs"
-    if s < 0.01:
-        return f"{s * 1e3:.1f}ms"
-    if s < 1:
-        return f"{s * 1e3:.0f}ms"
-    if s < 10:
-        return f"{s:.2f}s"
-    if s < 60:
-        return f"{s:.1f}s"
-    if s < 3600:
-        m, sec = divmod(int(round(s)), 60)
-        return f"{m}m {sec:02d}s"
-    h, rest = divmod(int(round(s)), 3600)
-    return f"{h}h {rest // 60:02d}m"
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"
-
-
 def fmt_tick(t: float, step: float) -> str:
+    """An axis label: like fmt_dur, without the parts that are zero (ticks fall on round times)."""
     if step < 1:
         digits = next((d for d in range(4) if abs(round(step, d) - step) < 1e-9), 3)
         return f"{t:.{digits}f}s"
@@ -50,9 +23,9 @@ def fmt_tick(t: float, step: float) -> str:
         return f"{t}s"
     if t < 3600:
         m, s = divmod(t, 60)
-        return f"{m}m" if s == 0 else f"{m}m{s:02d}s"
+        return f"{m}m" if s == 0 else f"{m}m {s:02d}s"
     h, rest = divmod(t, 3600)
-    return f"{h}h" if rest == 0 else f"{h}h{rest // 60:02d}m"
+    return f"{h}h" if rest == 0 else f"{h}h {rest // 60:02d}m"
 
 
 def nice_step(span: float, target: int) -> float:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from mpipipe.errors import JournalError
-from mpipipe.execution.journal import JOURNAL_NAME, read_records
+from mpipipe.execution.journal import ATTEMPT_KINDS, END, JOURNAL_NAME, OK, RUN, kind, read_records, split_key
+
 MAX_BARS = 20_000             # task attempts drawn one by one; beyond, time slices per rank
 MAX_FAILURE_ROWS = 200        # rows of the failures table
 MAX_TRACKED_FAILURES = 100_000  # failing tasks whose details are kept (the rest are only counted)
@@ -108,16 +109,16 @@ class Job:
     # one pass over the records
     def read_journal(self, records: Iterable[Dict[str, Any]]) -> None:
         for rec in records:
-            kind = rec.get("type")
-            if kind == "run":
+            k = kind(rec)
+            if k == RUN:
                 self.runs.append(_Run(len(self.runs), num(rec.get("time")), rec.get("pid"), rec.get("executors"),
                                       rec.get("platform"), rec.get("total")))
-            elif kind == "end":
+            elif k == END:
                 if self.runs:
                     self.runs[-1].end = num(rec.get("time"))
                     self.runs[-1].status = str(rec.get("status"))
-            elif rec.get("s") in ("ok", "failed") and "n" in rec:
-                self._attempt(rec)
+            elif k in ATTEMPT_KINDS and "n" in rec:
+                self._attempt(rec, k == OK)
 
     def _node_index(self, name: str) -> int:
         if name not in self.name_index:  # a node of an earlier plan, no longer in job.json
@@ -125,7 +126,7 @@ class Job:
             self.names.append(name)
         return self.name_index[name]
 
-    def _attempt(self, rec: Dict[str, Any]) -> None:
+    def _attempt(self, rec: Dict[str, Any], ok: bool) -> None:
         if not self.runs:
             self.runs.append(_Run(0, None, None, None, None, None))
         run = self.runs[-1]
@@ -137,9 +138,9 @@ class Job:
         t0, t1 = num(rec.get("t0")) or 0.0, num(rec.get("t1")) or 0.0
         if t1 < t0:
             t1 = t0
-        failed = rec.get("s") != "ok"
+        failed = not ok
         key = str(rec.get("k", f"{name}:{p}"))
-        fp = key.rpartition(":")[0]
+        fp = split_key(key)[0]
         cur = self.by_fp.get(fp)
         current = cur is not None and self.names[cur] == name
         i = len(self.a_node)

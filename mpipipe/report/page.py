@@ -10,8 +10,10 @@ from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 import mpipipe
+from mpipipe.atomic import PRIVATE_FILE, atomic_write
+from mpipipe.fmt import fmt_bytes, fmt_dur
 from mpipipe.report.assets import CSS, JS, node_color
-from mpipipe.report.fmt import clip, coord, esc, fmt_bytes, fmt_dur, js_json, layers
+from mpipipe.report.fmt import clip, coord, esc, js_json, layers
 from mpipipe.report.job import MAX_FAILURE_ROWS, MAX_HISTOGRAMS, Job, disk_usage, num
 from mpipipe.report.timeline import Timeline
 
@@ -26,15 +28,9 @@ def write_report(job_dir: str, out_path: Optional[str] = None) -> str:
     page = _Page(job, os.path.dirname(out)).render()
     os.makedirs(os.path.dirname(out), exist_ok=True)
     folder, job_real = os.path.realpath(os.path.dirname(out)), os.path.realpath(job_dir)
-    if folder == job_real or folder.startswith(job_real + os.sep):
-        from mpipipe.ownership import write_private_file
-
-        write_private_file(out, page.encode("utf-8"))  # like every file of the job directory: owner-only
-        return out
-    tmp = f"{out}.tmp.{os.getpid()}"  # elsewhere (to be mailed or published): the user's umask decides
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, out)
+    inside = folder == job_real or folder.startswith(job_real + os.sep)
+    # in the job directory owner-only like all its files; elsewhere (to be mailed or published) the umask decides
+    atomic_write(out, page.encode("utf-8"), PRIVATE_FILE if inside else None)
     return out
 
 

@@ -10,8 +10,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence, Tuple
 
+from mpipipe.fmt import fmt_dur
 from mpipipe.report.assets import PALETTE, SVG_DEFS, node_color
-from mpipipe.report.fmt import coord, esc, fmt_dur, fmt_tick, nice_step
+from mpipipe.report.fmt import coord, esc, fmt_tick, nice_step
 from mpipipe.report.job import MAX_BARS, MAX_LANES, Job
 
 # geometry (pixels)
@@ -341,10 +342,10 @@ class Timeline:
         for r in j.runs[1:]:
             if r.time is None:
                 continue
-            c = next((c for c in self.clusters if r.index in c.runs), None)
-            if c is None or r.time <= c.start + 1e-6:
+            home = next((c for c in self.clusters if r.index in c.runs), None)
+            if home is None or r.time <= home.start + 1e-6:
                 continue
-            x = LABEL_W + c.x0 + (r.time - c.start) * self.scale
+            x = LABEL_W + home.x0 + (r.time - home.start) * self.scale
             over.append(f"<line class=\"runline\" x1=\"{coord(x)}\" x2=\"{coord(x)}\" y1=\"{AXIS_H - 6}\" "
                         f"y2=\"{height - AXIS_H}\"/><text class=\"runl\" x=\"{coord(x + 3)}\" y=\"{AXIS_H - 8}\">run "
                         f"{r.index + 1}</text>")
