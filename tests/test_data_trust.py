@@ -408,6 +408,19 @@ def test_nullability_does_not_depend_on_the_data(tmp_path):
         assert got["with_nulls"] == got["no_nulls"], step
 
 
+def test_the_sink_copies_a_users_file_as_it_is_but_makes_this_jobs_files_nullable(tmp_path):
+    strict = pa.schema([pa.field("a", pa.int64(), nullable=False), ("b", pa.string())])
+    job = tmp_path / "job"
+    (job / "outputs").mkdir(parents=True)
+    mine = write(job / "outputs" / "bucket.parquet", 5, schema=strict)
+    users = write(tmp_path / "users.parquet", 5, schema=strict)
+    out = tmp_path / "out"
+    sink_local(str(out), "copy", [("mine", PartitionData([Fragment(mine)])), ("users", PartitionData([Fragment(users)]))],
+               job_output(tmp_path), str(job))
+    assert all(f.nullable for f in pq.read_schema(str(out / "mine-000000.parquet")))
+    assert (out / "users-000000.parquet").read_bytes() == open(users, "rb").read()
+
+
 def test_sql_output_files_are_nullable_and_keep_order_and_types(tmp_path):
     src = write(tmp_path / "in.parquet", 1000)
     out = str(tmp_path / "out.parquet")

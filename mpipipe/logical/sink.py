@@ -79,6 +79,6 @@ class DataSinkNode(DataNode):
         named = list(zip(self.input_names or (), inputs))
         if is_uri(self.output_path) and not self.output_path.startswith("file://"):
             return sink_uri(self.output_path, named, task.output_dir)
-        return sink_local(self.output_path, self.type, named, task.output_dir)
+        return sink_local(self.output_path, self.type, named, task.output_dir, getattr(task, "job_dir", ""))
 
 

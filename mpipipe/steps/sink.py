@@ -50,10 +50,11 @@ def foreign_contents(path: str) -> bool:
 Entry = Tuple[str, List[Fragment], Optional[Any], Optional[Any]]
 
 
-def _place(entry: Entry, dest: str, how: str) -> None:
+def _place(entry: Entry, dest: str, how: str, job_dir: str = "") -> None:
     """Link or copy a whole local Parquet file whose footer was read and whose layout is the input's; text
     files of one format are converted together by DuckDB (so they agree on types); anything else (slices,
-    object-store files, files in another column order or with NOT NULL columns) is read and written anew."""
+    object-store files, files in another column order, this job's files with NOT NULL columns) is read and
+    written anew."""
     _, frags, schema, footer = entry
     frag = frags[0]
     if frag.format != "parquet":
@@ -61,11 +62,13 @@ def _place(entry: Entry, dest: str, how: str) -> None:
         return
     local = not is_uri(frag.path) or frag.path.startswith("file://")
     layout = _metadata_schema(footer, frag.path) if footer is not None else None
-    # a file with NOT NULL columns (DuckDB's hash buckets, or a user's file) is written anew as nullable,
-    # so what a sink holds never depends on whether the data had a null
+    src = _open(frag.path)[1]
+    # a file of this job with NOT NULL columns (DuckDB writes a hash bucket that saw no null so) is written
+    # anew as nullable, so what a sink holds never depends on whether the data had a null; a user's own
+    # input file is copied as it is
+    ours = bool(job_dir) and os.path.abspath(src).startswith(os.path.join(os.path.abspath(job_dir), ""))
     if frag.whole and local and layout is not None and schema is not None and _same_layout(layout, schema) \
-            and all(f.nullable for f in layout):
-        src = _open(frag.path)[1]
+            and (not ours or all(f.nullable for f in layout)):
         if how == "link":
             try:
                 os.link(src, dest)
@@ -112,7 +115,8 @@ def _sink_schema(inputs: Sequence[Tuple[str, PartitionData]]) -> Optional[Any]:
     return None
 
 
-def sink_local(output_path: str, how: str, inputs: Sequence[Tuple[str, PartitionData]], job_output: str) -> Dict[str, Any]:
+def sink_local(output_path: str, how: str, inputs: Sequence[Tuple[str, PartitionData]], job_output: str,
+               job_dir: str = "") -> Dict[str, Any]:
     final = os.path.abspath(output_path[len("file://"):] if output_path.startswith("file://") else output_path)
     if foreign_contents(final):
         raise FileExistsError(f"output folder {final} exists and was not written by mpipipe; "
@@ -133,7 +137,7 @@ def sink_local(output_path: str, how: str, inputs: Sequence[Tuple[str, Partition
                            "files": [path for _, path in others]}, f, indent=1)
         else:
             for entry in named:
-                _place(entry, os.path.join(staging, entry[0]), how)
+                _place(entry, os.path.join(staging, entry[0]), how, job_dir)
                 written.append(Fragment(os.path.join(final, entry[0])))
             for name, path in others:
                 _place_file(path, os.path.join(staging, name), how)
