@@ -33,7 +33,7 @@ from mpipipe.execution import protocol as P
 from mpipipe.execution.executor import Executor
 from mpipipe.execution.journal import Journal
 from mpipipe.execution.osutil import RankLogHandler, leave_hung_up_terminal
-from mpipipe.execution.scheduler import Scheduler
+from mpipipe.execution.scheduler import Scheduler, SchedulerOptions
 from mpipipe.execution.transport import PeerLost
 from mpipipe.logical.node import LogicalPlan, NodeInfo
 from mpipipe.pickling import pickle_nodes
@@ -360,16 +360,15 @@ class JobManager:
     def _scheduler(self, rt: Runtime, nodes: List[Any], infos: List[NodeInfo], roots: List[int]) -> Scheduler:
         fresh = self.config.fresh and rt.key[1] not in _JOURNALED  # never wipe what this process journaled
         _JOURNALED.add(rt.key[1])
+        options = SchedulerOptions(
+            job_id=self.job_id, job_dir=rt.job_dir, platform=rt.platform.name, max_retries=self.config.max_retries,
+            fail_fast=self.config.fail_fast, fresh=fresh, workers_per_executor=self.config.workers_per_executor,
+            progress_interval=self.config.progress_interval, speculate=self.config.speculate,
+            allow_changes=self.config.allow_changes)
         return Scheduler(
-            rt.world.transport, infos, roots, job_dir=rt.job_dir, job_id=self.job_id,
-            journal=Journal(rt.job_dir), max_retries=self.config.max_retries, fail_fast=self.config.fail_fast,
-            fresh=fresh, workers_per_executor=self.config.workers_per_executor,
-            platform=rt.platform.name, progress_interval=self.config.progress_interval,
+            rt.world.transport, infos, roots, options, Journal(rt.job_dir),
             resources={n.id: n.resources for n in nodes if getattr(n, "resources", None) is not None},
-            hosts=self._hosts(rt.hosts),
-            group_sizes={n.id: n.group_size for n in nodes if n.group_size > 1},
-            speculate=self.config.speculate, allow_changes=self.config.allow_changes,
-        )
+            hosts=self._hosts(rt.hosts), group_sizes={n.id: n.group_size for n in nodes if n.group_size > 1})
 
     def _hosts(self, probed: Dict[int, Dict[str, Any]]) -> Dict[int, Dict[str, Any]]:
         """What each executor rank offers: its probe, with the configuration's overrides applied."""
@@ -445,7 +444,7 @@ class JobManager:
             if launchers:
                 from mpipipe.launchers.plan_steps import external_steps
 
-                scheduler.external = external_steps(launchers, plan.nodes, rt.job_dir, scheduler.external_results)
+                scheduler.hand_over(external_steps(launchers, plan.nodes, rt.job_dir, scheduler.handover.results))
             out = scheduler.run()
         except BaseException as e:
             rt.close(_stop_reason(e))

@@ -13,7 +13,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from mpipipe.execution import protocol as P
 from mpipipe.execution.osutil import RankLogHandler, leave_stop_signals_to_rank0
-from mpipipe.execution.task import FAILED, Result, Task
+from mpipipe.execution.task import FAILED, Result, Task, TaskRange, unit_size
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
 from mpipipe.execution.worker import WorkerHandle, wait_any
 from mpipipe.ownership import PRIVATE_FILE, make_owner_only_dirs
@@ -66,7 +66,7 @@ class Executor:
     def __init__(self, transport: Transport, hello_timeout: float = 600.0) -> None:
         self.t = transport
         self.hello_timeout = hello_timeout
-        self.queue: Deque[Task] = deque()
+        self.queue: Deque[Any] = deque()  # Task and TaskRange
         self.workers: List[WorkerHandle] = []
         self.setup: Dict[str, Any] = {}
         self.node_names: Dict[int, str] = {}
@@ -133,7 +133,7 @@ class Executor:
                 self._feed(w, chunk)
             self._stop_overdue()
             ready = wait_any(self.workers, 0 if got else backoff.next())
-            results: List[Result] = []
+            results: List[Any] = []  # Result and OkRun
             for w in ready:
                 done, crashed, rest = w.collect(self.node_names)
                 if done or crashed is not None:
@@ -168,9 +168,15 @@ class Executor:
                 if limit > 0:
                     self.deadlines[id(w)] = (time.monotonic() + limit * len(group), limit, w)
             return
-        batch: List[Task] = []
-        while self.queue and len(w.inflight) + len(batch) < chunk and not self.queue[0].resources:
-            batch.append(self.queue.popleft())
+        batch: List[Any] = []
+        room = chunk - w.busy
+        while self.queue and room > 0 and not self.queue[0].resources:
+            unit = self.queue.popleft()
+            if type(unit) is TaskRange and unit.count > room:  # the rest waits for this or another worker
+                unit, rest = unit.split(room)
+                self.queue.appendleft(rest)
+            batch.append(unit)
+            room -= unit_size(unit)
         if batch:
             w.submit(batch)
 
@@ -195,10 +201,10 @@ class Executor:
     def _where(self) -> str:
         return f"rank {self.t.rank} of {self.t.size} on {self.setup['host']}"
 
-    def _with_log_files(self, results: List[Result]) -> List[Result]:
+    def _with_log_files(self, results: List[Any]) -> List[Any]:
         """Failed attempts get a log file of their own and say where they ran."""
         for res in results:
-            if res.status == FAILED:
+            if type(res) is Result and res.status == FAILED:
                 res.info["where"] = self._where()
                 src, start, end = res.info["log"]
                 dest = task_log_path(self.setup["job_dir"], str(res.info.get("node_name")),

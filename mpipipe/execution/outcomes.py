@@ -1,7 +1,5 @@
-"""What rank 0 does with results: journal them, complete partitions, retry or record failures, keep the
-counts that state.json, the progress line and the summary show.
-
-A mixin of Scheduler (it reads and changes the scheduler's in-flight tasks, nodes and journal).
+"""What rank 0 does with a task's outcome: journal it, complete its partition, retry it or record it as
+failed for good; and the counts that state.json, the progress line and the summary show.
 """
 from __future__ import annotations
 
@@ -12,13 +10,13 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from mpipipe.execution.journal import encode_ok, encode_ok_batch
+from mpipipe.execution.graph import PlanGraph
+from mpipipe.execution.journal import Journal, encode_ok, encode_ok_batch
 from mpipipe.execution.progress import NodeCount
-from mpipipe.execution.speculation import SPECULATIVE_SUFFIX
-from mpipipe.execution.task import (EXTERNAL, OK, VALUE_INLINE_BYTES, Result, Task, is_value_ref, value_ref,
-                                   write_value)
+from mpipipe.execution.task import (EXTERNAL, OK, VALUE_INLINE_BYTES, OkRun, Result, Task, TaskRange, is_value_ref,
+                                   value_ref, write_value)
 from mpipipe.ownership import write_private_file
 
 log = logging.getLogger("mpipipe.scheduler")
@@ -45,60 +43,32 @@ class Failure:
 
 
 class Outcomes:
-    """Scheduler methods for what comes back from the executors and launchers (see the module's docstring)."""
+    """Journals outcomes and follows them up: completes partitions in the graph, retries failed attempts
+    (through `retry`), records what failed for good; keeps the run's counts."""
 
-    def _on_results(self, rank: int, results: List[Result]) -> None:
-        finished: Dict[int, List[Dict[str, Any]]] = {}  # node -> the records of its tasks finished here
-        try:
-            for res in results:
-                entry = self.inflight.pop(res.tid, None)
-                if entry is None:
-                    # a speculative copy that lost its race in an earlier run of this process (that run ended while
-                    # it still ran): nothing waits for it, and its output is not the one the journal names
-                    out = res.info.get("output") if res.status == OK else None
-                    if out:
-                        shutil.rmtree(out, ignore_errors=True)
-                    self._drop_value_file(res)
-                    continue
-                task = entry[0]
-                if rank != EXTERNAL:
-                    self.load[rank] -= 1
-                else:
-                    self.external_running[task.node] -= 1
-                if self.speculate:
-                    self.started_at.pop(res.tid, None)
-                    if res.tid in self.losers:
-                        self._discard_loser(task, res)
-                        self._drop_value_file(res)
-                        continue
-                if self.slots:
-                    slot = self.slots.pop(res.tid, None)
-                    if slot is not None:
-                        self._task_back(slot)
-                info = res.info
-                t0, t1 = info.get("t0", 0.0), info.get("t1", 0.0)
-                dur = t1 - t0 if t1 > t0 else 0.0
-                self.avg_duration = dur if self.avg_duration is None else 0.9 * self.avg_duration + 0.1 * dur
-                if res.status == OK:
-                    self._on_ok(rank, task, res, t0, t1, dur, finished)
-                else:
-                    self.failed_attempts += 1
-                    self.journal.append({"s": res.status, "k": task.key, "n": self.nodes[task.node].info.name,
-                                         "p": task.partition, "a": task.attempt, "r": rank, "t0": t0, "t1": t1,
-                                         "e": info.get("error", ""), "log": info.get("log"), "where": info.get("where")})
-                    twin = self.twins.pop(res.tid, None) if self.speculate else None
-                    if twin is not None:  # the other copy may still succeed: no retry yet
-                        self.twins.pop(twin, None)
-                        continue
-                    self._on_failure(task, res)
-        finally:
-            self._journal_finished(rank, finished)
+    def __init__(self, graph: PlanGraph, journal: Journal, job_dir: str, max_retries: int, fail_fast: bool,
+                 retry: Callable[[int, int, int], None]) -> None:
+        self.graph = graph
+        self.journal = journal
+        self.job_dir = job_dir
+        self.max_retries = max_retries
+        self.fail_fast = fail_fast
+        self.retry = retry
+        self.failures: List[Failure] = []
+        self.ran = self.retried = self.failed_attempts = 0
+        self.slowest: List[Tuple[float, str, int]] = []
+        self.data = {"bytes_written": 0, "rows_written": 0, "bytes_read": 0}
+        self.stop_reason: Optional[str] = None  # "failed" once --fail-fast saw a task fail for good
+        self._state_warned = False
 
-    def _on_ok(self, rank: int, task: Task, res: Result, t0: float, t1: float, dur: float,
-               finished: Dict[int, List[Dict[str, Any]]]) -> None:
+    # --- results ------------------------------------------------------------------------------
+
+    def ok(self, rank: int, task: Task, info: Dict[str, Any], t0: float, t1: float, dur: float,
+           finished: Dict[int, List[Dict[str, Any]]]) -> None:
+        """A successful attempt: its record joins `finished` (journaled per message), its partition completes."""
         self.ran += 1
-        info = res.info
-        rec = {"s": OK, "k": task.key, "n": self.nodes[task.node].info.name, "p": task.partition, "a": task.attempt,
+        name = self.graph.name(task.node)
+        rec = {"s": OK, "k": task.key, "n": name, "p": task.partition, "a": task.attempt,
                "r": rank, "t0": t0, "t1": t1, "o": info.get("output")}
         value = info.get("value")
         if value is not None and rank == EXTERNAL:  # a launcher's task: its value has not been sized yet
@@ -115,17 +85,62 @@ class Outcomes:
             recs = finished[task.node] = []
         recs.append(rec)
         if len(self.slowest) < 3 or dur > self.slowest[0][0]:
-            self._note_slow(dur, rec["n"], task.partition)
-        if self.speculate:
-            self.durations.setdefault(task.node, []).append(dur)
-            twin = self.twins.pop(res.tid, None)
-            if twin is not None:  # first result wins; the twin's output is discarded when it comes back
-                self.twins.pop(twin, None)
-                self.losers.add(twin)
-                self.speculation_won += task.output.endswith(SPECULATIVE_SUFFIX)
-        self._complete(task.node, task.partition, rec)
+            self._note_slow(dur, name, task.partition)
+        self.graph.complete(task.node, task.partition, rec)
 
-    def _drop_value_file(self, res: Result) -> None:
+    def ok_run(self, rank: int, rng: TaskRange, run: OkRun, finished: Dict[int, List[Dict[str, Any]]]) -> None:
+        """The successes of a task range (columns): records made here, once, for the journal and the graph."""
+        nid = rng.node
+        name = self.graph.name(nid)
+        fp = rng.fingerprint
+        recs = finished.get(nid)
+        if recs is None:
+            recs = finished[nid] = []
+        complete = self.graph.complete
+        logs, log = run.log_offsets, run.log
+        attempt = rng.attempt
+        slowest = self.slowest
+        for i, p in enumerate(range(rng.first, rng.first + rng.count)):
+            t0, t1 = run.t0[i], run.t1[i]
+            rec = {"s": OK, "k": f"{fp}:{p}", "n": name, "p": p, "a": attempt, "r": rank, "t0": t0, "t1": t1,
+                   "o": run.outputs[i]}
+            value = run.values[i]
+            if value is not None:
+                rec["v"] = value
+                self._count_data(value)
+            rec["log"] = (log, logs[i], logs[i + 1])
+            recs.append(rec)
+            dur = t1 - t0
+            if len(slowest) < 3 or dur > slowest[0][0]:
+                self._note_slow(dur, name, p)
+            complete(nid, p, rec)
+        self.ran += rng.count
+
+    def attempt_failed(self, rank: int, task: Task, res: Result, t0: float, t1: float) -> None:
+        """Journal a failed attempt (what follows it is `follow_up`'s)."""
+        self.failed_attempts += 1
+        info = res.info
+        self.journal.append({"s": res.status, "k": task.key, "n": self.graph.name(task.node),
+                             "p": task.partition, "a": task.attempt, "r": rank, "t0": t0, "t1": t1,
+                             "e": info.get("error", ""), "log": info.get("log"), "where": info.get("where")})
+
+    def follow_up(self, task: Task, res: Result, retries_here: bool) -> bool:
+        """Retry a failed attempt, or record the task as failed for good; returns whether it failed for good.
+        `retries_here` is False for tasks whose launcher retries its own."""
+        if task.attempt < self.max_retries and retries_here:
+            self.retried += 1
+            self.retry(task.node, task.partition, task.attempt + 1)
+            return False
+        logref = res.info.get("log") or ("?", 0, None)
+        self.failures.append(Failure(self.graph.name(task.node), task.partition, task.attempt + 1,
+                                     res.info.get("error", "?"), res.info.get("traceback", ""),
+                                     res.info.get("where", "rank ?"), str(logref[0])))
+        self.graph.fail(task.node, task.partition)
+        if self.fail_fast:
+            self.stop_reason = "failed"
+        return True
+
+    def drop_value_file(self, res: Result) -> None:
         """The value file of a result nobody takes (a speculative copy that lost its race)."""
         ref = res.info.get("value_file") if res.status == OK else None
         if ref and is_value_ref(ref):
@@ -133,6 +148,14 @@ class Outcomes:
                 os.unlink(os.path.join(self.job_dir, ref))
             except OSError:
                 pass
+
+    def drop_stray(self, res: Result) -> None:
+        """A result nobody waits for (a copy that lost its race in an earlier run of this process): its output
+        is not the one the journal names."""
+        out = res.info.get("output") if res.status == OK else None
+        if out:
+            shutil.rmtree(out, ignore_errors=True)
+        self.drop_value_file(res)
 
     def _spill_large_value(self, task: Task, rank: int, rec: Dict[str, Any], value: Any) -> Any:
         """A value above VALUE_INLINE_BYTES of JSON goes to a file that the record names (as a worker does);
@@ -145,7 +168,7 @@ class Outcomes:
         rec["vf"] = ref
         return None
 
-    def _journal_finished(self, rank: int, finished: Dict[int, List[Dict[str, Any]]]) -> None:
+    def journal_finished(self, rank: int, finished: Dict[int, List[Dict[str, Any]]]) -> None:
         """One journal record per node for the tasks one message reported (a lone task keeps the plain form)."""
         for nid, recs in finished.items():
             if len(recs) == 1:
@@ -153,27 +176,25 @@ class Outcomes:
                 self.journal.append_line(encode_ok(r["k"], r["n"], r["p"], r["a"], rank, r["t0"], r["t1"], r["o"],
                                                    r.get("v"), r["log"], r.get("vf")))
             else:
-                info = self.nodes[nid].info
+                info = self.graph.nodes[nid].info
                 self.journal.append_line(encode_ok_batch(info.fingerprint, info.name, rank, recs))
 
-    def _node_counts(self) -> List[NodeCount]:
+    # --- counts -------------------------------------------------------------------------------
+
+    def node_counts(self, running: Dict[int, int]) -> List[NodeCount]:
         """Per node: done (this run or reused), running, failed for good, of total; for the progress bars."""
-        running: Dict[int, int] = {}
-        for task, _ in self.inflight.values():
-            running[task.node] = running.get(task.node, 0) + 1
         failed: Dict[str, int] = {}
         for f in self.failures:
             failed[f.node] = failed.get(f.node, 0) + 1
         return [NodeCount(st.info.name, st.info.npartitions, len(st.outputs), running.get(nid, 0),
-                          failed.get(st.info.name, 0)) for nid, st in self.nodes.items()]
+                          failed.get(st.info.name, 0)) for nid, st in self.graph.nodes.items()]
 
-    def _write_state(self, status: str) -> None:
+    def write_state(self, status: str, running: Dict[int, int]) -> None:
         """state.json: per-node counts for `mpipipe status` while the job runs (written atomically)."""
-        self._state_written = time.monotonic()
-        state = {"status": status, "time": time.time(), "pid": os.getpid(), "ran": self.ran, "cached": self.cached,
-                 "retried": self.retried, "failed": len(self.failures),
+        state = {"status": status, "time": time.time(), "pid": os.getpid(), "ran": self.ran,
+                 "cached": self.graph.reused, "retried": self.retried, "failed": len(self.failures),
                  "nodes": {n.name: {"total": n.total, "done": n.done, "running": n.running, "failed": n.failed}
-                           for n in self._node_counts()}}
+                           for n in self.node_counts(running)}}
         path = os.path.join(self.job_dir, "state.json")
         try:
             write_private_file(path, json.dumps(state).encode())
@@ -196,21 +217,3 @@ class Outcomes:
             heapq.heappush(self.slowest, item)
         elif dur > self.slowest[0][0]:
             heapq.heapreplace(self.slowest, item)
-
-    def _on_failure(self, task: Task, res: Result) -> None:
-        if res.info.get("oom"):
-            self._more_memory(task)
-        if task.attempt < self.max_retries and task.node not in self.external:  # a launcher retries its own
-            self.retried += 1
-            self._push(task.node, task.partition, task.attempt + 1, front=True)
-            return
-        info = self.nodes[task.node].info
-        logref = res.info.get("log") or ("?", 0, None)
-        self.failures.append(Failure(info.name, task.partition, task.attempt + 1, res.info.get("error", "?"),
-                                     res.info.get("traceback", ""), res.info.get("where", "rank ?"), str(logref[0])))
-        # the node's other partitions still run (their results are wanted); what depends on it cannot
-        self.nodes[task.node].failed.add(task.partition)
-        self._block_dependents(task.node)
-        self._settle(task.node)
-        if self.fail_fast:
-            self.stop_reason = "failed"

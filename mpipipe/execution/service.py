@@ -140,7 +140,7 @@ class LiveRun:
                 with self._lock:
                     batch, self._inbox = self._inbox, []
                     stopping = self._stopping
-                    if not batch and not subs and (stopping or scheduler._finished()):
+                    if not batch and not subs and (stopping or scheduler.finished()):
                         self._thread = None
                         break
                 if stopping:

@@ -22,6 +22,63 @@ class Task(NamedTuple):
     resources: Optional[Dict[str, Any]] = None  # what placement gave it: cpus, memory, devices, time
 
 
+class TaskRange(NamedTuple):
+    """Partitions first..first+count-1 of one node, attempt `attempt`, task ids tid..tid+count-1: how plain tasks
+    travel (rank 0 never builds them one by one; an executor or worker expands them where they run). Every
+    partition reads the same inputs (not a pointwise node)."""
+
+    tid: int
+    node: int
+    first: int
+    count: int
+    attempt: int
+    fingerprint: str
+    inputs: Tuple[Tuple[str, ...], ...]
+    prefix: str  # output path of partition p: f"{prefix}{p:0{digits}d}"
+    digits: int
+
+    @property
+    def resources(self) -> None:
+        """Ranges are plain tasks: no placement."""
+        return None
+
+    def task(self, i: int) -> Task:
+        p = self.first + i
+        return Task(self.tid + i, self.node, p, self.attempt, f"{self.fingerprint}:{p}", self.inputs,
+                    f"{self.prefix}{p:0{self.digits}d}")
+
+    def tasks(self) -> List[Task]:
+        return [self.task(i) for i in range(self.count)]
+
+    def split(self, k: int) -> "Tuple[TaskRange, Optional[TaskRange]]":
+        """The first k tasks, and the rest (None when nothing is left)."""
+        if k >= self.count:
+            return self, None
+        return (self._replace(count=k),
+                self._replace(tid=self.tid + k, first=self.first + k, count=self.count - k))
+
+
+class OkRun(NamedTuple):
+    """Consecutive successful tasks of one TaskRange, as columns: task ids tid..tid+len(t0)-1."""
+
+    tid: int
+    t0: List[float]
+    t1: List[float]
+    outputs: List[Optional[str]]
+    values: List[Any]
+    log: str  # the worker's log file
+    log_offsets: List[int]  # where each task's output starts in it; the last entry is where the run's ends
+
+    @property
+    def count(self) -> int:
+        return len(self.t0)
+
+
+def unit_size(unit: Any) -> int:
+    """How many tasks a Task or TaskRange (what travels in a TASKS message) stands for."""
+    return unit.count if type(unit) is TaskRange else 1
+
+
 VALUE_INLINE_BYTES = 64 * 1024  # a task's value up to this much JSON goes in its journal record; larger: a file
 VALUES_DIR = "values"  # <job dir>/values/<node>/: the values too large for the journal
 
@@ -136,8 +193,15 @@ class TaskContext:
         self.job_dir = job_dir
         self.args = dict(args or {})
         self.resources = dict(resources or {})
-        self.log = logging.getLogger(f"mpipipe.task.{node_name}")
+        self._log: Optional[logging.Logger] = None
         self._staging: Optional[str] = None
+
+    @property
+    def log(self) -> logging.Logger:
+        """A logger named after the node (made on first use: most tasks never log)."""
+        if self._log is None:
+            self._log = logging.getLogger(f"mpipipe.task.{self.node_name}")
+        return self._log
 
     @property
     def output_dir(self) -> str:

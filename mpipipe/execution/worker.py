@@ -23,8 +23,8 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from mpipipe.execution.framing import FrameReader, _HEADER, read_msg, write_msg
 from mpipipe.execution.osutil import child_env, describe_exit, die_with_parent, leave_stop_signals_to_rank0
-from mpipipe.execution.task import (FAILED, OK, VALUE_INLINE_BYTES, Result, Task, TaskContext, remove_staging,
-                                   value_ref, write_value)
+from mpipipe.execution.task import (FAILED, OK, VALUE_INLINE_BYTES, OkRun, Result, Task, TaskContext, TaskRange,
+                                   remove_staging, unit_size, value_ref, write_value)
 
 import pickle
 
@@ -154,23 +154,62 @@ class _WorkerState:
                 )
 
     def run(self, task: Task) -> Result:
+        status, info, _start = self._execute(task)
+        return Result(task.tid, status, info)
+
+    def run_range(self, rng: TaskRange, done: List[Any], flush: Any) -> None:
+        """Run every task of a range; consecutive successes are reported as one OkRun (columns), anything
+        else as a Result. `flush(done)` is called whenever REPORT_SECONDS have passed."""
+        run: Optional[OkRun] = None
+        sent = time.monotonic()
+        for i in range(rng.count):
+            task = rng.task(i)
+            status, info, start = self._execute(task)
+            if status == OK and "value_file" not in info:
+                if run is None:
+                    run = OkRun(task.tid, [], [], [], [], self.log_path, [])
+                    done.append(run)
+                run.t0.append(info["t0"])
+                run.t1.append(info["t1"])
+                run.outputs.append(info["output"])
+                run.values.append(info["value"])
+                run.log_offsets.append(start)
+                end = info["log"][2]
+            else:
+                if run is not None:
+                    run.log_offsets.append(start)
+                    run = None
+                done.append(Result(task.tid, status, info))
+            now = time.monotonic()
+            if now - sent >= REPORT_SECONDS:
+                if run is not None:
+                    run.log_offsets.append(end)
+                    run = None
+                flush(done)
+                sent = now
+        if run is not None:
+            run.log_offsets.append(end)
+
+    def _execute(self, task: Task) -> Tuple[str, Dict[str, Any], int]:
+        """Run one task: (status, info for its Result, log offset where its output starts)."""
         s = self.setup
         start = _log_offset()
         t0 = time.time()
         node = self.nodes.get(task.node)
         if node is None:
-            return Result(task.tid, FAILED, {
+            return FAILED, {
                 "error": f"node {task.node} is unknown in this worker",
                 "traceback": self.load_error or "", "log": (self.log_path, start, start), "t0": t0, "t1": t0,
-            })
+            }, start
         ctx = TaskContext(task, node.name, node.npartitions, s["rank"], s["size"], s["host"], s["job_dir"],
                           getattr(node, "args", None), task.resources)
         saved_env = _apply_resources(task.resources)
-        print(task_marker(node.name, task), file=sys.stderr, flush=True)
+        os.write(2, (task_marker(node.name, task) + "\n").encode())
         spilled: Optional[str] = None
+        info: Dict[str, Any]
         try:
             value = node.run_task(ctx)
-            text = json.dumps(value, separators=(",", ":"))
+            text = "null" if value is None else json.dumps(value, separators=(",", ":"))
             fault = self.faults.choose(task.key, task.attempt) if self.faults is not None else None
             if fault is not None:  # testing: fail after the body ran, before its output is committed
                 print(f"mpipipe: injecting a fault ({fault}) into this attempt", file=sys.stderr, flush=True)
@@ -204,11 +243,12 @@ class _WorkerState:
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
-            _restore_env(saved_env)
+            if saved_env:
+                _restore_env(saved_env)
         info["t0"] = t0
         info["t1"] = time.time()
         info["log"] = (self.log_path, start, _log_offset())
-        return Result(task.tid, status, info)
+        return status, info, start
 
 
 def main() -> None:
@@ -242,16 +282,25 @@ def main() -> None:
             assert state is not None
             # results go back together: one frame per REPORT_SECONDS, so tiny tasks cost one write and one wake-up
             # of the executor per batch; a slow task's result goes as soon as it ends
-            done: List[Result] = []
+            done: List[Any] = []
+
+            def flush(items: List[Any]) -> None:
+                write_msg(proto_out, list(items))
+                items.clear()
+
             sent = time.monotonic()
-            for task in msg[1]:
-                done.append(state.run(task))
+            for unit in msg[1]:
+                if type(unit) is TaskRange:
+                    state.run_range(unit, done, flush)
+                    sent = time.monotonic()
+                    continue
+                done.append(state.run(unit))
                 now = time.monotonic()
                 if now - sent >= REPORT_SECONDS:
-                    write_msg(proto_out, done)
-                    done, sent = [], now
+                    flush(done)
+                    sent = now
             if done:
-                write_msg(proto_out, done)
+                flush(done)
         elif kind == "stop":
             return
 
@@ -262,7 +311,7 @@ class WorkerHandle:
     def __init__(self, log_path: str, setup: Dict[str, Any]) -> None:
         self.log_path = log_path
         self.setup = setup
-        self.inflight: Deque[Task] = deque()
+        self.inflight: Deque[Any] = deque()  # Task or TaskRange, in the order the worker runs them
         self.proc: Optional[subprocess.Popen] = None
         self._out = bytearray()
         self._reader = FrameReader()
@@ -302,9 +351,36 @@ class WorkerHandle:
         self._out += data
         self.flush()
 
-    def submit(self, tasks: List[Task]) -> None:
-        self.inflight.extend(tasks)
-        self._queue(("run", tasks))
+    def submit(self, units: List[Any]) -> None:
+        """Tasks and task ranges, run in this order."""
+        self.inflight.extend(units)
+        self._queue(("run", units))
+
+    @property
+    def busy(self) -> int:
+        """How many tasks the worker holds."""
+        return sum(unit_size(u) for u in self.inflight)
+
+    def _take(self, n: int) -> Any:
+        """Take the first n tasks the worker held (they were reported); returns the first of them."""
+        head = self.inflight[0]
+        if type(head) is not TaskRange:
+            assert n == 1
+            return self.inflight.popleft()
+        taken, rest = head.split(n)
+        assert taken.count == n, "worker answered past a task range"
+        if rest is None:
+            self.inflight.popleft()
+        else:
+            self.inflight[0] = rest
+        return taken
+
+    def held_tasks(self) -> List[Task]:
+        """Every task the worker holds, one by one."""
+        out: List[Task] = []
+        for u in self.inflight:
+            out.extend(u.tasks() if type(u) is TaskRange else [u])
+        return out
 
     def flush(self) -> None:
         assert self.proc is not None and self.proc.stdin is not None
@@ -332,7 +408,7 @@ class WorkerHandle:
         return self.proc.stdin.fileno()
 
     def collect(self, node_names: Optional[Dict[int, str]] = None
-                ) -> Tuple[List[Result], Optional[Tuple[Task, str, int]], List[Task]]:
+                ) -> Tuple[List[Any], Optional[Tuple[Task, str, int]], List[Task]]:
         """Results that arrived; if the worker died: (task it was running, why, log offset of its output) and the
         tasks to run again.
 
@@ -341,7 +417,7 @@ class WorkerHandle:
         finished ones before it are run again, the one it died in is the failed attempt."""
         assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
-        results: List[Result] = []
+        results: List[Any] = []  # Result and OkRun
         eof = False
         while True:
             try:
@@ -353,13 +429,17 @@ class WorkerHandle:
                 break
             for frame in self._reader.feed(data):
                 for res in frame:
-                    done = self.inflight.popleft()
+                    if type(res) is OkRun:
+                        done = self._take(res.count)
+                    else:
+                        done = self._take(1)
                     assert done.tid == res.tid, "worker answered out of order"
                     results.append(res)
             if len(data) < (1 << 20):
                 break
         if results:
-            end = results[-1].info["log"][2]
+            last = results[-1]
+            end = last.log_offsets[-1] if type(last) is OkRun else last.info["log"][2]
             if end is not None:
                 self._reported_to = end
         if not eof:
@@ -370,15 +450,16 @@ class WorkerHandle:
         crashed = None
         rest: List[Task] = []
         if self.inflight:
-            unreported, start = self._died_in(node_names or {})
-            crashed = (self.inflight[unreported], describe_exit(code), start)
-            rest = [t for i, t in enumerate(self.inflight) if i != unreported]
+            held = self.held_tasks()
+            unreported, start = self._died_in(held, node_names or {})
+            crashed = (held[unreported], describe_exit(code), start)
+            rest = [t for i, t in enumerate(held) if i != unreported]
             self.inflight.clear()
             self._remove_staging([crashed[0]], self.proc.pid)  # the dead attempt's partial output
         self.proc = None
         return results, crashed, rest
 
-    def _died_in(self, node_names: Dict[int, str]) -> Tuple[int, int]:
+    def _died_in(self, held: List[Task], node_names: Dict[int, str]) -> Tuple[int, int]:
         """(index in inflight of the task the dead worker was running, log offset where its output begins: its
         marker, or where the reported tasks' output ended if it wrote none)."""
         try:
@@ -388,7 +469,7 @@ class WorkerHandle:
         except OSError:
             return 0, self._reported_to
         index, start, pos = 0, self._reported_to, 0
-        for i, task in enumerate(self.inflight):
+        for i, task in enumerate(held):
             name = node_names.get(task.node)
             if name is None:
                 break
@@ -427,7 +508,7 @@ class WorkerHandle:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            self._remove_staging(list(self.inflight), self.proc.pid)  # attempts stopped mid-way
+            self._remove_staging(self.held_tasks(), self.proc.pid)  # attempts stopped mid-way
         self.proc = None
 
 
