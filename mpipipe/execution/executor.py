@@ -104,8 +104,9 @@ class Executor:
             log.warning("rank %d: rank 0 went away; stopping", self.t.rank)
         finally:
             for w in self.workers:
-                # at the end of a job, a task still running is a speculative copy that lost its race: stop it now
-                w.stop(timeout=5.0 if reason == "done" and not w.inflight else 0.2)
+                # at the end of a job, a task still running is a speculative copy that lost its race: stop it now;
+                # a job stopped early gives a running task a moment to save its checkpoint (it got SIGTERM)
+                w.stop(timeout=5.0 if not w.inflight else 0.2 if reason == "done" else 2.0)
             log.info("rank %d stopped (%s); %d worker restart(s)", self.t.rank, reason,
                      sum(w.restarts for w in self.workers))
             if handler is not None:

@@ -503,6 +503,11 @@ class WorkerHandle:
             self.proc.stdin.close()  # type: ignore[union-attr]
         except (OSError, ValueError):
             pass
+        if self.inflight:  # a task still runs: SIGTERM lets it save a checkpoint (modules) before it is killed
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+            except OSError:
+                pass
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
