@@ -125,12 +125,13 @@ def test_large_values_stay_out_of_the_journal_status_stays_fast_and_values_come_
     again = python(*argv, check=True, timeout=120)  # resumed: nothing runs, the values come from their files
     assert [ln for ln in again.stdout.splitlines() if ln.startswith("value ")] == expected
     assert "0 tasks ran" in again.stderr and "3 reused from the journal" in again.stderr
+    from mpipipe.execution.journal import OK, kind
     from mpipipe.execution.task import VALUE_INLINE_BYTES
 
     small_kib = (VALUE_INLINE_BYTES // 2) / (1 << 20)
     python(big_value, "--data-root", data_root, "--job-id", "small", "-n", "1", "--mb", str(small_kib),
            "--num-executors", "1", check=True, timeout=120)
-    (rec,) = [r for r in records_of(os.path.join(data_root, "small")) if r.get("s") == "ok"]
+    (rec,) = [r for r in records_of(os.path.join(data_root, "small")) if kind(r) == OK]
     assert rec["v"]["partition"] == 0 and "vf" not in rec
     assert not os.path.exists(os.path.join(data_root, "small", "values"))
 
