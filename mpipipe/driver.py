@@ -13,7 +13,8 @@ from mpipipe.config import build_config
 from mpipipe.console import console_logging, install_error_hook
 from mpipipe.errors import MpipipeError
 from mpipipe.flags import BUILTIN_FLAGS, SLURM_DESTS, SLURM_FLAGS  # noqa: F401 - part of this module's face
-from mpipipe.jobmanager import JobManager, JobResult, default_job_id, report_error
+from mpipipe.jobdir import default_job_id
+from mpipipe.jobmanager import JobManager, JobResult, report_error
 from mpipipe.logical.node import LogicalPlan
 
 

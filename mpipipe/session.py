@@ -41,7 +41,7 @@ def launcher_overrides() -> List[str]:
 
 def current_config() -> JobConfig:
     """The job's config as launchers and executors see it: command line > SP_* > init() > defaults."""
-    from mpipipe.jobmanager import default_job_id
+    from mpipipe.jobdir import default_job_id
 
     config = build_config(dict(_CLI), init=init_options())
     if not config.job_id:
@@ -65,7 +65,7 @@ class Session(DataFrameSession):
         """command line > SP_* > init() > defaults, with the default job id named by the script's arguments."""
         config = build_config(dict(_CLI), init=self.options)
         if not config.job_id:
-            from mpipipe.jobmanager import default_job_id
+            from mpipipe.jobdir import default_job_id
 
             config = config.with_(job_id=default_job_id(dict(_USER_ARGS)))
         return config

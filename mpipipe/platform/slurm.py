@@ -240,7 +240,7 @@ class SlurmPlatform(MpiPlatform):
         return self._options
 
     def job_id(self) -> str:
-        from mpipipe.jobmanager import default_job_id
+        from mpipipe.jobdir import default_job_id
 
         return self.config.job_id or default_job_id({})
 
@@ -315,7 +315,7 @@ class SlurmPlatform(MpiPlatform):
                 "the script itself in the batch script or salloc shell and let mpipipe start the step")
 
     def _submit(self, argv: List[str]) -> List[str]:
-        from mpipipe.jobmanager import prepare_job_dir
+        from mpipipe.jobdir import prepare_job_dir
 
         from mpipipe.ownership import make_private_tree
 
