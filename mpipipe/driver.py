@@ -81,6 +81,8 @@ class Driver:
             user_args = self.get_arguments()
             if not config.job_id:  # the platform needs the job directory before the world exists (SLURM)
                 config = config.with_(job_id=default_job_id(user_args))
-            return JobManager(config, user_args).run(plan, launchers)
+            from mpipipe.launchers.plan_steps import step_launchers  # loaded only by a run
+
+            return JobManager(config, user_args).run(plan, step_launchers(launchers))
         except MpipipeError as e:
             report_error(e, debug)

@@ -228,20 +228,19 @@ class JobManager:
         cls, reason = registry.choose(self.config)
         return cls(self.config), reason
 
-    def run(self, plan: LogicalPlan, launchers: Optional[Dict[str, Any]] = None) -> Optional[JobResult]:
-        """Run the plan; `launchers` maps node names ("" the default) to launchers that run those nodes'
-        tasks instead of the world's executors (see mpipipe.launchers.plan_steps)."""
-        if launchers:
-            from mpipipe.launchers.plan_steps import check_launchers
-
-            check_launchers(launchers, plan.nodes)  # a wrong mapping fails before any world starts
+    def run(self, plan: LogicalPlan, steps: Optional[Any] = None) -> Optional[JobResult]:
+        """Run the plan; `steps` (mpipipe.launchers.plan_steps.StepLaunchers, made by the entry points from
+        a node name -> launcher mapping) runs some nodes' tasks on their launchers instead of the world's
+        executors."""
+        if steps is not None:
+            steps.check(plan.nodes)  # a wrong mapping fails before any world starts
         platform, reason = self.platform()
         if self.config.dry_run:
             self._dry_run(plan, platform, reason)
             return None
         if not platform.in_world():
             _launch(platform)
-        return self._run_plan(self.runtime(platform, reason), plan, launchers)
+        return self._run_plan(self.runtime(platform, reason), plan, steps)
 
     def runtime(self, platform: Optional[Platform] = None, reason: str = "") -> Runtime:
         """Rank 0's open world for this job (opened on first use). Outside a world this launches the script
@@ -341,7 +340,7 @@ class JobManager:
         _RUNTIMES[key] = rt
         return rt
 
-    def _run_plan(self, rt: Runtime, plan: LogicalPlan, launchers: Optional[Dict[str, Any]] = None) -> JobResult:
+    def _run_plan(self, rt: Runtime, plan: LogicalPlan, steps: Optional[Any] = None) -> JobResult:
         """One run on the open world; any exception closes the world (a failed world is never reused)."""
         _close_at_exit()  # again each run: a Driver made since may have put its own hook in front
         if rt.live is not None:
@@ -356,10 +355,8 @@ class JobManager:
             log.info("run %d of this process: %d node(s), %d sent to the executors", rt.runs, len(plan.nodes), shipped)
             self._write_job_file(rt)
             scheduler = self._scheduler(rt, plan.nodes, plan.infos, [n.id for n in plan.roots])
-            if launchers:
-                from mpipipe.launchers.plan_steps import external_steps
-
-                scheduler.hand_over(external_steps(launchers, plan.nodes, rt.job_dir, scheduler.handover.results))
+            if steps is not None:
+                scheduler.hand_over(steps.submitters(plan.nodes, rt.job_dir, scheduler.handover.results))
             out = scheduler.run()
         except BaseException as e:
             rt.close(_stop_reason(e))

@@ -36,6 +36,7 @@ from typing import Any
 
 from mpipipe.errors import JournalError, PlanError
 from mpipipe.ownership import PRIVATE_DIR, check_private_dir, check_trusted_file, is_trusted_file
+from mpipipe import context
 
 __all__ = ["ArrayRef", "ElementRef", "Ref", "ValueRef", "resolve", "store", "store_array"]
 
@@ -398,9 +399,7 @@ def resolve(x: Any) -> Any:
 
 def default_directory() -> str:
     """<data root>/<job id>/refs: the job directory, shared with the executors like everything else there."""
-    from mpipipe.session import current_config
-
-    config = current_config()
+    config = context.current().config()
     return os.path.join(config.data_root, str(config.job_id), "refs")
 
 

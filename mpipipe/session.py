@@ -1,52 +1,41 @@
-"""`mpipipe.init()`: the programmatic layer of configuration, and the DataFrame session it returns."""
+"""`mpipipe.init()`: the programmatic layer of configuration, and the DataFrame session it returns.
+
+What init() and a Driver learn (init()'s options, mpipipe's flags, the script's
+own flags, --set overrides) goes into the job's context (mpipipe.context), which
+is what launchers, references and the result cache read below this layer.
+"""
 from __future__ import annotations
 
+import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-import sys
-
-from mpipipe.config import JobConfig, build_config, check_names
+from mpipipe import context
+from mpipipe.config import JobConfig, check_names
 from mpipipe.console import install_error_hook
 from mpipipe.dataframe import DataFrameSession
 from mpipipe.errors import MpipipeError
 from mpipipe.logical.node import Context
 
-_INIT: Dict[str, Any] = {}
-_CLI: Dict[str, Any] = {}  # mpipipe's flags from the command line (a Driver's, or init()'s parse)
-_USER_ARGS: Dict[str, Any] = {}  # and the script's own flags, which name the default job id
-_LAUNCHER_OVERRIDES: List[str] = []
-_PARSED_BY_DRIVER = False  # a Driver's parse of the command line (with the script's flags) wins over init()'s  # its --set KEY=VALUE flags, for mpipipe.launchers.from_config()
-
 
 def init_options() -> Dict[str, Any]:
-    return dict(_INIT)
+    return dict(context.current().init)
 
 
 def use_command_line(builtins: Dict[str, Any], user_args: Dict[str, Any],
                      launcher_overrides: Sequence[str] = ()) -> None:
     """A Driver parsed its command line: launchers made afterwards use those flags too."""
-    global _PARSED_BY_DRIVER
-    _PARSED_BY_DRIVER = True
-    _CLI.clear()
-    _CLI.update(builtins)
-    _USER_ARGS.clear()
-    _USER_ARGS.update(user_args)
-    _LAUNCHER_OVERRIDES[:] = list(launcher_overrides)
+    context.update(command_line=dict(builtins), user_args=dict(user_args),
+                   launcher_overrides=tuple(launcher_overrides), from_driver=True)
 
 
 def launcher_overrides() -> List[str]:
     """The --set KEY=VALUE flags of the command line (kept apart from JobConfig: they are not job options)."""
-    return list(_LAUNCHER_OVERRIDES)
+    return list(context.current().launcher_overrides)
 
 
 def current_config() -> JobConfig:
     """The job's config as launchers and executors see it: command line > SP_* > init() > defaults."""
-    from mpipipe.jobdir import default_job_id
-
-    config = build_config(dict(_CLI), init=init_options())
-    if not config.job_id:
-        config = config.with_(job_id=default_job_id(dict(_USER_ARGS)))
-    return config
+    return context.current().config()
 
 
 class Session(DataFrameSession):
@@ -63,23 +52,20 @@ class Session(DataFrameSession):
     @property
     def config(self) -> JobConfig:
         """command line > SP_* > init() > defaults, with the default job id named by the script's arguments."""
-        config = build_config(dict(_CLI), init=self.options)
-        if not config.job_id:
-            from mpipipe.jobdir import default_job_id
-
-            config = config.with_(job_id=default_job_id(dict(_USER_ARGS)))
-        return config
+        return context.JobContext(context.current().command_line, self.options, context.current().user_args).config()
 
     def run(self, plan: Any, launchers: Optional[Dict[str, Any]] = None) -> Any:
         """Run a plan (rank 0 returns its JobResult; executor ranks serve and exit); `launchers` as in
         Driver.run."""
         from mpipipe.jobmanager import JobManager, report_error
+        from mpipipe.launchers.plan_steps import step_launchers
 
-        debug = bool(_CLI.get("debug"))
+        job = context.current()
+        debug = bool(job.command_line.get("debug"))
         try:
             config = self.config
             debug = config.debug
-            return JobManager(config, dict(_USER_ARGS)).run(plan, launchers)
+            return JobManager(config, dict(job.user_args)).run(plan, step_launchers(launchers))
         except MpipipeError as e:
             report_error(e, debug)
 
@@ -95,13 +81,12 @@ def init(platform: Optional[str] = None, **options: Any) -> Session:
     # a script that uses only the DataFrame API makes no Driver: an MpipipeError raised while it
     # builds frames (a path that matches nothing, a bad column, this call) prints as one line too
     install_error_hook()
-    if not _PARSED_BY_DRIVER:
+    if not context.current().from_driver:
         _read_command_line(sys.argv[1:])
     if platform is not None:
         options["platform"] = platform
     check_names(options, "init()")
-    _INIT.clear()
-    _INIT.update(options)
+    context.update(init=dict(options))
     session = Session(dict(options))
     _check(session)
     return session
@@ -113,12 +98,8 @@ def _read_command_line(argv: List[str]) -> None:
     from mpipipe.flags import parse_known
 
     builtins, overrides, rest = parse_known(argv)
-    _CLI.clear()
-    _CLI.update(builtins)
-    _USER_ARGS.clear()
-    if rest:
-        _USER_ARGS["argv"] = rest
-    _LAUNCHER_OVERRIDES[:] = overrides
+    context.update(command_line=builtins, user_args={"argv": rest} if rest else {},
+                   launcher_overrides=tuple(overrides))
 
 
 def _check(session: Session) -> None:

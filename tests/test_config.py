@@ -6,7 +6,7 @@ import os
 import pytest
 
 import mpipipe
-from mpipipe import session
+from mpipipe import context, session
 from mpipipe.config import OPTION_NAMES, JobConfig, build_config, env_name
 from mpipipe.errors import ConfigError
 
@@ -14,7 +14,7 @@ from mpipipe.errors import ConfigError
 @pytest.fixture(autouse=True)
 def clean_init(monkeypatch):
     """Every test starts with no init() options and leaves none behind."""
-    monkeypatch.setattr(session, "_INIT", {})
+    monkeypatch.setattr(context, "_current", context.JobContext())  # no command line from other tests
 
 
 # --- precedence: CLI > environment > init() > defaults --------------------------------------------

@@ -22,7 +22,7 @@ import pytest
 
 from helpers import REPO, env_for_tests, python, run
 from mpipipe import Meta, Param, Task, experiment  # experimaestro: from experimaestro import ...
-from mpipipe import session
+from mpipipe import context, session
 from mpipipe.errors import ConfigError, MpipipeError, PlanError
 from mpipipe.launchers.base import Launcher, run_shard
 from mpipipe.launchers.slurm import ENTRY_MODULE
@@ -36,11 +36,7 @@ JOB = os.path.join(REPO, "tests", "pipelines", "experiment_job.py")
 @pytest.fixture(autouse=True)
 def clean_session(tmp_path, monkeypatch):
     """No command line, init() or SP_* from elsewhere; job files under tmp_path; the excepthook restored."""
-    monkeypatch.setattr(session, "_CLI", {})
-    monkeypatch.setattr(session, "_USER_ARGS", {})
-    monkeypatch.setattr(session, "_LAUNCHER_OVERRIDES", [])
-    monkeypatch.setattr(session, "_INIT", {})
-    monkeypatch.setattr(session, "_PARSED_BY_DRIVER", False)
+    monkeypatch.setattr(context, "_current", context.JobContext())  # no command line from other tests
     monkeypatch.setattr(sys, "argv", ["experiment-test"])
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     for var in [k for k in os.environ if k.startswith(("SP_", "SLURM_"))]:
@@ -604,7 +600,7 @@ def test_submit_needs_a_running_experiment():
 def test_workdir_and_name_become_the_data_root_and_job_id(tmp_path, monkeypatch):
     monkeypatch.delenv("SP_DATA_ROOT")
     monkeypatch.delenv("SP_JOB_ID")
-    session._INIT.update({"max_retries": 1})
+    context.update(init={"max_retries": 1})
     seen = {}
 
     class Where(Task):

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from mpipipe import session
+from mpipipe import context, session
 from mpipipe.driver import Driver
 from mpipipe.errors import ConfigError
 from mpipipe.launchers import (DynamicLauncher, Launcher, LauncherMap, find_launcher, from_config, instantiate,
@@ -63,10 +63,7 @@ class Step(Module):
 @pytest.fixture(autouse=True)
 def clean_session(tmp_path, monkeypatch):
     """No command line from other tests, and job files (cache=False scratch) under tmp_path."""
-    monkeypatch.setattr(session, "_CLI", {})
-    monkeypatch.setattr(session, "_USER_ARGS", {})
-    monkeypatch.setattr(session, "_LAUNCHER_OVERRIDES", [])
-    monkeypatch.setattr(session, "_INIT", {})
+    monkeypatch.setattr(context, "_current", context.JobContext())  # no command line from other tests
     for var in [k for k in os.environ if k.startswith("SP_")]:
         monkeypatch.delenv(var)
     monkeypatch.setenv("SP_DATA_ROOT", str(tmp_path / "jobs"))

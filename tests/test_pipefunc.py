@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from helpers import BIN, REPO, env_for_tests, mpiexec, python, run
-from mpipipe import session
+from mpipipe import context, session
 from mpipipe.errors import ConfigError, MpipipeError, RequirementError
 from mpipipe.execution.journal import read_records
 from mpipipe.execution.worker import THREAD_VARIABLES
@@ -135,10 +135,7 @@ def quiet_session(tmp_path, monkeypatch):
             monkeypatch.delenv(var)
     monkeypatch.setenv("SP_DATA_ROOT", str(tmp_path / "jobs"))
     monkeypatch.setattr(sys, "argv", ["pipeline.py"])
-    monkeypatch.setattr(session, "_CLI", {})
-    monkeypatch.setattr(session, "_INIT", {})
-    monkeypatch.setattr(session, "_USER_ARGS", {})
-    monkeypatch.setattr(session, "_PARSED_BY_DRIVER", False)
+    monkeypatch.setattr(context, "_current", context.JobContext())  # no command line from other tests
     return tmp_path
 
 

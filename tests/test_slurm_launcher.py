@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mpipipe import session
+from mpipipe import context, session
 from mpipipe.errors import ConfigError
 from mpipipe.experiment import Param, Task, experiment
 from mpipipe.launchers.base import ShardJob
@@ -143,9 +143,7 @@ def job_env(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("SP_DATA_ROOT", str(tmp_path / "jobs"))
     monkeypatch.setenv("SP_JOB_ID", "modules")
-    monkeypatch.setattr(session, "_CLI", {})
-    monkeypatch.setattr(session, "_INIT", {})
-    monkeypatch.setattr(session, "_USER_ARGS", {})
+    monkeypatch.setattr(context, "_current", context.JobContext())  # no command line from other tests
     return tmp_path
 
 

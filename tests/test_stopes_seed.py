@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from helpers import BIN, REPO, mpiexec, python
-from mpipipe import session
+from mpipipe import context, session
 from mpipipe.errors import ConfigError
 from mpipipe.module import Module, module_key
 
@@ -92,10 +92,7 @@ def job_env(tmp_path, monkeypatch):
             monkeypatch.delenv(var)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("SP_DATA_ROOT", str(tmp_path / "jobs"))
-    monkeypatch.setattr(session, "_CLI", {})
-    monkeypatch.setattr(session, "_INIT", {})
-    monkeypatch.setattr(session, "_USER_ARGS", {})
-    monkeypatch.setattr(session, "_LAUNCHER_OVERRIDES", [])
+    monkeypatch.setattr(context, "_current", context.JobContext())  # no command line from other tests
     return tmp_path
 
 

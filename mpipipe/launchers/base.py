@@ -24,6 +24,7 @@ from mpipipe.launchers.connectors import check_connector
 from mpipipe.module import (DelayedSubmission, Module, ModuleFailed, RunInProgress, RunStopped, Shard, ShardFailure,
                             ASKED, can_checkpoint, module_label, set_current_run, shards_of)
 from mpipipe.module_cache import ResultCache, read_result, write_result
+from mpipipe import context
 
 log = logging.getLogger("mpipipe.modules")
 
@@ -210,16 +211,12 @@ class Launcher:
     # --- scheduling --------------------------------------------------------------------
 
     def result_cache(self) -> ResultCache:
-        from mpipipe.session import current_config
-
-        config = current_config()
+        config = context.current().config()
         return ResultCache(self.cache_dir or config.cache_dir or os.path.join(config.data_root, "cache"))
 
     def _scratch(self, label: str) -> str:
         """Where results go when the cache is off: under the job directory, removed once read."""
-        from mpipipe.session import current_config
-
-        config = current_config()
+        config = context.current().config()
         return os.path.join(config.data_root, str(config.job_id), "module-results", label, f"{os.getpid()}-{time.time_ns()}")
 
     async def schedule(self, module: Module) -> Any:

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 from mpipipe.errors import ConfigError
+from mpipipe import context
 
 TARGET = "_target_"
 _EXAMPLE = '_target_ = "mpipipe.launchers:DirectLauncher"'
@@ -128,9 +129,7 @@ def _build_platform(cls: type, kwargs: Dict[str, Any], target: str, where: str) 
     """A Platform from the job's config: JobConfig fields among the keys replace the job's values, and
     every other key joins `platform_options` (as text, as SP_PLATFORM_OPTIONS gives them) for it to read."""
     from mpipipe.config import OPTION_NAMES, convert_option
-    from mpipipe.session import current_config
-
-    config = current_config()
+    config = context.current().config()
     fields: Dict[str, Any] = {"platform": target}
     extra = dict(config.platform_options)
     for key, value in kwargs.items():
@@ -228,7 +227,7 @@ def instantiate(spec: Any, overrides: Iterable[str] = ()) -> Any:
     `_target_` is "pkg.mod:Class" or "pkg.mod.Class" (a function works too); the other keys are its
     keyword arguments, built first when they hold `_target_` mappings themselves (in lists as well).
     A Platform subclass cannot take keywords (it takes a JobConfig), so for one the job's config
-    (mpipipe.session.current_config()) is used, with the keys that name JobConfig fields (num_executors,
+    (mpipipe.context.current().config()) is used, with the keys that name JobConfig fields (num_executors,
     mpiexec, slurm_partition, ...) replacing its values, `platform` set to the target, and every other
     key added to `platform_options` as text, which is where a platform reads its own settings.
     """
@@ -286,11 +285,9 @@ def from_config(spec_or_path: Any, prefix: Optional[str] = None) -> Any:
     With `prefix`, only the overrides "prefix.key=value" apply (as "key=value"), so that a script that
     builds several launchers can tell them apart; without it every --set applies.
     """
-    from mpipipe.session import launcher_overrides
-
     if isinstance(spec_or_path, (str, os.PathLike)):
         spec_or_path = load_launcher_config(spec_or_path)
-    overrides = launcher_overrides()
+    overrides = list(context.current().launcher_overrides)
     if prefix is not None:
         start = prefix.rstrip(".") + "."
         overrides = [o[len(start):] for o in overrides if o.startswith(start)]
@@ -335,7 +332,6 @@ def hydra_argv(argv: Optional[List[str]] = None) -> List[str]:
     import sys
 
     from mpipipe.flags import parse_known
-    from mpipipe.session import use_command_line
 
     args = sys.argv[1:] if argv is None else list(argv)
     builtins, overrides, rest = parse_known(args)
@@ -345,7 +341,8 @@ def hydra_argv(argv: Optional[List[str]] = None) -> List[str]:
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not KEY=VALUE; write it as --set a.b.c=value")
         extra.append(f"++{key.strip()}={_hydra_value(parse_value(text), item)}")
-    use_command_line(builtins, {"argv": rest} if rest else {}, overrides)
+    context.update(command_line=builtins, user_args={"argv": rest} if rest else {},
+                   launcher_overrides=tuple(overrides), from_driver=True)
     left = rest + extra
     if argv is None:
         sys.argv[1:] = left

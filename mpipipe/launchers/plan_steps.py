@@ -129,3 +129,22 @@ def external_steps(launchers: Optional[Mapping[str, Any]], nodes: List[Any], job
             continue  # the world's own executors
         out[n.id] = ExternalSteps(launcher, n, job_dir, results).submit
     return out
+
+
+class StepLaunchers:
+    """A launcher per plan step, as the entry points hand it to the job manager: checked against the plan
+    before any world starts, then turned into the submit function of each launcher-run node."""
+
+    def __init__(self, launchers: Mapping[str, Any]) -> None:
+        self.launchers = dict(launchers)
+
+    def check(self, nodes: List[Any]) -> None:
+        check_launchers(self.launchers, nodes)
+
+    def submitters(self, nodes: List[Any], job_dir: str, results: Any) -> Dict[int, Callable[[List[Task]], None]]:
+        return external_steps(self.launchers, nodes, job_dir, results)
+
+
+def step_launchers(launchers: Optional[Mapping[str, Any]]) -> Optional[StepLaunchers]:
+    """None when no node is mapped."""
+    return StepLaunchers(launchers) if launchers else None

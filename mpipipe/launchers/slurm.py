@@ -29,6 +29,7 @@ from mpipipe.errors import ConfigError, MpipipeError, PlanError, RequirementErro
 from mpipipe.launchers.base import Launcher, ShardJob, say
 from mpipipe.module import ShardFailure, can_checkpoint
 from mpipipe.platform.slurm_options import SlurmOptions
+from mpipipe import context
 
 __all__ = ["SlurmLauncher", "SlurmOptions"]
 
@@ -301,9 +302,7 @@ class SlurmLauncher(Launcher):
             options = self.options
         else:
             from mpipipe.platform.slurm_options import resolve
-            from mpipipe.session import current_config
-
-            options = resolve(current_config())
+            options = resolve(context.current().config())
         if self._overrides:
             options = options.with_(**self._overrides)
         if module is not None:
@@ -337,9 +336,7 @@ class SlurmLauncher(Launcher):
 
     async def run_shards(self, job: ShardJob) -> List[ShardFailure]:
         from mpipipe.platform.slurm_array import ElementResult, SlurmArray
-        from mpipipe.session import current_config
-
-        config = current_config()
+        config = context.current().config()
         options = self.submission_options(job.module)
         retries = config.max_retries if self.max_retries is None else self.max_retries
         interval = self.poll_interval or options.poll_interval

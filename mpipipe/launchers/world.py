@@ -17,6 +17,7 @@ from mpipipe.errors import ConfigError
 from mpipipe.launchers.base import Launcher, ShardJob, run_shard
 from mpipipe.logical.node import Context, LogicalPlan, Node
 from mpipipe.module import Module, Shard, ShardFailure, module_requirements
+from mpipipe import context
 
 _NAMES = itertools.count(1)  # node names stay unique among the live runs of one process
 
@@ -65,9 +66,7 @@ class WorldLauncher(Launcher):
 
     def _manager(self) -> Any:
         from mpipipe.jobmanager import JobManager
-        from mpipipe.session import current_config
-
-        config = current_config()
+        config = context.current().config()
         if isinstance(self.platform, str):
             config = config.with_(platform=self.platform)
         return JobManager(config)
