@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from mpipipe.execution.graph import PlanGraph
-from mpipipe.execution.journal import Journal, encode_ok, encode_ok_batch
+from mpipipe.execution.journal import Journal, encode_ok, encode_ok_batch, failed_record, task_key
 from mpipipe.execution.progress import NodeCount
 from mpipipe.execution.task import (EXTERNAL, OK, VALUE_INLINE_BYTES, OkRun, Result, Task, TaskRange, is_value_ref,
                                    value_ref, write_value)
@@ -102,7 +102,7 @@ class Outcomes:
         slowest = self.slowest
         for i, p in enumerate(range(rng.first, rng.first + rng.count)):
             t0, t1 = run.t0[i], run.t1[i]
-            rec = {"s": OK, "k": f"{fp}:{p}", "n": name, "p": p, "a": attempt, "r": rank, "t0": t0, "t1": t1,
+            rec = {"s": OK, "k": task_key(fp, p), "n": name, "p": p, "a": attempt, "r": rank, "t0": t0, "t1": t1,
                    "o": run.outputs[i]}
             value = run.values[i]
             if value is not None:
@@ -120,9 +120,8 @@ class Outcomes:
         """Journal a failed attempt (what follows it is `follow_up`'s)."""
         self.failed_attempts += 1
         info = res.info
-        self.journal.append({"s": res.status, "k": task.key, "n": self.graph.name(task.node),
-                             "p": task.partition, "a": task.attempt, "r": rank, "t0": t0, "t1": t1,
-                             "e": info.get("error", ""), "log": info.get("log"), "where": info.get("where")})
+        self.journal.append(failed_record(task.key, self.graph.name(task.node), task.partition, task.attempt, rank,
+                                          t0, t1, info.get("error", ""), info.get("log"), info.get("where")))
 
     def follow_up(self, task: Task, res: Result, retries_here: bool) -> bool:
         """Retry a failed attempt, or record the task as failed for good; returns whether it failed for good.

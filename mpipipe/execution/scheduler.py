@@ -27,7 +27,7 @@ from mpipipe.execution.dispatch import PlainDispatch
 from mpipipe.execution.graph import NodeState, PlanGraph
 from mpipipe.execution.handover import Handover, Submit
 from mpipipe.execution.inflight import InFlight
-from mpipipe.execution.journal import Journal
+from mpipipe.execution.journal import Journal, end_record, nodes_record, run_record, task_key
 from mpipipe.execution.osutil import STOP_SIGNALS, leave_hung_up_terminal
 from mpipipe.execution.outcomes import Failure, Outcomes
 from mpipipe.execution.placed import PlacedDispatch
@@ -120,7 +120,7 @@ class Scheduler:
 
     def _make_task(self, nid: int, p: int, attempt: int, resources: Optional[Dict[str, Any]] = None) -> Task:
         fp, prefix, digits = self.graph.shape(nid)
-        return Task(self.inflight.new_tid(), nid, p, attempt, f"{fp}:{p}", self.graph.input_groups(nid, p),
+        return Task(self.inflight.new_tid(), nid, p, attempt, task_key(fp, p), self.graph.input_groups(nid, p),
                     f"{prefix}{p:0{digits}d}", resources)
 
     def _make_range(self, nid: int, first: int, count: int) -> Optional[TaskRange]:
@@ -249,10 +249,10 @@ class Scheduler:
             except JournalError:
                 self.journal.close()
                 raise
-        self.journal.append({"type": "run", "job": self.options.job_id, "time": time.time(), "pid": os.getpid(),
-                             "executors": self.t.size - 1, "platform": self.options.platform,
-                             "total": self.graph.total,
-                             "plan": {st.info.name: st.info.fingerprint for st in self.graph.nodes.values()}})
+        self.journal.append(run_record(self.options.job_id,
+                                       {st.info.name: st.info.fingerprint for st in self.graph.nodes.values()},
+                                       executors=self.t.size - 1, platform=self.options.platform,
+                                       total=self.graph.total))
         self.graph.activate(list(self.graph.nodes))
 
     def add(self, infos: List[NodeInfo], resources: Optional[Dict[int, Any]] = None,
@@ -270,7 +270,7 @@ class Scheduler:
         self.placed.add(dict(resources or {}), dict(group_sizes or {}))
         if not new:
             return
-        self.journal.append({"type": "nodes", "time": time.time(), "plan": {i.name: i.fingerprint for i in new}})
+        self.journal.append(nodes_record({i.name: i.fingerprint for i in new}))
         self.graph.watched.update(i.id for i in new)
         self.graph.activate([i.id for i in new])
         for i in new:
@@ -312,7 +312,7 @@ class Scheduler:
         """Close the run in the journal and state.json; returns its status."""
         self.inflight.close()
         status = self.status()
-        self.journal.append({"type": "end", "status": status, "time": time.time()})
+        self.journal.append(end_record(status))
         self.outcomes.write_state(status, self.inflight.running_by_node())
         self.journal.close()
         return status

@@ -538,20 +538,16 @@ def clear_job(data_root: str, job_id: str) -> None:
 
 def journal_span(job_dir: str) -> Optional[float]:
     """Seconds from the last run's `run` record to its `end` record in a job's journal: the scheduler's run."""
-    path = os.path.join(job_dir, "journal.log")
+    from mpipipe.execution.journal import END, RUN, kind, read_records
+
     start = end = None
     try:
-        with open(path, "rb") as f:
-            for line in f:
-                if b'"type":"run"' in line or b'"type":"end"' in line:
-                    try:
-                        rec = json.loads(line[9:])
-                    except ValueError:
-                        continue
-                    if rec.get("type") == "run":
-                        start, end = rec.get("time"), None
-                    elif rec.get("type") == "end":
-                        end = rec.get("time")
+        for rec in read_records(os.path.join(job_dir, "journal.log")):
+            k = kind(rec)
+            if k == RUN:
+                start, end = rec.get("time"), None
+            elif k == END:
+                end = rec.get("time")
     except OSError:
         return None
     return end - start if start is not None and end is not None else None
