@@ -13,6 +13,7 @@ from mpipipe.errors import PlanError
 from mpipipe.logical.datanode import (DataNode, Inputs, _as_inputs, is_bucketed, num_outputs, output_schema_of,
                                       rows_written)
 from mpipipe.logical.node import Context, Node, code_fingerprint
+from mpipipe.steps.tables import to_table
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -153,22 +154,6 @@ class _FunctionNode(DataNode):
     def describe(self) -> str:
         target = self.process_fn if self.process_fn is not None else type(self)
         return f"{self.kind} {getattr(target, '__qualname__', target)!s}"
-
-
-def to_table(value: Any, where: str) -> Any:
-    """What a body returned, as an Arrow table (tables, batches, pandas frames and lists of rows are accepted)."""
-    import pyarrow as pa
-
-    if isinstance(value, pa.Table):
-        return value
-    if isinstance(value, pa.RecordBatch):
-        return pa.Table.from_batches([value])
-    if type(value).__module__.split(".")[0] == "pandas":
-        return pa.Table.from_pandas(value, preserve_index=False)
-    if isinstance(value, list) and all(isinstance(r, dict) for r in value):
-        return pa.Table.from_pylist(value)
-    raise TypeError(f"{where} returned {type(value).__name__}; return a pyarrow.Table "
-                    "(an empty one for no rows), a RecordBatch or a pandas DataFrame")
 
 
 class ArrowComputeNode(_FunctionNode):

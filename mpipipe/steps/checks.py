@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mpipipe.logical.dataset import Fragment, is_uri
+from mpipipe.data.fragment import Fragment, is_uri
 from mpipipe.steps.partio import (DataError, _local_copy, _merged, _metadata_schema, _one_line, _open, _schema_text,
                                   _sql_literal, nullable_schema, parquet_metadata, schema_difference)
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mpipipe.errors import PlanError
-from mpipipe.logical.dataset import Fragment, is_uri
+from mpipipe.data.fragment import Fragment, is_uri
 
 MANIFEST = "_dataset.json"
 BUCKET_COLUMN = "__mpipipe_bucket"

@@ -6,7 +6,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
-from mpipipe.logical.dataset import Fragment
+from mpipipe.data.fragment import Fragment
 from mpipipe.steps.partio import (DataError, PartitionData, _parquet_file, _quote, bucket_dir, fill_empty_buckets,
                                   write_table)
 

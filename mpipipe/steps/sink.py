@@ -17,7 +17,7 @@ import os
 import shutil
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from mpipipe.logical.dataset import Fragment, is_uri
+from mpipipe.data.fragment import Fragment, is_uri
 from mpipipe.steps.partio import (DataError, PartitionData, _metadata_schema, _open, _same_layout, conform_table,
                                   copy_text_to_parquet, read_fragment, read_text, write_manifest, write_table)
 

@@ -63,7 +63,7 @@ class _Counting:
 
 
 def run_stream(node: Any, task: Any, inputs: List[PartitionData]) -> Dict[str, Any]:
-    from mpipipe.logical.transform import to_table
+    from mpipipe.steps.tables import to_table
 
     folder = checkpoint_dir(task, node.name)
     state = _load_state(folder, task.task.key) if node.checkpoint else None

@@ -1,0 +1,1 @@
+"""Data descriptions below both the plan and the task bodies (see fragment.py)."""
