@@ -19,6 +19,12 @@ RESULTS = "results"  # E->S: a batch of Result
 STOP = "stop"      # S->E: leave the loop (payload: reason)
 FATAL = "fatal"    # E->S: the executor cannot go on (payload: message)
 
+# Between an executor and each of its worker processes (execution/worker.py), over a pipe, in frames:
+W_SETUP = "setup"  # X->W: the job's setup and every node sent so far (a new worker, or one started again)
+W_NODES = "nodes"  # X->W: plan code of nodes sent since
+W_RUN = "run"      # X->W: Tasks and TaskRanges to run in order; the worker answers with frames of Result and OkRun
+W_STOP = "stop"    # X->W: leave
+
 
 # --- phase 1: hello -----------------------------------------------------------
 

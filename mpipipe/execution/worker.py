@@ -22,6 +22,7 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from mpipipe.execution.framing import FrameReader, _HEADER, read_msg, write_msg
+from mpipipe.execution.protocol import W_NODES, W_RUN, W_SETUP, W_STOP
 from mpipipe.execution.osutil import child_env, describe_exit, die_with_parent, leave_stop_signals_to_rank0
 from mpipipe.execution.task import (FAILED, OK, VALUE_INLINE_BYTES, OkRun, Result, Task, TaskContext, TaskRange,
                                    remove_staging, unit_size, value_ref, write_value)
@@ -40,6 +41,33 @@ def _user_traceback(exc: BaseException) -> str:
     while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR + os.sep):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+_NUMPY_SCALARS = [0]  # how many numpy scalars _plain_number has turned into numbers in this process
+
+
+def _plain_number(obj: Any) -> Any:
+    """json's fallback for a value: a numpy scalar or 0-d array is the Python number it holds (a task that
+    returns np.mean(...) is not an error); anything else is refused as json refuses it."""
+    if getattr(obj, "ndim", None) == 0 and type(obj).__module__ == "numpy":
+        _NUMPY_SCALARS[0] += 1
+        return obj.item()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+_VALUE_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_plain_number)
+
+
+def encode_value(value: Any) -> Tuple[str, Any]:
+    """A task's value as JSON text, and the value rank 0 gets: numpy scalars become Python numbers. Only a
+    value that held one is read back from its text, so a plain value costs one encode, as before."""
+    seen = _NUMPY_SCALARS[0]
+    text = _VALUE_ENCODER.encode(value)
+    if _NUMPY_SCALARS[0] != seen:
+        return text, json.loads(text)
+    if type(value) is not float and isinstance(value, float):  # np.float64 is a float: json took it as one
+        return text, float(value)
+    return text, value
 
 
 def _library_dirs() -> Tuple[str, ...]:
@@ -209,7 +237,7 @@ class _WorkerState:
         info: Dict[str, Any]
         try:
             value = node.run_task(ctx)
-            text = "null" if value is None else json.dumps(value, separators=(",", ":"))
+            text, value = ("null", None) if value is None else encode_value(value)
             fault = self.faults.choose(task.key, task.attempt) if self.faults is not None else None
             if fault is not None:  # testing: fail after the body ran, before its output is committed
                 print(f"mpipipe: injecting a fault ({fault}) into this attempt", file=sys.stderr, flush=True)
@@ -273,12 +301,12 @@ def main() -> None:
         except EOFError:
             return
         kind = msg[0]
-        if kind == "setup":
+        if kind == W_SETUP:
             state = _WorkerState(msg[1], log_path)
-        elif kind == "nodes":
+        elif kind == W_NODES:
             assert state is not None
             state.add_nodes(msg[1])
-        elif kind == "run":
+        elif kind == W_RUN:
             assert state is not None
             # results go back together: one frame per REPORT_SECONDS, so tiny tasks cost one write and one wake-up
             # of the executor per batch; a slow task's result goes as soon as it ends
@@ -301,7 +329,7 @@ def main() -> None:
                     sent = now
             if done:
                 flush(done)
-        elif kind == "stop":
+        elif kind == W_STOP:
             return
 
 
@@ -339,11 +367,11 @@ class WorkerHandle:
             self._reported_to = os.path.getsize(self.log_path)  # the log before this process: not its tasks'
         except OSError:
             self._reported_to = 0
-        self._queue(("setup", dict(self.setup, node_blobs=list(self.setup.get("node_blobs", [])) + self._extra_blobs)))
+        self._queue((W_SETUP, dict(self.setup, node_blobs=list(self.setup.get("node_blobs", [])) + self._extra_blobs)))
 
     def add_nodes(self, blobs: List[bytes]) -> None:
         self._extra_blobs.extend(blobs)
-        self._queue(("nodes", blobs))
+        self._queue((W_NODES, blobs))
 
     def _queue(self, msg: Any) -> None:
         data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
@@ -354,7 +382,7 @@ class WorkerHandle:
     def submit(self, units: List[Any]) -> None:
         """Tasks and task ranges, run in this order."""
         self.inflight.extend(units)
-        self._queue(("run", units))
+        self._queue((W_RUN, units))
 
     @property
     def busy(self) -> int:
@@ -499,7 +527,7 @@ class WorkerHandle:
         if self.proc is None:
             return
         try:
-            self._queue(("stop",))
+            self._queue((W_STOP,))
             self.proc.stdin.close()  # type: ignore[union-attr]
         except (OSError, ValueError):
             pass
