@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from typing import Any, Tuple
 
+from mpipipe.atomic import atomic_file
 from mpipipe.errors import JournalError
 from mpipipe.module import Module, Shard, module_label
 from mpipipe.ownership import check_trusted_file, is_trusted_file, make_private_dir
@@ -42,17 +42,8 @@ def write_result(path: str, value: Any) -> None:
 
     directory = os.path.dirname(os.path.abspath(path))
     make_result_dirs(directory)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            cloudpickle.dump(value, f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(path) as f:
+        cloudpickle.dump(value, f)
 
 
 def distrust(path: str) -> str:

@@ -20,6 +20,7 @@ import pickle
 import sys
 import traceback
 from typing import Any, Dict, List, Optional
+from mpipipe.atomic import atomic_write
 
 USAGE = "usage: python -m mpipipe.launchers.shard_main SPEC [POSITIONS]"
 STOPPED_CODE = 75  # stopped by SIGTERM after saving a checkpoint: start it again to continue
@@ -27,11 +28,8 @@ STOPPED_CODE = 75  # stopped by SIGTERM after saving a checkpoint: start it agai
 
 def write_error(path: str, error: str, tb: str) -> None:
     """Atomically, so the submitting side never reads half a record."""
-    tmp = f"{path}.tmp-{os.getpid()}"
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(tmp, "w") as f:
-        json.dump({"error": error, "traceback": tb, "pid": os.getpid(), "host": os.uname().nodename}, f)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps({"error": error, "traceback": tb, "pid": os.getpid(), "host": os.uname().nodename}))
 
 
 def error_line(exc: BaseException) -> str:

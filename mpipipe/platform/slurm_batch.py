@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Optional
+from mpipipe.atomic import atomic_write
 
 PREFIX = "[mpipipe slurm]"
 WARNING_SIGNALS = {"USR1": signal.SIGUSR1, "USR2": signal.SIGUSR2}
@@ -45,12 +46,7 @@ def say(text: str) -> None:
 
 def write_exit(path: str, record: Dict[str, Any]) -> None:
     """The job's exit record, owner-only like every file of the job directory."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-        json.dump(record, f)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(record))
 
 
 def run_command(argv: List[str], timeout: float = 60.0, quiet: bool = False) -> int:

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 from mpipipe.config import slurm_time_seconds
 from mpipipe.errors import ConfigError
 from mpipipe.platform.slurm_options import SlurmOptions
+from mpipipe.atomic import atomic_write
 
 BATCH_MODULE = "mpipipe.platform.slurm_batch"
 
@@ -152,13 +153,7 @@ def batch_script(spec: Dict[str, Any], options: List[str], python: str = sys.exe
 
 def write_script(path: str, text: str) -> None:
     """The batch script, executable and readable by its owner only from the moment it exists."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    if os.path.lexists(tmp):
-        os.unlink(tmp)  # a crash's leftover: never written through with its old mode
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700), "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o700)  # the mode above is cut by the umask; 0700 whatever it is
-    os.replace(tmp, path)
+    atomic_write(path, text, mode=0o700)
 
 
 def array_range(size: int, throttle: Optional[int]) -> str:
