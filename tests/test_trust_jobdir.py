@@ -293,3 +293,26 @@ def test_a_hand_edited_output_never_reaches_a_sink(tmp_path):
     done = run_job(argv)
     assert "record(s) ignored, they name files outside their job directory" in done.stderr
     assert output_checksum(out) == expected_checksum(inputs, dims)
+
+
+def test_a_slurm_element_spec_someone_else_could_have_written_is_not_unpickled(tmp_path):
+    """python -m mpipipe.launchers.shard_main loads a pickle: one in a folder others can write is refused."""
+    import pickle
+    import subprocess
+    import sys
+
+    marker = tmp_path / "ran"
+
+    class Plant:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    spec = folder / "spec.pkl"
+    spec.write_bytes(pickle.dumps({"paths": ["x"], "payload": pickle.dumps(Plant())}))
+    os.chmod(folder, 0o777)
+    done = subprocess.run([sys.executable, "-m", "mpipipe.launchers.shard_main", str(spec)], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "MPIPIPE_ARRAY_INDEX": "0"})
+    assert done.returncode == 2 and "is not loaded" in done.stderr, done.stderr
+    assert not marker.exists()

@@ -21,6 +21,8 @@ import sys
 import traceback
 from typing import Any, Dict, List, Optional
 from mpipipe.atomic import atomic_write
+from mpipipe.errors import JournalError
+from mpipipe.ownership import check_trusted_file
 
 USAGE = "usage: python -m mpipipe.launchers.shard_main SPEC [POSITIONS]"
 STOPPED_CODE = 75  # stopped by SIGTERM after saving a checkpoint: start it again to continue
@@ -52,6 +54,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"shard_main: MPIPIPE_ARRAY_INDEX must be set to an element index, got {index_text!r}", file=sys.stderr)
         return 2
     index = int(index_text)
+    try:  # the spec is a pickle: loading it runs code, so only one this user alone could have written
+        check_trusted_file(args[0], "the element spec")
+    except JournalError as e:
+        print(f"shard_main: {e}", file=sys.stderr)
+        return 2
     try:
         with open(args[0], "rb") as f:
             spec: Dict[str, Any] = pickle.load(f)
