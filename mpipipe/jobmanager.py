@@ -6,8 +6,9 @@ every other rank runs the executor loop and exits when told.
 
 A script may call run() several times (a lazy DataFrame runs one plan per
 action). Rank 0 keeps its world open between runs in a `Runtime`: the same
-executors, job directory, lock and journal serve every run, and the world is
-closed at process exit, or as soon as a run fails.
+executors, job directory, lock and journal serve every run, also after a run
+whose tasks failed; the world is closed at process exit, or as soon as it
+breaks (a rank lost, a protocol error) or a run is interrupted.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from mpipipe.execution.executor import Executor
 from mpipipe.execution.journal import Journal
 from mpipipe.execution.osutil import RankLogHandler, leave_hung_up_terminal
 from mpipipe.execution.scheduler import Scheduler, SchedulerOptions
+from mpipipe.execution.service import world_survives
 from mpipipe.execution.transport import PeerLost
 from mpipipe.jobdir import JobLock, default_job_id, prepare_job_dir, remove_stale_staging
 from mpipipe.logical.node import LogicalPlan, NodeInfo
@@ -267,8 +269,16 @@ class JobManager:
                     written[0] = time.monotonic()
                     self._write_job_file(rt)
 
+            def external(launchers: Dict[int, Any], nodes: List[Any], results: Any) -> Dict[int, Any]:
+                """Nodes that a submission maps to a launcher: the plan steps' hand-over, keyed by name."""
+                from mpipipe.launchers.plan_steps import check_launchers, external_steps
+
+                by_name = {n.name: launchers[n.id] for n in nodes if n.id in launchers}
+                check_launchers(by_name, nodes)
+                return external_steps(by_name, nodes, rt.job_dir, results)
+
             rt.live = LiveRun(lambda: self._scheduler(rt, [], [], []), ship, lambda e: rt.close(_stop_reason(e)),
-                              after_run=lambda: self._write_job_file(rt))
+                              after_run=lambda: self._write_job_file(rt), external=external)
         return rt.live
 
     def _scheduler(self, rt: Runtime, nodes: List[Any], infos: List[NodeInfo], roots: List[int]) -> Scheduler:
@@ -341,10 +351,12 @@ class JobManager:
         return rt
 
     def _run_plan(self, rt: Runtime, plan: LogicalPlan, steps: Optional[Any] = None) -> JobResult:
-        """One run on the open world; any exception closes the world (a failed world is never reused)."""
+        """One run on the open world. A run that failed (tasks failed for good, a plan refused) leaves the world
+        open for the next run; a broken world (a rank died, a protocol error) or an interrupt closes it."""
         _close_at_exit()  # again each run: a Driver made since may have put its own hook in front
         if rt.live is not None:
             rt.live.wait_idle()  # modules submitted before this plan finish first: one scheduler per world
+        scheduler: Optional[Scheduler] = None
         try:
             rt.runs += 1
             log.setLevel(self.config.log_level)
@@ -359,7 +371,8 @@ class JobManager:
                 scheduler.hand_over(steps.submitters(plan.nodes, rt.job_dir, scheduler.handover.results))
             out = scheduler.run()
         except BaseException as e:
-            rt.close(_stop_reason(e))
+            if not world_survives(e, scheduler):
+                rt.close(_stop_reason(e))
             raise
         return JobResult(self.job_id, rt.job_dir, out["stats"], out["nodes"], [n.name for n in plan.roots])
 

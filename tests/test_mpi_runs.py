@@ -117,3 +117,32 @@ def test_twenty_thousand_noop_tasks_on_four_ranks(data_root):
     print(done.stdout)
     counts = ok_counts(data_root)
     assert len(counts) == 20000 and set(counts.values()) == {1}
+
+
+AFTER_FAILED_RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipelines", "after_failed_runs.py")
+
+
+@pytest.mark.timeout(150)
+def test_failed_runs_leave_the_world_open_and_numpy_scalars_are_numbers(data_root):
+    """Under mpiexec -n 3: a plan whose task raises and one whose task returns a set fail for good (caught by the
+    script); the world stays open, and the next plan, whose tasks return numpy scalars, succeeds on it."""
+    import json
+
+    from mpipipe.execution.journal import kind
+
+    done = mpiexec(3, AFTER_FAILED_RUNS, "--data-root", data_root, "--max-retries", "0", timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["boom failed 1", "a_set failed 1"]
+    assert "task a_set[0] failed after 1 attempt(s): the task returned a value that is not JSON-serializable " \
+           "(Object of type set is not JSON serializable)" in done.stderr
+    numbers = json.loads(lines[2][len("numbers "):])
+    assert numbers == {"values": [1.5, 3, True, 2.5, {"mean": 0.25, "n": [2]}],
+                       "types": ["float", "int", "bool", "float", "dict"]}
+    recs = records(data_root)
+    assert [r["status"] for r in recs if kind(r) == "end"] == ["failed", "failed", "succeeded"]
+    assert len({r["pid"] for r in recs if kind(r) == "run"}) == 1
+    values = {r["p"]: r["v"] for r in recs if kind(r) == "ok" and r["n"] == "numbers"}
+    assert values == dict(enumerate(numbers["values"]))
+    with open(os.path.join(job_dir(data_root), "logs", "rank-0.log")) as f:
+        assert f.read().count("executors ready") == 1  # one world served all three runs

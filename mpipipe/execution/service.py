@@ -7,6 +7,13 @@ share the executors at the same time. When nothing is left, the run ends
 (an "end" record in the journal) and the thread leaves; the next submission
 starts a new run. The pump thread is the only one that talks to the executors
 while it lives.
+
+A submission may name a launcher for some of its nodes (SLURM, say): their
+due tasks are handed to that launcher instead of the executors, and their
+outcomes come back to the same run, journaled like the executors' own.
+
+A run that fails (tasks failed for good, a submission refused) leaves the world
+open for the next; only a broken world (a rank lost, a protocol error) closes it.
 """
 from __future__ import annotations
 
@@ -14,12 +21,26 @@ import concurrent.futures
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
-from mpipipe.errors import JobInterrupted, MpipipeError, PlatformError, TaskFailedError
+from mpipipe.errors import JobInterrupted, MpipipeError, PlanError, PlatformError, TaskFailedError
 from mpipipe.execution.transport import Backoff, PeerLost
 
 log = logging.getLogger("mpipipe.service")
+
+#: what `submit_later`'s make() returns: (nodes, infos), or (nodes, infos, node id -> launcher)
+Made = Union[Tuple[List[Any], List[Any]], Tuple[List[Any], List[Any], Dict[int, Any]]]
+#: (node id -> launcher, the submission's nodes, the run's handover result queue) -> node id -> submit function
+External = Callable[[Dict[int, Any], List[Any], Any], Dict[int, Callable[[List[Any]], None]]]
+
+
+def world_survives(error: BaseException, scheduler: Any = None) -> bool:
+    """Whether the world can serve another run after `error` ended one: yes for a failed run (tasks failed
+    for good, a plan or journal refused) with nothing left running on the executors; no for a lost rank, a
+    protocol error or an interrupt."""
+    if not isinstance(error, MpipipeError) or isinstance(error, (PlatformError, JobInterrupted)):
+        return False
+    return scheduler is None or scheduler.finished()
 
 
 @dataclass
@@ -45,19 +66,23 @@ class _Request:
     resources: Dict[int, Any]
     group_sizes: Dict[int, int]
     future: "concurrent.futures.Future[Dict[int, NodeOutcome]]"
-    make: Optional[Callable[[], Tuple[List[Any], List[Any]]]] = None  # builds nodes and infos when taken
+    make: Optional[Callable[[], Made]] = None  # builds nodes and infos (and launchers) when taken
+    launchers: Dict[int, Any] = field(default_factory=dict)  # node id -> the launcher that runs its tasks
 
 
 class LiveRun:
     """Runs submitted nodes on an open world: `make_scheduler()` builds an empty scheduler for each run,
-    `ship(nodes)` sends node code to the executors, `on_error(e)` closes the world after a fatal error."""
+    `ship(nodes)` sends node code to the executors, `on_error(e)` closes the world after a fatal error,
+    `external(launchers, nodes, results)` gives the submit functions of nodes that launchers run."""
 
     def __init__(self, make_scheduler: Callable[[], Any], ship: Callable[[List[Any], List[Any]], None],
-                 on_error: Callable[[BaseException], None], after_run: Optional[Callable[[], None]] = None) -> None:
+                 on_error: Callable[[BaseException], None], after_run: Optional[Callable[[], None]] = None,
+                 external: Optional[External] = None) -> None:
         self._make = make_scheduler
         self._ship = ship
         self._on_error = on_error
         self._after_run = after_run
+        self._external = external
         self._lock = threading.Lock()
         self._inbox: List[_Request] = []
         self._thread: Optional[threading.Thread] = None
@@ -66,10 +91,13 @@ class LiveRun:
         self._broken: Optional[BaseException] = None
 
     def submit(self, nodes: List[Any], infos: List[Any], resources: Optional[Dict[int, Any]] = None,
-               group_sizes: Optional[Dict[int, int]] = None) -> "concurrent.futures.Future[Dict[int, NodeOutcome]]":
-        """Queue nodes (with their code) to run; the future gives each node's outcome once all have settled."""
+               group_sizes: Optional[Dict[int, int]] = None, launchers: Optional[Dict[int, Any]] = None
+               ) -> "concurrent.futures.Future[Dict[int, NodeOutcome]]":
+        """Queue nodes (with their code) to run; the future gives each node's outcome once all have settled.
+        `launchers` (node id -> launcher) hands those nodes' tasks to their launcher instead of the executors;
+        the launcher retries them."""
         return self._enqueue(_Request(list(nodes), list(infos), dict(resources or {}), dict(group_sizes or {}),
-                                      concurrent.futures.Future()))
+                                      concurrent.futures.Future(), launchers=dict(launchers or {})))
 
     def _enqueue(self, request: _Request) -> "concurrent.futures.Future[Dict[int, NodeOutcome]]":
         with self._lock:
@@ -86,10 +114,10 @@ class LiveRun:
                 self._thread.start()
         return request.future
 
-    def submit_later(self, make: Callable[[], Tuple[List[Any], List[Any]]]
-                     ) -> "concurrent.futures.Future[Dict[int, NodeOutcome]]":
+    def submit_later(self, make: Callable[[], Made]) -> "concurrent.futures.Future[Dict[int, NodeOutcome]]":
         """Like submit(), but the nodes are built by `make()` on the pump thread when it takes the request, so
-        work that keeps arriving until then (one call after another) joins one node instead of many."""
+        work that keeps arriving until then (one call after another) joins one node instead of many. make()
+        returns (nodes, infos), or (nodes, infos, launchers) as submit() takes them."""
         return self._enqueue(_Request([], [], {}, {}, concurrent.futures.Future(), make))
 
     def wait_idle(self, timeout: Optional[float] = None) -> None:
@@ -108,6 +136,17 @@ class LiveRun:
             thread.join(timeout)
 
     # --- the pump thread -----------------------------------------------------------
+
+    def _hand_over(self, scheduler: Any, req: _Request) -> None:
+        """Before the nodes join the run: those with a launcher get its submit function."""
+        if not req.launchers:
+            return
+        unknown = sorted(set(req.launchers) - {i.id for i in req.infos})
+        if unknown:
+            raise PlanError(f"launchers name node id(s) {unknown}, which the submission does not have")
+        if self._external is None:
+            raise PlanError("this world runs nodes on its executors only; it was made without launcher hand-over")
+        scheduler.hand_over(self._external(req.launchers, req.nodes, scheduler.handover.results))
 
     def _loop(self, previous: Optional[threading.Thread]) -> None:
         if previous is not None:
@@ -149,7 +188,9 @@ class LiveRun:
                 for req in batch:
                     if req.make is not None:
                         try:
-                            req.nodes, req.infos = req.make()
+                            made = req.make()
+                            req.nodes, req.infos = made[0], made[1]
+                            req.launchers = dict(made[2]) if len(made) > 2 else {}  # type: ignore[misc]
                         except Exception as e:  # noqa: BLE001  the submitter hears of it, the run goes on
                             req.future.set_exception(e)
                             continue
@@ -157,15 +198,18 @@ class LiveRun:
                         req.future.set_result({})
                         continue
                     sub = _Submission({i.id for i in req.infos}, req.future)
-                    try:
-                        self._ship(req.nodes, req.infos)
+                    try:  # the executors need the code of the nodes they run, not of those a launcher runs
+                        self._ship([n for n in req.nodes if n.id not in req.launchers], req.infos)
                     except PeerLost as e:
                         raise PlatformError(f"executor rank {e.rank} died; run the script again") from e
                     subs.append(sub)
                     for i in req.infos:
                         by_node[i.id] = sub
                     try:
-                        scheduler.add(req.infos, req.resources, req.group_sizes, reuse=False)
+                        self._hand_over(scheduler, req)
+                        scheduler.add(req.infos, {k: v for k, v in req.resources.items() if k not in req.launchers},
+                                      {k: v for k, v in req.group_sizes.items() if k not in req.launchers},
+                                      reuse=False)
                     except MpipipeError as e:
                         subs.remove(sub)
                         for i in req.infos:
@@ -181,9 +225,10 @@ class LiveRun:
             error = e if isinstance(e, MpipipeError) else PlatformError(f"the live run failed: {type(e).__name__}: {e}")
             if isinstance(e, PeerLost):
                 error = PlatformError(f"executor rank {e.rank} died; run the script again (finished runs are cached)")
+            broken = not isinstance(e, JobInterrupted) and not world_survives(e, scheduler)
             with self._lock:
                 self._thread = None
-                if not isinstance(e, JobInterrupted):
+                if broken:
                     self._broken = error
                 waiting = [s.future for s in subs] + [r.future for r in self._inbox]
                 self._inbox = []
@@ -192,7 +237,9 @@ class LiveRun:
                     fut.set_exception(error)
             if scheduler is not None and isinstance(e, JobInterrupted):
                 scheduler.stop_reason = "interrupted"
-            if not isinstance(e, JobInterrupted):
+            if not broken and not isinstance(e, JobInterrupted):
+                log.warning("live run failed; the world stays open: %s", error)
+            if broken:
                 log.error("live run stopped: %s", error)
                 try:
                     self._on_error(error)
