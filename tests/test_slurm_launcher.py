@@ -703,3 +703,29 @@ def test_scontrol_requeue_mid_run_continues_from_the_checkpoint(checkpoint_cases
     code, out, err, starts = checkpoint_cases["requeue"].result()
     _check_resumed((code, out, err, starts), 30)
     assert starts[1]["start"] >= 4  # about 8 steps were done when it was requeued
+
+
+def test_a_modules_own_needs_beat_the_site_config_but_not_what_the_user_chose(job_env, monkeypatch):
+    site = job_env / "xdg-config" / "mpipipe" / "slurm.toml"
+    site.parent.mkdir(parents=True)
+    site.write_text('partition = "site-part"\ntime = "2"\ncpus_per_task = 1\naccount = "site-acct"\n'
+                    'gres = "gpu:1"\n')
+    module = Needs(Resources(cpus=4, gpus=2, time="2h", partition="big", extra_args=("--mail-type=END",)))
+
+    def argv(launcher):
+        return sbatch_options(launcher.submission_options(module), job_name="j", output="o", cwd="/c", world=False)
+
+    head = ["--job-name=j", "--output=o", "--open-mode=append", "--chdir=/c"]
+    # the site's partition, time and cores give way to the module's; its short time's warning (60 s) goes with it
+    assert argv(SlurmLauncher()) == head + [
+        "--cpus-per-task=4", "--partition=big", "--account=site-acct", "--time=120", "--gpus-per-node=2",
+        "--no-requeue", "--signal=B:USR1@120", "--mail-type=END"]
+    # options chosen on the launcher, in SP_SLURM_* and on the command line stay as chosen
+    monkeypatch.setenv("SP_SLURM_CPUS_PER_TASK", "2")
+    session.use_command_line({"slurm_time": "45"}, {})
+    assert argv(SlurmLauncher(partition="mine", gres="gpu:a100:1")) == head + [
+        "--cpus-per-task=2", "--partition=mine", "--account=site-acct", "--time=45", "--gres=gpu:a100:1",
+        "--no-requeue", "--signal=B:USR1@120", "--mail-type=END"]
+    assert argv(SlurmLauncher(options=SlurmOptions(partition="given"))) == head + [
+        "--cpus-per-task=4", "--partition=given", "--time=120", "--gpus-per-node=2", "--no-requeue",
+        "--signal=B:USR1@120", "--mail-type=END"]  # options of its own: the site config is not read

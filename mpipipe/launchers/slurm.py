@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from dataclasses import fields
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mpipipe.config import convert_slurm
 from mpipipe.errors import ConfigError, MpipipeError, PlanError, RequirementError
@@ -82,24 +82,42 @@ def as_options(options: Any) -> Optional[SlurmOptions]:
                       f"got {type(options).__name__}")
 
 
-def fill_from_requirements(options: SlurmOptions, spec: Any, where: str) -> SlurmOptions:
+def _warning(options: SlurmOptions, minutes: int, soft: AbstractSet[str], signal: Optional[int]) -> Dict[str, Any]:
+    """The signal change a new time limit of `minutes` needs: a warning nobody chose starts again from `signal`,
+    and any warning must come before the limit (as resolve() does for a short --time)."""
+    warn = signal if signal is not None and "signal" in soft else options.signal
+    if warn and 2 * warn > minutes * 60:
+        warn = max(1, minutes * 60 // 2)
+    return {"signal": warn} if warn != options.signal else {}
+
+
+def fill_from_requirements(options: SlurmOptions, spec: Any, where: str, soft: AbstractSet[str] = frozenset(),
+                           signal: Optional[int] = None) -> SlurmOptions:
     """Options nobody chose, taken from what one run needs (cores, memory, GPUs, duration, partition).
 
+    `soft` names options whose values are only defaults (the site config's): a
+    run's own needs replace them, while options the user chose (on the launcher,
+    the command line, SP_SLURM_*, init()) are kept. `signal` is the warning a new
+    time limit starts from when the signal is soft (None: the options' own).
     Only a requirement with a single alternative is translated: SLURM cannot be
     asked for "this or that".
     """
     if spec is None or callable(spec):  # a function of each run's inputs: nothing to translate up front
         return options
+
+    def free(name: str) -> bool:
+        return getattr(options, name) is None or name in soft
+
     given = getattr(spec, "slurm_options", None)
     if callable(given) and not isinstance(spec, type):  # stopes' Requirements: SLURM options of its own
         try:
             wanted = {option_name(k): v for k, v in given().items()}
         except MpipipeError as e:
             raise RequirementError(f"{where}: {e}") from None
-        filled = {k: option_value(k, v) for k, v in wanted.items() if k in OPTION_NAMES and getattr(options, k) is None}
+        filled = {k: option_value(k, v) for k, v in wanted.items() if k in OPTION_NAMES and free(k)}
         minutes = int(filled["time"]) if str(filled.get("time", "")).isdigit() else 0
-        if minutes and options.signal and 2 * options.signal > minutes * 60:  # as resolve() does for a short --time
-            filled["signal"] = max(1, minutes * 60 // 2)
+        if minutes and "signal" not in filled:
+            filled.update(_warning(options, minutes, soft, signal))
         return options.with_(**filled) if filled else options
     from mpipipe.resources import Resources, requirement_of
 
@@ -108,24 +126,27 @@ def fill_from_requirements(options: SlurmOptions, spec: Any, where: str) -> Slur
     requirement = requirement_of(spec, where)
     changes: Dict[str, Any] = {}
     if isinstance(spec, Resources):
-        if spec.partition and options.partition is None:
+        if spec.partition and free("partition"):
             changes["partition"] = option_value("partition", spec.partition)
         if spec.extra_args:
             changes["extra"] = options.extra + option_value("extra", list(spec.extra_args))
     if requirement is not None and len(requirement.alternatives) == 1:
         need = requirement.alternatives[0]
-        if need.cpu.cores and options.cpus_per_task is None:
+        if need.cpu.cores and free("cpus_per_task"):
             changes["cpus_per_task"] = need.cpu.cores
-        if need.cpu.memory and options.mem is None:
+        if need.cpu.memory and free("mem"):
             changes["mem"] = f"{math.ceil(need.cpu.memory / 2 ** 20)}M"
         gpus = sum(a.count for a in need.accelerators if a.kind != "mps")  # Apple devices are not SLURM GPUs
-        if gpus and options.gpus_per_node is None and options.gpus is None and options.gres is None:
+        if gpus and free("gpus_per_node") and free("gpus") and free("gres"):
             changes["gpus_per_node"] = str(gpus)
-        if need.duration and options.time is None:
+            if options.gpus is not None:  # the site's GPU count gives way to the run's
+                changes["gpus"] = None
+            if options.gres is not None and options.gres.startswith("gpu"):
+                changes["gres"] = None
+        if need.duration and free("time"):
             minutes = max(1, math.ceil(need.duration / 60))
             changes["time"] = str(minutes)
-            if options.signal and 2 * options.signal > minutes * 60:  # as resolve() does for a short --time
-                changes["signal"] = max(1, minutes * 60 // 2)
+            changes.update(_warning(options, minutes, soft, signal))
     return options.with_(**changes) if changes else options
 
 
@@ -297,17 +318,32 @@ class SlurmLauncher(Launcher):
         return new
 
     def resolved_options(self, module: Any = None) -> SlurmOptions:
-        """The options a run uses: its own (or the job's) options, config() changes, then the module's needs."""
+        """The options a run uses: its own (or the job's) options, config() changes, then the module's needs.
+
+        A module's needs replace what only the site config said (its partition,
+        time, ...), never what the user chose: this launcher's options and config()
+        changes, the command line, SP_SLURM_* and init()."""
+        soft: AbstractSet[str] = frozenset()
+        signal: Optional[int] = None
         if self.options is not None:
             options = self.options
         else:
-            from mpipipe.platform.slurm_options import resolve
-            options = resolve(context.current().config())
+            from mpipipe.config import SLURM_DEFAULTS
+            from mpipipe.platform.slurm_options import SITE_KEYS, default_site_config, read_site_config, resolve
+
+            config = context.current().config()
+            options = resolve(config)
+            chosen = {name for name in SITE_KEYS if getattr(config, f"slurm_{name}") is not None}
+            soft = frozenset(SITE_KEYS) - chosen - set(self._overrides)
+            if module is not None and "signal" in soft:
+                explicit = config.slurm_config is not None
+                site = read_site_config(config.slurm_config if explicit else default_site_config(), explicit)
+                signal = site.get("signal", SLURM_DEFAULTS["signal"])
         if self._overrides:
             options = options.with_(**self._overrides)
         if module is not None:
             options = fill_from_requirements(options, module.requirements(),
-                                             f"module {module.name()!r}: requirements()")
+                                             f"module {module.name()!r}: requirements()", soft, signal)
         return options
 
     def submission_options(self, module: Any) -> SlurmOptions:
