@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
+import time
 from typing import Any, Dict
 
 import click
@@ -36,21 +38,34 @@ def _job_status(job_dir: str) -> Dict[str, Any]:
                 node["last_error"] = f"[{rec['p']}] attempt {rec['a']}: {rec.get('e')} (log: {(rec.get('log') or ['?'])[0]})"
     from mpipipe.joblogs import job_is_running
 
-    running = job_is_running(job_dir)
-    live: Dict[str, Any] = {}
-    if running:
-        try:
-            with open(os.path.join(job_dir, "state.json")) as f:
-                live = json.load(f).get("nodes", {})
-        except (OSError, ValueError):
-            live = {}
+    state, age = _heartbeat(job_dir)
+    # rank 0's lock tells on its own host only; elsewhere its heartbeat does (state.json, rewritten every
+    # second while rank 0 runs), from any host that sees the job directory
+    elsewhere = job.get("host") not in (None, socket.gethostname())
+    running = job_is_running(job_dir) or (elsewhere and state.get("status") == "running" and age < HEARTBEAT_SECONDS)
+    live: Dict[str, Any] = state.get("nodes", {}) if running else {}
     for name, node in nodes.items():
         node["running"] = int(live.get(name, {}).get("running", 0))
         node["failed"] = int(live.get(name, {}).get("failed", 0)) if running else \
             (0 if end == "succeeded" else _failed_for_good(node))
     status = "running" if running else (end or ("killed (no end record; run the same command to resume)" if runs
                                                  else "not started"))
-    return {"job": job, "nodes": nodes, "runs": runs, "status": status}
+    return {"job": job, "nodes": nodes, "runs": runs, "status": status, "heartbeat": age if state else None}
+
+
+HEARTBEAT_SECONDS = 30.0  # a state.json older than this is not a running rank 0's
+
+
+def _heartbeat(job_dir: str) -> "tuple[Dict[str, Any], float]":
+    """state.json and its age: seconds since rank 0 last wrote it (its own clock or the file's, the later)."""
+    path = os.path.join(job_dir, "state.json")
+    try:
+        with open(path) as f:
+            state = json.load(f)
+        written = max(float(state.get("time") or 0), os.stat(path).st_mtime)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}, float("inf")
+    return (state if isinstance(state, dict) else {}), max(0.0, time.time() - written)
 
 
 def _failed_for_good(node: Dict[str, Any]) -> int:
@@ -99,6 +114,9 @@ def status(job: str) -> None:
         info = st["job"]
         click.echo(f"job {info['job_id']} on {info['platform']} ({info['executors']} executors): {st['status']}, "
                    f"{st['runs']} run(s)")
+        if info.get("host") or st["heartbeat"] is not None:
+            beat = "" if st["heartbeat"] is None else f"; state.json written {st['heartbeat']:.0f} s ago"
+            click.echo(f"  rank 0 on {info.get('host', '?')}{beat}")
         for name, node in st["nodes"].items():
             done = len(node["done"])
             pending = max(0, node["total"] - done - node["running"] - node["failed"])

@@ -59,6 +59,13 @@ class JobConfig:
     progress_interval: float = option(2.0, "seconds between progress lines, 0 for none (default: 2)",
                                       kind="seconds")
     mpiexec: str = option("mpiexec", "the launcher --platform mpi runs", flag=False)
+    hostfile: Optional[str] = option(
+        None, "--platform mpi: start the world on the hosts of this file (MPICH 'host:slots' or Open MPI "
+              "'host slots=N' lines), passed as the launcher's own option (MPICH -f, Open MPI --hostfile); "
+              "rank 0 runs on the first host", metavar="PATH")
+    mpiexec_args: Optional[str] = option(
+        None, "--platform mpi: more arguments for mpiexec, split as a shell would, e.g. "
+              "--mpiexec-args='-iface eth0' or '--bind-to none'", metavar="ARGS")
     hello_timeout: float = option(120.0, "seconds rank 0 waits for executors to answer", kind="seconds", flag=False)
     hosts: Optional[str] = option(
         None, "override what executor ranks offer, in the requirement language, e.g. "

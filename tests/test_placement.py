@@ -10,7 +10,7 @@ from journal_tools import records
 from mpipipe.errors import PlanError, RequirementError
 from mpipipe.execution.hostprobe import apply_override, parse_host, parse_overrides
 from mpipipe.execution.placement import Placement
-from mpipipe.logical.node import ComputeNode, Context
+from mpipipe import ComputeNode, Context
 from mpipipe.requirements import parse
 from mpipipe.resources import NodeResources, Resources, requirement_of
 
@@ -102,6 +102,47 @@ def test_unified_memory_counts_against_host_memory():
     assert p.place(1, parse("cpu(mem=30GiB) & mps(mem=8GiB)")) is None
     a = p.place(1, parse("cpu(mem=16GiB) & gpu(mem=8GiB)"))
     assert a is not None and a.memory == 24 << 30
+
+
+def _on(host, cores=2, memory=8 << 30, accelerators=(), pools=None):
+    """A host as the probe describes it: ranks with equal pool keys on one host share the figures."""
+    return dict(_host(cores, memory, accelerators), host=host, host_id=f"{host}/boot",
+                pools=pools or {"cores": "cpus 0-1", "memory": "host"})
+
+
+def test_ranks_on_one_host_share_its_cores_memory_and_devices():
+    """Two ranks on a 2-core host never run two cpu(cores=2) tasks at once; a rank alone on its host has it all."""
+    gpu = [{"kind": "cuda", "memory": 16 << 30, "index": 0, "device": "0"}]
+    p = Placement({1: _on("h2", accelerators=gpu), 2: _on("h2", accelerators=gpu), 3: _on("h3")}, slots=1)
+    two = parse("cpu(cores=2)")
+    a = p.place(1, two)
+    assert a is not None and p.place(2, two) is None  # the host's 2 cores are held by rank 1's task
+    assert p.place(3, two) is not None
+    p.release(a)
+    assert p.place(2, two) is not None
+    g = p.place(1, parse("cuda(mem=8GiB)"))
+    assert g is not None and p.place(2, parse("cuda(mem=8GiB)")) is None  # one device on the host
+    p.release(g)
+    assert p.place(2, parse("cuda(mem=8GiB)")) is not None
+    big = p.place(1, parse("cpu(mem=6GiB)"))
+    assert big is not None and p.place(2, parse("cpu(mem=6GiB)")) is None  # 8 GiB of memory on the host
+    assert "(cores shared with rank 2)" in p.hosts_text()
+
+
+def test_a_task_without_cores_gets_its_share_of_the_host():
+    p = Placement({1: _on("h2", cores=8), 2: _on("h2", cores=8), 3: _on("h3", cores=8)}, slots=2)
+    assert p.place(1, parse("cpu(mem=1GiB)")).threads == 2  # 8 cores, 2 ranks x 2 workers
+    assert p.place(3, parse("cpu(mem=1GiB)")).threads == 4
+
+
+def test_own_shares_and_overrides_by_rank_are_not_pooled():
+    own = {"cores": "rank", "memory": "rank"}  # SLURM's cpus per task: each rank's own
+    p = Placement({1: _on("n1", cores=1, pools=own), 2: _on("n1", cores=1, pools=own)}, slots=1)
+    assert p.place(1, parse("cpu(cores=1)")) and p.place(2, parse("cpu(cores=1)"))
+    assert not p.servable(parse("cpu(cores=2)"))  # no rank may have more than its own
+    ranked = apply_override(_on("n1"), parse_overrides("1=cpu(cores=2)")[1])
+    q = Placement({1: ranked, 2: _on("n1")}, slots=1)
+    assert q.place(1, parse("cpu(cores=2)")) and q.place(2, parse("cpu(cores=2)"))
 
 
 # --- runs -----------------------------------------------------------------------------------

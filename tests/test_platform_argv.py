@@ -84,6 +84,111 @@ def test_relaunch_argv_starts_with_the_interpreter(monkeypatch):
     assert relaunch_argv() == [sys.executable, "job.py", "--y"]
 
 
+# --- hosts: --hostfile, --mpiexec-args, the loopback check ---------------------------------------------------
+
+from mpipipe.errors import ConfigError, PlatformError  # noqa: E402
+from mpipipe.platform import mpi as M  # noqa: E402
+
+
+def test_the_hostfile_goes_in_the_launchers_own_form():
+    assert M.mpiexec_argv("/x/mpiexec", 5, ["py", "s.py"], "mpich", "/h/hosts") == \
+        ["/x/mpiexec", "-f", "/h/hosts", "-n", "5", "py", "s.py"]
+    assert M.mpiexec_argv("/x/mpiexec", 5, ["py"], "openmpi", "/h/hosts", ["--bind-to", "none"]) == \
+        ["/x/mpiexec", "--hostfile", "/h/hosts", "--bind-to", "none", "-n", "5", "py"]
+    assert M.mpiexec_argv("mpiexec", 2, TRICKY_ARGV) == ["mpiexec", "-n", "2"] + TRICKY_ARGV
+    with pytest.raises(PlatformError) as e:
+        M.mpiexec_argv("/x/mpirun", 2, ["py"], "", "/h/hosts")
+    assert "--mpiexec-args='-f /h/hosts'" in str(e.value)
+
+
+def test_the_launcher_is_told_apart_by_its_version_text():
+    assert M.launcher_flavor("HYDRA build details:\n    Version: 5.0.2") == "mpich"
+    assert M.launcher_flavor("mpiexec (Open MPI) 5.0.6\n\nReport bugs") == "openmpi"
+    assert M.launcher_flavor("mpirun (OpenRTE) 4.1.2") == "openmpi"
+    assert M.launcher_flavor("Intel(R) MPI Library for Linux* OS, Version 2021") == "mpich"
+    assert M.launcher_flavor("something else") == ""
+
+
+def test_mpiexec_args_are_split_as_a_shell_would():
+    assert M.split_mpiexec_args("-iface eth0 -genv A 'x y' $(boom)") == ["-iface", "eth0", "-genv", "A", "x y",
+                                                                         "$(boom)"]
+    assert M.split_mpiexec_args(None) == []
+    with pytest.raises(ConfigError):
+        M.split_mpiexec_args("-genv A 'open")
+
+
+def test_hostfiles_of_either_form_and_their_slots():
+    hosts = M.parse_hostfile("# login first\nlogin:1\nnode1:4  # comment\nnode2 slots=2 max_slots=8\nnode3\n\n")
+    assert hosts == [("login", 1), ("node1", 4), ("node2", 2), ("node3", None)]
+    assert M.hostfile_slots(hosts) == 8
+    assert M.hosts_in_args(["-hosts", "a:2,b", "--host=c,d:1", "-n", "3"]) == ["a", "b", "c", "d"]
+    assert M.hostfile_in_args(["-genv", "X", "1", "-machinefile", "/m"]) == "/m"
+
+
+def test_hostfile_and_mpiexec_args_reach_the_command(tmp_path, fake_mpiexec):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("h1:1\nh2:2\nh3:2\n")
+    M._FLAVORS[fake_mpiexec] = ("mpich", "HYDRA build details:")
+    cfg = JobConfig(hostfile=str(hostfile), mpiexec_args="-iface br0 -launcher ssh")
+    platform = MpiPlatform(cfg)
+    assert platform.launch_command(["s.py"]) == [fake_mpiexec, "-f", str(hostfile), "-iface", "br0", "-launcher",
+                                                 "ssh", "-n", "5", "s.py"]  # a rank per slot: rank 0 + 4
+    assert platform.launch_env() == {"MPIPIPE_WORLD_SIZE": "5"}
+    assert MpiPlatform(cfg.with_(num_executors=2)).launch_command(["s.py"])[-3:] == ["-n", "3", "s.py"]
+    with pytest.raises(ConfigError) as e:
+        MpiPlatform(JobConfig(hostfile=str(tmp_path / "missing"))).launch_command(["s.py"])
+    assert "cannot read the hostfile" in str(e.value)
+    (tmp_path / "empty").write_text("# nothing\n")
+    with pytest.raises(ConfigError):
+        MpiPlatform(JobConfig(hostfile=str(tmp_path / "empty"))).launch_command(["s.py"])
+
+
+def test_the_options_are_flags_and_sp_variables():
+    from mpipipe.config import build_config
+
+    cfg = build_config({}, env={"SP_HOSTFILE": "/h", "SP_MPIEXEC_ARGS": "--bind-to none"})
+    assert (cfg.hostfile, cfg.mpiexec_args) == ("/h", "--bind-to none")
+    d = Driver(args=["--hostfile", "/h", "--mpiexec-args", "--bind-to none", "--hosts", "node2=cpu(cores=8)"])
+    assert d.builtin_arguments() == {"hostfile": "/h", "mpiexec_args": "--bind-to none",
+                                     "hosts": "node2=cpu(cores=8)"}
+
+
+def test_a_loopback_hostname_is_refused_with_the_fix():
+    problem = M.loopback_problem("login", ["127.0.1.1"], ["login", "node1", "node2"], False, ["eth0"])
+    assert "127.0.1.1" in problem and "node1, node2" in problem and "-iface IFACE" in problem
+    assert "interfaces here: eth0" in problem
+    assert M.loopback_problem("login", ["10.0.0.5"], ["node1"], False) is None  # a routable address
+    assert M.loopback_problem("login", ["127.0.1.1"], ["node1"], True) is None  # -iface / HYDRA_IFACE named
+    assert M.loopback_problem("login", ["127.0.1.1"], ["localhost", "login", "127.0.0.1"], False) is None
+
+
+def test_check_reachable_before_start(tmp_path, fake_mpiexec, monkeypatch):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("node1:2\nnode2:2\n")
+    M._FLAVORS[fake_mpiexec] = ("mpich", "HYDRA build details:")
+    monkeypatch.setattr(M.socket, "gethostname", lambda: "login")
+    monkeypatch.setattr(M, "_resolve", lambda name: ["127.0.1.1"])
+    platform = MpiPlatform(JobConfig(hostfile=str(hostfile)))
+    with pytest.raises(PlatformError) as e:
+        platform.check_reachable({})
+    assert "'login' resolves to 127.0.1.1" in str(e.value)
+    platform.check_reachable({"HYDRA_IFACE": "eth0"})
+    MpiPlatform(JobConfig(mpiexec_args="-iface eth0 -hosts node1,node2")).check_reachable({})
+    with pytest.raises(PlatformError):
+        MpiPlatform(JobConfig(mpiexec_args="-hosts node1,node2")).check_reachable({})
+    M._FLAVORS[fake_mpiexec] = ("openmpi", "mpiexec (Open MPI) 5.0.6")
+    platform.check_reachable({})  # Open MPI's daemons reach back by address
+    MpiPlatform(JobConfig()).check_reachable({})  # no hosts named: one host
+
+
+def test_the_local_platform_refuses_a_hostfile():
+    from mpipipe.platform.local import LocalPlatform
+
+    with pytest.raises(ConfigError) as e:
+        LocalPlatform(JobConfig(hostfile="/h")).connect()
+    assert "--platform mpi" in str(e.value)
+
+
 # --- Driver ----------------------------------------------------------------------------------------------
 
 BUILTIN_OPTIONS = ["--platform", "--num-executors", "--job-id", "--data-root", "--max-retries", "--fail-fast",

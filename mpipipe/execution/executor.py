@@ -22,10 +22,24 @@ log = logging.getLogger("mpipipe.executor")
 
 
 def host_description() -> Dict[str, Any]:
-    """What this rank's host offers (cores, memory, accelerators), sent to rank 0 for placement."""
-    from mpipipe.execution.hostprobe import probe
+    """What this rank's host offers (cores, memory, accelerators), sent to rank 0 for placement; a `--hosts`
+    entry that names this host by its name replaces the probe's figures (rank entries are rank 0's)."""
+    from mpipipe.execution.hostprobe import apply_override, host_override, probe
 
-    return probe()
+    desc = probe()
+    text = _hosts_option()
+    override = host_override(text, desc["host"]) if text else None
+    return apply_override(desc, override, scope="host") if override is not None else desc
+
+
+def _hosts_option() -> Optional[str]:
+    """The job's --hosts (command line > SP_HOSTS > init()), as the script's own config has it."""
+    from mpipipe import context
+
+    job = context.current()
+    if "hosts" not in job.command_line and "SP_HOSTS" not in os.environ and "hosts" not in job.init:
+        return None
+    return job.config().hosts
 
 
 def _rank_log(folder: str) -> Optional[logging.Handler]:

@@ -1,18 +1,21 @@
 """Placement: which executor rank may run a task that states its needs, and what it is given.
 
-Rank 0 keeps each rank's free capacity (cores, memory, devices). A task with a
-requirement goes to a rank whose free capacity matches it (see
+Rank 0 keeps the free capacity of every pool: the cores, memory and devices
+that ranks on one host share (see hostprobe.pool_keys: ranks that see the same
+cores share them; a rank's own share, such as SLURM's cpus per task or a
+per-rank override, is its own pool). A task with a requirement goes to a rank
+whose own figures and whose pools' free capacity match it (see
 requirements.match); it holds those cores, that memory and those devices until
-its result comes back. A requirement that no rank could serve even when idle
-is an error before anything runs.
+its result comes back, so a host never runs more than it has. A requirement
+that no rank could serve even when idle is an error before anything runs.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from mpipipe.errors import RequirementError
-from mpipipe.execution.hostprobe import describe, device_ids, spec_of
+from mpipipe.execution.hostprobe import PoolKey, describe, device_ids, pool_keys, spec_of
 from mpipipe.requirements import CPUSpecification, HostRequirement, HostSpecification
 
 
@@ -21,7 +24,7 @@ class Allocation:
     """What one task holds on its rank; its resources travel with the task to set its environment."""
 
     rank: int
-    cores: int  # reserved on the rank (what the requirement asked for)
+    cores: int  # reserved in the rank's cores pool (what the requirement asked for)
     memory: int
     devices: Tuple[int, ...]  # indices into the rank's accelerator list
     threads: int  # thread count the task is told to use
@@ -32,18 +35,59 @@ class Allocation:
         return {"cpus": self.threads, "memory": self.memory, "devices": list(self.device_ids), "time": self.time}
 
 
-class RankCapacity:
-    """One rank's host and what is still free on it."""
+class Pools:
+    """Free cores and memory per pool, and the devices held anywhere, for every host of the world."""
 
-    def __init__(self, rank: int, desc: Dict[str, Any], slots: int) -> None:
+    def __init__(self) -> None:
+        self.cores: Dict[PoolKey, int] = {}
+        self.memory: Dict[PoolKey, int] = {}
+        self.size: Dict[PoolKey, int] = {}  # a pool's cores when idle
+        self.members: Dict[PoolKey, List[int]] = {}  # ranks that share a cores pool
+        self.held: Set[PoolKey] = set()  # devices in use
+
+    def join(self, rank: int, cores_key: PoolKey, cores: int, memory_key: PoolKey, memory: int) -> None:
+        """A rank offers its figures to its pools; ranks of one pool report the same figure (the largest
+        counts, so a rank that saw less still cannot hold more than its own)."""
+        self.cores[cores_key] = max(self.cores.get(cores_key, 0), cores)
+        self.size[cores_key] = self.cores[cores_key]
+        self.memory[memory_key] = max(self.memory.get(memory_key, 0), memory)
+        self.members.setdefault(cores_key, []).append(rank)
+
+
+class RankCapacity:
+    """One rank's host: its own figures (what one task on it may have at most) and its pools."""
+
+    def __init__(self, rank: int, desc: Dict[str, Any], slots: int, pools: Pools) -> None:
         self.rank = rank
         self.desc = desc
         self.spec = spec_of(desc)
         self.slots = max(1, slots)
-        self.cores = self.spec.cpu.cores
-        self.memory = self.spec.cpu.memory
-        self.free_devices = list(range(len(self.spec.accelerators)))
+        self.pools = pools
+        self.cores_key, self.memory_key, self.device_keys = pool_keys(rank, desc)
+        pools.join(rank, self.cores_key, self.spec.cpu.cores, self.memory_key, self.spec.cpu.memory)
         self.ids = device_ids(desc)
+
+    @property
+    def cores(self) -> int:
+        """Cores still free to this rank: its pool's free cores, at most its own."""
+        return min(self.spec.cpu.cores, self.pools.cores[self.cores_key])
+
+    @property
+    def memory(self) -> int:
+        return min(self.spec.cpu.memory, self.pools.memory[self.memory_key])
+
+    @property
+    def free_devices(self) -> List[int]:
+        return [i for i, key in enumerate(self.device_keys) if key not in self.pools.held]
+
+    def sharers(self) -> List[int]:
+        """The ranks that share this rank's cores (itself included)."""
+        return self.pools.members[self.cores_key]
+
+    def idle_spec(self) -> HostSpecification:
+        """What one task could have here when the whole host is idle."""
+        cpu = CPUSpecification(min(self.spec.cpu.cores, self.pools.size[self.cores_key]), self.spec.cpu.memory)
+        return HostSpecification(cpu, self.spec.accelerators, self.spec.max_duration, self.spec.priority)
 
     def free_spec(self) -> HostSpecification:
         accel = tuple(self.spec.accelerators[d] for d in self.free_devices)
@@ -51,39 +95,47 @@ class RankCapacity:
                                  self.spec.max_duration, self.spec.priority)
 
     def place(self, req: HostRequirement) -> Optional[Allocation]:
+        free = self.free_devices
         m = req.match(self.free_spec())
         if m is None:
             return None
         alt = m.requirement
-        taken = tuple(self.free_devices[i] for group in m.devices for i in group)
+        taken = tuple(free[i] for group in m.devices for i in group)
         unified = sum(request.memory for request, group in zip(alt.accelerators, m.devices)
-                      for i in group if self.spec.accelerators[self.free_devices[i]].unified_memory)
+                      for i in group if self.spec.accelerators[free[i]].unified_memory)
+        share = self.pools.size[self.cores_key] // (self.slots * len(self.sharers()))
         a = Allocation(self.rank, alt.cpu.cores, alt.cpu.memory + unified, taken,
-                       alt.cpu.cores or max(1, self.spec.cpu.cores // self.slots),
+                       alt.cpu.cores or max(1, min(self.spec.cpu.cores, share)),
                        tuple(self.ids[d] for d in taken), alt.duration)
-        self.cores -= a.cores
-        self.memory -= a.memory
-        self.free_devices = [d for d in self.free_devices if d not in taken]
+        self.pools.cores[self.cores_key] -= a.cores
+        self.pools.memory[self.memory_key] -= a.memory
+        self.pools.held.update(self.device_keys[d] for d in taken)
         return a
 
     def release(self, a: Allocation) -> None:
-        self.cores += a.cores
-        self.memory += a.memory
-        self.free_devices = sorted(set(self.free_devices) | set(a.devices))
+        self.pools.cores[self.cores_key] += a.cores
+        self.pools.memory[self.memory_key] += a.memory
+        self.pools.held.difference_update(self.device_keys[d] for d in a.devices)
 
 
 class Placement:
-    """Free capacity of every executor rank, and the checks made before and during scheduling."""
+    """Free capacity of every pool, and the checks made before and during scheduling."""
 
     def __init__(self, hosts: Dict[int, Dict[str, Any]], slots: int) -> None:
-        self.ranks = {r: RankCapacity(r, d, slots) for r, d in sorted(hosts.items())}
+        self.pools = Pools()
+        self.ranks = {r: RankCapacity(r, d, slots, self.pools) for r, d in sorted(hosts.items())}
 
     def hosts_text(self) -> str:
-        return "; ".join(f"rank {r} {describe(c.desc)}" for r, c in self.ranks.items())
+        return "; ".join(f"rank {r} {describe(c.desc)}{self._shared(c)}" for r, c in self.ranks.items())
+
+    @staticmethod
+    def _shared(c: RankCapacity) -> str:
+        others = [str(r) for r in c.sharers() if r != c.rank]
+        return f" (cores shared with rank {', '.join(others)})" if others else ""
 
     def servable(self, req: HostRequirement) -> bool:
-        """Could some rank run it when idle?"""
-        return any(req.match(c.spec) is not None for c in self.ranks.values())
+        """Could some rank run it when its host is idle?"""
+        return any(req.match(c.idle_spec()) is not None for c in self.ranks.values())
 
     def check(self, node: str, req: HostRequirement) -> None:
         if not self.servable(req):

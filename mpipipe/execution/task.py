@@ -215,6 +215,24 @@ class TaskContext:
         return self._staging
 
     @property
+    def host_executors(self) -> int:
+        """Executor ranks that share this rank's cores on its host, this one included: a task that states
+        no needs of its own should take 1/host_executors of the host (see host_share), not 1/(world - 1)."""
+        return host_view(self.job_dir, self.rank, self.world_size)[0]
+
+    @property
+    def host_offer(self) -> Dict[str, Any]:
+        """What this rank's host offers within the job's allocation, as rank 0 placed by it: {"cores",
+        "memory", "accelerators", "limits", ...} (see execution.hostprobe)."""
+        return dict(host_view(self.job_dir, self.rank, self.world_size)[1])
+
+    def host_share(self) -> Tuple[int, int]:
+        """(cores, memory bytes) of this rank's share of its host: what the host offers divided among the
+        executor ranks that share it (at least 1 core)."""
+        n, offer = host_view(self.job_dir, self.rank, self.world_size)
+        return max(1, int(offer.get("cores") or 1) // n), int(offer.get("memory") or 0) // n
+
+    @property
     def input_paths(self) -> List[str]:
         """All upstream outputs flattened, in input order then partition order."""
         return [p for paths in self.inputs for p in paths]
@@ -228,3 +246,32 @@ class TaskContext:
     def abort(self) -> None:
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
+
+
+_HOST_VIEWS: Dict[Tuple[str, int], Tuple[int, Dict[str, Any]]] = {}
+
+
+def host_view(job_dir: str, rank: int, world_size: int) -> Tuple[int, Dict[str, Any]]:
+    """(executor ranks sharing `rank`'s cores, what its host offers), from the hosts rank 0 recorded in the
+    job's job.json (written before any task is sent); without it, from this process's own probe and the
+    launcher's count of ranks on this host."""
+    key = (job_dir, rank)
+    found = _HOST_VIEWS.get(key)
+    if found is not None:
+        return found
+    import json
+
+    from mpipipe.execution import hostprobe
+
+    try:
+        with open(os.path.join(job_dir, "job.json"), encoding="utf-8") as f:
+            hosts = {int(r): d for r, d in (json.load(f).get("hosts") or {}).items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        hosts = {}
+    if rank in hosts and isinstance(hosts[rank], dict):
+        found = (len(hostprobe.pool_members(hosts, rank)), hosts[rank])
+        _HOST_VIEWS[key] = found
+        return found
+    local = hostprobe.launcher_local_size(os.environ)
+    return max(1, local or world_size - 1), hostprobe.local_allocation()
+

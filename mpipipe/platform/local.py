@@ -10,14 +10,22 @@ import signal
 import subprocess
 import sys
 import time
-from typing import List
+from typing import Dict, List, Optional
 
+from mpipipe.config import JobConfig
+from mpipipe.errors import ConfigError
 from mpipipe.execution.osutil import child_env, die_with_parent
 from mpipipe.execution.transport import PipeTransport, make_pair
 from mpipipe.platform.base import Platform, World
 
 
-def start_local_executors(n: int, command_prefix: List[str]) -> World:
+def executor_env(config: JobConfig) -> Dict[str, str]:
+    """What local executors must know of the config that they cannot read from a command line of their own:
+    --hosts, whose host-name entries each executor applies to its own probe."""
+    return {"SP_HOSTS": config.hosts} if config.hosts else {}
+
+
+def start_local_executors(n: int, command_prefix: List[str], env: Optional[Dict[str, str]] = None) -> World:
     """Start `n` executor processes wired to this process (rank 0) by socket pairs."""
     socks = {}
     procs = []
@@ -25,7 +33,7 @@ def start_local_executors(n: int, command_prefix: List[str]) -> World:
         mine, theirs = make_pair()
         fd = theirs.fileno()
         cmd = command_prefix + [sys.executable, "-m", "mpipipe.execution.local_executor", str(fd), str(rank), str(n + 1)]
-        procs.append(subprocess.Popen(cmd, pass_fds=[fd], env=child_env(), close_fds=True,
+        procs.append(subprocess.Popen(cmd, pass_fds=[fd], env=child_env(env), close_fds=True,
                                       preexec_fn=lambda: die_with_parent(signal.SIGKILL)))
         theirs.close()
         socks[rank] = mine
@@ -54,8 +62,13 @@ class LocalPlatform(Platform):
         return []
 
     def connect(self) -> World:
+        given = [flag for flag, value in (("--hostfile", self.config.hostfile),
+                                          ("--mpiexec-args", self.config.mpiexec_args)) if value]
+        if given:
+            raise ConfigError(f"{' and '.join(given)} start an MPI world on other hosts, but this job runs on the "
+                              f"{self.name} platform, on this host only; add --platform mpi (or drop them)")
         n = self.config.num_executors or max(1, os.cpu_count() or 1)
-        return start_local_executors(n, self.executor_command())
+        return start_local_executors(n, self.executor_command(), executor_env(self.config))
 
     def disconnect(self, world: World) -> None:
         world.transport.close()
