@@ -23,8 +23,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as B  # noqa: E402
 
-WORKLOADS = ["startup", "dispatch", "groupby", "sort", "scale"]
-TIMEOUTS = {"startup": 600, "dispatch": 1800, "groupby": 1500, "sort": 1500, "scale": 1800}
+WORKLOADS = ["startup", "dispatch", "groupby", "sort", "scale", "scale_sim"]
+TIMEOUTS = {"startup": 600, "dispatch": 1800, "groupby": 1500, "sort": 1500, "scale": 1800, "scale_sim": 1800}
 QUICK_TIMEOUT = 600
 
 
