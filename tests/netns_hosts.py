@@ -43,6 +43,11 @@ class Limits:
     memory: Optional[int] = None
 
 
+def new_tag() -> str:
+    """Five hex digits that name what one session makes (namespaces, bridge, cgroups, host names)."""
+    return f"{random.randrange(16 ** 5):05x}"
+
+
 def available() -> "tuple[bool, str]":
     """Whether fake hosts can be made here, and why not."""
     if os.uname().sysname != "Linux":
@@ -55,8 +60,10 @@ def available() -> "tuple[bool, str]":
     return True, "root, ip, nsenter and unshare are here"
 
 
-def _run(argv: Sequence[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
-    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+def _run(argv: Sequence[str], check: bool = True, timeout: float = 30,
+         env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env=env)
     if check and done.returncode != 0:
         raise FakeHostsError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
     return done
@@ -77,11 +84,12 @@ def cgroup_version() -> int:
 class FakeHosts:
     """Network-namespace hosts on a bridge, their cgroups, and the ssh stand-in that runs commands on them."""
 
-    def __init__(self, folder: Path, names: Sequence[str], limits: Optional[Dict[str, Limits]] = None) -> None:
+    def __init__(self, folder: Path, names: Sequence[str], limits: Optional[Dict[str, Limits]] = None,
+                 tag: Optional[str] = None) -> None:
         self.folder = folder
         self.names = list(names)
         self.limits = dict(limits or {})
-        self.tag = f"{random.randrange(16 ** 5):05x}"
+        self.tag = tag or new_tag()
         self.bridge = f"mpb{self.tag}"
         self.namespaces = {h: f"mpipipe-{self.tag}-{h}" for h in self.names}
         self.subnet = ""
@@ -263,3 +271,198 @@ class FakeHosts:
             out.append(f"bridge {self.bridge}")
         out += [f"cgroup {d}" for host in self.limits for d in self.cgroup_dirs(host) if d.exists()]
         return out
+
+
+# --- a SLURM cluster whose nodes are fake hosts ------------------------------------------------------------
+
+HOSTS_FILE = Path("/etc/hosts")
+SBIN = "/usr/sbin"
+
+
+def slurm_available() -> "tuple[bool, str]":
+    ok, why = available()
+    if not ok:
+        return ok, why
+    missing = [c for c in ("slurmctld", "slurmd", "munged") if not os.path.exists(os.path.join(SBIN, c))]
+    missing += [c for c in ("sbatch", "srun", "sinfo", "squeue") if shutil.which(c) is None]
+    if missing:
+        return False, f"{', '.join(missing)} not installed (apt-get install -y slurm-wlm munge)"
+    if not Path("/etc/munge/munge.key").exists():
+        return False, "no /etc/munge/munge.key (apt-get install -y munge makes one)"
+    return True, "SLURM and MUNGE are installed"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SlurmOnFakeHosts:
+    """slurmctld on the bridge's address (with a host name of its own), one slurmd per fake host, and a
+    munged of their own on a socket in the cluster folder (other clusters on the machine keep theirs).
+
+    The host names go into /etc/hosts (lines tagged with the cluster's tag, removed by down()): srun on one
+    node must reach the others by name.
+    """
+
+    def __init__(self, hosts: FakeHosts, folder: Path, cpus: int = 2, memory_mb: int = 2048) -> None:
+        self.hosts = hosts
+        self.folder = folder
+        self.cpus = cpus
+        self.memory_mb = memory_mb
+        self.controller = f"ctl{hosts.tag}"
+        self.conf = str(folder / "slurm.conf")
+        self.munge_dir: Optional[Path] = None  # where the munge user can reach it (not under pytest's 0700 tmp)
+        self._hosts_tag = f"# mpipipe fake hosts {hosts.tag}"
+        self._pids: Dict[str, int] = {}
+
+    def env(self) -> Dict[str, str]:
+        return {"SLURM_CONF": self.conf}
+
+    def up(self, timeout: float = 90) -> "SlurmOnFakeHosts":
+        f = self.folder
+        for sub in ("state", "spool", "run", "log"):
+            (f / sub).mkdir(parents=True, exist_ok=True)
+        self._add_host_names()
+        self._start_munged()
+        ctld_port, slurmd_port = _free_port(), _free_port()
+        nodes = "\n".join(f"NodeName={h} NodeAddr={self.hosts.addresses[h]} CPUs={self.cpus} "
+                          f"RealMemory={self.memory_mb} State=UNKNOWN" for h in self.hosts.names)
+        Path(self.conf).write_text(f"""ClusterName=fake{self.hosts.tag}
+SlurmctldHost={self.controller}({self.hosts.subnet}.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={self.munge_dir}/munge.socket,cred_expire=30
+StateSaveLocation={f}/state
+SlurmdSpoolDir={f}/spool/%n
+SlurmctldPidFile={f}/run/slurmctld.pid
+SlurmdPidFile={f}/run/slurmd-%n.pid
+SlurmctldLogFile={f}/log/slurmctld.log
+SlurmdLogFile={f}/log/slurmd-%n.log
+MailProg=/bin/true
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=1,bf_interval=1
+MpiDefault=none
+ReturnToService=2
+MinJobAge=300
+KillWait=5
+InactiveLimit=0
+SlurmdParameters=config_overrides
+{nodes}
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+""")
+        _run(["unshare", "-u", "sh", "-c", f"hostname {self.controller}; exec {SBIN}/slurmctld -f {self.conf}"])
+        self._pids["slurmctld"] = self._wait_pid(f / "run" / "slurmctld.pid")
+        for h in self.hosts.names:
+            ns = self.hosts.namespaces[h]
+            _run(["nsenter", f"--net=/run/netns/{ns}", "unshare", "-u", "sh", "-c",
+                  f"hostname {h}; exec {SBIN}/slurmd -f {self.conf}"])
+            self._pids[f"slurmd {h}"] = self._wait_pid(f / "run" / f"slurmd-{h}.pid")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = _run(["sinfo", "-h", "-N", "-o", "%N %T"], check=False, timeout=10, env=self._env()).stdout
+            if sum(1 for line in states.splitlines() if line.split()[-1:] in (["idle"], ["mixed"])) == \
+                    len(self.hosts.names):
+                return self
+            time.sleep(0.5)
+        raise FakeHostsError(f"the SLURM nodes did not become idle in {timeout:.0f} s: {states!r}; logs in {f}/log")
+
+    def _env(self) -> Dict[str, str]:
+        return dict(os.environ, **self.env())
+
+    def _wait_pid(self, path: Path, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return int(path.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                time.sleep(0.1)
+        raise FakeHostsError(f"no pid file {path} after {timeout:.0f} s; logs in {self.folder}/log")
+
+    def _start_munged(self) -> None:
+        import tempfile
+
+        d = self.munge_dir = Path(tempfile.mkdtemp(prefix=f"mpipipe-munge-{self.hosts.tag}-"))
+        os.chown(d, *_munge_ids())
+        os.chmod(d, 0o755)  # munged wants every client able to reach its socket
+        _run(["runuser", "-u", "munge", "--", f"{SBIN}/munged", f"--socket={d}/munge.socket",
+              f"--pid-file={d}/munged.pid", f"--log-file={d}/munged.log", f"--seed-file={d}/munged.seed"])
+        self._pids["munged"] = self._wait_pid(d / "munged.pid")
+
+    def _add_host_names(self) -> None:
+        lines = [f"{self.hosts.subnet}.1 {self.controller} {self._hosts_tag}"]
+        lines += [f"{self.hosts.addresses[h]} {h} {self._hosts_tag}" for h in self.hosts.names]
+        with open(HOSTS_FILE, "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def _remove_host_names(self) -> None:
+        text = HOSTS_FILE.read_text()
+        kept = [line for line in text.splitlines(keepends=True) if not line.rstrip().endswith(self._hosts_tag)]
+        if len(kept) != len(text.splitlines()):
+            with open(HOSTS_FILE, "w") as f:  # in place: /etc/hosts may be a bind mount
+                f.write("".join(kept))
+
+    def down(self) -> None:
+        """Stop the daemons by their pids (SIGTERM, then SIGKILL), remove the /etc/hosts lines."""
+        for name, pid in reversed(list(self._pids.items())):
+            _stop(pid)
+        self._pids = {}
+        self._remove_host_names()
+        if self.munge_dir is not None:
+            shutil.rmtree(self.munge_dir, ignore_errors=True)
+
+    def leftovers(self) -> List[str]:
+        out = [line for line in HOSTS_FILE.read_text().splitlines() if line.rstrip().endswith(self._hosts_tag)]
+        for pidfile in (self.folder / "run").glob("*.pid"):
+            try:
+                pid = int(pidfile.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            if _alive(pid):
+                out.append(f"{pidfile.name}: {pid} runs")
+        if self.munge_dir is not None and self.munge_dir.exists():
+            out.append(f"munge folder {self.munge_dir}")
+        return out
+
+
+def _munge_ids() -> "tuple[int, int]":
+    import pwd
+
+    entry = pwd.getpwnam("munge")
+    return entry.pw_uid, entry.pw_gid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _stop(pid: int, grace: float = 10) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -166,6 +166,8 @@ def test_ranks_that_see_the_same_cores_share_them():
     assert keys[5][0] == ("rank", 5, "cores")  # no pool keys (older mpipipe, a hand-made host): its own
     assert hp.pool_members(hosts, 1) == [1, 2] and hp.pool_members(hosts, 3) == [3]
     assert hp.pool_members(hosts, 9) == [9]
+    assert hp.pool_members(hosts, 4, "cores") == [4] and hp.pool_members(hosts, 4, "memory") == [4]
+    assert hp.host_members(hosts, 3) == [3, 4] and hp.host_members(hosts, 1) == [1, 2, 5]
 
 
 def test_overrides_by_rank_and_by_host_name():
@@ -212,13 +214,22 @@ def test_a_task_knows_the_executors_that_share_its_host(tmp_path):
     assert ctx(1).host_executors == 2 and ctx(1).host_share() == (1, 2 << 30)
     assert ctx(3).host_executors == 1 and ctx(3).host_share() == (4, 8 << 30)
     assert ctx(3).host_offer["host"] == "h3"
+    # SLURM's cpus per task: each rank's cores are its own, the node's memory is the job's
+    own = {"cores": "rank", "memory": "slurm job 7"}
+    hosts = {"1": _desc("n1", cores=1, memory=4 << 30, pools=own), "2": _desc("n1", cores=1, memory=4 << 30, pools=own)}
+    (tmp_path / "job.json").write_text(json.dumps({"hosts": hosts}))
+    other = tmp_path / "again"
+    other.mkdir()
+    (other / "job.json").write_text(json.dumps({"hosts": hosts}))
+    slurm = TaskContext(task, "n", 1, 2, 3, "n1", str(other))
+    assert slurm.host_executors == 2 and slurm.host_share() == (1, 2 << 30)
 
 
 def test_without_job_json_a_task_counts_the_launchers_ranks_here(tmp_path, monkeypatch):
     monkeypatch.delenv("MPI_LOCALNRANKS", raising=False)
     monkeypatch.delenv("OMPI_COMM_WORLD_LOCAL_SIZE", raising=False)
     monkeypatch.delenv("PMIX_LOCAL_SIZE", raising=False)
-    assert host_view(str(tmp_path / "none"), 1, 5)[0] == 4
+    assert host_view(str(tmp_path / "none"), 1, 5)["executors"] == 4
     monkeypatch.setenv("MPI_LOCALNRANKS", "2")
-    n, offer = host_view(str(tmp_path / "none"), 1, 5)
-    assert n == 2 and offer["cores"] >= 1
+    view = host_view(str(tmp_path / "none"), 1, 5)
+    assert view["executors"] == view["core_sharers"] == 2 and view["offer"]["cores"] >= 1

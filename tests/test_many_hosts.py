@@ -1,10 +1,12 @@
-"""An MPI world across three fake hosts (network namespaces, MPICH through an ssh stand-in, a hostfile).
+"""Worlds across fake hosts: MPICH over three network-namespace hosts with a hostfile, and a 2-node SLURM
+cluster whose nodes are namespaces.
 
-h1 runs rank 0 only (the hostfile's first line); h2 has two executor ranks on the machine's 2 cores; h3 has
-two executor ranks in cgroups that allow 1 core and 1 GiB. The run must give what a local run gives, never
-hold more of a host than it has (h2's two ranks never run two cpu(cores=2) tasks at once), and each rank
-must offer what its allocation allows. tests/netns_hosts.py makes the hosts; everything it makes is removed
-at the end of the module, also when a test fails.
+MPICH: h1 runs rank 0 only (the hostfile's first line); h2 has two executor ranks on the machine's cores; h3
+has two executor ranks in cgroups that allow 1 core and 1 GiB. SLURM: 2 nodes x 2 tasks, 1 CPU per task and
+1 GiB per node. Each run must give what a local run gives, never hold more of a host than it has (h2's two
+ranks never run two cpu(cores=2) tasks at once), and each rank must offer what its allocation allows.
+tests/netns_hosts.py makes the hosts and the cluster; everything it makes is removed at the end of the
+module, also when a test fails.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BIN, run
-from netns_hosts import FakeHosts, Limits, available
+from helpers import BIN, env_for_tests, run
+from netns_hosts import FakeHosts, Limits, SlurmOnFakeHosts, available, new_tag, slurm_available
 
 PIPELINE = '''
 """Word counts (compared with a local run), tasks of cpu(cores=2) that say where and when they ran, plain tasks."""
@@ -73,12 +75,13 @@ def busy(task):
 
 
 driver = Driver()
-driver.get_arguments()
+driver.add_argument("--busy-cores", type=int, default=2)
+args = driver.get_arguments()
 ctx = Context()
 shards = ComputeNode(ctx, text, npartitions=8, name="text")
 counts = ComputeNode(ctx, count, inputs=[shards], npartitions=8, pointwise=True, name="count")
 total = ComputeNode(ctx, merge, inputs=[counts], npartitions=1, name="merge")
-cores2 = ComputeNode(ctx, busy, npartitions=6, name="busy", resources="cpu(cores=2)")
+cores2 = ComputeNode(ctx, busy, npartitions=6, name="busy", resources=f"cpu(cores={args['busy_cores']})")
 plain = ComputeNode(ctx, where, npartitions=8, name="where")
 result = driver.run(LogicalPlan(ctx, [total, cores2, plain]))
 if result is not None:
@@ -127,20 +130,29 @@ def _across(hosts: FakeHosts, script: str, data_root: str, *extra: str, iface: b
 
 
 @pytest.fixture(scope="module")
-def world(hosts, script, tmp_path_factory):
-    """One run across the hosts (h2's memory set by a host-name entry of --hosts), and one local run."""
+def local(script, tmp_path_factory):
+    """The same pipeline on the local platform: what every run across hosts must give."""
+    done = run([sys.executable, script, "--platform", "local", "--num-executors", "2", "--data-root",
+                str(tmp_path_factory.mktemp("local"))], timeout=180)
+    assert done.returncode == 0, done.stderr
+    return _result(done.stdout)
+
+
+def _job(out: dict) -> dict:
+    with open(os.path.join(out["job_dir"], "job.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def world(hosts, script, local, tmp_path_factory):
+    """One run across the hosts (h2's memory set by a host-name entry of --hosts)."""
     root = str(tmp_path_factory.mktemp("jobs"))
     t0 = time.monotonic()
-    done = _across(hosts, script, os.path.join(root, "hosts"), "--hosts", "h2=cpu(mem=2GiB)")
+    done = _across(hosts, script, root, "--hosts", "h2=cpu(mem=2GiB)")
     seconds = time.monotonic() - t0
     assert done.returncode == 0, done.stderr
-    local = run([sys.executable, script, "--platform", "local", "--num-executors", "2", "--data-root",
-                 os.path.join(root, "local")], timeout=180)
-    assert local.returncode == 0, local.stderr
     out = _result(done.stdout)
-    with open(os.path.join(out["job_dir"], "job.json")) as f:
-        job = json.load(f)
-    return {"out": out, "local": _result(local.stdout), "job": job, "seconds": seconds, "stderr": done.stderr}
+    return {"out": out, "local": local, "job": _job(out), "seconds": seconds, "stderr": done.stderr}
 
 
 @pytest.mark.timeout(420)
@@ -212,6 +224,64 @@ def test_a_loopback_hostname_is_found_before_launching(hosts, script, tmp_path):
     line = [ln for ln in done.stderr.splitlines() if ln.startswith("mpipipe: error:")]
     assert len(line) == 1 and "loopback" in line[0] and "-iface IFACE" in line[0] and "HYDRA_IFACE" in line[0]
     assert time.monotonic() - t0 < 60 and not os.listdir(tmp_path)  # nothing was started
+
+
+# --- SLURM: two nodes, each a fake host ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    ok, why = slurm_available()
+    if not ok:
+        pytest.skip(why)
+    folder = tmp_path_factory.mktemp("slurm")
+    tag = new_tag()
+    nodes = FakeHosts(folder / "hosts", [f"sl{tag}a", f"sl{tag}b"], tag=tag)
+    cluster = SlurmOnFakeHosts(nodes, folder / "cluster")
+    try:
+        nodes.up()
+        cluster.up()
+        yield nodes, cluster
+    finally:
+        try:
+            cluster.down()
+        finally:
+            nodes.down()
+        assert cluster.leftovers() == [] and nodes.leftovers() == []
+
+
+def _on_slurm(cluster: SlurmOnFakeHosts, script: str, data_root: str, *extra: str):
+    args = ["--platform", "slurm", "--nodes", "2", "--ntasks-per-node", "2", "--cpus-per-task", "1", "--mem", "1G",
+            "--time", "10", "--slurm-poll-interval", "1", "--data-root", data_root, *extra]
+    return run([sys.executable, script, *args], timeout=300, env=env_for_tests(cluster.env()))
+
+
+@pytest.mark.timeout(420)
+def test_a_slurm_job_on_two_nodes_offers_its_allocation(slurm, script, local, tmp_path):
+    nodes, cluster = slurm
+    done = _on_slurm(cluster, script, str(tmp_path), "--busy-cores", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = _result(done.stdout)
+    with open(out["total"]) as a, open(local["total"]) as b:
+        assert json.load(a) == json.load(b)
+    job = _job(out)
+    a, b = nodes.names
+    assert job["host"] == a and {r: d["host"] for r, d in job["hosts"].items()} == {"1": a, "2": b, "3": b}
+    for rank, h in job["hosts"].items():  # the machine has more; the job has 1 CPU per task and 1 GiB per node
+        assert (h["cores"], h["memory"]) == (1, 1 << 30), h
+        assert h["limits"]["cores"] == "SLURM_CPUS_PER_TASK=1" and h["pools"]["cores"] == "rank", h
+        assert h["pools"]["memory"].startswith("slurm job "), h
+    shares = {(r["host"], r["host_executors"], tuple(r["share"])) for r in out["where"] + out["busy"]}
+    assert shares <= {(a, 1, (1, 1 << 30)), (b, 2, (1, 512 << 20))}, shares
+
+
+@pytest.mark.timeout(420)
+def test_a_slurm_job_refuses_what_its_allocation_cannot_hold(slurm, script, tmp_path):
+    """Two cores for a task where each rank has 1 CPU: refused before anything runs, with every rank's host."""
+    nodes, cluster = slurm
+    done = _on_slurm(cluster, script, str(tmp_path), "--busy-cores", "2")
+    assert done.returncode != 0
+    text = done.stdout + done.stderr
+    assert "'busy' needs cpu(cores=2)" in text and "which no executor can serve" in text, text
 
 
 # --- status from another host, and the cleanup (no namespaces needed) ---------------------------------------

@@ -422,12 +422,21 @@ def pool_keys(rank: int, desc: Dict[str, Any]) -> Tuple[PoolKey, PoolKey, List[P
     return key("cores"), key("memory"), dev_keys
 
 
-def pool_members(hosts: Dict[int, Dict[str, Any]], rank: int) -> List[int]:
-    """The executor ranks that share `rank`'s cores (itself included)."""
+def pool_members(hosts: Dict[int, Dict[str, Any]], rank: int, kind: str = "cores") -> List[int]:
+    """The executor ranks that share `rank`'s cores (kind "cores") or memory ("memory"), itself included."""
     if rank not in hosts:
         return [rank]
-    mine = pool_keys(rank, hosts[rank])[0]
-    return sorted(r for r, d in hosts.items() if pool_keys(r, d)[0] == mine)
+    at = 0 if kind == "cores" else 1
+    mine = pool_keys(rank, hosts[rank])[at]
+    return sorted(r for r, d in hosts.items() if pool_keys(r, d)[at] == mine)
+
+
+def host_members(hosts: Dict[int, Dict[str, Any]], rank: int) -> List[int]:
+    """The executor ranks on `rank`'s host, itself included."""
+    if rank not in hosts:
+        return [rank]
+    mine = hosts[rank].get("host_id") or hosts[rank].get("host")
+    return sorted(r for r, d in hosts.items() if (d.get("host_id") or d.get("host")) == mine)
 
 
 def parse_host(text: str) -> Dict[str, Any]:

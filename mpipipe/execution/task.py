@@ -216,21 +216,23 @@ class TaskContext:
 
     @property
     def host_executors(self) -> int:
-        """Executor ranks that share this rank's cores on its host, this one included: a task that states
-        no needs of its own should take 1/host_executors of the host (see host_share), not 1/(world - 1)."""
-        return host_view(self.job_dir, self.rank, self.world_size)[0]
+        """Executor ranks on this task's host, this one included: a task that states no needs of its own
+        shares the host with their tasks (see host_share), not with the whole world's."""
+        return host_view(self.job_dir, self.rank, self.world_size)["executors"]
 
     @property
     def host_offer(self) -> Dict[str, Any]:
         """What this rank's host offers within the job's allocation, as rank 0 placed by it: {"cores",
         "memory", "accelerators", "limits", ...} (see execution.hostprobe)."""
-        return dict(host_view(self.job_dir, self.rank, self.world_size)[1])
+        return dict(host_view(self.job_dir, self.rank, self.world_size)["offer"])
 
     def host_share(self) -> Tuple[int, int]:
-        """(cores, memory bytes) of this rank's share of its host: what the host offers divided among the
-        executor ranks that share it (at least 1 core)."""
-        n, offer = host_view(self.job_dir, self.rank, self.world_size)
-        return max(1, int(offer.get("cores") or 1) // n), int(offer.get("memory") or 0) // n
+        """(cores, memory bytes): this rank's share of what its host offers, each divided among the executor
+        ranks that share it (at least 1 core); what a task that states no needs should use."""
+        view = host_view(self.job_dir, self.rank, self.world_size)
+        offer = view["offer"]
+        return (max(1, int(offer.get("cores") or 1) // view["core_sharers"]),
+                int(offer.get("memory") or 0) // view["memory_sharers"])
 
     @property
     def input_paths(self) -> List[str]:
@@ -248,13 +250,14 @@ class TaskContext:
             shutil.rmtree(self._staging, ignore_errors=True)
 
 
-_HOST_VIEWS: Dict[Tuple[str, int], Tuple[int, Dict[str, Any]]] = {}
+_HOST_VIEWS: Dict[Tuple[str, int], Dict[str, Any]] = {}
 
 
-def host_view(job_dir: str, rank: int, world_size: int) -> Tuple[int, Dict[str, Any]]:
-    """(executor ranks sharing `rank`'s cores, what its host offers), from the hosts rank 0 recorded in the
-    job's job.json (written before any task is sent); without it, from this process's own probe and the
-    launcher's count of ranks on this host."""
+def host_view(job_dir: str, rank: int, world_size: int) -> Dict[str, Any]:
+    """What `rank` knows of its host: {"executors": ranks on it, "core_sharers"/"memory_sharers": ranks that
+    share its cores/memory, "offer": what it offers}, from the hosts rank 0 recorded in job.json (written
+    before any task is sent); without it, from this process's own probe and the launcher's count of ranks
+    on this host."""
     key = (job_dir, rank)
     found = _HOST_VIEWS.get(key)
     if found is not None:
@@ -269,9 +272,11 @@ def host_view(job_dir: str, rank: int, world_size: int) -> Tuple[int, Dict[str, 
     except (OSError, ValueError, AttributeError, TypeError):
         hosts = {}
     if rank in hosts and isinstance(hosts[rank], dict):
-        found = (len(hostprobe.pool_members(hosts, rank)), hosts[rank])
+        found = {"executors": len(hostprobe.host_members(hosts, rank)),
+                 "core_sharers": len(hostprobe.pool_members(hosts, rank, "cores")),
+                 "memory_sharers": len(hostprobe.pool_members(hosts, rank, "memory")), "offer": hosts[rank]}
         _HOST_VIEWS[key] = found
         return found
-    local = hostprobe.launcher_local_size(os.environ)
-    return max(1, local or world_size - 1), hostprobe.local_allocation()
+    n = max(1, hostprobe.launcher_local_size(os.environ) or world_size - 1)
+    return {"executors": n, "core_sharers": n, "memory_sharers": n, "offer": hostprobe.local_allocation()}
 
