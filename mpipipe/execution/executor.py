@@ -106,7 +106,7 @@ class Executor:
         logs = os.path.join(self.setup["job_dir"], "logs", f"rank-{self.t.rank}")
         handler = _rank_log(logs)
         log.info("rank %d of %d on %s: %s", self.t.rank, self.t.size, host["host"],
-                 {k: host[k] for k in ("cores", "memory", "accelerators") if k in host})
+                 {k: host[k] for k in ("cores", "memory", "accelerators", "limits") if k in host})
         for i in range(int(self.setup.get("workers_per_executor", 1))):
             w = WorkerHandle(os.path.join(logs, f"worker-{i}.log"), self.setup)
             w.start()
