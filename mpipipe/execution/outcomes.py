@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from mpipipe.execution.graph import PlanGraph
-from mpipipe.execution.journal import Journal, encode_ok, encode_ok_batch, failed_record, task_key
+from mpipipe.execution.journal import Journal, RangeOk, encode_ok, encode_ok_batch, failed_record
 from mpipipe.execution.progress import NodeCount
 from mpipipe.execution.task import (EXTERNAL, OK, VALUE_INLINE_BYTES, OkRun, Result, Task, TaskRange, is_value_ref,
                                    value_ref, write_value)
@@ -102,13 +102,10 @@ class Outcomes:
         slowest = self.slowest
         for i, p in enumerate(range(rng.first, rng.first + rng.count)):
             t0, t1 = run.t0[i], run.t1[i]
-            rec = {"s": OK, "k": task_key(fp, p), "n": name, "p": p, "a": attempt, "r": rank, "t0": t0, "t1": t1,
-                   "o": run.outputs[i]}
             value = run.values[i]
             if value is not None:
-                rec["v"] = value
                 self._count_data(value)
-            rec["log"] = (log, logs[i], logs[i + 1])
+            rec = RangeOk(fp, name, p, attempt, rank, t0, t1, run.outputs[i], value, (log, logs[i], logs[i + 1]))
             recs.append(rec)
             dur = t1 - t0
             if len(slowest) < 3 or dur > slowest[0][0]:
