@@ -314,10 +314,8 @@ def allocation(affinity: Sequence[int], physical_memory: int, cgroup: CgroupLimi
     if slurm is not None and slurm.memory is not None:
         memory.append((slurm.memory, "rank" if slurm.memory_per_rank else f"slurm job {slurm.job}",
                        "SLURM_MEM_PER_CPU x cores" if slurm.memory_per_rank else "SLURM's memory per node"))
-    core_pick = _tightest(cores)
-    mem_pick = _tightest(memory) if memory else (0, "host", "unknown")
-    cores_n, cores_key, cores_why = core_pick
-    memory_n, memory_key, memory_why = mem_pick
+    cores_n, cores_key, cores_why = _tightest(cores)
+    memory_n, memory_key, memory_why = _tightest(memory) if memory else (0, "host", "unknown")
     return {"cores": cores_n, "memory": memory_n, "cpus": cpus, "pools": {"cores": cores_key, "memory": memory_key},
             "limits": {"cores": cores_why, "memory": memory_why}}
 
