@@ -1,19 +1,19 @@
 """A `concurrent.futures.Executor` on mpipipe's launchers, for libraries that accept any executor.
 
-On a world launcher (the default), calls waiting when the scheduler takes them
-become one node of the world's live run, one task per call, so calls are
-journaled, placed, retried when a worker dies, and share the executors with
-modules scheduled at the same time. On any other launcher (SLURM, a
-DynamicLauncher, ...) calls submitted together become one module array, one
-element per call. Calls may state what they need (`resources=`, any form a
-node takes): they are placed on an executor that can serve them, or turned into
-the launcher's job options. An exception raised by `fn` is the future's
-exception (not retried, as with any executor); a call whose worker died on
-every attempt fails with TaskFailedError and the path of its log.
+Calls waiting when the scheduler takes them become one node of the world's
+live run, one task per call, so calls are journaled (`mpipipe status`, `logs`,
+the report) and share the world with modules scheduled at the same time. On a
+world launcher (the default) the executors run them: placed, and retried when a
+worker dies. On any other launcher (SLURM, a DynamicLauncher, ...) the node's
+tasks are handed to that launcher as one module array, one element per call,
+which it retries itself. Calls may state what they need (`resources=`, any form
+a node takes): they are placed on an executor that can serve them, or turned
+into the launcher's job options. An exception raised by `fn` is the future's
+exception (not retried, as with any executor); a call whose worker or job died
+on every attempt fails with TaskFailedError and the path of its log.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import concurrent.futures
 import functools
@@ -22,16 +22,13 @@ import os
 import pickle
 import re
 import threading
-import time
 import traceback
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from mpipipe.errors import PlanError, RequirementError, TaskFailedError
 from mpipipe.logical.node import Context, LogicalPlan, Node
-from mpipipe.module import Module, ModuleFailed
 
 INLINE_BYTES = 16 * 1024  # results up to this size travel in the journal record; larger ones in a file
-BATCH_SECONDS = 0.05  # on a non-world launcher, calls submitted within this long of each other share one array
 _CALLS = itertools.count(1)
 
 Call = Tuple[Callable[..., Any], tuple, dict]
@@ -109,15 +106,19 @@ def _describe(calls: Sequence[Call]) -> str:
 
 
 class CallNode(Node):
-    """Partition i calls fn(*args, **kwargs) of calls[i]; the outcome, even an exception, is the task's value."""
+    """Partition i calls fn(*args, **kwargs) of calls[i]; the outcome, even an exception, is the task's value.
+    On a non-world launcher the node is one array named `label` (job names, work folders), its comment the
+    description."""
 
     kind = "call"
 
     def __init__(self, ctx: Context, calls: List[Call], name: str, spill_dir: str, resources: Any = None,
-                 description: Optional[str] = None) -> None:
+                 description: Optional[str] = None, label: Optional[str] = None) -> None:
         self.calls = calls
         self.spill_dir = spill_dir
         self.description = description
+        self.array_name = label or name
+        self.array_comment = description or f"mpipipe.futures: {_describe(calls)}"
         super().__init__(ctx, (), len(calls), name=name, resources=resources)
 
     def describe(self) -> str:
@@ -126,92 +127,6 @@ class CallNode(Node):
     def run_task(self, task: Any) -> Any:
         outcome = _call(self.calls[task.partition])
         return _pack(outcome, os.path.join(self.spill_dir, f"{task.partition}.a{task.attempt}.pkl"))
-
-
-class CallArray(Module):
-    """Calls as a module array for a non-world launcher: element i runs calls[i] and returns its pickled outcome.
-
-    The calls are private attributes, so they stay out of the result cache's key
-    (the executor schedules with the cache off). `cpus` sets the thread variables
-    (OMP_NUM_THREADS, ...) while a call runs, as placement does on a world.
-    """
-
-    def __init__(self, calls: List[Call], label: str, spec: Any, cpus: int, description: Optional[str] = None
-                 ) -> None:
-        self._calls = calls
-        self._spec = spec
-        self._description = description
-        self.label = label
-        self.cpus = cpus
-        self.batch = f"{os.getpid()}-{time.time_ns()}-{next(_CALLS)}"  # never the key of another batch's results
-
-    def name(self) -> str:
-        return self.label
-
-    def comment(self) -> str:
-        return self._description or f"mpipipe.futures: {_describe(self._calls)}"
-
-    def requirements(self) -> Any:
-        return self._spec
-
-    def array(self) -> List[int]:
-        return list(range(len(self._calls)))
-
-    def run(self, iteration_value: Any = None, iteration_index: int = 0) -> bytes:
-        from mpipipe.execution.worker import THREAD_VARIABLES
-
-        saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
-        if self.cpus:
-            os.environ.update((k, str(self.cpus)) for k in THREAD_VARIABLES)
-        try:
-            return _outcome_blob(_call(self._calls[iteration_value]))
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-
-class _Loop:
-    """One asyncio loop in a daemon thread, shared by every executor on a non-world launcher. At exit (the
-    script ended, or Ctrl-C) arrays still running are cancelled, so no SLURM job outlives its driver."""
-
-    _lock = threading.Lock()
-    _loop: Optional[asyncio.AbstractEventLoop] = None
-    running: "set[asyncio.Future[Any]]" = set()
-    STOP_SECONDS = 60.0  # at exit, how long cancelled arrays may take to be cancelled (scancel)
-
-    @classmethod
-    def get(cls) -> asyncio.AbstractEventLoop:
-        with cls._lock:
-            if cls._loop is None or cls._loop.is_closed():
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="mpipipe-futures-loop", daemon=True).start()
-                if cls._loop is None:
-                    import atexit
-
-                    atexit.register(cls.stop)
-                cls._loop = loop
-            return cls._loop
-
-    @classmethod
-    def stop(cls) -> None:
-        loop = cls._loop
-        if loop is None or loop.is_closed() or not cls.running:
-            return
-
-        async def cancel_all() -> None:
-            tasks = [t for t in cls.running if not t.done()]
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.wait(tasks, timeout=cls.STOP_SECONDS)
-
-        try:
-            asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(cls.STOP_SECONDS + 5)
-        except Exception:  # noqa: BLE001  exiting anyway
-            pass
 
 
 def _label(name: str) -> str:
@@ -233,27 +148,17 @@ def _spec_key(spec: Any, label: str) -> Tuple[Any, ...]:
     return (str(nr.static), nr.extra.get("partition"), tuple(nr.extra.get("extra_args") or ()))
 
 
-def _cores(spec: Any) -> int:
-    """The cores a static spec asks for (its first alternative), for the thread variables off a world."""
-    if spec is None:
-        return 0
-    from mpipipe.resources import requirement_of
-
-    req = requirement_of(spec)
-    return req.alternatives[0].cpu.cores if req is not None and req.alternatives else 0
-
-
 class Executor(concurrent.futures.Executor):
     """submit / map / shutdown on mpipipe's launchers.
 
     `launcher`: a world launcher (default: WorldLauncher(), the job's platform)
-    or any other Launcher, whose runs are module arrays. `resources`: what each
-    call needs unless submit_calls() says otherwise (a requirement string, dict
-    or Resources). `name`: the name of the nodes or arrays the calls become.
+    or any other Launcher, which runs the calls' tasks as module arrays. `resources`:
+    what each call needs unless submit_calls() says otherwise (a requirement string,
+    dict or Resources). `name`: the name of the nodes or arrays the calls become.
 
-    On a world, the first call joins it (or call join()): under mpiexec the
-    executor ranks serve from there and exit, so build and join the Executor
-    early in the script.
+    Calls are journaled by the job's world (on another launcher too), which the
+    first call joins (or call join()): under mpiexec the executor ranks serve from
+    there and exit, so build and join the Executor early in the script.
     """
 
     def __init__(self, launcher: Any = None, *, resources: Any = None, name: str = "calls") -> None:
@@ -271,17 +176,20 @@ class Executor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._pending: "set[concurrent.futures.Future[Any]]" = set()
         self._waiting: "List[Tuple[Tuple[Any, ...], Any, Call, concurrent.futures.Future[Any]]]" = []
-        self._queued = False  # a request for the waiting calls is in the scheduler's inbox (or the loop's)
+        self._queued = False  # a request for the waiting calls is in the scheduler's inbox
         self._world: Optional[Tuple[Any, Any]] = None  # (JobManager, Runtime) once joined
-        self._arrays: "set[asyncio.Future[Any]]" = set()  # module arrays still running (on the loop)
         self._shutdown = False
 
     # --- submitting -------------------------------------------------------------------
 
     def join(self) -> "Executor":
-        """Join the world now (a world launcher only): executor ranks serve here and exit; rank 0 returns."""
-        if self.on_world and (self._world is None or self._world[1].closed):
-            self._world = self.launcher.join()  # joining builds the config and finds the world: once
+        """Join the world now (the launcher's, or the job's when another launcher runs the calls): executor
+        ranks serve here and exit; rank 0 returns."""
+        if self._world is None or self._world[1].closed:
+            from mpipipe.launchers.world import WorldLauncher
+
+            world = self.launcher if self.on_world else WorldLauncher()
+            self._world = world.join()  # joining builds the config and finds the world: once
         return self
 
     def submit_calls(self, calls: Sequence[Call], *, resources: Any = _UNSET, name: Optional[str] = None,
@@ -307,15 +215,11 @@ class Executor(concurrent.futures.Executor):
             self._queued = True
         if queue_one:
             try:
-                if self.on_world:
-                    assert self._world is not None
-                    jm, rt = self._world
-                    spill = os.path.join(rt.job_dir, "futures")
-                    live = jm.live(rt)
-                    live.submit_later(lambda: self._take_for_world(live, spill)).add_done_callback(self._placeholder)
-                else:
-                    loop = _Loop.get()
-                    loop.call_soon_threadsafe(loop.call_later, BATCH_SECONDS, self._take_for_launcher)
+                assert self._world is not None
+                jm, rt = self._world
+                spill = os.path.join(rt.job_dir, "futures")
+                live = jm.live(rt)
+                live.submit_later(lambda: self._take_for_run(live, spill)).add_done_callback(self._placeholder)
             except BaseException as e:  # noqa: BLE001  a world that stopped: nothing will take these calls
                 for _, _, waiting in self._take().values():
                     self._fail_all(waiting, e)
@@ -334,24 +238,32 @@ class Executor(concurrent.futures.Executor):
             groups[key][2].append(fut)
         return groups
 
-    # --- on a world ---------------------------------------------------------------------
+    # --- into the world's live run -----------------------------------------------------------
 
-    def _take_for_world(self, live: Any, spill: str) -> Tuple[List[Any], List[Any]]:
+    def _take_for_run(self, live: Any, spill: str) -> Tuple[List[Any], List[Any]]:
         """On the scheduler's thread: the waiting calls, one node per (name, resources), submitted with their
-        resources; the request that asked for this carries no node of its own."""
+        resources (on a world) or their launcher (which then runs the node's tasks); the request that asked
+        for this carries no node of its own."""
         groups = self._take()
         if not groups:
             return [], []
-        ctx = Context()
         batches: "Dict[int, Tuple[str, List[concurrent.futures.Future[Any]]]]" = {}
+        nodes: List[Any] = []
+        infos: List[Any] = []
         try:
             for key, (spec, calls, futures) in groups.items():
                 name = f"{key[0]}-{os.getpid()}-{next(_CALLS)}"
-                node = CallNode(ctx, calls, name, os.path.join(spill, name), resources=spec, description=key[1])
+                ctx = Context()  # one per node: a node sent to a launcher travels with its context alone
+                node = CallNode(ctx, calls, name, os.path.join(spill, name), resources=spec, description=key[1],
+                                label=key[0])
+                plan = LogicalPlan(ctx, node)
+                nodes.extend(plan.nodes)
+                infos.extend(plan.infos)
                 batches[node.id] = (name, futures)
-            plan = LogicalPlan(ctx, ctx.nodes)
-            submitted = live.submit(plan.nodes, plan.infos,
-                                    {n.id: n.resources for n in plan.nodes if n.resources is not None})
+            if self.on_world:
+                submitted = live.submit(nodes, infos, {n.id: n.resources for n in nodes if n.resources is not None})
+            else:
+                submitted = live.submit(nodes, infos, launchers={n.id: self.launcher for n in nodes})
         except BaseException as e:  # noqa: BLE001  a closing world: these calls fail with it
             for _, _, futures in groups.values():
                 self._fail_all(futures, e)
@@ -399,50 +311,6 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             self._pending.difference_update(futures)
 
-    # --- on another launcher: module arrays ------------------------------------------------
-
-    def _take_for_launcher(self) -> None:
-        """On the loop's thread: the waiting calls, one module array per (name, resources)."""
-        for key, (spec, calls, futures) in self._take().items():
-            try:
-                module = CallArray(calls, key[0], spec, _cores(spec), key[1])
-            except BaseException as e:  # noqa: BLE001
-                self._fail_all(futures, e)
-                continue
-            task = asyncio.ensure_future(self._run_array(module, futures))
-            with self._lock:
-                self._arrays.add(task)
-            _Loop.running.add(task)
-            task.add_done_callback(self._array_done)
-
-    def _array_done(self, task: "asyncio.Future[Any]") -> None:
-        _Loop.running.discard(task)
-        with self._lock:
-            self._arrays.discard(task)
-
-    async def _run_array(self, module: CallArray, futures: "List[concurrent.futures.Future[Any]]") -> None:
-        failures: Dict[int, Any] = {}
-        try:
-            results = await self.launcher.config(cache=False).schedule(module)
-        except ModuleFailed as e:
-            results = e.results
-            failures = {f.index: f for f in e.failures}
-        except BaseException as e:  # noqa: BLE001  the launcher failed (or was cancelled): every call fails with it
-            error = e if isinstance(e, Exception) else TaskFailedError(f"calls {module.label}: {type(e).__name__}")
-            self._fail_all(futures, error)
-            return
-        for i, fut in enumerate(futures):
-            try:
-                if i in failures:
-                    fut.set_exception(TaskFailedError(failures[i].render(module.label)))
-                else:
-                    ok, value = _settled(*pickle.loads(results[i]))
-                    fut.set_result(value) if ok else fut.set_exception(value)
-            except BaseException as e:  # noqa: BLE001
-                if not fut.done():
-                    fut.set_exception(e)
-        self._fail_all(futures, None)
-
     # --- the Executor interface ----------------------------------------------------------------
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> "concurrent.futures.Future[Any]":
@@ -463,21 +331,15 @@ class Executor(concurrent.futures.Executor):
         return results()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """No new calls; with cancel_futures, calls not yet sent fail as cancelled and running arrays are
-        cancelled (scancel); with wait, block until every submitted call has its outcome. A world stays open
-        for the script's other work and closes at exit."""
+        """No new calls; with cancel_futures, calls not yet sent fail as cancelled (calls already running finish,
+        and arrays still running at exit are cancelled); with wait, block until every submitted call has its
+        outcome. A world stays open for the script's other work and closes at exit."""
         self._shutdown = True
         if cancel_futures:
             for _, _, futures in self._take().values():
                 for fut in futures:
                     fut.cancel() or fut.done() or fut.set_exception(concurrent.futures.CancelledError())
                 self._fail_all(futures, None)
-            if not self.on_world:
-                loop = _Loop.get()
-                with self._lock:
-                    arrays = list(self._arrays)
-                for task in arrays:
-                    loop.call_soon_threadsafe(task.cancel)
         if wait:
             with self._lock:
                 pending = list(self._pending)

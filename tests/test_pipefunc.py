@@ -315,3 +315,36 @@ def test_ctrl_c_cancels_the_arrays_the_pipeline_submitted(cluster, tmp_path):
     squeue = run(["squeue", "--noheader", "--array", f"--jobs={','.join(sorted(set(job_ids)))}", "--format=%T"],
                  env=env, timeout=30)
     assert not {"PENDING", "RUNNING"} & set(squeue.stdout.split()), squeue.stdout
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_slurm_calls_are_journaled_and_counted_by_status(cluster, tmp_path):
+    """SlurmExecutor's calls are tasks of the job's world: ok records in its journal (the launcher ran them),
+    counted by `mpipipe status`, their output in `mpipipe logs -t`, and shown in the report."""
+    from mpipipe.execution.journal import kind
+
+    env = env_for_tests({"SLURM_CONF": cluster["SLURM_CONF"], "SP_SLURM_TIME": "5", "SP_SLURM_SIGNAL": "0",
+                         "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "PATH": BIN + os.pathsep + cluster["PATH"]})
+    root = tmp_path / "jobs"
+    script = os.path.join(REPO, "tests", "pipelines", "pipefunc_slurm_journal.py")
+    done = run([sys.executable, script, "--num-executors", "1", "--data-root", str(root), "--job-id", "onslurm"],
+               env=env, cwd=str(tmp_path), timeout=240)
+    out = last_json(done)
+    assert [d["value"] for d in out["doubled"]] == [2, 4, 6] and out["total"]["value"] == 12
+    assert all(d["job"] and d["cpus"] == "2" for d in out["doubled"]) and out["total"]["job"]
+    job = root / "onslurm"
+    ok, names = {}, set()
+    for rec in read_records(str(job / "journal.log")):
+        if kind(rec) == "ok":
+            ok.setdefault(rec["n"].rsplit("-", 2)[0], []).append(rec["p"])
+            names.add(rec["n"])
+    assert {k: sorted(v) for k, v in ok.items()} == {"pfj-doubled": [0, 1, 2], "pfj-total": [0]}
+    status = run([os.path.join(BIN, "mpipipe"), "status", str(job)], env=env, check=True).stdout
+    assert "pfj-doubled-" in status and "3/3 done" in status and "1/1 done" in status
+    doubled = next(n for n in names if n.startswith("pfj-doubled-"))
+    logs = run([os.path.join(BIN, "mpipipe"), "logs", str(job), "-t", f"{doubled}[1]"], env=env, check=True).stdout
+    assert "doubling 2" in logs and "doubling 1" not in logs  # that element's part of its SLURM log
+    run([os.path.join(BIN, "mpipipe"), "report", str(job)], env=env, check=True)
+    assert "pfj-doubled-" in (job / "report.html").read_text()
+    assert list(job.glob("slurm-modules/pfj-doubled-*/attempt-1/logs/slurm-*.out"))

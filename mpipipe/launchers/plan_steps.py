@@ -22,7 +22,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from mpipipe.errors import PlanError
 from mpipipe.execution.task import FAILED, OK, Result, Task, TaskContext
@@ -57,6 +57,18 @@ def _cores(spec: Any) -> int:
     if requirement is None or len(requirement.alternatives) != 1:
         return 0
     return requirement.alternatives[0].cpu.cores
+
+
+def _log_position() -> Optional[Tuple[str, int]]:
+    """This process's output file and where the next line goes (a SLURM element's log, a worker's), or None
+    when its output is not a file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        path = os.readlink("/proc/self/fd/1")
+        return (path, os.lseek(1, 0, os.SEEK_END)) if os.path.isfile(path) else None
+    except OSError:
+        return None
 
 
 class NodeTasks(Module):
@@ -94,6 +106,7 @@ class NodeTasks(Module):
                           getattr(self.node, "args", None), {"cpus": cores} if cores else None)
         saved = {k: os.environ.get(k) for k in THREAD_VARIABLES} if cores else {}
         os.environ.update((k, str(cores)) for k in saved)
+        where = _log_position()
         t0 = time.time()
         try:
             _text, value = encode_value(self.node.run_task(ctx))
@@ -107,7 +120,9 @@ class NodeTasks(Module):
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        return {"output": output, "value": value, "t0": t0, "t1": time.time()}
+        end = _log_position()
+        log = [where[0], where[1], end[1]] if where is not None and end is not None and end[0] == where[0] else None
+        return {"output": output, "value": value, "t0": t0, "t1": time.time(), "log": log}
 
 
 STOP_SECONDS = 60.0  # at exit, how long cancelled arrays may take to be cancelled (scancel)
@@ -194,7 +209,7 @@ class ExternalSteps:
             if f is None and isinstance(results[i], dict):
                 r = results[i]
                 self.results.put(Result(task.tid, OK, {"output": r["output"], "value": r["value"], "t0": r["t0"],
-                                                        "t1": r["t1"], "log": None}))
+                                                        "t1": r["t1"], "log": r.get("log")}))
             else:
                 f = f or ShardFailure(i, i, "the launcher returned no result")
                 self.results.put(Result(task.tid, FAILED, {

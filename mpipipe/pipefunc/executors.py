@@ -7,8 +7,9 @@ each element is its own task; "map"-scoped ones once per map, whose elements
 run in chunks of `size_per_learner` (the whole map by default), each chunk one
 task holding the resources, its elements on a pool of `cpus` processes (or in
 turn, for `parallelization_mode="internal"` or `executor_type="sequential"`).
-Calls then go through mpipipe.futures.Executor: on the world's executors,
-placed by the scheduler, or as SLURM job arrays.
+Calls then go through mpipipe.futures.Executor as tasks of the world's live run
+(journaled either way): run by the world's executors, placed by the scheduler,
+or handed to the SLURM launcher as job arrays.
 """
 from __future__ import annotations
 
@@ -284,11 +285,15 @@ class MpiExecutor(PipefuncExecutor):
 
 class SlurmExecutor(PipefuncExecutor):
     """Runs a pipeline's functions as SLURM job arrays through mpipipe's SlurmLauncher: one array per function
-    and resources, one element per call (per element, or per chunk of a map).
+    and resources, one element per call (per element, or per chunk of a map). The calls are tasks of the job's
+    world (journaled, in `mpipipe status`), which the first call joins.
 
     Takes adaptive_scheduler's SlurmExecutor arguments (see mpipipe.pipefunc.arguments);
     `launcher`: a SlurmLauncher to start from (default: SlurmLauncher(), the job's
-    SLURM options: command line > SP_SLURM_* > init() > site config).
+    SLURM options: command line > SP_SLURM_* > init() > site config). What a
+    function needs (the executor's defaults with its resources on top) becomes
+    sbatch options over the site config's, but never over options chosen on the
+    launcher, the command line, SP_SLURM_* or init().
     """
 
     def __init__(self, launcher: Any = None, **arguments: Any) -> None:
@@ -304,7 +309,7 @@ class SlurmExecutor(PipefuncExecutor):
         settings = {k: v for k, v in (("max_parallel", a.max_parallel), ("max_retries", a.max_retries),
                                       ("poll_interval", a.poll_interval)) if v is not None}
         self.launcher = (launcher or SlurmLauncher()).config(cache=False, **settings)
-        self._executors: Dict[Tuple[Any, ...], Executor] = {}
+        self._executors: Dict[int, Executor] = {}
 
     @staticmethod
     def _one_driver() -> None:
@@ -318,26 +323,21 @@ class SlurmExecutor(PipefuncExecutor):
             MpiLauncher().join()
 
     def _backend(self, need: Need) -> Executor:
-        options = need.slurm_options()
-        if "time" in options:  # the warning signal must come before a short limit, as for --time
-            from mpipipe.config import slurm_time_seconds
-
-            limit = slurm_time_seconds(options["time"])
-            signal = self.launcher.resolved_options().signal
-            if limit is not None and signal and 2 * signal > limit:
-                options["signal"] = max(1, limit // 2)
-        key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+        """One Executor per node count (the one need a requirement cannot say); the rest travels as each call's
+        requirements, which the launcher turns into sbatch options."""
         with self._lock:
-            backend = self._executors.get(key)
+            backend = self._executors.get(need.nodes)
             if backend is None:
-                backend = self._executors[key] = Executor(self.launcher.config(**options), name=self.name)
+                launcher = self.launcher.config(nodes=need.nodes) if need.nodes else self.launcher
+                backend = self._executors[need.nodes] = Executor(launcher, name=self.name)
         return backend
 
     def _submit(self, calls: Sequence[Call], need: Need, label: str, where: str) -> Futures:
         from mpipipe.resources import Resources
 
-        spec = Resources(cpus=need.cpus, memory=need.memory, gpus=need.gpus, time=need.time) if (
-            need.cpus or need.memory or need.gpus or need.time) else None
+        spec = Resources(cpus=need.cpus, memory=need.memory, gpus=need.gpus, time=need.time,
+                         partition=need.partition, extra_args=need.extra) if (
+            need.cpus or need.memory or need.gpus or need.time or need.partition or need.extra) else None
         return self._backend(need).submit_calls(calls, resources=spec, name=label, describe=where)
 
     def _backends(self) -> List[Executor]:
