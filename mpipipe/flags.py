@@ -3,13 +3,15 @@
 Built-in flags are long options only, so every short option stays free for
 the user's script. The SLURM flags (--partition, --time, ...) are added at
 parse time, each as --<name> and --slurm-<name>: a script that defines its own
---time keeps it, and --slurm-time still reaches SLURM.
+--time keeps it, and --slurm-time still reaches SLURM. --help shows them only
+with --platform slurm; --help-all always.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
 from mpipipe.config import option_fields
 
@@ -29,7 +31,7 @@ SLURM_FLAGS = tuple((f.name[len("slurm_"):].replace("_", "-"), f.metadata["metav
 _TYPES = {"count": int, "count0": int, "seconds": float, "interval": float}
 
 
-def _add(g: Any, names: List[str], f: Any) -> None:
+def _add(g: Any, names: List[str], f: Any) -> argparse.Action:
     """One flag from its option's declaration (mpipipe.config.JobConfig)."""
     meta = f.metadata
     kind = meta["slurm_kind"] if meta["kind"] == "slurm" else meta["kind"]
@@ -49,7 +51,8 @@ def _add(g: Any, names: List[str], f: Any) -> None:
             kw["type"] = int
         elif kind in _TYPES:
             kw["type"] = _TYPES[kind]
-    g.add_argument(*names, **kw)
+    action: argparse.Action = g.add_argument(*names, **kw)
+    return action
 
 
 def add_builtin_flags(g: Any) -> None:
@@ -70,7 +73,10 @@ def add_set_flag(g: Any) -> None:
 
 
 def add_slurm_flags(parser: argparse.ArgumentParser, taken: Set[str]) -> None:
-    """The SLURM group, added last so that the script's own flags (in `taken`) win a short name (--time...)."""
+    """The SLURM group, added last so that the script's own flags (in `taken`) win a short name (--time...).
+
+    Its ~20 flags are left out of --help (and of the usage line) unless --help-all asks, or --platform slurm is
+    on the command line: a local run's help stays short."""
     g = parser.add_argument_group(
         "SLURM options (--platform slurm; each also SP_SLURM_<NAME>, or <name> in the site config file "
         "~/.config/mpipipe/slurm.toml)")
@@ -82,12 +88,50 @@ def add_slurm_flags(parser: argparse.ArgumentParser, taken: Set[str]) -> None:
         names = [f"--slurm-{base.replace('_', '-')}"]
         if f.metadata.get("short") or f.metadata["kind"] == "detach":
             names = [long_name] + names
-        _add(g, [n for n in names if n not in taken], f)
+        action = _add(g, [n for n in names if n not in taken], f)
+        action._mpipipe_help = action.help  # type: ignore[attr-defined]
+        action.help = argparse.SUPPRESS
+
+
+def show_slurm_flags(parser: argparse.ArgumentParser) -> None:
+    """Put the SLURM group back into the parser's help."""
+    for action in parser._actions:
+        if hasattr(action, "_mpipipe_help"):
+            action.help = action._mpipipe_help
+
+
+def slurm_on_command_line(argv: Sequence[str]) -> bool:
+    """--platform slurm (or SP_PLATFORM=slurm): the user runs on SLURM, so its flags belong in the help."""
+    for k, arg in enumerate(argv):
+        if arg == "--platform=slurm" or (arg == "--platform" and argv[k + 1:k + 2] == ["slurm"]):
+            return True
+    return os.environ.get("SP_PLATFORM") == "slurm"
+
+
+class _Help(argparse.Action):
+    """-h/--help: mpipipe's job options, the SLURM group only for --platform slurm; --help-all: every flag."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: Any = argparse.SUPPRESS, help: Optional[str] = None, everything: bool = False) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+        self.everything = everything
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        if self.everything or getattr(namespace, "platform", None) == "slurm" or slurm_on_command_line(sys.argv[1:]):
+            show_slurm_flags(parser)
+        parser.print_help()
+        parser.exit()
 
 
 def builtin_parser(add_help: bool = True, description: Optional[str] = None) -> argparse.ArgumentParser:
     """A parser with mpipipe's job options in their group (the SLURM group and --set come at parse time)."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False, add_help=add_help)
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False, add_help=False)
+    if add_help:
+        parser.add_argument("-h", "--help", action=_Help,
+                            help="show this help message and exit (the SLURM options too with --platform slurm)")
+        parser.add_argument("--help-all", action=_Help, everything=True,
+                            help="show this help with the SLURM options and exit")
     add_builtin_flags(parser.add_argument_group(GROUP_TITLE))
     return parser
 
@@ -109,7 +153,7 @@ def parse_known(argv: Sequence[str]) -> Tuple[Dict[str, Any], List[str], List[st
     return builtins, list(values.get("launcher_overrides") or ()), rest
 
 
-def _one_line_error(message: str) -> None:
+def _one_line_error(message: str) -> NoReturn:
     """A bad value of one of mpipipe's flags, in a script whose usage line mpipipe does not know."""
     print(f"mpipipe: error: {message} (see the mpipipe options in the README, or a Driver script's --help)",
           file=sys.stderr)

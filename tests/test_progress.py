@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -16,7 +15,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from helpers import BIN, REPO, env_for_tests, python, run
+from helpers import BIN, env_for_tests, python, run
 from mpipipe.execution.progress import NodeCount, Progress, RateMeter
 
 HEADING = re.compile(r"^mpipipe .*\d+/\d+ tasks")

@@ -367,10 +367,8 @@ class Progress:
     def _notebook(self, lines: List[str]) -> None:
         shown = _Block(lines)
         if self._view is None:
-            display = self._display
-            if display is None:
-                from IPython.display import display
-            self._view = display(shown, display_id=True)
+            show = self._display or _ipython_display()
+            self._view = show(shown, display_id=True)
         else:
             self._view.update(shown)
 
@@ -455,6 +453,12 @@ def _in_notebook() -> bool:
     get = getattr(ipython, "get_ipython", None)
     shell = get() if callable(get) else None
     return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _ipython_display() -> Callable[..., Any]:
+    from IPython.display import display
+
+    return display
 
 
 class _Block:
