@@ -51,3 +51,32 @@ def test_task_ranges_split_and_expand_to_the_same_tasks():
     t = rng.task(3)
     assert (t.key, t.output, t.inputs, t.attempt) == ("fp:13", "/out/part-00013", (("a",),), 0)
     assert rng.split(5) == (rng, None)
+
+
+def test_a_node_handed_to_a_launcher_is_not_limited_by_the_executors(tmp_path):
+    """A launcher-run step needing more than any executor offers is its launcher's to place: the run starts
+    and its tasks are handed over (not refused as unservable)."""
+    from mpipipe.execution.task import OK, Result
+
+    job_dir = str(tmp_path / "job")
+    os.makedirs(os.path.join(job_dir, "logs"))
+    ctx = Context()
+    node = ComputeNode(ctx, lambda task: None, npartitions=3, name="big", resources="cpu(cores=64, mem=512GiB)")
+    plan = LogicalPlan(ctx, node)
+    t = SimTransport(3)
+    options = SchedulerOptions(job_id="sim", job_dir=job_dir, platform="sim", fresh=True, progress_interval=0)
+    hosts = {r: {"host": "sim", "cores": 2, "memory": 4 << 30, "accelerators": []} for r in (1, 2)}
+    s = Scheduler(t, plan.infos, [node.id], options, Journal(job_dir), resources={node.id: node.resources},
+                  hosts=hosts)
+    handed = []
+
+    def submit(tasks):
+        handed.extend(tasks)
+        for task in tasks:
+            s.handover.results.put(Result(task.tid, OK, {"output": None, "value": task.partition, "t0": 0.0,
+                                                         "t1": 0.0, "log": None}))
+
+    s.hand_over({node.id: submit})
+    out = s.run()
+    assert sorted(t.partition for t in handed) == [0, 1, 2]
+    assert [r.get("v") for r in out["nodes"]["big"]] == [0, 1, 2]

@@ -104,8 +104,11 @@ class Scheduler:
 
     def hand_over(self, submit: Dict[int, Submit]) -> None:
         """Nodes whose tasks their launchers run (node -> hand a list of tasks over); results come back on
-        `handover.results`."""
+        `handover.results`. Their launchers place them: executors' capacity does not limit them."""
         self.handover.submit.update(submit)
+        for nid in submit:
+            self.placed.resources.pop(nid, None)
+            self.placed.group_sizes.pop(nid, None)
 
     # --- routing --------------------------------------------------------------------------------
 
