@@ -1,7 +1,14 @@
-"""The `mpipipe` command on a real job directory."""
+"""The `mpipipe` command on real job directories: ls, jobs named by directory, id, prefix or `latest`, exit codes
+that say a job's state, one error format; and a script's --help."""
+import json
 import os
+import re
+import sys
+import time
 
-from helpers import FLAKY, python, run, BIN
+import pytest
+
+from helpers import BIN, FLAKY, env_for_tests, python, run
 from journal_tools import job_dir
 
 MPIPIPE = os.path.join(BIN, "mpipipe")
@@ -10,7 +17,8 @@ MPIPIPE = os.path.join(BIN, "mpipipe")
 def test_status_of_a_failed_job_shows_counts_and_last_error(data_root):
     python(FLAKY, "--data-root", data_root, "-n", "5", "--mode", "exception", "--fail-partition", "2",
            "--fail-attempts", "-1", "--max-retries", "1", "--num-executors", "2")
-    done = run([MPIPIPE, "status", job_dir(data_root)], check=True, timeout=60)
+    done = run([MPIPIPE, "status", job_dir(data_root)], timeout=60)
+    assert done.returncode == 1, done.stderr  # the exit code says: failed
     assert ": failed, 1 run(s)" in done.stdout
     assert "square: 4/5 done, 0 running, 0 pending, 1 failed; 2 failed attempt(s)" in done.stdout
     assert "total: 0/1 done" in done.stdout
@@ -25,7 +33,8 @@ def test_status_of_a_finished_job(data_root):
 
 def test_status_of_a_folder_that_is_no_job(tmp_path):
     done = run([MPIPIPE, "status", str(tmp_path)], timeout=60)
-    assert done.returncode != 0 and "is not a job directory" in done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("mpipipe: error: ")
+    assert "is not a job directory" in done.stderr
 
 
 def test_platforms_and_version():
@@ -55,6 +64,9 @@ def test_status_while_the_job_runs_shows_running_and_pending(data_root):
                         break
             time.sleep(0.2)
         assert ": running," in out and "square:" in out and " 2 running, " in out and " pending" in out, out
+        assert run([MPIPIPE, "status", "latest", "--data-root", data_root], timeout=60).returncode == 3  # running
+        listing = run([MPIPIPE, "ls", "--data-root", data_root], timeout=60).stdout
+        assert re.search(r"^flaky-\S+ +running +\S+ \S+ +\S+ +\d+/31 +local$", listing, re.M), listing
     finally:
         kill_group(proc)
         proc.wait(timeout=30)
@@ -187,3 +199,127 @@ def test_status_and_logs_read_a_journal_of_either_format(tmp_path):
     assert seen[0] == seen[1] == ("failed", 1, [0, 2], 1, 1, "[1] attempt 0: ValueError: nope (log: JD/logs/w.log)",
                                   "--- sq[1] attempt 0: failed on rank 1: ValueError: nope (JD/logs/w.log) ---",
                                   "hello from p1\n")
+
+
+# --- finding jobs: ls, job ids, latest ----------------------------------------------------------------------
+
+def fake_job(root: str, job_id: str, runs: list, age: float) -> str:
+    """A job directory with job.json and a journal of `runs` [(start, end status or None)], last active `age`
+    seconds ago (what `ls` orders by)."""
+    from mpipipe.execution.journal import encode, end_record, run_record
+
+    jd = os.path.join(root, job_id)
+    os.makedirs(jd, mode=0o700)
+    with open(os.path.join(jd, "job.json"), "w") as f:
+        json.dump({"job_id": job_id, "platform": "mpi", "executors": 3, "argv": ["x.py"],
+                   "nodes": [{"id": 0, "name": "sq", "npartitions": 4, "inputs": [], "fingerprint": "ff"}]}, f)
+    lines = []
+    for start, status in runs:
+        lines.append(encode(run_record(job_id, {"sq": "ff"}, 3, "mpi", 4, pid=1, time=start)))
+        if status is not None:
+            lines.append(encode(end_record(status, time=start + 75.0)))
+    if lines:
+        with open(os.path.join(jd, "journal.log"), "wb") as f:
+            f.write(b"".join(lines))
+    when = time.time() - age
+    for name in os.listdir(jd):
+        os.utime(os.path.join(jd, name), (when, when))
+    return jd
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory):
+    """A data root with a succeeded and a failed real job, and made-up ones: interrupted, killed, not started."""
+    root = str(tmp_path_factory.mktemp("cli") / "jobs")
+    python(FLAKY, "--data-root", root, "--job-id", "good-one", "-n", "3", "--num-executors", "1", check=True)
+    python(FLAKY, "--data-root", root, "--job-id", "bad-one", "-n", "3", "--mode", "exception", "--fail-partition",
+           "1", "--fail-attempts", "-1", "--max-retries", "0", "--num-executors", "1")
+    now = time.time()
+    fake_job(root, "stopped-by-ctrl-c", [(now - 4000, "failed"), (now - 3000, "interrupted")], age=3000)
+    fake_job(root, "killed-hard", [(now - 5000, None)], age=5000)
+    fake_job(root, "never-ran", [], age=6000)
+    fake_job(root, "never-again", [], age=7000)
+    os.makedirs(os.path.join(root, "cache"))  # not a job: no job.json, no journal
+    os.utime(os.path.join(root, "bad-one", "journal.log"))  # the failed one ran last
+    return root
+
+
+def test_ls_lists_the_jobs_newest_first_with_state_and_duration(jobs):
+    done = run([MPIPIPE, "ls", "--data-root", jobs], timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert re.match(r"^JOB +STATE +STARTED +DURATION +TASKS +PLATFORM$", lines[0]), lines[0]
+    rows = [ln.split() for ln in lines[1:]]
+    assert [r[0] for r in rows] == ["bad-one", "good-one", "stopped-by-ctrl-c", "killed-hard", "never-ran",
+                                    "never-again"]
+    state = {r[0]: r[1] for r in rows}
+    assert state == {"bad-one": "failed", "good-one": "succeeded", "stopped-by-ctrl-c": "interrupted",
+                     "killed-hard": "killed", "never-ran": "not", "never-again": "not"}  # "not started"
+    by_id = {ln.split()[0]: ln for ln in lines[1:]}
+    assert re.search(r" 1m 15s +\?/4 +mpi$", by_id["stopped-by-ctrl-c"])  # the last run's 75 s
+    assert re.search(r"\d\d:\d\d +[\d.]+m?s +4/4 +local$", by_id["good-one"]), by_id["good-one"]
+    assert re.search(r"not started +- +- +\?/4 +mpi$", by_id["never-ran"]), by_id["never-ran"]
+    assert "cache" not in by_id
+    empty = run([MPIPIPE, "ls", "--data-root", os.path.join(jobs, "nosuch")], timeout=60)
+    assert empty.returncode == 2 and empty.stderr.startswith("mpipipe: error: no data root ")
+
+
+def test_a_job_is_named_by_directory_id_prefix_or_latest(jobs, tmp_path):
+    by_dir = run([MPIPIPE, "status", os.path.join(jobs, "good-one")], timeout=60)
+    by_id = run([MPIPIPE, "status", "good-one", "--data-root", jobs], timeout=60)
+    by_prefix = run([MPIPIPE, "status", "goo", "--data-root", jobs], timeout=60)
+    from_env = run([MPIPIPE, "status", "good-one"], env=env_for_tests({"SP_DATA_ROOT": jobs}), timeout=60)
+    def same(out: str) -> str:
+        return re.sub(r"written \d+ s ago", "written N s ago", out)
+
+    assert same(by_dir.stdout) == same(by_id.stdout) == same(by_prefix.stdout) == same(from_env.stdout)
+    assert "job good-one on local" in by_id.stdout and by_id.returncode == 0
+    latest = run([MPIPIPE, "status", "latest", "--data-root", jobs], timeout=60)
+    assert latest.stdout.startswith("job bad-one on local") and latest.returncode == 1
+    unique = run([MPIPIPE, "status", "stop", "--data-root", jobs], timeout=60)
+    assert unique.returncode == 130 and unique.stdout.startswith("job stopped-by-ctrl-c on mpi")
+    two = run([MPIPIPE, "status", "never", "--data-root", jobs], timeout=60)
+    assert two.returncode == 2 and "the start of several job ids" in two.stderr
+    assert "never-again, never-ran" in two.stderr
+    none = run([MPIPIPE, "logs", "zz", "--data-root", jobs], timeout=60)
+    assert none.returncode == 2 and "no job 'zz'" in none.stderr
+    logs = run([MPIPIPE, "logs", "latest", "--data-root", jobs, "-t", "square[1]"], timeout=60)
+    assert logs.returncode == 0 and "square[1] attempt 0: failed" in logs.stdout
+    out = tmp_path / "r.html"
+    rep = run([MPIPIPE, "report", "good-one", "--data-root", jobs, "-o", str(out)], timeout=120)
+    assert rep.returncode == 0 and out.exists(), rep.stderr
+    none = run([MPIPIPE, "report", "latest", "--data-root", str(tmp_path / "empty")], timeout=60)
+    assert none.returncode == 2 and none.stderr.startswith("mpipipe: error: no job under ")
+
+
+def test_status_exit_codes_say_the_jobs_state(jobs):
+    codes = {ref: run([MPIPIPE, "status", ref, "--data-root", jobs], timeout=60).returncode
+             for ref in ("good-one", "bad-one", "stopped-by-ctrl-c", "killed-hard", "never-ran", "nosuch")}
+    assert codes == {"good-one": 0, "bad-one": 1, "stopped-by-ctrl-c": 130, "killed-hard": 4, "never-ran": 5,
+                     "nosuch": 2}
+
+
+def test_one_error_format_and_exit_code_2_for_the_command_line(jobs):
+    for argv in (["nosuch"], ["status"], ["status", "good-one", "--bogus"], ["logs", "good-one", "-t", "a[b"],
+                 ["report", "missing-job", "--data-root", jobs]):
+        done = run([MPIPIPE, *argv], timeout=60)
+        assert done.returncode == 2, (argv, done.stderr)
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mpipipe: error: "), (argv, done.stderr)
+        assert "Usage:" not in done.stderr and "Error:" not in done.stderr
+    same = run([sys.executable, "-m", "mpipipe", "status", "good-one", "--data-root", jobs], timeout=60)
+    assert same.returncode == 0 and same.stdout.startswith("job good-one")
+
+
+# --- a script's --help ---------------------------------------------------------------------------------------
+
+def test_a_scripts_help_leaves_the_slurm_flags_to_help_all():
+    short = python(FLAKY, "--help", check=True, timeout=60).stdout
+    assert "--num-executors" in short and "--fail-partition" in short and "--help-all" in short
+    assert not re.search(r"[\s\[]--partition\b", short) and "--slurm-" not in short and "SLURM options (" not in short
+    everything = python(FLAKY, "--help-all", check=True, timeout=60).stdout
+    assert "SLURM options (" in everything and "--partition NAME" in everything and "--slurm-requeue" in everything
+    assert len(short.splitlines()) < 0.7 * len(everything.splitlines())
+    for argv in (["--platform", "slurm", "--help"], ["--help", "--platform=slurm"]):
+        assert "--partition NAME" in python(FLAKY, *argv, check=True, timeout=60).stdout
+    assert python(FLAKY, "--partition", "x", "--dry-run", timeout=60).returncode == 0  # hidden, still taken
