@@ -34,6 +34,8 @@ from mpipipe.execution.osutil import RankLogHandler, leave_hung_up_terminal
 from mpipipe.execution.scheduler import Scheduler, SchedulerOptions
 from mpipipe.execution.service import world_survives
 from mpipipe.execution.transport import PeerLost
+from mpipipe.execution.worker import start_early
+from mpipipe.console import world_rank
 from mpipipe.jobdir import JobLock, default_job_id, prepare_job_dir, remove_stale_staging
 from mpipipe.logical.node import LogicalPlan, NodeInfo
 from mpipipe.pickling import pickle_nodes
@@ -327,6 +329,9 @@ class JobManager:
                     f"this process already runs job {other.job_id} in its {platform.name} world, whose executor "
                     "ranks serve one job; use the same --job-id and --data-root for every run() of the script"
                 )
+        rank = world_rank()
+        if rank is not None and rank > 0:
+            start_early(self.config.workers_per_executor)  # an executor rank: its workers start while MPI starts
         world = platform.connect()
         if world.rank != 0:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 decides when the world stops

@@ -15,7 +15,7 @@ from mpipipe.execution import protocol as P
 from mpipipe.execution.osutil import RankLogHandler, leave_stop_signals_to_rank0
 from mpipipe.execution.task import FAILED, Result, Task, TaskRange, unit_size
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
-from mpipipe.execution.worker import WorkerHandle, wait_any
+from mpipipe.execution.worker import WorkerHandle, take_early, wait_any
 from mpipipe.ownership import PRIVATE_FILE, make_owner_only_dirs
 
 log = logging.getLogger("mpipipe.executor")
@@ -107,10 +107,18 @@ class Executor:
         handler = _rank_log(logs)
         log.info("rank %d of %d on %s: %s", self.t.rank, self.t.size, host["host"],
                  {k: host[k] for k in ("cores", "memory", "accelerators", "limits") if k in host})
+        early = take_early()  # started while this rank joined its world
         for i in range(int(self.setup.get("workers_per_executor", 1))):
-            w = WorkerHandle(os.path.join(logs, f"worker-{i}.log"), self.setup)
-            w.start()
+            path = os.path.join(logs, f"worker-{i}.log")
+            if early:
+                w = early.pop(0)
+                w.configure(path, self.setup)
+            else:
+                w = WorkerHandle(path, self.setup)
+                w.start()
             self.workers.append(w)
+        for w in early:  # more than the job asked for
+            w.stop(timeout=1.0)
         reason = "lost"
         try:
             reason = self._loop()

@@ -279,17 +279,26 @@ class _WorkerState:
         return status, info, start
 
 
+def _log_to(log_path: str) -> None:
+    """What the worker and its tasks print goes to its log file from here on."""
+    logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(logfd, 1)
+    os.dup2(logfd, 2)
+    os.close(logfd)
+
+
 def main() -> None:
-    log_path = sys.argv[1]
+    log_path = sys.argv[1] if len(sys.argv) > 1 else ""  # "": started early, its log comes with the setup
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     leave_stop_signals_to_rank0()  # a closed terminal or mpiexec's SIGTERM: rank 0 stops the job, then this worker
     proto_in, proto_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(logfd, 1)
-    os.dup2(logfd, 2)
+    if log_path:
+        _log_to(log_path)
+    else:
+        os.dup2(2, 1)  # nothing may write into the results pipe: until the log, the executor's stderr
     import logging
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -302,6 +311,9 @@ def main() -> None:
             return
         kind = msg[0]
         if kind == W_SETUP:
+            if not log_path:
+                log_path = msg[2]
+                _log_to(log_path)
             state = _WorkerState(msg[1], log_path)
         elif kind == W_NODES:
             assert state is not None
@@ -348,26 +360,42 @@ class WorkerHandle:
         self._extra_blobs: List[bytes] = []
 
     def start(self) -> None:
-        os.makedirs(os.path.dirname(self.log_path), mode=0o700, exist_ok=True)
-        log = open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from mpipipe.execution.worker import main; main()", self.log_path],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=child_env(),
-                close_fds=True,
-            )
-        finally:
-            log.close()
+        """Start the worker process; with no log path yet (started early, before the job's setup is known) it
+        waits for configure()."""
+        argv = [sys.executable, "-c", "from mpipipe.execution.worker import main; main()"]
+        if not self.log_path:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(),
+                                         close_fds=True)
+        else:
+            os.makedirs(os.path.dirname(self.log_path), mode=0o700, exist_ok=True)
+            log = open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+            try:
+                self.proc = subprocess.Popen(argv + [self.log_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=log, env=child_env(), close_fds=True)
+            finally:
+                log.close()
         assert self.proc.stdin is not None and self.proc.stdout is not None
         os.set_blocking(self.proc.stdin.fileno(), False)
         os.set_blocking(self.proc.stdout.fileno(), False)
         self._reader = FrameReader()
         self._out = bytearray()
+        if self.log_path:
+            self._send_setup()
+
+    def configure(self, log_path: str, setup: Dict[str, Any]) -> None:
+        """Give a worker started early its log and the job's setup."""
+        self.log_path = log_path
+        self.setup = setup
+        os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+        self._send_setup()
+
+    def _send_setup(self) -> None:
         try:
             self._reported_to = os.path.getsize(self.log_path)  # the log before this process: not its tasks'
         except OSError:
             self._reported_to = 0
-        self._queue((W_SETUP, dict(self.setup, node_blobs=list(self.setup.get("node_blobs", [])) + self._extra_blobs)))
+        self._queue((W_SETUP, dict(self.setup, node_blobs=list(self.setup.get("node_blobs", [])) + self._extra_blobs),
+                     self.log_path))
 
     def add_nodes(self, blobs: List[bytes]) -> None:
         self._extra_blobs.extend(blobs)
@@ -543,6 +571,27 @@ class WorkerHandle:
             self.proc.wait()
             self._remove_staging(self.held_tasks(), self.proc.pid)  # attempts stopped mid-way
         self.proc = None
+
+
+_EARLY: List[WorkerHandle] = []  # workers an executor rank started before it joined its world
+
+
+def start_early(count: int) -> None:
+    """Start `count` worker processes now, while this executor rank joins its world (MPI start-up takes as
+    long as a worker's), so they are ready when the first tasks come; Executor takes them (take_early)."""
+    for _ in range(count):
+        w = WorkerHandle("", {})
+        try:
+            w.start()
+        except OSError:
+            return
+        _EARLY.append(w)
+
+
+def take_early() -> List[WorkerHandle]:
+    taken = list(_EARLY)
+    _EARLY.clear()
+    return taken
 
 
 def wait_any(workers: List[WorkerHandle], timeout: float) -> List[WorkerHandle]:
