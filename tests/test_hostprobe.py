@@ -233,3 +233,15 @@ def test_without_job_json_a_task_counts_the_launchers_ranks_here(tmp_path, monke
     monkeypatch.setenv("MPI_LOCALNRANKS", "2")
     view = host_view(str(tmp_path / "none"), 1, 5)
     assert view["executors"] == view["core_sharers"] == 2 and view["offer"]["cores"] >= 1
+
+
+def test_an_executor_applies_its_hosts_entry_and_leaves_a_bad_option_to_rank_0(monkeypatch):
+    import socket
+
+    from mpipipe.execution.executor import host_description
+
+    monkeypatch.setenv("SP_HOSTS", f"{socket.gethostname()}=cpu(cores=3, mem=1GiB); 1=cpu(cores=9)")
+    desc = host_description()
+    assert (desc["cores"], desc["memory"], desc["overridden"]) == (3, 1 << 30, "host")  # rank entries: rank 0's
+    monkeypatch.setenv("SP_HOSTS", "no de=cpu(cores=2)")  # rank 0 stops the job with the error
+    assert "overridden" not in host_description()

@@ -11,6 +11,7 @@ import time
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
+from mpipipe.errors import MpipipeError
 from mpipipe.execution import protocol as P
 from mpipipe.execution.osutil import RankLogHandler, leave_stop_signals_to_rank0
 from mpipipe.execution.task import FAILED, Result, Task, TaskRange, unit_size
@@ -27,8 +28,12 @@ def host_description() -> Dict[str, Any]:
     from mpipipe.execution.hostprobe import apply_override, host_override, probe
 
     desc = probe()
-    text = _hosts_option()
-    override = host_override(text, desc["host"]) if text else None
+    try:
+        text = _hosts_option()
+        override = host_override(text, desc["host"]) if text else None
+    except MpipipeError as e:  # rank 0 reads the same option and stops the job with this error
+        log.debug("ignoring --hosts here: %s", e)
+        return desc
     return apply_override(desc, override, scope="host") if override is not None else desc
 
 
