@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -270,6 +270,22 @@ class DevTools:
         if "exceptionDetails" in result:
             raise AssertionError(f"{expression!r} threw: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    def screenshot(self, path: str, selector: Optional[str] = None) -> Tuple[int, int]:
+        """A PNG of the whole page, or of the element `selector` matches (beyond the window if it must); its size."""
+        import base64
+        import json
+
+        params: Dict[str, object] = {"format": "png", "captureBeyondViewport": True}
+        if selector is not None:
+            box = self.evaluate(f"""(function(){{var r=document.querySelector({json.dumps(selector)})
+                .getBoundingClientRect();return [r.left+window.scrollX,r.top+window.scrollY,r.width,r.height];}})()""")
+            params["clip"] = {"x": box[0], "y": box[1], "width": box[2], "height": box[3], "scale": 1}
+        data = base64.b64decode(self.send("Page.captureScreenshot", params)["data"])
+        with open(path, "wb") as f:
+            f.write(data)
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return width, height
 
     def requests(self) -> List[str]:
         """Every URL the page requested so far (the page itself included)."""

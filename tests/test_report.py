@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -102,8 +103,9 @@ def test_report_has_one_row_per_rank_every_attempt_and_the_failed_ones(retried_j
     recs = [r for r in read_records(os.path.join(jd, "journal.log")) if is_attempt(r)]
     failed = [r for r in recs if kind(r) == FAILED]
     assert sorted((r["n"], r["p"], r["a"]) for r in failed) == [("clean", 3, 0), ("clean", 3, 1), ("score", 7, 0)]
-    assert sorted(rows(doc)) == [1, 2, 3]
+    assert sorted(rows(doc)) == [0, 1, 2, 3]  # rank 0, the scheduler, too
     assert len(doc.with_class("bar", tag="rect")) == len(recs)
+    assert len(doc.with_class("runbar", tag="rect")) == 1  # rank 0's one run
     fail_bars = doc.having("data-failed", "1", tag="rect")
     assert len(fail_bars) == 3 and all("fail" in a["class"].split() for a in fail_bars)
     # the plan: five nodes, five edges, every node done
@@ -113,6 +115,8 @@ def test_report_has_one_row_per_rank_every_attempt_and_the_failed_ones(retried_j
     # the header and the tables
     assert 'id="job-status">succeeded<' in text
     assert re.search(r"Retried</div><div class=\"tl-value\">3<", text)
+    labels = re.findall(r"<div class=\"tl-label\">([^<]*)</div>", text)
+    assert len(labels) == len(set(labels)) == 7 and "Failed attempts" not in labels, labels  # no tile twice
     assert "ok on attempt&nbsp;2" in text and "ok on attempt&nbsp;1" in text
     assert 'href="logs/tasks/clean/p3.a1.log"' in text and 'href="logs/tasks/score/p7.a0.log"' in text
     assert "exited with code 3" in text
@@ -171,7 +175,8 @@ def test_report_of_a_failed_then_resumed_job(tmp_path):
     assert re.search(rf"Reused</div><div class=\"tl-value\">{ok_before}<", text)
     assert "ok on attempt&nbsp;0" in text  # score[5]: failed for good in run 1, fine in run 2
     assert len(doc.with_class("runline", tag="line")) == 1  # run 2 started a few seconds later: same stretch
-    assert sorted(rows(doc)) == [1, 2]
+    assert sorted(rows(doc)) == [0, 1, 2]
+    assert len(doc.with_class("runbar", tag="rect")) == 2
 
 
 # --- synthetic journals: big, resumed after a pause, running, damaged -----------------------
@@ -229,7 +234,7 @@ def test_big_job_is_aggregated_with_a_pause_cut_out(tmp_path):
     path = write_report(jd)
     text = open(path, encoding="utf-8").read()
     doc = Elements(text)
-    assert sorted(rows(doc)) == list(range(1, 25))
+    assert sorted(rows(doc)) == list(range(0, 25))
     (svg,) = doc.having("data-aggregated", tag="svg")
     assert svg["data-aggregated"] == "1"
     assert len(doc.with_class("bar", tag="rect")) <= 2 * MAX_BARS
@@ -244,7 +249,8 @@ def test_big_job_is_aggregated_with_a_pause_cut_out(tmp_path):
 def test_concurrent_attempts_of_a_rank_get_lanes(tmp_path):
     jd = synthetic_job(str(tmp_path / "lanes"), 400, 3, workers=2)
     doc = Elements(open(write_report(jd), encoding="utf-8").read())
-    assert {a["data-lanes"] for a in doc.having("data-rank", tag="g")} == {"2"}
+    lanes = {int(a["data-rank"]): a["data-lanes"] for a in doc.having("data-rank", tag="g")}
+    assert lanes == {0: "1", 1: "2", 2: "2", 3: "2"}  # rank 0: its runs only
     assert len(doc.with_class("bar", tag="rect")) == 400
 
 
@@ -286,6 +292,120 @@ def test_a_journal_in_the_earlier_format_gives_the_same_report(tmp_path):
     assert Job.load(new).runs[0].status == "succeeded" and len(Job.load(new).runs) == 2
 
 
+# --- the plan graph: 3, 9 and 30 nodes --------------------------------------------------------------------------
+
+PLAN_SIZES = (3, 9, 30)
+
+
+def plan_spec(n: int) -> List[Tuple[str, List[int]]]:
+    """(name, inputs) of a plan of `n` nodes: a chain of 3, a 9-node join, or a seeded 30-node web."""
+    if n == 3:
+        return [("read", []), ("clean", [0]), ("write", [1])]
+    if n == 9:
+        return [("events", []), ("users", []), ("clean_events", [0]), ("clean_users", [1]), ("joined", [2, 3]),
+                ("by_day", [4]), ("by_user", [4]), ("top_users", [6, 3]), ("summary", [5, 7])]
+    rng = random.Random(7)
+    spec: List[Tuple[str, List[int]]] = [(f"source_{k}", []) for k in range(4)]
+    for k in range(4, n):
+        ins = sorted(rng.sample(range(max(0, k - 8), k), rng.randint(1, min(3, k))))
+        spec.append((f"step_{k:02d}_{rng.choice(['clean', 'join', 'score', 'rank', 'dedup'])}", ins))
+    return spec
+
+
+def plan_job(path: str, n: int, start: float = 1.7e9) -> str:
+    """A finished job whose plan has `n` nodes, every partition done once on ranks 1..3."""
+    from mpipipe.execution.journal import end_record, ok_record, run_record
+
+    os.makedirs(os.path.join(path, "outputs"), exist_ok=True)
+    nodes = [{"id": i, "name": name, "kind": "sql" if ins else "datasource", "npartitions": 2 + i % 5,
+              "inputs": ins, "pointwise": len(ins) == 1, "fingerprint": f"f{i:03d}"}
+             for i, (name, ins) in enumerate(plan_spec(n))]
+    job = {"job_id": f"plan-{n}", "mpipipe": "0.1.0", "argv": ["plan.py"], "platform": "local", "executors": 3,
+           "started": start, "host": "h0", "hosts": {str(r): {"host": "h0", "cores": 4} for r in (1, 2, 3)},
+           "nodes": nodes}
+    with open(os.path.join(path, "job.json"), "w") as f:
+        json.dump(job, f)
+    lines = [encode(run_record(job["job_id"], {x["name"]: x["fingerprint"] for x in nodes}, 3, "local",
+                               sum(x["npartitions"] for x in nodes), pid=1, time=start))]
+    t = start + 0.2
+    for i, x in enumerate(nodes):
+        for p in range(x["npartitions"]):
+            lines.append(encode(ok_record(f"{x['fingerprint']}:{p}", x["name"], p, 0, 1 + (i + p) % 3, t, t + 0.05,
+                                          None)))
+            t += 0.02
+    lines.append(encode(end_record("succeeded", time=t + 0.1)))
+    with open(os.path.join(path, "journal.log"), "wb") as f:
+        f.write(b"".join(lines))
+    return path
+
+
+def boxes(doc: Elements, width: float, height: float = 66) -> Dict[int, Tuple[float, float, float, float]]:
+    """Each plan node's box (left, top, right, bottom), from its group's translate()."""
+    out = {}
+    for a in doc.having("data-node", tag="g"):
+        x, y = (float(v) for v in re.match(r"translate\(([-\d.]+),([-\d.]+)\)", a["transform"]).groups())
+        out[int(a["data-node"])] = (x, y, x + width, y + height)
+    return out
+
+
+def overlapping(b: Dict[int, Tuple[float, float, float, float]]) -> List[Tuple[int, int]]:
+    keys = sorted(b)
+    return [(i, k) for n, i in enumerate(keys) for k in keys[n + 1:]
+            if b[i][0] < b[k][2] and b[k][0] < b[i][2] and b[i][1] < b[k][3] and b[k][1] < b[i][3]]
+
+
+@pytest.mark.parametrize("n", PLAN_SIZES)
+def test_the_plan_is_drawn_top_down_in_the_pages_width(tmp_path, n):
+    from mpipipe.report.page import BOX_MIN, PLAN_W
+
+    jd = plan_job(str(tmp_path / f"plan{n}"), n)
+    doc = Elements(open(write_report(jd), encoding="utf-8").read())
+    (svg,) = doc.with_class("plan", tag="svg")
+    assert int(svg["width"]) <= PLAN_W and int(svg["data-box-width"]) >= BOX_MIN
+    b = boxes(doc, float(svg["data-box-width"]))
+    assert len(b) == n and not overlapping(b)
+    assert all(0 <= left and right <= int(svg["width"]) for left, _, right, _ in b.values())
+    spec = plan_spec(n)
+    for i, (_, ins) in enumerate(spec):
+        for x in ins:
+            assert b[i][1] >= b[x][3] + 20, (spec[x][0], spec[i][0])  # a node sits below what it reads
+    assert len(doc.with_class("edge", tag="path")) == sum(len(ins) for _, ins in spec)
+
+
+@pytest.mark.parametrize("n", PLAN_SIZES)
+def test_the_plan_fits_the_page_in_chromium(browser, tmp_path, n):
+    """At 1400 px the plan is drawn at its size (text as designed), at 1000 px scaled to the page: never wider than
+    its section, no box on another, the plan section kept as a screenshot (.artifacts/report-plan-N.png)."""
+    report = write_report(plan_job(str(tmp_path / f"plan{n}"), n))
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    for window in ("1400,1000", "1000,900"):
+        with chromium.DevTools(timeout=60, window=window) as page:
+            page.open(report)
+            facts = page.evaluate("""(function(){var svg=document.querySelector('svg.plan'),
+                box=svg.getBoundingClientRect(),wrap=svg.parentNode,sec=document.getElementById('plan');
+                var nodes=[].map.call(document.querySelectorAll('g.pnode'),function(g){
+                  var r=g.querySelector('rect.box').getBoundingClientRect();return [r.left,r.top,r.right,r.bottom];});
+                return {left:box.left,right:box.right,scale:box.width/svg.width.baseVal.value,
+                  scroll:wrap.scrollWidth,client:wrap.clientWidth,secLeft:sec.getBoundingClientRect().left,
+                  secRight:sec.getBoundingClientRect().right,page:document.documentElement.scrollWidth,
+                  view:document.documentElement.clientWidth,nodes:nodes};})()""")
+            assert facts["scroll"] <= facts["client"] + 1, facts  # no horizontal scrolling inside the section
+            assert facts["page"] <= facts["view"], facts  # nor of the page
+            assert facts["secLeft"] - 1 <= facts["left"] and facts["right"] <= facts["secRight"] + 1, facts
+            if window.startswith("1400"):
+                assert facts["scale"] > 0.99, facts  # drawn at its own size: 13 px names stay 13 px
+            else:
+                assert facts["scale"] > 0.7, facts
+            b = {k: tuple(v) for k, v in enumerate(facts["nodes"])}
+            assert len(b) == n and not overlapping(b)
+            assert all(facts["left"] - 1 <= v[0] and v[2] <= facts["right"] + 1 for v in b.values())
+            if window.startswith("1400"):
+                shot = os.path.join(ARTIFACTS, f"report-plan-{n}.png")
+                width, height = page.screenshot(shot, "#plan")
+                assert width >= 300 and height >= 150 and os.path.getsize(shot) > 5_000
+            assert page.page_errors() == []
+
+
 def test_report_needs_a_job_directory(tmp_path):
     with pytest.raises(JournalError, match="not a job directory"):
         write_report(str(tmp_path))
@@ -295,7 +415,7 @@ def test_report_of_a_job_that_has_not_run_a_task_yet(tmp_path):
     jd = synthetic_job(str(tmp_path / "empty"), 0, 2, end=False)
     text = open(write_report(jd), encoding="utf-8").read()
     assert "No task has finished yet" in text
-    assert sorted(rows(Elements(text))) == [1, 2]
+    assert sorted(rows(Elements(text))) == [0, 1, 2]
 
 
 # --- in a real browser -----------------------------------------------------------------------
@@ -343,6 +463,8 @@ def test_report_tooltips_and_highlight_in_chromium(retried_job, browser):
         assert shown == "block" and "attempt" in text and "FAILED" in text and "rank " in text
         assert HTML_ERROR in text or "exited with code 3" in text  # shown as text, never as markup
         assert page.evaluate("document.querySelectorAll('#tip script, #tip b b').length") == 0
+        shown, text = hover(page, "rect.runbar")
+        assert shown == "block" and text.startswith("run 1") and "succeeded" in text
         shown, text = hover(page, "rect.bar.c0")
         assert shown == "block" and text.startswith("load[") and "FAILED" not in text
         lit = page.evaluate("""(function(){var k=document.querySelector('.key[data-n="1"]');
@@ -356,7 +478,7 @@ def test_report_tooltips_and_highlight_in_chromium(retried_job, browser):
 
 def test_report_renders_in_headless_chromium(retried_job, browser, tmp_path):
     _, report = retried_job
-    check_in_browser(report, [1, 2, 3])
+    check_in_browser(report, [0, 1, 2, 3])
     os.makedirs(ARTIFACTS, exist_ok=True)
     for name, size in (("report.png", "1400,1000"), ("report-full.png", "1400,2000")):
         shot = str(tmp_path / name)
@@ -371,7 +493,7 @@ def test_report_renders_in_headless_chromium(retried_job, browser, tmp_path):
 def test_big_report_renders_in_headless_chromium(browser, tmp_path):
     jd = synthetic_job(str(tmp_path / "big"), 60_000, 24, gap=7200, fail_every=20)
     report = write_report(jd)
-    check_in_browser(report, list(range(1, 25)))
+    check_in_browser(report, list(range(0, 25)))
     shot = str(tmp_path / "report-big.png")
     done = chromium.headless(report, f"--screenshot={shot}", "--virtual-time-budget=2000", timeout=120)
     assert done.returncode == 0 and png_size(shot) == (1400, 1000), done.stderr[-3000:]

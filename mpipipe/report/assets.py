@@ -23,7 +23,7 @@ h2{font-size:15px;margin:22px 0 8px;padding-bottom:4px;border-bottom:1px solid v
 .pill{font-size:12px;font-weight:600;padding:2px 10px;border-radius:10px;color:#fff;background:#8a94a6}
 .pill.ok{background:var(--ok)}.pill.bad{background:var(--bad)}.pill.warn{background:var(--warn)}
 .pill.run{background:var(--run)}
-.tiles{display:grid;grid-template-columns:repeat(8,minmax(0,1fr));gap:8px}
+.tiles{display:grid;grid-template-columns:repeat(7,minmax(0,1fr));gap:8px}
 .tile{background:var(--bg);border:1px solid var(--line);border-radius:6px;padding:6px 10px;min-width:0}
 .tile.bad{background:#fdecec;border-color:#f3b4b4}.tile.bad .tl-value{color:var(--bad)}
 .tl-label{font-size:11px;color:var(--dim);text-transform:uppercase;letter-spacing:.03em;white-space:nowrap}
@@ -31,6 +31,7 @@ h2{font-size:15px;margin:22px 0 8px;padding-bottom:4px;border-bottom:1px solid v
 .tl-sub{font-size:11px;color:var(--dim);white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .scroll{overflow-x:auto;border:1px solid var(--line);border-radius:6px;background:#fff}
 svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif}
+svg.plan{display:block;margin:0 auto;max-width:100%;height:auto}
 .plan .box{fill:#fff;stroke:#c3c9d4;stroke-width:1.2}.plan .edge{fill:none;stroke:#8a94a6;stroke-width:1.4}
 .pnode.ok .box{stroke:var(--ok)}.pnode.bad .box{stroke:var(--bad);stroke-width:2}.pnode.part .box{stroke:var(--warn)}
 .pname{font-size:13px;font-weight:600;fill:var(--fg)}.pkind{font-size:11px;fill:var(--dim)}.pkind.end{text-anchor:end}
@@ -47,6 +48,7 @@ svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Ari
 .tl .rl{font-size:11px;fill:#3b4252;text-anchor:end}
 .tl .grid{stroke:#dde1e7;stroke-width:1}.tl .tick{font-size:11px;fill:var(--dim);text-anchor:middle}
 .tl .axis-title{font-size:11px;fill:var(--dim);text-anchor:end}
+.tl .runbar{fill:#9aa2b1}.tl .runbar:hover{fill:#5a6272}
 .tl .bar{stroke:rgba(0,0,0,.25);stroke-width:.5}.tl .bar.agg{stroke:none}
 .tl .bar.fail.agg{fill:#d62728;stroke:none}
 .tl .bar.fail{fill:url(#hatch);stroke:#b00000;stroke-width:1.5}
@@ -99,6 +101,9 @@ function describe(el){
  if(el.hasAttribute('data-a')){var a=D.agg[+el.getAttribute('data-a')];if(!a)return null;
   return [['rank '+a[0],1],[' near +'+dur(a[1])+'\n'+a[2]+' attempt(s) started in this slice\nbusiest node: '+
    D.nodes[a[4]]+'\nbusy: '+Math.round(a[3]*100)+'%']];}
+ if(el.hasAttribute('data-r')){var r=(D.runs||[])[+el.getAttribute('data-r')];if(!r)return null;
+  return [['run '+r[0],1],[' \u2014 '+r[3]+'\nstarted at +'+dur(r[1])+' \u00b7 '+dur(r[2])+'\n'+r[4]+
+   ' task attempt(s) ran, '+r[5]+' failed']];}
  if(el.hasAttribute('data-f')){var f=D.aggf[+el.getAttribute('data-f')];if(!f)return null;
   return [['rank '+f[0]+': '+f[1]+' failed attempt(s)',1],['\nfirst: '+D.nodes[f[2]]+'['+f[3]+'] attempt '+f[4]+
    '\n'+D.errors[f[5]]]];}
@@ -106,7 +111,8 @@ function describe(el){
 var svg=document.getElementById('timeline-svg');
 if(svg){
  Array.prototype.forEach.call(svg.querySelectorAll('rect.bar > title'),function(t){t.parentNode.removeChild(t);});
- svg.addEventListener('mousemove',function(ev){var t=ev.target;var p=t&&t.classList&&t.classList.contains('bar')?
+ svg.addEventListener('mousemove',function(ev){var t=ev.target;
+  var p=t&&t.classList&&(t.classList.contains('bar')||t.classList.contains('runbar'))?
   describe(t):null;if(!p){tip.style.display='none';return;}text(tip,p);tip.style.display='block';
   var x=ev.clientX+14,y=ev.clientY+14,w=tip.offsetWidth,h=tip.offsetHeight;
   if(x+w>window.innerWidth-4)x=ev.clientX-w-14;if(y+h>window.innerHeight-4)y=ev.clientY-h-14;

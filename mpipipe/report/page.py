@@ -34,6 +34,106 @@ def write_report(job_dir: str, out_path: Optional[str] = None) -> str:
     return out
 
 
+# --- the plan's layout ---------------------------------------------------------------------
+
+PLAN_W = 1180  # the widest the plan is drawn: the page's width inside its margins
+BOX_W, BOX_MIN, BOX_H = 210, 150, 66  # a node's box: width (narrowed down to BOX_MIN when a layer is wide)
+GAP_X, VIA_W = 16, 12  # between boxes; the slot an edge passes a layer in
+GAP_LAYER, GAP_WRAP, PAD = 44, 18, 12  # between layers; between the bands of a wrapped layer; around
+
+
+def _ordered_layers(item_layer: List[int], preds: List[List[int]]) -> List[List[int]]:
+    """The items of each layer, ordered by the mean position of their neighbours (fewer crossings)."""
+    nlayers = max(item_layer) + 1
+    rows: List[List[int]] = [[] for _ in range(nlayers)]
+    for it, lay in enumerate(item_layer):
+        rows[lay].append(it)
+    succs: List[List[int]] = [[] for _ in item_layer]
+    for it, ps in enumerate(preds):
+        for p_ in ps:
+            succs[p_].append(it)
+    pos = {it: float(k) for row in rows for k, it in enumerate(row)}
+    for sweep in range(4):
+        order = rows[1:] if sweep % 2 == 0 else rows[-2::-1]
+        nb = preds if sweep % 2 == 0 else succs
+        for row in order:
+            row.sort(key=lambda it: (sum(pos[x] for x in nb[it]) / len(nb[it]) if nb[it] else pos[it]))
+            for k, it in enumerate(row):
+                pos[it] = float(k)
+    return rows
+
+
+class _PlanGeometry:
+    """Where each item (a node's box or an edge's slot) of the ordered layers goes."""
+
+    def __init__(self, rows: List[List[int]], kinds: List[str]) -> None:
+        self.kinds = kinds
+        widest = max((sum(1 for it in row if kinds[it] == "node"), sum(1 for it in row if kinds[it] == "via"), len(row))
+                     for row in rows)
+        nodes, vias, count = widest
+        room = PLAN_W - 2 * PAD - vias * VIA_W - GAP_X * max(0, count - 1)
+        self.bw = int(max(BOX_MIN, min(BOX_W, room / nodes))) if nodes else BOX_W
+        self._left: Dict[int, float] = {}
+        self._top: Dict[int, float] = {}
+        self._h: Dict[int, float] = {}
+        bands: List[Tuple[List[int], float]] = []  # items, y of their top
+        y = float(PAD)
+        for row in rows:
+            parts = self._wrap(row)
+            for k, part in enumerate(parts):
+                h = BOX_H if any(kinds[it] == "node" for it in part) else 10.0
+                bands.append((part, y))
+                for it in part:
+                    self._top[it] = y
+                    self._h[it] = h
+                y += h + (GAP_WRAP if k < len(parts) - 1 else GAP_LAYER)
+        self.bands = len(bands)
+        self.height = int(y - GAP_LAYER + PAD)
+        inner = max(self._span(part) for part, _ in bands)
+        self.width = int(inner + 2 * PAD)
+        for part, _ in bands:  # each band centred
+            x = PAD + (inner - self._span(part)) / 2
+            for it in part:
+                self._left[it] = x
+                x += self.box_w(it) + GAP_X
+
+    def box_w(self, it: int) -> float:
+        return self.bw if self.kinds[it] == "node" else VIA_W
+
+    def box_h(self, it: int) -> float:
+        return self._h[it]
+
+    def _span(self, part: List[int]) -> float:
+        return sum(self.box_w(it) for it in part) + GAP_X * max(0, len(part) - 1)
+
+    def _wrap(self, row: List[int]) -> List[List[int]]:
+        parts: List[List[int]] = [[]]
+        for it in row:
+            if parts[-1] and self._span(parts[-1] + [it]) > PLAN_W - 2 * PAD:
+                parts.append([])
+            parts[-1].append(it)
+        return parts
+
+    def left(self, it: int) -> float:
+        return self._left[it]
+
+    def top(self, it: int) -> float:
+        return self._top[it]
+
+    def cx(self, it: int) -> float:
+        return self._left[it] + self.box_w(it) / 2
+
+
+def _spread(left: float, width: float, ends: List[Tuple[float, int]]) -> List[Tuple[float, int]]:
+    """Points along a side of `width` for edges whose other ends lie at the given x, in their order."""
+    ends = sorted(ends)
+    if len(ends) == 1 or width < 20:
+        return [(left + width / 2, k) for _, k in ends]
+    margin = min(24.0, width / 4)
+    step = (width - 2 * margin) / (len(ends) - 1)
+    return [(left + margin + step * i, k) for i, (_, k) in enumerate(ends)]
+
+
 # --- the page ------------------------------------------------------------------------------
 
 class _Page:
@@ -139,10 +239,9 @@ class _Page:
             ("Reused", f"{j.reused:,}", "from the journal", "tasks of the plan finished by an earlier process and "
                                                            "taken from the journal by the latest one", False),
             ("Retried", f"{j.retried:,}", "attempts tried again", "failed attempts that were tried again", False),
-            ("Failed", f"{j.failed_for_good:,}", "tasks not recovered", "tasks whose last attempt failed",
+            ("Failed", f"{j.failed_for_good:,}", "tasks not recovered",
+             f"tasks whose last attempt failed; {j.failed_attempt_count:,} failed attempt(s) in all, retried or not",
              j.failed_for_good > 0),
-            ("Failed attempts", f"{j.failed_attempt_count:,}", "retried or not", "every failed attempt, retried or not",
-             False),
             ("Plan tasks", f"{j.total_tasks():,}", nodes_line, "partitions and nodes of the plan", False),
             ("Output bytes", size, f"{nfiles:,} files", f"{nfiles:,} files under outputs/" +
              ("" if complete else " (stopped counting: too many)"), False),
@@ -181,6 +280,8 @@ class _Page:
 
     # plan graph --------------------------------------------------------------------------
     def _plan(self) -> str:
+        """The plan top-down, one band per layer (a node below the nodes it reads), fitted to the page's width:
+        boxes narrow down to BOX_MIN and a layer wider than the page wraps onto more bands."""
         j = self.job
         if not j.nodes:
             return "<p class=\"dim\">job.json lists no nodes.</p>"
@@ -188,79 +289,55 @@ class _Page:
         ids = {n.get("id"): i for i, n in enumerate(j.nodes)}
         inputs = [[ids[x] for x in (n.get("inputs") or []) if x in ids and ids[x] != i] for i, n in enumerate(j.nodes)]
         layer = layers(inputs)
-        # an edge across several columns passes through a slot in each column between (no box is crossed)
-        items: List[Tuple[str, int]] = [("node", i) for i in range(nn)]  # item -> ("node", i) or ("via", edge)
+        # an edge across several layers passes through a slot in each layer between (no box is crossed)
+        kinds: List[str] = ["node"] * nn
         item_layer = list(layer)
         preds: List[List[int]] = [[] for _ in range(nn)]
-        chains: List[Tuple[int, int, List[int]]] = []  # (src node, dst node, items along the edge)
+        chains: List[List[int]] = []  # the items along each edge, source first
         for dst, ins in enumerate(inputs):
             for src in ins:
                 prev, chain = src, [src]
                 for lay in range(layer[src] + 1, layer[dst]):
-                    items.append(("via", len(chains)))
+                    kinds.append("via")
                     item_layer.append(lay)
                     preds.append([prev])
-                    prev = len(items) - 1
+                    prev = len(kinds) - 1
                     chain.append(prev)
                 preds[dst].append(prev)
                 chain.append(dst)
-                chains.append((src, dst, chain))
-        nlayers = max(item_layer) + 1
-        columns: List[List[int]] = [[] for _ in range(nlayers)]
-        for it, lay in enumerate(item_layer):
-            columns[lay].append(it)
-        succs: List[List[int]] = [[] for _ in items]
-        for it, ps in enumerate(preds):
-            for p_ in ps:
-                succs[p_].append(it)
-        pos = {it: float(k) for col in columns for k, it in enumerate(col)}
-        for sweep in range(4):  # order columns by the mean position of neighbours (fewer crossings)
-            order = columns[1:] if sweep % 2 == 0 else columns[-2::-1]
-            for col in order:
-                nb = preds if sweep % 2 == 0 else succs
-                col.sort(key=lambda it: (sum(pos[x] for x in nb[it]) / len(nb[it]) if nb[it] else pos[it]))
-                for k, it in enumerate(col):
-                    pos[it] = float(k)
-        bw, bh, gx, gy, pad, via_h = 224, 66, 64, 14, 10, 10
-        heights = [bh if kind == "node" else via_h for kind, _ in items]
-        col_h = [sum(heights[it] for it in col) + gy * max(0, len(col) - 1) for col in columns]
-        height = int(pad * 2 + max(col_h))
-        width = pad * 2 + nlayers * bw + (nlayers - 1) * gx
-        top: Dict[int, float] = {}
-        for c, col in enumerate(columns):
-            y = pad + (height - 2 * pad - col_h[c]) / 2
-            for it in col:
-                top[it] = y
-                y += heights[it] + gy
-
-        def left_x(it: int) -> float:
-            return pad + item_layer[it] * (bw + gx)
-
-        def mid_y(it: int) -> float:
-            return top[it] + heights[it] / 2
-
-        out = [f"<div class=\"scroll\"><svg class=\"plan\" width=\"{width}\" height=\"{height}\" "
-               f"viewBox=\"0 0 {width} {height}\" xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" "
-               f"aria-label=\"plan graph\"><defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" "
-               f"markerWidth=\"7\" markerHeight=\"7\" orient=\"auto\"><path d=\"M0,0L10,5L0,10z\" fill=\"#8a94a6\"/>"
-               f"</marker></defs>"]
-        for src, dst, chain in chains:
-            d = []
-            x, y = left_x(src) + bw, mid_y(src)
-            d.append(f"M{coord(x)},{coord(y)}")
+                chains.append(chain)
+        rows = _ordered_layers(item_layer, preds)
+        g = _PlanGeometry(rows, kinds)
+        out = [f"<div class=\"scroll\"><svg class=\"plan\" width=\"{g.width}\" height=\"{g.height}\" "
+               f"viewBox=\"0 0 {g.width} {g.height}\" xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" "
+               f"aria-label=\"plan graph\" data-bands=\"{g.bands}\" data-box-width=\"{g.bw}\">"
+               f"<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"7\" "
+               f"markerHeight=\"7\" orient=\"auto\"><path d=\"M0,0L10,5L0,10z\" fill=\"#8a94a6\"/></marker></defs>"]
+        # where edges leave a box (bottom) and enter one (top): spread along the side, in the order of the other end
+        leave: Dict[int, List[Tuple[float, int]]] = {}
+        enter: Dict[int, List[Tuple[float, int]]] = {}
+        for k, chain in enumerate(chains):
+            leave.setdefault(chain[0], []).append((g.cx(chain[1]), k))
+            enter.setdefault(chain[-1], []).append((g.cx(chain[-2]), k))
+        start_x = {k: x for it, ends in leave.items() for x, k in _spread(g.left(it), g.box_w(it), ends)}
+        end_x = {k: x for it, ends in enter.items() for x, k in _spread(g.left(it), g.box_w(it), ends)}
+        for k, chain in enumerate(chains):
+            x, y = start_x[k], g.top(chain[0]) + g.box_h(chain[0])
+            d = [f"M{coord(x)},{coord(y)}"]
             for it in chain[1:]:
-                x2, y2 = left_x(it), mid_y(it)
-                if it == dst:
-                    x2 -= 1
-                mx = (x + x2) / 2
-                d.append(f"C{coord(mx)},{coord(y)} {coord(mx)},{coord(y2)} {coord(x2)},{coord(y2)}")
-                if it != dst:  # straight through the column
-                    x = x2 + bw
-                    d.append(f"L{coord(x)},{coord(y2)}")
-                    y = y2
+                last = it == chain[-1]
+                x2, y2 = (end_x[k], g.top(it) - 1) if last else (g.cx(it), g.top(it))
+                bend = max(10.0, (y2 - y) / 2)
+                d.append(f"C{coord(x)},{coord(y + bend)} {coord(x2)},{coord(y2 - bend)} {coord(x2)},{coord(y2)}")
+                x, y = x2, y2
+                if not last:  # straight down through the slot
+                    y = g.top(it) + g.box_h(it)
+                    d.append(f"L{coord(x)},{coord(y)}")
             out.append(f"<path class=\"edge\" d=\"{''.join(d)}\" marker-end=\"url(#arrow)\"/>")
+        bw, bh = g.bw, BOX_H
+        fits = int((bw - 22) / 5.8)  # characters of 11px text that fit in a box
         for i, n in enumerate(j.nodes):
-            x, y = left_x(i), top[i]
+            x, y = g.left(i), g.top(i)
             total = int(n.get("npartitions") or 0)
             done, failed, fattempts = j.done[i], j.failed_tasks[i], j.failed_attempts_node[i]
             state = "bad" if failed else ("ok" if total and done >= total else ("part" if done else "todo"))
@@ -273,7 +350,6 @@ class _Page:
                 line3 += f" · {failed:,} failed"
             elif fattempts:
                 line3 += f" · {fattempts:,} retried"
-            fits = int((bw - 22) / 5.8)  # characters of 11px text that fit in the box
             badge = ""
             if n.get("pointwise") and len(line3) + 11 <= fits:
                 badge = f"<text class=\"pkind end\" x=\"{bw - 8}\" y=\"51\">pointwise</text>"
@@ -282,7 +358,8 @@ class _Page:
                    f"done: {done:,}\nfailed (last attempt): {failed:,}\nfailed attempts: {fattempts:,}\n"
                    f"fingerprint: {n.get('fingerprint', '?')}")
             out.append(
-                f"<g class=\"pnode {state}\" data-node=\"{i}\" transform=\"translate({coord(x)},{coord(y)})\">"
+                f"<g class=\"pnode {state}\" data-node=\"{i}\" data-layer=\"{layer[i]}\" "
+                f"transform=\"translate({coord(x)},{coord(y)})\">"
                 f"<title>{esc(tip)}</title>"
                 f"<rect class=\"box\" width=\"{bw}\" height=\"{bh}\" rx=\"6\"/>"
                 f"<rect x=\"0\" y=\"0\" width=\"6\" height=\"{bh}\" rx=\"3\" fill=\"{self.color(i)}\"/>"
@@ -290,8 +367,8 @@ class _Page:
                 f"<text class=\"pkind\" x=\"14\" y=\"35\">{esc(clip(line2, fits))}</text>"
                 f"<text class=\"pcount {state}\" x=\"14\" y=\"51\">{esc(clip(line3, fits))}</text>{badge}"
                 f"<rect class=\"pbar\" x=\"14\" y=\"57\" width=\"{bw - 26}\" height=\"4\" rx=\"2\"/>"
-                f"<rect class=\"pbar-done {state}\" x=\"14\" y=\"57\" width=\"{coord((bw - 26) * frac)}\" height=\"4\" "
-                f"rx=\"2\"/></g>")
+                f"<rect class=\"pbar-done {state}\" x=\"14\" y=\"57\" width=\"{coord((bw - 26) * frac)}\" "
+                f"height=\"4\" rx=\"2\"/></g>")
         out.append("</svg></div>")
         return "".join(out)
 
@@ -348,12 +425,13 @@ class _Page:
             bh = max(1.5, (base - top) * c / peak)
             x = left + k * bw if nb > 1 else left + (right - left) * 0.35
             width = bw - 1 if nb > 1 else (right - left) * 0.3
-            bars.append(f"<rect x=\"{coord(x)}\" y=\"{coord(base - bh)}\" width=\"{coord(max(1, width))}\" height=\"{coord(bh)}\" "
+            bars.append(f"<rect x=\"{coord(x)}\" y=\"{coord(base - bh)}\" width=\"{coord(max(1, width))}\" "
+                        f"height=\"{coord(bh)}\" "
                         f"fill=\"{self.color(ni)}\"><title>{c:,} attempt(s), {esc(fmt_dur(edges[k]))}–"
                         f"{esc(fmt_dur(edges[k + 1]))}</title></rect>")
         med, p95 = q(0.5), q(0.95)
-        marks = (f"<line class=\"med\" x1=\"{coord(xof(med))}\" x2=\"{coord(xof(med))}\" y1=\"{top - 2}\" y2=\"{base}\"/>"
-                 f"<line class=\"p95\" x1=\"{coord(xof(p95))}\" x2=\"{coord(xof(p95))}\" y1=\"{top - 2}\" y2=\"{base}\"/>")
+        marks = "".join(f"<line class=\"{cls}\" x1=\"{coord(xof(v))}\" x2=\"{coord(xof(v))}\" y1=\"{top - 2}\" "
+                        f"y2=\"{base}\"/>" for cls, v in (("med", med), ("p95", p95)))
         axis = (f"<line class=\"hbase\" x1=\"{left}\" x2=\"{right}\" y1=\"{base}\" y2=\"{base}\"/>"
                 f"<text class=\"hl\" x=\"{left}\" y=\"{base + 14}\">{esc(fmt_dur(lo))}</text>"
                 f"<text class=\"hl end\" x=\"{right}\" y=\"{base + 14}\">{esc(fmt_dur(hi))}</text>"

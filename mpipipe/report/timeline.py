@@ -91,8 +91,9 @@ class Timeline:
         j = self.job
         n = len(j.a_node)
         info_hosts = j.job.get("hosts") or {}
+        # rank 0 schedules: its row shows each run (and the tasks it handed to a launcher outside the world)
         ranks = sorted({int(r) for r in info_hosts if str(r).lstrip("-").isdigit()} |
-                       {r for r in set(j.a_rank) if r >= 0})
+                       {r for r in set(j.a_rank) if r >= 0} | ({0} if self.clusters else set()))
         if not ranks:
             return "<p class=\"dim\">No task attempt is in the journal yet.</p>"
         run_cluster: Dict[int, Cluster] = {r: c for c in self.clusters for r in c.runs}
@@ -150,6 +151,10 @@ class Timeline:
             host = info_hosts.get(str(r)) if isinstance(info_hosts.get(str(r)), dict) else None
             label = f"rank {r}"
             tip = label + (f" on {host.get('host')}, {host.get('cores', '?')} cores" if host else "")
+            if r == 0:
+                where = j.job.get("host")
+                tip = (f"rank 0{f' on {where}' if where else ''}: the scheduler; a grey bar per run, from its start "
+                       "to its end (tasks handed to a launcher outside the world show here too)")
             if lanes_of[r] > 1:
                 tip += f", up to {lanes_of[r]} attempts at once"
             backgrounds.append(f"<rect class=\"rowbg{' odd' if ri % 2 else ''}\" x=\"{LABEL_W}\" y=\"{y}\" "
@@ -191,6 +196,8 @@ class Timeline:
                     g.append(f"<rect class=\"bar fail\" data-failed=\"1\" data-n=\"{j.a_node[i]}\" data-i=\"{k}\" "
                              f"x=\"{coord(x0)}\" y=\"{lane[i] * lane_h - out}\" width=\"{coord(w)}\" "
                              f"height=\"{bar_h + 2 * out}\"><title>{esc(title)}</title></rect>")
+            if r == 0:
+                g.append(self._run_bars(lanes_of[r] * lane_h, bool(idx)))
             g.append("</g></g>")
             rows.append("".join(g))
             y += rh + (1 if lane_h < 8 else 2)
@@ -217,6 +224,32 @@ class Timeline:
         notes.append("Hover a bar for its task, attempt, rank, duration and error; hover a node in the legend to "
                      "highlight its attempts.")
         return "".join(parts) + "".join(f"<p class=\"note\">{esc(t)}</p>" for t in notes)
+
+    def _run_bars(self, row_h: int, below: bool) -> str:
+        """Rank 0's runs: one bar each, from the run's start to its end (or now, while it runs); at the bottom of the
+        row when tasks rank 0 handed over are drawn there too."""
+        j = self.job
+        by_run = {r: c for c in self.clusters for r in c.runs}
+        h = max(3, min(8, row_h // 3))
+        y = row_h - h if below else (row_h - h) / 2
+        runs_json: List[List[Any]] = self.data.setdefault("runs", [])
+        out = []
+        for run in j.runs:
+            c = by_run.get(run.index)
+            if c is None:
+                continue
+            start, end = run.span()
+            if run is j.runs[-1] and j.status == "running":
+                end = max(end, self.now)
+            x0 = c.x0 + (min(max(start, c.start), c.end) - c.start) * self.scale
+            x1 = c.x0 + (min(max(end, c.start), c.end) - c.start) * self.scale
+            k = len(runs_json)
+            runs_json.append([run.index + 1, round(self.rel(start), 3), round(end - start, 3),
+                              run.status or ("running" if j.status == "running" else "no end record"), run.ran,
+                              run.failed])
+            out.append(f"<rect class=\"runbar\" data-r=\"{k}\" x=\"{coord(x0)}\" y=\"{coord(y)}\" "
+                       f"width=\"{coord(max(2.0, x1 - x0))}\" height=\"{h}\" rx=\"1\"/>")
+        return "".join(out)
 
     def _bar_json(self, i: int, err: int) -> List[Any]:
         j = self.job
@@ -294,7 +327,8 @@ class Timeline:
             k = len(aggf)
             aggf.append([rank, len(per[s]), j.a_node[first], j.a_part[first], j.a_att[first], err])
             out.append(f"<rect class=\"bar fail agg\" data-failed=\"{len(per[s])}\" data-n=\"{j.a_node[first]}\" "
-                       f"data-f=\"{k}\" x=\"{coord(s * width)}\" y=\"{-min(2, pad)}\" width=\"{coord(max(2.0, width))}\" "
+                       f"data-f=\"{k}\" x=\"{coord(s * width)}\" y=\"{-min(2, pad)}\" "
+                       f"width=\"{coord(max(2.0, width))}\" "
                        f"height=\"{mark_h}\"/>")
         return "".join(out)
 
