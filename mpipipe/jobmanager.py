@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, NoReturn
 
 import mpipipe
 from mpipipe.config import JobConfig
-from mpipipe.errors import ConfigError, JournalError, MpipipeError, PlatformError
+from mpipipe.errors import ConfigError, JobInterrupted, JournalError, MpipipeError, PlatformError
 from mpipipe.execution import protocol as P
 from mpipipe.execution.executor import Executor
 from mpipipe.execution.journal import Journal
@@ -281,7 +281,26 @@ class JobManager:
 
             rt.live = LiveRun(lambda: self._scheduler(rt, [], [], []), ship, lambda e: rt.close(_stop_reason(e)),
                               after_run=lambda: self._write_job_file(rt), external=external)
+            self._stop_live_on_signals()
         return rt.live
+
+    def _stop_live_on_signals(self) -> None:
+        """A live run is driven from the script's own code (asyncio, futures): SIGTERM or a closed terminal
+        (SIGHUP) must stop it as Ctrl-C does (the run journaled as interrupted, one line, exit 130), not kill
+        the process mid-run. Only where the script left those signals alone, and from the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        job_id = self.job_id
+
+        def stop(signum: int, _frame: Any) -> None:
+            if signum == signal.SIGHUP:
+                leave_hung_up_terminal()
+            raise JobInterrupted(f"job {job_id} stopped by {signal.Signals(signum).name}; finished runs are "
+                                 "journaled (and module results cached): run the same command again to resume")
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) in (signal.SIG_DFL, None):
+                signal.signal(sig, stop)
 
     def _scheduler(self, rt: Runtime, nodes: List[Any], infos: List[NodeInfo], roots: List[int]) -> Scheduler:
         fresh = self.config.fresh and rt.key[1] not in _JOURNALED  # never wipe what this process journaled

@@ -7,6 +7,7 @@ is refused; a lock left by a killed run blocks nothing.
 The scenarios run at once in a small background pool (fixture `runs`); every process is started in its own
 session with its output in files, waited for with a timeout, and stopped by pid.
 """
+import json
 import os
 import select
 import signal
@@ -21,7 +22,7 @@ import pytest
 from fault_tools import (HAS_MPIEXEC, assert_each_task_once, assert_nothing_half_done, expected_checksum, job_argv,
                          journal, one_error_line, output_checksum, print_keys, run_job, summary_counts,
                          the_job_dir, write_inputs)
-from helpers import (descendants, env_for_tests, kill_tree, local_executors, mpi_ranks, pid_alive, wait_for,
+from helpers import (descendants, env_for_tests, kill_tree, local_executors, mpi_ranks, pid_alive, run, wait_for,
                      wait_gone)
 
 PARTS = 8
@@ -377,3 +378,31 @@ def test_sighup_of_the_process_that_launched_an_mpi_world(tmp_path):
     code, output = signal_and_wait(argv, str(tmp_path / "out.log"), lambda: squares_done(root) >= 3, signal.SIGHUP)
     assert "interrupted; its journal is saved, run the same command again to resume" in output, output
     check_stopped_and_resumed(root, code, argv)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_a_module_run_stopped_by_a_signal_is_journaled_as_interrupted(sig, tmp_path):
+    """Modules scheduled from asyncio run in a live run driven from the script's own code: SIGTERM or a closed
+    terminal stops it as Ctrl-C does (one line, exit 130, the run journaled as interrupted), and the same
+    command then finishes, finding the runs that finished in the result cache."""
+    from helpers import REPO
+
+    job = os.path.join(REPO, "tests", "pipelines", "modules_job.py")
+    root = str(tmp_path / "jobs")
+    argv = [sys.executable, job, "--data-root", root, "--cache-dir", str(tmp_path / "cache"), "--platform", "local",
+            "--num-executors", "2", "--shards", "16", "--sleep", "0.5"]
+
+    def some_done():
+        try:
+            return sum(1 for r in journal(the_job_dir(root)) if r.get("s") == "ok") >= 2
+        except (AssertionError, OSError):
+            return False
+
+    code, output = signal_and_wait(argv, str(tmp_path / "out.log"), some_done, sig)
+    assert code == 130, output
+    assert f"stopped by {signal.Signals(sig).name}" in output and "Traceback" not in output, output
+    ends = [r for r in journal(the_job_dir(root)) if r.get("type") == "end"]
+    assert ends and ends[-1]["status"] == "interrupted", ends
+    again = run(argv, timeout=150)
+    assert again.returncode == 0, again.stderr
+    assert len(json.loads(again.stdout.strip().splitlines()[-1])["results"]) == 16
