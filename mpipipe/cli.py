@@ -143,7 +143,8 @@ def resolve_job(ref: str, data_root: str) -> str:
         return jobs[0]
     if os.path.isdir(ref):  # a folder without job.json yet: a SLURM job that has not started, or a mistake
         return ref
-    starts = [p for p in job_dirs(data_root) if os.path.basename(p).startswith(ref)] if ref else []
+    slurm_id = ref.split("_", 1)[0].isdigit()  # a SLURM job id (status looks it up): never a start of a job id
+    starts = [p for p in job_dirs(data_root) if os.path.basename(p).startswith(ref)] if ref and not slurm_id else []
     if len(starts) == 1:
         return starts[0]
     if starts:
