@@ -79,6 +79,9 @@ def _unpack(value: Dict[str, Any]) -> Tuple[bool, Any]:
     if "inline" in value:
         ok, got = pickle.loads(base64.b64decode(value["inline"]))
     else:
+        from mpipipe.ownership import check_trusted_file
+
+        check_trusted_file(value["file"], "the call's result")  # a pickle runs code: only one this user wrote
         with open(value["file"], "rb") as f:
             ok, got = pickle.load(f)
         os.remove(value["file"])
