@@ -73,6 +73,9 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = self.format(record) + "\n"
+            if getattr(record, _KIND, None) == "error":
+                for area in list(_live):  # the error that ends the run: the display stays as it was, it goes below
+                    area.close()
             stream = self.current_stream()
             with _above_live_display(stream):
                 stream.write(text)
