@@ -5,7 +5,8 @@ A plain module (no pytest imports), used by tests/test_many_hosts.py::
     hosts = FakeHosts(Path(tmp), ["h1", "h2", "h3"], limits={"h3": Limits(cpu_quota=1.0, memory=1 << 30)})
     try:
         hosts.up()
-        run(["mpiexec", "-iface", hosts.bridge, "-launcher", "ssh", "-launcher-exec", hosts.standin, "-f", hostfile, ...])
+        run(["mpiexec", "-iface", hosts.bridge, "-launcher", "ssh", "-launcher-exec", hosts.standin,
+             "-f", hosts.hostfile({"h1": 1, "h2": 2, "h3": 2}), ...])
     finally:
         hosts.down()          # always: kills what runs on the hosts (by pid), removes namespaces, bridge, cgroups
 
@@ -58,6 +59,25 @@ def available() -> "tuple[bool, str]":
         if shutil.which(tool) is None:
             return False, f"{tool} not found (apt-get install -y iproute2 util-linux)"
     return True, "root, ip, nsenter and unshare are here"
+
+
+def _apt_install(packages: Sequence[str]) -> None:
+    """apt-get install, with apt-get update when the package lists are missing (a clean CI image)."""
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "Dpkg::Options::=--force-confdef",
+            "-o", "Dpkg::Options::=--force-confold", *packages]
+    if subprocess.run(argv, capture_output=True, timeout=900, env=env, stdin=subprocess.DEVNULL).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=600, env=env,
+                       stdin=subprocess.DEVNULL)
+        subprocess.run(argv, capture_output=True, timeout=900, env=env, stdin=subprocess.DEVNULL)
+
+
+def ensure_available() -> "tuple[bool, str]":
+    """available(), after installing iproute2 when `ip` is missing and apt-get can (CI runs as root on a
+    clean Debian, which may lack it)."""
+    if os.geteuid() == 0 and shutil.which("ip") is None and shutil.which("apt-get"):
+        _apt_install(["iproute2"])
+    return available()
 
 
 def _run(argv: Sequence[str], check: bool = True, timeout: float = 30,
@@ -280,9 +300,19 @@ SBIN = "/usr/sbin"
 
 
 def slurm_available() -> "tuple[bool, str]":
-    ok, why = available()
+    """Whether a SLURM cluster can be made on fake hosts; as root with apt-get, slurm-wlm and munge are
+    installed when missing (as scripts/slurm-up does)."""
+    ok, why = ensure_available()
     if not ok:
         return ok, why
+    if shutil.which("sbatch") is None and shutil.which("apt-get"):
+        _apt_install(["slurm-wlm", "munge"])
+    if not Path("/etc/munge/munge.key").exists() and shutil.which("mungekey"):
+        _run(["mungekey", "--create", "--keyfile=/etc/munge/munge.key"], check=False)
+        try:
+            os.chown("/etc/munge/munge.key", *_munge_ids())
+        except (OSError, KeyError):
+            pass
     missing = [c for c in ("slurmctld", "slurmd", "munged") if not os.path.exists(os.path.join(SBIN, c))]
     missing += [c for c in ("sbatch", "srun", "sinfo", "squeue") if shutil.which(c) is None]
     if missing:

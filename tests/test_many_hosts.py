@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from helpers import BIN, env_for_tests, run
-from netns_hosts import FakeHosts, Limits, SlurmOnFakeHosts, available, new_tag, slurm_available
+from netns_hosts import FakeHosts, Limits, SlurmOnFakeHosts, ensure_available, new_tag, slurm_available
 
 PIPELINE = '''
 """Word counts (compared with a local run), tasks of cpu(cores=2) that say where and when they ran, plain tasks."""
@@ -103,7 +103,7 @@ def _result(stdout: str) -> dict:
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory):
-    ok, why = available()
+    ok, why = ensure_available()
     if not ok:
         pytest.skip(why)
     fake = FakeHosts(tmp_path_factory.mktemp("hosts"), list(SLOTS), limits={"h3": H3})
@@ -155,6 +155,7 @@ def world(hosts, script, local, tmp_path_factory):
     return {"out": out, "local": local, "job": _job(out), "seconds": seconds, "stderr": done.stderr}
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(420)
 def test_the_world_spans_the_hosts_and_gives_what_a_local_run_gives(world):
     out, job = world["out"], world["job"]
@@ -166,6 +167,7 @@ def test_the_world_spans_the_hosts_and_gives_what_a_local_run_gives(world):
     assert {r["host"] for r in out["where"]} <= {"h2", "h3"}
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(420)
 def test_no_host_runs_more_than_it_has(world):
     """h3 allows 1 core: every cpu(cores=2) task runs on h2, and h2's two ranks take turns."""
@@ -177,6 +179,7 @@ def test_no_host_runs_more_than_it_has(world):
     assert all(b["threads"] == "2" for b in busy)
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(420)
 def test_each_rank_offers_its_allocation(world):
     hosts = world["job"]["hosts"]
@@ -192,6 +195,7 @@ def test_each_rank_offers_its_allocation(world):
     assert hosts["1"]["host_id"] != hosts["3"]["host_id"]
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(420)
 def test_a_task_knows_how_many_executors_share_its_host(world):
     for r in world["out"]["where"] + world["out"]["busy"]:
@@ -202,6 +206,7 @@ def test_a_task_knows_how_many_executors_share_its_host(world):
             assert r["share"] == [max(1, len(os.sched_getaffinity(0)) // 2), 1 << 30], r
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(420)
 def test_status_elsewhere_shows_rank_0s_host(world):
     done = run([os.path.join(BIN, "mpipipe"), "status", world["out"]["job_dir"]], timeout=60)
@@ -209,6 +214,7 @@ def test_status_elsewhere_shows_rank_0s_host(world):
     assert ": succeeded," in done.stdout and "rank 0 on h1" in done.stdout
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(240)
 def test_a_loopback_hostname_is_found_before_launching(hosts, script, tmp_path):
     here = socket.gethostname()
@@ -255,6 +261,7 @@ def _on_slurm(cluster: SlurmOnFakeHosts, script: str, data_root: str, *extra: st
     return run([sys.executable, script, *args], timeout=300, env=env_for_tests(cluster.env()))
 
 
+@pytest.mark.slurm
 @pytest.mark.timeout(420)
 def test_a_slurm_job_on_two_nodes_offers_its_allocation(slurm, script, local, tmp_path):
     nodes, cluster = slurm
@@ -274,6 +281,7 @@ def test_a_slurm_job_on_two_nodes_offers_its_allocation(slurm, script, local, tm
     assert shares <= {(a, 1, (1, 1 << 30)), (b, 2, (1, 512 << 20))}, shares
 
 
+@pytest.mark.slurm
 @pytest.mark.timeout(420)
 def test_a_slurm_job_refuses_what_its_allocation_cannot_hold(slurm, script, tmp_path):
     """Two cores for a task where each rank has 1 CPU: refused before anything runs, with every rank's host."""
@@ -313,7 +321,7 @@ def test_status_decides_running_from_the_heartbeat_when_rank_0_is_elsewhere(tmp_
 
 @pytest.mark.timeout(120)
 def test_fake_hosts_are_removed_even_when_a_test_fails(tmp_path):
-    ok, why = available()
+    ok, why = ensure_available()
     if not ok:
         pytest.skip(why)
     fake = FakeHosts(tmp_path, ["a1", "a2"], limits={"a2": Limits(cpu_quota=0.5, memory=256 << 20)})

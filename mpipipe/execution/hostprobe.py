@@ -168,10 +168,10 @@ def cgroup_limits(root: str = CGROUP_ROOT, proc_cgroup_text: Optional[str] = Non
     cpu_folder = _v1_folder(root, "cpu")
     if cpu_folder and "cpu" in paths:
         for folder, group in _chain(cpu_folder, paths["cpu"]):
-            q = _read(os.path.join(folder, "cpu.cfs_quota_us"))
-            period = _read(os.path.join(folder, "cpu.cfs_period_us"))
-            if q and period and q.lstrip("-").isdigit() and period.isdigit() and int(q) > 0 and int(period) > 0:
-                quota, quota_group = _lower(quota, quota_group, int(q) / int(period), group)
+            cfs_quota = _read(os.path.join(folder, "cpu.cfs_quota_us")) or ""
+            cfs_period = _read(os.path.join(folder, "cpu.cfs_period_us")) or ""
+            if cfs_quota.isdigit() and cfs_period.isdigit() and int(cfs_quota) > 0 and int(cfs_period) > 0:
+                quota, quota_group = _lower(quota, quota_group, int(cfs_quota) / int(cfs_period), group)
     mem_folder = _v1_folder(root, "memory")
     if mem_folder and "memory" in paths:
         for folder, group in _chain(mem_folder, paths["memory"]):
@@ -443,7 +443,7 @@ def parse_host(text: str) -> Dict[str, Any]:
     if len(req.alternatives) != 1:
         raise RequirementError(f"a host is one description, not alternatives: {text!r}")
     alt = req.alternatives[0]
-    accelerators = []
+    accelerators: List[Dict[str, Any]] = []
     for request in alt.accelerators:
         if request.kind == "gpu":
             raise RequirementError(f"say which kind of device a host has (cuda or mps), not gpu: {text!r}")
