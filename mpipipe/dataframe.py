@@ -14,7 +14,7 @@ from mpipipe.errors import PlanError
 from mpipipe.logical import datanode as D
 from mpipipe.logical import transform as T
 from mpipipe.logical.dataset import CsvDataSet, JsonDataSet, ParquetDataSet, dataset_for
-from mpipipe.logical.node import Context, LogicalPlan, Node
+from mpipipe.logical.plan import Context, LogicalPlan, Node
 from mpipipe.logical.sink import DataSinkNode
 
 SqlOrFunction = Union[str, Callable[..., Any]]
@@ -45,15 +45,33 @@ def _row_apply(fn: Callable[[Dict[str, Any]], Any], mode: str, schema: Any) -> C
     return body
 
 
-def _batches_apply(fn: Callable[[Any], Any]) -> Callable[[Any, List[Any]], Any]:
-    def body(_ctx: Any, readers: List[Any]) -> Any:
-        import pyarrow as pa
+def exact_batches(batches: Any, size: int) -> Any:
+    """Tables of exactly `size` rows (the last one may be shorter) from batches of any sizes, so a file or
+    row-group boundary never cuts a batch short."""
+    import pyarrow as pa
 
-        for batch in readers[0]:
-            yield fn(pa.Table.from_batches([batch]))
+    pending: List[Any] = []
+    held = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = min(size - held, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            held += take
+            batch = batch.slice(take)
+            if held == size:
+                yield pa.Table.from_batches(pending)
+                pending, held = [], 0
+    if held:
+        yield pa.Table.from_batches(pending)
+
+
+def _batches_apply(fn: Callable[[Any], Any], batch_size: int) -> Callable[[Any, List[Any]], Any]:
+    def body(_ctx: Any, readers: List[Any]) -> Any:
+        for table in exact_batches(readers[0], batch_size):
+            yield fn(table)
 
     body.__name__ = f"map_batches_{getattr(fn, '__name__', 'fn')}"
-    body._mpipipe_wraps = (fn, "map_batches")  # type: ignore[attr-defined]
+    body._mpipipe_wraps = (fn, f"map_batches|{batch_size}")  # type: ignore[attr-defined]
     return body
 
 
@@ -120,11 +138,17 @@ class DataFrame:
 
     def map_batches(self, func: Callable[[Any], Any], *, batch_size: int = 122880, schema: Any = None,
                     **options: Any) -> "DataFrame":
-        """func(pyarrow.Table) -> table, on batches of at most `batch_size` rows, streamed."""
+        """func(pyarrow.Table) -> table, streamed over batches of exactly `batch_size` rows (the last of each
+        partition may be shorter), whatever the files' row groups."""
         if not callable(func):
             raise PlanError(f"map_batches needs a function, got {type(func).__name__}")
-        node = T.ArrowStreamNode(self.ctx, self.node, _batches_apply(func), name=options.pop("name", "map_batches"),
-                                 batch_size=batch_size, output_schema=schema, **options)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise PlanError(f"map_batches: batch_size must be a whole number >= 1, got {batch_size!r}")
+        # the stream checkpoints between input batches; a batch of ours may span several, so it checkpoints
+        # only at the end (a retry runs the partition again)
+        node = T.ArrowStreamNode(self.ctx, self.node, _batches_apply(func, batch_size),
+                                 name=options.pop("name", "map_batches"), batch_size=batch_size,
+                                 output_schema=schema, checkpoint=False, **options)
         return self._new(node)
 
     def partial_sort(self, by: Union[str, Sequence[str]], **options: Any) -> "DataFrame":
@@ -151,17 +175,20 @@ class DataFrame:
     # --- actions (run the plan) -------------------------------------------------------------
 
     def _run(self, node: Optional[Node] = None) -> Any:
-        return self.session.run(LogicalPlan(self.ctx, node or self.node))
+        """Run the plan up to `node`; a failure raises here, at the action (as smallpond's did)."""
+        plan = LogicalPlan(self.ctx, node or self.node)
+        execute = getattr(self.session, "execute", None)
+        return execute(plan) if execute is not None else self.session.run(plan)
 
     def _data(self) -> Any:
-        from mpipipe.steps.partio import PartitionData, bucket_dir
+        from mpipipe.steps.partio import PartitionData
 
         result = self._run()
         folders = result.outputs(self.node.name)
         if D.is_bucketed(self.node):
             # partition order is bucket order: bucket 0 of every task, then bucket 1, ... (as limit reads it),
             # not each task's buckets in turn
-            folders = [bucket_dir(f, b) for b in range(self.npartitions) for f in folders]
+            folders = [f for j in range(self.npartitions) for f in D.bucket_folders(self.node, folders, j)]
         return PartitionData.from_folders(folders)
 
     def to_arrow(self) -> Any:
@@ -185,8 +212,19 @@ class DataFrame:
 
     def write_parquet(self, path: str, type: str = "copy") -> None:
         """Write every partition as Parquet files into `path` (a folder, or an object-store URI)."""
-        sink = DataSinkNode(self.ctx, self.node, path, type=type, name=f"write_{self.node.name}")
-        self._run(sink)
+        self._run(self.write_parquet_lazy(path, type).node)
+
+    def write_parquet_lazy(self, path: str, type: str = "copy") -> "DataFrame":
+        """The DataFrame that writes into `path` when an action (compute(), ...) runs it."""
+        return self._new(DataSinkNode(self.ctx, self.node, path, type=type, name=f"write_{self.node.name}"))
+
+    def compute(self) -> None:
+        """Run the plan up to here (later actions read the results back from the journal)."""
+        self._run()
+        self._computed = True
+
+    def is_computed(self) -> bool:
+        return bool(getattr(self, "_computed", False))
 
 
 class DataFrameSession:
@@ -226,6 +264,15 @@ class DataFrameSession:
                                name=options.pop("name", "partial_sql"), **options)
         return DataFrame(self, node)
 
+    def wait(self, *dfs: DataFrame) -> None:
+        """Run the plans of the given DataFrames (smallpond's Session.wait)."""
+        for df in dfs:
+            df.compute()
+
     def _source(self, dataset: Any, name: str) -> DataFrame:
         return DataFrame(self, D.DataSourceNode(self.ctx, dataset, name=name))
 
+
+
+# smallpond's `dataframe.Session`: every mpipipe Session (mpipipe.init()'s) is one of these
+Session = DataFrameSession

@@ -69,6 +69,60 @@ class Session(DataFrameSession):
         except MpipipeError as e:
             report_error(e, debug)
 
+    def execute(self, plan: Any, launchers: Optional[Dict[str, Any]] = None) -> Any:
+        """Run a plan as run() does, but let its error reach the caller: a DataFrame action that fails raises
+        where smallpond raised (an error nobody catches still prints as one line and sets the exit code)."""
+        from mpipipe.jobmanager import JobManager
+        from mpipipe.launchers.plan_steps import step_launchers
+
+        return JobManager(self.config, dict(context.current().user_args)).run(plan, step_launchers(launchers))
+
+    @property
+    def job_dir(self) -> str:
+        """The session's job directory (made, owner-only, on first use): what every action runs in."""
+        from mpipipe.jobdir import default_job_id, prepare_job_dir
+
+        config = self.config
+        return prepare_job_dir(config, config.job_id or default_job_id(dict(context.current().user_args)))
+
+    @property
+    def output_root(self) -> str:
+        """A folder of the job directory for the script's own outputs (`<job dir>/output`, made on first use);
+        mpipipe never writes or removes anything there."""
+        import os
+
+        path = os.path.join(self.job_dir, "output")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
+
+    @property
+    def runtime_ctx(self) -> Any:
+        """smallpond's view of the session: a RuntimeContext whose `output_root` is this session's."""
+        from mpipipe.execution.task import RuntimeContext
+
+        rc = RuntimeContext(job_id=None, data_root=self.config.data_root)
+        rc.job_root = self.job_dir
+        return _SessionRuntime(rc, self.output_root)
+
+    _runtime_ctx = runtime_ctx  # the private name smallpond's own tests read
+
+    def shutdown(self) -> None:
+        """Stop this process's executors now (they also stop at exit); a later action starts new ones."""
+        from mpipipe.jobmanager import shutdown
+
+        shutdown()
+
+
+class _SessionRuntime:
+    """A RuntimeContext whose output_root is the session's output folder."""
+
+    def __init__(self, rc: Any, output_root: str) -> None:
+        self._rc = rc
+        self.output_root = output_root
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rc, name)
+
 
 def init(platform: Optional[str] = None, **options: Any) -> Session:
     """Set job options in code (platform, num_executors, data_root, ...).

@@ -14,7 +14,7 @@ from journal_tools import records
 from mpipipe.errors import PlanError
 from mpipipe.logical import (ArrowComputeNode, ColumnPartitionNode, ConsolidateNode, Context, CsvDataSet,
                              DataSetPartitionNode, DataSinkNode, DataSourceNode, HashPartitionNode, LimitNode,
-                             ParquetDataSet, SqlEngineNode, UnionNode, UserDefinedPartitionNode)
+                             LogicalPlan, ParquetDataSet, SqlEngineNode, UnionNode, UserDefinedPartitionNode)
 from mpipipe.logical.dataset import Fragment
 from mpipipe.steps.partio import DataError, PartitionData, read_fragment
 from mpipipe.steps.partition import even_split
@@ -58,25 +58,27 @@ def plan_error(fn, node: str) -> str:
 
 # --- SQL -----------------------------------------------------------------------------------
 
+# a query is checked when the plan is made (LogicalPlan, or a DataFrame action), as smallpond reports it
+
 def test_sql_that_does_not_parse(ctx, src):
-    msg = plan_error(lambda: SqlEngineNode(ctx, src, "SELEC a FROM {0}", name="bad_sql"), "bad_sql")
-    assert "does not parse" in msg
+    msg = plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, src, "SELEC a FROM {0}", name="bad_sql")), "bad_sql")
+    assert "does not parse" in msg and "(query: SELEC a FROM {0})" in msg
 
 
 def test_sql_placeholder_beyond_the_inputs(ctx, src, pq_file):
     other = DataSourceNode(ctx, ParquetDataSet(pq_file), name="other")
-    msg = plan_error(lambda: SqlEngineNode(ctx, [src, other], "SELECT * FROM {0} JOIN {2} USING (a)", name="three"),
+    msg = plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, [src, other], "SELECT * FROM {0} JOIN {2} USING (a)", name="three")),
                      "three")
     assert "{2}" in msg and "2 input(s)" in msg
 
 
 def test_sql_unknown_named_input(ctx, src):
-    msg = plan_error(lambda: SqlEngineNode(ctx, {"orders": src}, "SELECT * FROM {nosuch}", name="named"), "named")
+    msg = plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, {"orders": src}, "SELECT * FROM {nosuch}", name="named")), "named")
     assert "{nosuch}" in msg and "{orders}" in msg
 
 
 def test_sql_unknown_column_is_a_binder_error(ctx, src):
-    msg = plan_error(lambda: SqlEngineNode(ctx, src, "SELECT nosuch_column FROM {0}", name="binder"), "binder")
+    msg = plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, src, "SELECT nosuch_column FROM {0}", name="binder")), "binder")
     assert "nosuch_column" in msg
 
 
@@ -96,11 +98,14 @@ def test_sql_string_literals_are_not_placeholders(ctx, src):
 def test_sql_inputs_with_different_partition_counts(ctx, src):
     h3 = HashPartitionNode(ctx, src, 3, hash_columns="a", name="h3")
     h4 = HashPartitionNode(ctx, src, 4, hash_columns="a", name="h4")
-    msg = plan_error(lambda: SqlEngineNode(ctx, [h3, h4], "SELECT * FROM {0} JOIN {1} USING (a)", name="mm"), "mm")
+    # reported when the plan is made (as smallpond's planner does), not when the node is built
+    mm = SqlEngineNode(ctx, [h3, h4], "SELECT * FROM {0} JOIN {1} USING (a)", name="mm")
+    msg = plan_error(lambda: LogicalPlan(ctx, mm), "mm")
     assert "h3: 3" in msg and "h4: 4" in msg
-    plan_error(lambda: SqlEngineNode(ctx, {"x": h3, "y": h4}, "SELECT * FROM {x}", name="mm_named"), "mm_named")
-    msg = plan_error(lambda: SqlEngineNode(ctx, h3, "SELECT * FROM {0}", npartitions=4, name="mm_explicit"),
-                     "mm_explicit")
+    plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, {"x": h3, "y": h4}, "SELECT * FROM {x}", name="mm_named")),
+               "mm_named")
+    msg = plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, h3, "SELECT * FROM {0}", npartitions=4,
+                                                            name="mm_explicit")), "mm_explicit")
     assert "'h3' has 3" in msg
     # a one-partition input is broadcast, so it goes with any count
     assert SqlEngineNode(ctx, [h3, src], "SELECT * FROM {0}", name="bcast").npartitions == 3

@@ -280,3 +280,328 @@ def host_view(job_dir: str, rank: int, world_size: int) -> Dict[str, Any]:
     n = max(1, hostprobe.launcher_local_size(os.environ) or world_size - 1)
     return {"executors": n, "core_sharers": n, "memory_sharers": n, "offer": hostprobe.local_allocation()}
 
+
+# --- smallpond's names for the job and the running task ---------------------------------------------------
+# A process function written for smallpond reads `runtime_ctx.task.cpu_limit`, `runtime_ctx.task.
+# python_random_gen`, `runtime_ctx.secs_executor_probe_interval`, ...; mpipipe hands such functions a
+# RuntimeContext bound to the TaskContext, which answers those names and every TaskContext attribute.
+
+class JobId(str):
+    """A job's id (a string in mpipipe: it names the job directory)."""
+
+    @staticmethod
+    def new() -> "JobId":
+        import uuid
+
+        return JobId(uuid.uuid4().hex)
+
+
+class PartitionInfo:
+    """Which partition of which dimension a task works on (smallpond's partition info)."""
+
+    toplevel_dimension = "@toplevel@"
+    default_dimension = "__data_partition__"
+    __slots__ = ("index", "npartitions", "dimension")
+
+    def __init__(self, index: int = 0, npartitions: int = 1, dimension: str = toplevel_dimension) -> None:
+        self.index = index
+        self.npartitions = npartitions
+        self.dimension = dimension
+
+    def __repr__(self) -> str:
+        return f"{self.dimension}[{self.index}/{self.npartitions}]"
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, PartitionInfo) and (self.dimension, self.index) == (other.dimension, other.index)
+
+    def __lt__(self, other: "PartitionInfo") -> bool:
+        return (self.dimension, self.index) < (other.dimension, other.index)
+
+    def __hash__(self) -> int:
+        return hash((self.dimension, self.index))
+
+
+class StreamOutput(NamedTuple):
+    """What a stream's process function may yield instead of a bare table: the table, the input batches it
+    finished (ignored: mpipipe counts consumed batches itself), and whether to checkpoint now."""
+
+    output: Any
+    batch_indices: Optional[List[int]] = None
+    force_checkpoint: bool = False
+
+
+class InjectedFault(Exception):
+    """Raised by RunningTask.inject_fault() to test retries; the attempt fails and runs again."""
+
+
+# the settings a job gives its tasks when run through mpipipe.execution.manager.JobManager (smallpond's
+# options); a node carries them as `runtime_settings`
+DEFAULT_SETTINGS: Dict[str, Any] = {"fault_inject_prob": 0.0, "secs_executor_probe_interval": 0.0,
+                                    "random_seed": None, "max_usable_cpu_count": 1024, "max_usable_gpu_count": 1024,
+                                    "enable_profiling": False, "enable_diagnostic_metrics": False,
+                                    "remove_empty_parquet": False, "skip_task_with_empty_input": False,
+                                    "nonzero_exitcode_as_oom": False}
+
+
+class RunningTask:
+    """The running task as smallpond's process functions see it (`runtime_ctx.task`); attributes it does not
+    define come from the Task record (partition, attempt, key, ...)."""
+
+    def __init__(self, ctx: "TaskContext", node: Any, settings: Dict[str, Any]) -> None:
+        self._ctx = ctx
+        self._node = node
+        self._settings = settings
+        self._py_random: Any = None
+        self._np_random: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx.task, name)
+
+    @property
+    def id(self) -> int:
+        return self._ctx.task.tid
+
+    @property
+    def key(self) -> str:
+        return self._ctx.task.key
+
+    @property
+    def retry_count(self) -> int:
+        return self._ctx.attempt
+
+    @property
+    def fail_count(self) -> int:
+        return self._ctx.attempt
+
+    @property
+    def cpu_limit(self) -> int:
+        res = self._ctx.resources
+        return int(res.get("cpus") or getattr(self._node, "cpus", None) or 1)
+
+    @property
+    def gpu_limit(self) -> float:
+        return float(getattr(self._node, "gpu_limit", 0) or 0)
+
+    @property
+    def memory_limit(self) -> Optional[int]:
+        return self._ctx.resources.get("memory") or getattr(self._node, "memory", None)
+
+    @property
+    def _memory_boost(self) -> float:
+        """How much more memory this attempt has than the node asked for (1 when nothing was raised)."""
+        asked = getattr(self._node, "memory", None)
+        given = self._ctx.resources.get("memory")
+        return given / asked if asked and given else 1
+
+    @property
+    def local_gpu_ranks(self) -> List[int]:
+        """The devices placement gave this task (empty unless the node asked for devices with resources=)."""
+        devices = self._ctx.resources.get("devices") or self._ctx.resources.get("accelerators") or []
+        return [int(d) for d in devices if str(d).isdigit()]
+
+    @property
+    def output_name(self) -> str:
+        return self._ctx.node_name
+
+    @property
+    def partition_infos(self) -> Tuple[PartitionInfo, ...]:
+        return (PartitionInfo(0, 1), PartitionInfo(self._ctx.partition, self._ctx.npartitions,
+                                                   PartitionInfo.default_dimension))
+
+    @property
+    def random_seed_bytes(self) -> bytes:
+        import hashlib
+
+        seed = self._settings.get("random_seed")
+        base = str(seed) if seed is not None else self._ctx.job_dir
+        return hashlib.sha256(f"{base}|{self._ctx.node_name}|{self._ctx.partition}".encode()).digest()
+
+    @property
+    def python_random_gen(self) -> Any:
+        """A random.Random seeded by the job's seed, the node and the partition: the same in every attempt."""
+        if self._py_random is None:
+            import random
+
+            self._py_random = random.Random(int.from_bytes(self.random_seed_bytes, "little"))
+        return self._py_random
+
+    @property
+    def numpy_random_gen(self) -> Any:
+        if self._np_random is None:
+            import numpy as np
+
+            self._np_random = np.random.default_rng(int.from_bytes(self.random_seed_bytes, "little"))
+        return self._np_random
+
+    def random_uint32(self) -> int:
+        return self.python_random_gen.randint(0, 0x7FFFFFFF)
+
+    def random_float(self) -> float:
+        return self.python_random_gen.random()
+
+    def inject_fault(self) -> None:
+        """With the job's fault_inject_prob, fail this task's first attempt (to test that retries work)."""
+        import random
+
+        prob = float(self._settings.get("fault_inject_prob") or 0)
+        if prob > 0 and self._ctx.attempt == 0 and random.random() < prob:
+            raise InjectedFault(f"fault injected into {self._ctx.node_name} partition {self._ctx.partition} "
+                                f"(fault_inject_prob={prob})")
+
+
+class RuntimeContext:
+    """smallpond's RuntimeContext: a job's settings, built with smallpond's constructor; and, inside a task
+    (`RuntimeContext.for_task`), what a process function receives: `task` is the RunningTask and every
+    TaskContext attribute (partition, npartitions, attempt, log, output_dir, ...) is there too."""
+
+    def __init__(self, job_id: Any = None, job_time: Any = None, data_root: str = "", *, num_executors: int = 1,
+                 random_seed: Optional[int] = None, output_path: Optional[str] = None, **settings: Any) -> None:
+        import datetime
+
+        self.job_id = JobId(job_id) if job_id is not None else JobId.new()
+        self.job_time = job_time or datetime.datetime.now()
+        self.data_root = os.path.abspath(data_root or ".")
+        self.num_executors = num_executors
+        self.random_seed = random_seed
+        self.final_output_path = os.path.abspath(output_path) if output_path else None
+        self.settings = dict(DEFAULT_SETTINGS, random_seed=random_seed, **settings)
+        self._task_ctx: Optional[TaskContext] = None
+        self._running: Optional[RunningTask] = None
+        self.job_root = os.path.join(self.data_root, self.job_root_dirname)
+
+    @classmethod
+    def for_task(cls, ctx: "TaskContext", node: Any) -> "RuntimeContext":
+        settings = dict(DEFAULT_SETTINGS, **(getattr(node, "runtime_settings", None) or {}))
+        rc = cls.__new__(cls)
+        rc.job_id = JobId(os.path.basename(ctx.job_dir.rstrip("/")))
+        rc.job_time = None
+        rc.data_root = os.path.dirname(ctx.job_dir.rstrip("/"))
+        rc.num_executors = max(1, ctx.world_size - 1)
+        rc.random_seed = settings.get("random_seed")
+        rc.final_output_path = None
+        rc.settings = settings
+        rc._task_ctx = ctx
+        rc._running = RunningTask(ctx, node, settings)
+        rc.job_root = ctx.job_dir
+        return rc
+
+    def __getattr__(self, name: str) -> Any:
+        settings = self.__dict__.get("settings") or {}
+        if name in settings:
+            return settings[name]
+        ctx = self.__dict__.get("_task_ctx")
+        if ctx is not None:
+            return getattr(ctx, name)
+        raise AttributeError(f"RuntimeContext has no attribute {name!r}")
+
+    @property
+    def task(self) -> Optional[RunningTask]:
+        """The running task (None outside a task)."""
+        return self._running
+
+    @property
+    def job_root_dirname(self) -> str:
+        stamp = f"{self.job_time:%Y-%m-%d-%H-%M-%S}." if self.job_time is not None else ""
+        return f"{stamp}{self.job_id}"
+
+    @property
+    def output_root(self) -> str:
+        """Where task outputs go (the job directory's outputs/ inside a task)."""
+        return os.path.join(self.job_root, "outputs" if self._task_ctx is not None else "output")
+
+    @property
+    def log_root(self) -> str:
+        return os.path.join(self.job_root, "logs" if self._task_ctx is not None else "log")
+
+    @property
+    def temp_root(self) -> str:
+        return os.path.join(self.job_root, "temp")
+
+    @property
+    def usable_cpu_count(self) -> int:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:
+            cores = os.cpu_count() or 1
+        return min(int(self.settings.get("max_usable_cpu_count") or cores), cores)
+
+    @property
+    def usable_memory_size(self) -> int:
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return 0
+
+    def get_local_gpus(self) -> List[Any]:
+        """The GPUs of this host as placement sees them (none is probed here: give devices with resources=)."""
+        return []
+
+    @property
+    def usable_gpu_count(self) -> int:
+        return min(int(self.settings.get("max_usable_gpu_count") or 0), len(self.get_local_gpus()))
+
+    def initialize(self, exec_id: str = "", root_exist_ok: bool = True, cleanup_root: bool = False) -> None:
+        """Make the job's folders (smallpond's layout: output, log, temp) under data_root."""
+        if os.path.exists(self.job_root):
+            if cleanup_root:
+                shutil.rmtree(self.job_root)
+            elif not root_exist_ok:
+                from mpipipe.errors import ConfigError
+
+                raise ConfigError(f"job folder {self.job_root} exists; pass root_exist_ok=True or another job id")
+        for d in (self.output_root, self.log_root, self.temp_root):
+            os.makedirs(d, exist_ok=True)
+
+    def cleanup(self, remove_output_root: bool = True) -> None:
+        if remove_output_root and os.path.isdir(self.output_root):
+            shutil.rmtree(self.output_root, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        where = f"task {self._task_ctx.node_name}[{self._task_ctx.partition}]" if self._task_ctx else self.job_root
+        return f"<RuntimeContext {where}>"
+
+
+class PythonScriptTask:
+    """smallpond's task object for a PythonScriptNode whose `spawn()` returns one: subclass it and override
+    `process(runtime_ctx, input_datasets, output_path) -> bool` (and, if needed, initialize/finalize).
+    The constructor takes smallpond's spawn arguments; the running task's facts (`cpu_limit`,
+    `local_gpu_ranks`, `inject_fault()`, `python_random_gen`, ...) come from the task it runs in."""
+
+    def __init__(self, runtime_ctx: Any = None, input_deps: Any = None, partition_infos: Any = None,
+                 process_func: Any = None, output_name: Optional[str] = None, output_path: Optional[str] = None,
+                 cpu_limit: int = 1, gpu_limit: float = 0, memory_limit: Optional[int] = None) -> None:
+        self.process_func = process_func
+        self.output_name = output_name
+        self.output_root = output_path
+        self._running: Optional[RunningTask] = None
+
+    def bind(self, runtime_ctx: RuntimeContext) -> None:
+        """Attach the running task (done by the node before initialize())."""
+        self._running = runtime_ctx.task
+
+    def __getattr__(self, name: str) -> Any:
+        running = self.__dict__.get("_running")
+        if running is None:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        return getattr(running, name)
+
+    def initialize(self) -> None:
+        """Hook: before process()."""
+
+    def finalize(self) -> None:
+        """Hook: after process(), also when it raised."""
+
+    def process(self, runtime_ctx: RuntimeContext, input_datasets: List[Any], output_path: str) -> bool:
+        if self.process_func is None:
+            raise NotImplementedError(f"{type(self).__name__} does not override process()")
+        return self.process_func(runtime_ctx, input_datasets, output_path)
+
+
+class DataSinkTask:
+    """The file a DataSinkNode with manifest_only=True (type="manifest") writes in its folder."""
+
+    manifest_filename = "manifest.json"
+
+
+class DataSourceTask:
+    """smallpond's name for a source node's task; in mpipipe a DataSourceNode runs as a task of its own."""

@@ -1,17 +1,20 @@
 """The logical plan: nodes that say what to compute, not where."""
-from mpipipe.logical.datanode import (ColumnPartitionNode, DataNode, DataSetPartitionNode, DataSourceNode,
-                                      EvenlyDistributedPartitionNode, HashPartitionNode, UserDefinedPartitionNode)
-from mpipipe.logical.dataset import (ArrowTableDataSet, CsvDataSet, DataSet, Fragment, JsonDataSet, PandasDataSet,
-                                     ParquetDataSet)
-from mpipipe.logical.node import ComputeNode, Context, LogicalPlan, Node
-from mpipipe.logical.sink import DataSinkNode
-from mpipipe.logical.transform import (ArrowComputeNode, ArrowStreamNode, ConsolidateNode, LimitNode,
-                                       PandasComputeNode, ProjectionNode, PythonScriptNode, SqlEngineNode, UnionNode)
+from mpipipe.logical.dataset import (ArrowTableDataSet, CsvDataSet, DataSet, FileSet, Fragment, JsonDataSet,
+                                     PandasDataSet, ParquetDataSet, PartitionedDataSet, SqlQueryDataSet)
+from mpipipe.logical.node import (ArrowBatchNode, ArrowComputeNode, ArrowStreamNode, ColumnPartitionNode, ComputeNode,
+                                  ConsolidateNode, Context, DataNode, DataSetPartitionNode, DataSinkNode,
+                                  DataSourceNode, EvenlyDistributedPartitionNode, HashPartitionNode, LimitNode,
+                                  LoadPartitionedDataSetNode, LogicalPlan, Node, PandasBatchNode, PandasComputeNode,
+                                  PartitionNode, ProjectionNode, PythonScriptNode, RepeatPartitionNode, RootNode,
+                                  ShuffleNode, SqlEngineNode, UnionNode, UserDefinedPartitionNode,
+                                  UserPartitionedDataSourceNode)
 
 __all__ = [
-    "ArrowComputeNode", "ArrowStreamNode", "ArrowTableDataSet", "ColumnPartitionNode", "ComputeNode",
+    "ArrowBatchNode", "ArrowComputeNode", "ArrowStreamNode", "ArrowTableDataSet", "ColumnPartitionNode", "ComputeNode",
     "ConsolidateNode", "Context", "CsvDataSet", "DataNode", "DataSet", "DataSetPartitionNode", "DataSinkNode",
-    "DataSourceNode", "EvenlyDistributedPartitionNode", "Fragment", "HashPartitionNode", "JsonDataSet", "LimitNode",
-    "LogicalPlan", "Node", "PandasComputeNode", "PandasDataSet", "ParquetDataSet", "ProjectionNode",
-    "PythonScriptNode", "SqlEngineNode", "UnionNode", "UserDefinedPartitionNode",
+    "DataSourceNode", "EvenlyDistributedPartitionNode", "FileSet", "Fragment", "HashPartitionNode", "JsonDataSet",
+    "LimitNode", "LoadPartitionedDataSetNode", "LogicalPlan", "Node", "PandasBatchNode", "PandasComputeNode",
+    "PandasDataSet", "ParquetDataSet", "PartitionNode", "PartitionedDataSet", "ProjectionNode", "PythonScriptNode",
+    "RepeatPartitionNode", "RootNode", "ShuffleNode", "SqlEngineNode", "SqlQueryDataSet", "UnionNode",
+    "UserDefinedPartitionNode", "UserPartitionedDataSourceNode",
 ]

@@ -10,11 +10,14 @@ Counts that do not line up are plan errors that name the node.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from mpipipe.errors import PlanError
 from mpipipe.logical.dataset import DataSet, dataset_for
-from mpipipe.logical.node import Context, Node
+from mpipipe.logical.plan import Context, Node
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 Inputs = Union[Node, Iterable[Node], Mapping[str, Node]]
 
@@ -28,8 +31,12 @@ def _as_inputs(inputs: Inputs) -> Tuple[Tuple[Node, ...], Optional[Tuple[str, ..
 
 
 def num_outputs(node: Node) -> int:
-    """How many partitions a consumer sees: buckets for a partitioning node, else its task count."""
-    return int(getattr(node, "nbuckets", None) or node.npartitions)
+    """How many partitions a consumer sees: buckets for a partitioning node (times its tasks when nested),
+    else its task count."""
+    nb = getattr(node, "nbuckets", None)
+    if nb is None:
+        return int(node.npartitions)
+    return int(nb) * int(node.npartitions) if getattr(node, "nested", False) else int(nb)
 
 
 def is_bucketed(node: Node) -> bool:
@@ -52,30 +59,71 @@ class DataNode(Node):
     kind = "data"
     gathers = False  # every task reads all partitions of every input
 
+    # smallpond's class-wide defaults for cpu_limit and memory_limit (None: the task's share of its host)
+    default_cpu_limit: Optional[int] = None
+    default_memory_limit: Union[int, str, None] = None
+
     def __init__(self, ctx: Context, inputs: Inputs = (), npartitions: Optional[int] = None,
                  name: Optional[str] = None, version: str = "", cpus: Optional[int] = None,
-                 memory: Union[int, str, None] = None, resources: Any = None) -> None:
+                 memory: Union[int, str, None] = None, resources: Any = None, *, output_name: Optional[str] = None,
+                 output_path: Optional[str] = None, cpu_limit: Optional[int] = None, gpu_limit: float = 0,
+                 memory_limit: Union[int, str, None] = None, **no_effect: Any) -> None:
         deps, names = _as_inputs(inputs)
+        name = name or output_name
         label = name or self.default_name()
+        check_no_effect(label, no_effect)
+        self.no_effect = dict(no_effect)
         for d in deps:
             if not isinstance(d, Node):
                 raise PlanError(f"node {label!r}: inputs must be nodes, got {type(d).__name__}")
+        # partition counts that do not line up are reported when the plan is made (LogicalPlan, a DataFrame
+        # action), where smallpond reports them; the node is still built, so the script reaches that point
+        self._deferred: Optional[PlanError] = None
         if npartitions is None:
-            npartitions = self._default_partitions(label, deps)
+            try:
+                npartitions = self._default_partitions(label, deps)
+            except PlanError as e:
+                self._deferred = e
+                npartitions = max(num_outputs(d) for d in deps)
         if isinstance(npartitions, bool) or not isinstance(npartitions, int) or npartitions < 1:
             raise PlanError(f"node {label!r}: npartitions must be a whole number >= 1, got {npartitions!r}")
-        if not self.gathers:
-            self._check_alignment(label, deps, npartitions)
+        if not self.gathers and self._deferred is None:
+            try:
+                self._check_alignment(label, deps, npartitions)
+            except PlanError as e:
+                self._deferred = e
         pointwise = bool(deps) and not self.gathers and all(
             not is_bucketed(d) and d.npartitions == npartitions for d in deps)
-        self.cpus = self._check_cpus(label, cpus)
-        self.memory = self._check_memory(label, memory)
+        # cpus=/memory= are what a task needs (placement) and may use (DuckDB); smallpond's cpu_limit=/
+        # memory_limit= (and the class defaults) only bound what it uses: placement does not wait for them
+        placed = bool(cpus or memory)
+        self.cpus = self._check_cpus(label, cpus or cpu_limit or type(self).default_cpu_limit)
+        self.memory = self._check_memory(label, memory or memory_limit or type(self).default_memory_limit)
+        if isinstance(gpu_limit, bool) or not isinstance(gpu_limit, (int, float)) or gpu_limit < 0:
+            raise PlanError(f"node {label!r}: gpu_limit must be a number >= 0, got {gpu_limit!r}")
+        self.gpu_limit = gpu_limit
+        # smallpond's output_path: the partitions also appear under <publish_path>/<node name>/
+        self.publish_path = os.path.abspath(os.fspath(output_path)) if output_path else None
         self.input_names = names
-        if resources is None and (self.cpus or self.memory):
+        if resources is None and placed:
             resources = {"cpus": self.cpus or 0, "memory": self.memory or 0}
         super().__init__(ctx, deps, npartitions, name, pointwise, version, resources)
         if self.input_names is None:
             self.input_names = tuple(d.name for d in deps)
+
+    def check_plan(self) -> None:
+        """What is checked when the plan is made: partition counts that do not line up."""
+        if self._deferred is not None:
+            raise self._deferred
+
+    @property
+    def output_name(self) -> str:
+        """smallpond's name for a node's output folder: the node's name."""
+        return self.name
+
+    @property
+    def input_deps(self) -> Tuple[Node, ...]:
+        return self.inputs
 
     # --- build time ---------------------------------------------------------------------
 
@@ -143,7 +191,7 @@ class DataNode(Node):
             return paths
         p = task.partition
         if is_bucketed(dep):
-            return paths if num_outputs(dep) == 1 else [bucket_dir(d, p) for d in paths]
+            return paths if num_outputs(dep) == 1 else bucket_folders(dep, paths, p)
         if dep.npartitions == 1:
             return paths
         return [paths[p]]
@@ -179,11 +227,61 @@ class DataNode(Node):
         value = self.process_partition(task, inputs)
         if isinstance(value, dict):
             value.setdefault("bytes_in", _bytes_in(inputs))
+        if getattr(self, "publish_path", None):
+            publish(task, self.publish_path, self.name)
         return value
+
+    def runtime_context(self, task: Any) -> Any:
+        """What a process function is given: the TaskContext with smallpond's RuntimeContext names on it."""
+        from mpipipe.execution.task import RuntimeContext
+
+        return RuntimeContext.for_task(task, self)
 
     def process_partition(self, task: Any, inputs: List[Any]) -> Any:
         """Hook: read `inputs` (PartitionData per input), write under task.output_dir, return a small summary."""
         raise NotImplementedError(f"{type(self).__name__} does not define process_partition()")
+
+
+# keywords smallpond's nodes take that change nothing in mpipipe (each is documented in the README's table)
+NO_EFFECT = frozenset({
+    "parquet_row_group_size", "parquet_dictionary_encoding", "parquet_compression", "parquet_compression_level",
+    "use_duckdb_reader", "background_io_thread", "per_thread_output", "materialize_output", "materialize_in_memory",
+    "relax_memory_if_oom", "batched_processing", "extension_paths", "udf_module_paths", "enable_temp_directory",
+    "cpu_overcommit_ratio", "memory_overcommit_ratio", "use_parquet_writer", "is_final_node", "engine_type",
+    "hive_partitioning", "shuffle_only", "drop_partition_column"})
+ENGINE_TYPES = (None, "duckdb", "arrow")
+
+
+def check_no_effect(label: str, options: Dict[str, Any]) -> None:
+    """Keywords outside the node's signature are accepted only if they are smallpond's that change nothing."""
+    unknown = sorted(set(options) - NO_EFFECT)
+    if unknown:
+        raise PlanError(f"node {label!r}: unknown keyword argument(s) {', '.join(unknown)}; check the spelling "
+                        "against the node's signature")
+    if options.get("engine_type") not in ENGINE_TYPES:
+        raise PlanError(f"node {label!r}: engine_type must be 'duckdb' or 'arrow', got {options['engine_type']!r}")
+
+
+def publish(task: Any, output_path: str, name: str) -> None:
+    """A node's `output_path`: its partition's files also appear in <output_path>/<node>/<partition>/
+    (hard links, symlinks across file systems), replacing what an earlier attempt put there."""
+    import shutil
+
+    dest = os.path.join(output_path, name, f"{task.partition:06d}")
+    shutil.rmtree(dest, ignore_errors=True)
+    src = getattr(task, "_staging", None) or task.output_dir
+    for root, dirs, files in os.walk(src):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for f in files:
+            if f.startswith("."):
+                continue
+            s = os.path.join(root, f)
+            d = os.path.join(dest, os.path.relpath(s, src))
+            os.makedirs(os.path.dirname(d), exist_ok=True)
+            try:
+                os.link(s, d)
+            except OSError:
+                os.symlink(os.path.abspath(s), d)
 
 
 def _bytes_in(inputs: List[Any]) -> int:
@@ -223,8 +321,9 @@ class DataSourceNode(DataNode):
 
     kind = "source"
 
-    def __init__(self, ctx: Context, dataset: Any, name: Optional[str] = None, version: str = "") -> None:
-        label = name or "source"
+    def __init__(self, ctx: Context, dataset: Any, name: Optional[str] = None, version: str = "",
+                 **options: Any) -> None:
+        label = name or options.get("output_name") or "source"
         self.dataset: DataSet = dataset_for(dataset)
         try:
             self._fragments = self.dataset.fragments()
@@ -235,7 +334,7 @@ class DataSourceNode(DataNode):
             raise PlanError(f"node {label!r}: {e}") from None
         except Exception as e:  # noqa: BLE001  a corrupt file: say which node and file
             raise PlanError(f"node {label!r}: {_clean(e)}") from None
-        super().__init__(ctx, (), 1, name, version)
+        super().__init__(ctx, (), 1, name, version, **options)
 
     def _checked_schema(self) -> Any:
         """The dataset's schema, after every file was checked as far as is cheap: each Parquet footer read
@@ -247,14 +346,28 @@ class DataSourceNode(DataNode):
 
         table = self.dataset.in_memory_table()
         if table is not None:
-            return nullable_schema(table.schema)
+            return nullable_schema(self._columns(table).schema)
         frags = self._fragments
         if frags and all(f.format == "parquet" for f in frags):
-            return check_parquet_files(list(dict.fromkeys(f.path for f in frags)))[0]
+            return self._columns(check_parquet_files(list(dict.fromkeys(f.path for f in frags)))[0])
         check_csv_headers(frags)
         check_csv_formats(frags)
         schema = self.dataset.schema()
-        return nullable_schema(schema) if schema is not None else None
+        return self._columns(nullable_schema(schema)) if schema is not None else None
+
+    def _columns(self, table_or_schema: Any) -> Any:
+        """Only the dataset's `columns`, when it names some (the source then writes them as a new file)."""
+        cols = getattr(self.dataset, "columns", None)
+        if not cols or "*" in cols:
+            return table_or_schema
+        import pyarrow as pa
+
+        if isinstance(table_or_schema, pa.Schema):
+            missing = [c for c in cols if c not in table_or_schema.names]
+            if missing:
+                raise PlanError(f"columns {missing} are not in the dataset (its columns: {table_or_schema.names})")
+            return pa.schema([table_or_schema.field(c) for c in cols], table_or_schema.metadata)
+        return table_or_schema.select(cols)
 
     def default_name(self) -> str:
         return "source"
@@ -277,9 +390,17 @@ class DataSourceNode(DataNode):
 
         table = self.dataset.in_memory_table()
         if table is not None:
+            table = self._columns(table)
             write_table(table, task.output_dir)
             return {"rows": table.num_rows}
         _check_stamps(self._stamps)
+        cols = getattr(self.dataset, "columns", None)
+        if cols and "*" not in cols:
+            from mpipipe.steps.partio import PartitionData
+
+            table = PartitionData(self._fragments).to_arrow(list(cols))
+            write_table(table, task.output_dir)
+            return {"rows": table.num_rows}
         write_manifest(task.output_dir, self._fragments, self._schema)
         return {"files": len(self._fragments)}
 
@@ -315,21 +436,81 @@ def _check_stamps(stamps: Dict[str, Tuple[int, int]]) -> None:
 PARTITION_MODES = ("files", "row_groups", "rows")
 
 
-class DataSetPartitionNode(DataNode):
+def bucket_folders(dep: Node, paths: Sequence[str], j: int) -> List[str]:
+    """The folders holding partition j of a partitioning node `dep`, given all its task outputs: bucket j of
+    every task, or (nested) bucket j % nbuckets of task j // nbuckets."""
+    from mpipipe.steps.partio import bucket_dir
+
+    nb = int(getattr(dep, "nbuckets"))
+    if getattr(dep, "nested", False):
+        return [bucket_dir(paths[j // nb], j % nb)]
+    return [bucket_dir(d, j) for d in paths]
+
+
+def partition_folders(dep: Node, paths: Sequence[str], j: int) -> List[str]:
+    """The folders holding partition j of `dep`, given all of its task outputs."""
+    if is_bucketed(dep):
+        return bucket_folders(dep, paths, j)
+    return [paths[j]]
+
+
+def partition_dims(node: Node) -> List[Tuple[str, int]]:
+    """The named dimensions of a node's partitions, outermost first (their sizes multiply to its partition
+    count): a partitioning node adds its own (`dimension`, else its partition column, else
+    `__data_partition__`), nested on its input's when `nested`; other nodes keep their inputs'."""
+    own = getattr(node, "partition_dims_own", None)
+    if own is not None:
+        return own()
+    n = num_outputs(node)
+    if n == 1:
+        return []
+    for d in node.inputs:
+        if num_outputs(d) == n:
+            return partition_dims(d)
+    return [(DATA_PARTITION_DIM, n)]
+
+
+DATA_PARTITION_DIM = "__data_partition__"
+
+
+class PartitionNode(DataNode):
+    """Base of the nodes that set how data is partitioned (smallpond's name); `dimension` names the
+    partitioning, and `nested=True` splits each input partition again instead of the whole input."""
+
+    max_num_producer_tasks = 100  # smallpond's knob for its producer tasks; mpipipe runs one task per input
+    max_card_of_producers_x_consumers = 4_096_000
+
+    def _set_dimension(self, dimension: Optional[str], nested: bool) -> None:
+        self.dimension = dimension
+        self.nested = bool(nested)
+
+    def partition_dims_own(self) -> List[Tuple[str, int]]:
+        name = self.dimension or getattr(self, "partition_column", None) or \
+            getattr(self, "data_partition_column", None) or DATA_PARTITION_DIM
+        size = getattr(self, "inner", None) or getattr(self, "nbuckets", None) or self.npartitions
+        outer = partition_dims(self.inputs[0]) if self.nested and self.inputs else []
+        return outer + [(name, int(size))]
+
+
+class DataSetPartitionNode(PartitionNode):
     """Split the input evenly into `npartitions` without copying data: by files, row groups or rows.
 
-    Each partition is a manifest of file fragments; partitions beyond the
-    number of files (or groups, or rows) are empty but valid.
+    Each partition is a manifest of file fragments; partitions beyond the number of files (or groups, or
+    rows) are empty but valid. `random_shuffle` shuffles the files first (the same order in every run of
+    the plan); `nested=True` splits every input partition into `npartitions` (k inputs give k *
+    npartitions partitions, partition q being part q % npartitions of input partition q // npartitions).
     """
 
     kind = "split"
     gathers = True
 
-    def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, partition_by: str = "files",
-                 name: Optional[str] = None, version: str = "", partition_by_rows: bool = False) -> None:
+    def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, dimension: Optional[str] = None,
+                 nested: bool = False, *, partition_by: str = "files", partition_by_rows: bool = False,
+                 random_shuffle: bool = False, name: Optional[str] = None, version: str = "",
+                 **options: Any) -> None:
         if partition_by_rows:
             partition_by = "rows"
-        label = name or "split"
+        label = name or options.get("output_name") or "split"
         if partition_by not in PARTITION_MODES:
             raise PlanError(f"node {label!r}: partition_by must be one of {', '.join(PARTITION_MODES)}, got {partition_by!r}")
         deps, _ = _as_inputs(inputs)
@@ -342,28 +523,47 @@ class DataSetPartitionNode(DataNode):
                 if isinstance(d, DataSourceNode) and d.format != "parquet":
                     raise PlanError(f"node {label!r}: splitting by {partition_by} needs Parquet input, but "
                                     f"{d.name!r} is {d.format}; split it by files instead")
+        if nested and len(deps) != 1:
+            raise PlanError(f"node {label!r}: nested=True splits the partitions of exactly one input, got {len(deps)}")
         self.partition_by = partition_by
-        super().__init__(ctx, inputs, npartitions, name, version)
+        self.random_shuffle = random_shuffle
+        self.inner = npartitions
+        self._set_dimension(dimension, nested)
+        total = npartitions * num_outputs(deps[0]) if nested else npartitions
+        super().__init__(ctx, inputs, total, name, version, **options)
 
     def default_name(self) -> str:
         return "split"
 
     def step_fingerprint(self) -> str:
-        return self.partition_by
+        return f"{self.partition_by}|{self.random_shuffle}|{self.nested}|{self.inner}"
 
     def describe(self) -> str:
-        return f"split by {self.partition_by}"
+        return f"split by {self.partition_by}" + (" (nested)" if self.nested else "")
 
     def output_schema(self) -> Any:
         s = self.input_schemas()
         return s[0] if s else None
+
+    def input_folders(self, task: Any, i: int) -> List[str]:
+        if not self.nested:
+            return super().input_folders(task, i)
+        dep = self.inputs[i]
+        outer = task.partition // self.inner
+        return partition_folders(dep, task.inputs[i], outer if num_outputs(dep) > 1 else 0)
 
     def process_partition(self, task: Any, inputs: List[Any]) -> Any:
         from mpipipe.steps.partition import even_split
         from mpipipe.steps.partio import write_manifest
 
         frags = [f for data in inputs for f in data.fragments]
-        mine = even_split(frags, self.npartitions, task.partition, self.partition_by)
+        if self.random_shuffle:
+            import random
+
+            # the same order in every task and every run: the split is a function of the plan
+            random.Random(f"{self.name}|{len(frags)}").shuffle(frags)
+        part = task.partition % self.inner if self.nested else task.partition
+        mine = even_split(frags, self.inner, part, self.partition_by)
         # the schema (for an empty partition) known before running saves reading every footer in every task
         schema = self.output_schema()
         if schema is None:
@@ -377,49 +577,83 @@ class DataSetPartitionNode(DataNode):
 EvenlyDistributedPartitionNode = DataSetPartitionNode
 
 
-class _BucketingNode(DataNode):
+class RepeatPartitionNode(PartitionNode):
+    """`npartitions` partitions that each hold all of the input (zero-copy)."""
+
+    kind = "repeat"
+    gathers = True
+
+    def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, dimension: Optional[str] = None,
+                 name: Optional[str] = None, version: str = "", **options: Any) -> None:
+        self._set_dimension(dimension, False)
+        super().__init__(ctx, inputs, npartitions, name, version, **options)
+
+    def default_name(self) -> str:
+        return "repeat"
+
+    def output_schema(self) -> Any:
+        s = self.input_schemas()
+        return s[0] if s else None
+
+    def process_partition(self, task: Any, inputs: List[Any]) -> Any:
+        from mpipipe.steps.partio import write_manifest
+
+        frags = [f for data in inputs for f in data.fragments]
+        write_manifest(task.output_dir, frags, self.output_schema() or (inputs[0].schema() if frags else None))
+        return {"fragments": len(frags)}
+
+
+class _BucketingNode(PartitionNode):
     """A partitioning step: each task splits its slice of the input into `nbuckets` bucket folders."""
 
     def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, name: Optional[str], version: str,
-                 cpus: Optional[int], memory: Union[int, str, None], resources: Any = None) -> None:
-        label = name or self.default_name()
+                 cpus: Optional[int], memory: Union[int, str, None], resources: Any = None,
+                 dimension: Optional[str] = None, nested: bool = False, **options: Any) -> None:
+        label = name or options.get("output_name") or self.default_name()
         deps, _ = _as_inputs(inputs)
         if len(deps) != 1:
             raise PlanError(f"node {label!r} partitions exactly one input, got {len(deps)}")
         if npartitions is None or isinstance(npartitions, bool) or not isinstance(npartitions, int) or npartitions < 1:
             raise PlanError(f"node {label!r}: npartitions must be a whole number >= 1, got {npartitions!r}")
         self.nbuckets = npartitions
-        super().__init__(ctx, deps, num_outputs(deps[0]), name, version, cpus, memory, resources)
+        self._set_dimension(dimension, nested)
+        super().__init__(ctx, deps, num_outputs(deps[0]), name, version, cpus, memory, resources, **options)
 
     def describe(self) -> str:
-        return f"{self.kind} into {self.nbuckets}"
+        return f"{self.kind} into {self.nbuckets}" + (" (nested)" if self.nested else "")
 
     def step_fingerprint(self) -> str:
-        return f"{self.nbuckets}"
+        return f"{self.nbuckets}|{self.nested}"
 
 
 class HashPartitionNode(_BucketingNode):
     """Partition rows by a hash of `hash_columns` into `npartitions` (DuckDB does the work).
 
-    `partition_column` (optional) keeps each row's partition number in a
-    column of that name. `random_shuffle=True` spreads rows at random instead.
+    `partition_column` (smallpond: `data_partition_column`, the fifth argument) keeps each row's
+    partition number in a column of that name; without it no column is added (smallpond adds
+    `__data_partition__`). `random_shuffle=True` spreads rows at random instead. `nested=True` splits each
+    input partition into its own `npartitions` buckets.
     """
 
     kind = "hash_partition"
 
+    default_data_partition_column = "__data_partition__"
+
     def __init__(self, ctx: Context, inputs: Inputs, npartitions: int,
-                 hash_columns: Union[str, Sequence[str], None] = None, partition_column: Optional[str] = None,
-                 random_shuffle: bool = False, name: Optional[str] = None, version: str = "",
-                 cpus: Optional[int] = None, memory: Union[int, str, None] = None,
-                 data_partition_column: Optional[str] = None, resources: Any = None) -> None:
-        label = name or self.kind
+                 hash_columns: Union[str, Sequence[str], None] = None, data_partition_column: Optional[str] = None,
+                 *, dimension: Optional[str] = None, nested: bool = False, random_shuffle: bool = False,
+                 partition_column: Optional[str] = None, name: Optional[str] = None, version: str = "",
+                 cpus: Optional[int] = None, memory: Union[int, str, None] = None, resources: Any = None,
+                 **options: Any) -> None:
+        label = name or options.get("output_name") or self.kind
         cols = [hash_columns] if isinstance(hash_columns, str) else list(hash_columns or [])
         if not cols and not random_shuffle:
             raise PlanError(f"node {label!r}: give hash_columns (the columns whose hash picks the partition)")
         self.hash_columns = cols
         self.partition_column = partition_column or data_partition_column
         self.random_shuffle = random_shuffle
-        super().__init__(ctx, inputs, npartitions, name, version, cpus, memory, resources)
+        super().__init__(ctx, inputs, npartitions, name, version, cpus, memory, resources, dimension, nested,
+                         **options)
         schema = self.input_schemas()[0]
         if schema is not None:
             missing = [c for c in cols if c not in schema.names]
@@ -432,7 +666,7 @@ class HashPartitionNode(_BucketingNode):
         return "hash_partition"
 
     def step_fingerprint(self) -> str:
-        return f"{self.nbuckets}|{self.hash_columns}|{self.partition_column}|{self.random_shuffle}"
+        return f"{self.nbuckets}|{self.hash_columns}|{self.partition_column}|{self.random_shuffle}|{self.nested}"
 
     def describe(self) -> str:
         how = "at random" if self.random_shuffle else f"by hash of {', '.join(self.hash_columns)}"
@@ -473,51 +707,237 @@ class ColumnPartitionNode(HashPartitionNode):
 
     def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, column: str,
                  name: Optional[str] = None, version: str = "", cpus: Optional[int] = None,
-                 memory: Union[int, str, None] = None, resources: Any = None) -> None:
+                 memory: Union[int, str, None] = None, resources: Any = None, **options: Any) -> None:
+        if not isinstance(column, str) or not column.strip():
+            raise PlanError(f"node {name or self.kind!r}: give the column (or SQL expression) holding the partition "
+                            f"number, got {column!r}")
+        self.expression = column
+        label = name or options.get("output_name") or self.kind
+        if not _IDENT.fullmatch(column):
+            self._check_expression(label, inputs, column)
+            super().__init__(ctx, inputs, npartitions, None, name=name, version=version, cpus=cpus, memory=memory,
+                             resources=resources, random_shuffle=True, **options)
+            self.random_shuffle = False
+            self.hash_columns = []
+            return
         super().__init__(ctx, inputs, npartitions, [column], name=name, version=version, cpus=cpus, memory=memory,
-                         resources=resources)
+                         resources=resources, **options)
+
+    @staticmethod
+    def _check_expression(label: str, inputs: Inputs, expression: str) -> None:
+        """An expression is bound against the input's columns when they are known, so a typo fails here."""
+        deps, _ = _as_inputs(inputs)
+        schema = output_schema_of(deps[0]) if len(deps) == 1 else None
+        if schema is None:
+            return
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            con.register("t", schema.empty_table())
+            con.execute(f"SELECT ({expression}) FROM t LIMIT 0")
+        except duckdb.Error as e:
+            raise PlanError(f"node {label!r}: the partition expression {expression!r} does not work on the input: "
+                            f"{' '.join(str(e).split())}") from None
+        finally:
+            con.close()
+
+    def step_fingerprint(self) -> str:
+        return f"{super().step_fingerprint()}|{self.expression}"
 
     def default_name(self) -> str:
         return "column_partition"
 
     def describe(self) -> str:
-        return f"partition by the value of {self.hash_columns[0]} into {self.nbuckets}"
+        return f"partition by the value of {self.expression} into {self.nbuckets}"
 
     def bucket_sql(self) -> str:
         from mpipipe.steps.partio import _quote
 
-        c = _quote(self.hash_columns[0])
+        c = _quote(self.expression) if _IDENT.fullmatch(self.expression) else f"({self.expression})"
         # a value that is not a whole number becomes NULL, which the check refuses: a cast alone would
         # round 1.5 into partition 2
         return f"(CASE WHEN {c} = ({c})::BIGINT THEN ({c})::BIGINT END)"
 
 
+class ShuffleNode(ColumnPartitionNode):
+    """smallpond's ShuffleNode: partition by the column (or SQL expression) holding each row's partition."""
+
+    kind = "shuffle"
+
+    def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, data_partition_column: Optional[str] = None,
+                 **options: Any) -> None:
+        super().__init__(ctx, inputs, npartitions, data_partition_column or DATA_PARTITION_COLUMN, **options)
+
+    def default_name(self) -> str:
+        return "shuffle"
+
+
+DATA_PARTITION_COLUMN = "__data_partition__"
+
+
 class UserDefinedPartitionNode(_BucketingNode):
-    """Partition rows with `partition_fn(table) -> partition number per row` (0..npartitions-1)."""
+    """Partition rows with `partition_fn(table) -> partition number per row` (0..npartitions-1), or, as in
+    smallpond, override `partition(runtime_ctx, dataset) -> list of npartitions datasets` to split the
+    input by files (the fourth argument is then smallpond's `dimension`)."""
 
     kind = "user_partition"
 
-    def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, partition_fn: Any,
-                 name: Optional[str] = None, version: str = "", cpus: Optional[int] = None,
-                 memory: Union[int, str, None] = None, resources: Any = None) -> None:
-        if not callable(partition_fn):
-            raise PlanError(f"node {name or self.kind!r}: partition_fn must be callable, got {type(partition_fn).__name__}")
+    def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, partition_fn: Any = None,
+                 nested: bool = False, name: Optional[str] = None, version: str = "", cpus: Optional[int] = None,
+                 memory: Union[int, str, None] = None, resources: Any = None, *, dimension: Optional[str] = None,
+                 **options: Any) -> None:
+        label = name or options.get("output_name") or self.kind
+        if isinstance(partition_fn, str):  # smallpond's positional `dimension`
+            dimension, partition_fn = partition_fn, None
+        overridden = type(self).partition is not UserDefinedPartitionNode.partition
+        if partition_fn is None and not overridden:
+            raise PlanError(f"node {label!r}: give partition_fn(table) -> partition per row, or subclass and "
+                            "override partition(runtime_ctx, dataset) -> list of datasets")
+        if partition_fn is not None and not callable(partition_fn):
+            raise PlanError(f"node {label!r}: partition_fn must be callable, got {type(partition_fn).__name__}")
         self.partition_fn = partition_fn
-        super().__init__(ctx, inputs, npartitions, name, version, cpus, memory, resources)
+        super().__init__(ctx, inputs, npartitions, name, version, cpus, memory, resources, dimension, nested,
+                         **options)
+
+    def partition(self, runtime_ctx: Any, dataset: Any) -> List[Any]:
+        """Hook: the input's dataset split into `self.npartitions` datasets (by files)."""
+        raise NotImplementedError
+
+    @property
+    def npartitions_out(self) -> int:
+        return self.nbuckets
 
     def default_name(self) -> str:
         return "user_partition"
 
     def step_fingerprint(self) -> str:
-        from mpipipe.logical.node import code_fingerprint
+        from mpipipe.logical.plan import code_fingerprint
 
-        return f"{self.nbuckets}|{code_fingerprint(self.partition_fn)}"
+        body = self.partition_fn if self.partition_fn is not None else type(self)
+        return f"{self.nbuckets}|{self.nested}|{code_fingerprint(body)}"
 
     def output_schema(self) -> Any:
         return self.input_schemas()[0]
 
     def process_partition(self, task: Any, inputs: List[Any]) -> Any:
-        from mpipipe.steps.partition import bucket_with_function
+        if self.partition_fn is not None:
+            from mpipipe.steps.partition import bucket_with_function
 
-        bucket_with_function(task, inputs[0], self.partition_fn, self.nbuckets)
-        return rows_written(task.output_dir)
+            bucket_with_function(task, inputs[0], self.partition_fn, self.nbuckets)
+            return rows_written(task.output_dir)
+        return self._partition_files(task, inputs[0])
+
+    def _partition_files(self, task: Any, data: Any) -> Any:
+        from mpipipe.logical.dataset import ParquetDataSet
+        from mpipipe.steps.partio import bucket_dir, write_manifest
+
+        # smallpond's partition() receives the dataset and `self.npartitions` is the number of partitions it
+        # makes: the node's own task count is the input's, so the hook sees a copy with the bucket count
+        view = _view_with(self, npartitions=self.nbuckets)
+        parts = view.partition(self.runtime_context(task), ParquetDataSet._from_fragments(data.fragments))
+        if len(parts) != self.nbuckets:
+            raise PlanError(f"node {self.name!r}: partition() returned {len(parts)} datasets; return "
+                            f"{self.nbuckets}, one per partition")
+        schema = self.output_schema() or (data.schema() if data.fragments else None)
+        for b, part in enumerate(parts):
+            frags = part.fragments() if part.paths or getattr(part, "_resolved_paths", None) else []
+            write_manifest(bucket_dir(task.output_dir, b), frags, schema)
+        return {"fragments": len(data.fragments)}
+
+
+def _view_with(node: Any, **attrs: Any) -> Any:
+    import copy as _copy
+
+    view = _copy.copy(node)
+    view.__dict__.update(attrs)
+    return view
+
+
+class LoadPartitionedDataSetNode(_BucketingNode):
+    """Files that already hold one partition each (written by a partitioning node) grouped by that number:
+    read from the file's metadata, its `column=N` folder (`hive_partitioning`), or its single value of
+    `data_partition_column`. Zero-copy."""
+
+    kind = "load_partitioned"
+
+    def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, dimension: Optional[str] = None,
+                 nested: bool = False, data_partition_column: Optional[str] = None, hive_partitioning: bool = False,
+                 name: Optional[str] = None, version: str = "", **options: Any) -> None:
+        if not data_partition_column:
+            raise PlanError(f"node {name or self.kind!r}: give data_partition_column (the column holding each "
+                            "file's partition number)")
+        self.data_partition_column = data_partition_column
+        self.hive_partitioning = hive_partitioning
+        super().__init__(ctx, inputs, npartitions, name, version, None, None, None, dimension, nested, **options)
+
+    def default_name(self) -> str:
+        return "load_partitioned"
+
+    def step_fingerprint(self) -> str:
+        return f"{super().step_fingerprint()}|{self.data_partition_column}|{self.hive_partitioning}"
+
+    def output_schema(self) -> Any:
+        return self.input_schemas()[0]
+
+    def process_partition(self, task: Any, inputs: List[Any]) -> Any:
+        from mpipipe.logical.dataset import _partition_key
+        from mpipipe.steps.partio import bucket_dir, write_manifest
+
+        groups: List[List[Any]] = [[] for _ in range(self.nbuckets)]
+        for frag in inputs[0].fragments:
+            key = _partition_key(frag.path, self.data_partition_column, self.hive_partitioning)
+            if key is None:
+                continue
+            if not 0 <= key < self.nbuckets:
+                raise PlanError(f"node {self.name!r}: {frag.path} holds partition {key}, outside "
+                                f"0..{self.nbuckets - 1}")
+            groups[key].append(frag)
+        schema = self.output_schema() or (inputs[0].schema() if inputs[0].fragments else None)
+        for b, frags in enumerate(groups):
+            write_manifest(bucket_dir(task.output_dir, b), frags, schema)
+        return {"fragments": len(inputs[0].fragments)}
+
+
+class UserPartitionedDataSourceNode(DataNode):
+    """A source whose partitions are given: partition i reads `partitioned_datasets[i]` (zero-copy)."""
+
+    kind = "partitioned_source"
+
+    def __init__(self, ctx: Context, partitioned_datasets: Sequence[Any], dimension: Optional[str] = None,
+                 name: Optional[str] = None, version: str = "", **options: Any) -> None:
+        label = name or options.get("output_name") or self.kind
+        if not partitioned_datasets:
+            raise PlanError(f"node {label!r} needs at least one dataset")
+        self.datasets = [dataset_for(d) for d in partitioned_datasets]
+        try:
+            self._fragments = [d.fragments() for d in self.datasets]
+            self._fingerprint = "|".join(d.fingerprint() for d in self.datasets)
+        except PlanError as e:
+            raise PlanError(f"node {label!r}: {e}") from None
+        self.dimension = dimension
+        schema = next((d.schema() for d in self.datasets if d.in_memory_table() is not None or d.fragments()), None)
+        from mpipipe.steps.partio import nullable_schema
+
+        self._schema = nullable_schema(schema) if schema is not None else None
+        super().__init__(ctx, (), len(self.datasets), name, version, **options)
+
+    def default_name(self) -> str:
+        return "partitioned_source"
+
+    def step_fingerprint(self) -> str:
+        return self._fingerprint
+
+    def output_schema(self) -> Any:
+        return self._schema
+
+    def process_partition(self, task: Any, inputs: List[Any]) -> Any:
+        from mpipipe.steps.partio import write_manifest, write_table
+
+        ds = self.datasets[task.partition]
+        table = ds.in_memory_table()
+        if table is not None:
+            write_table(table, task.output_dir)
+            return {"rows": table.num_rows}
+        write_manifest(task.output_dir, self._fragments[task.partition], self._schema)
+        return {"files": len(self._fragments[task.partition])}

@@ -7,15 +7,15 @@ from typing import Any, List, Optional
 from mpipipe.errors import PlanError
 from mpipipe.logical.datanode import DataNode, Inputs, _as_inputs
 from mpipipe.logical.dataset import is_uri
-from mpipipe.logical.node import Context
+from mpipipe.logical.plan import Context
 
 
 class DataSinkNode(DataNode):
     """Put every partition of the inputs into `output_path`.
 
     type="link" hard-links the Parquet files (symlinks across file systems),
-    "copy" copies them (also to object-store URIs), "manifest" writes only
-    `manifest.json` listing the files. Files that are not Parquet (what a
+    "copy" copies them (also to object-store URIs), "manifest" (smallpond:
+    `manifest_only=True`) writes only `manifest.json` listing the files. Files that are not Parquet (what a
     PythonScriptNode or ComputeNode wrote) go to `<input>-<partition>/`. Every
     Parquet footer is read before anything is written, so the folder appears
     complete or not at all, never over a corrupt file; a folder mpipipe did not
@@ -26,10 +26,15 @@ class DataSinkNode(DataNode):
     gathers = True
 
     def __init__(self, ctx: Context, inputs: Inputs, output_path: str, type: str = "link",
-                 name: Optional[str] = None, version: str = "") -> None:
+                 manifest_only: bool = False, is_final_node: bool = False, name: Optional[str] = None,
+                 version: str = "", **options: Any) -> None:
         from mpipipe.steps.sink import SINK_TYPES, foreign_contents
 
-        label = name or "sink"
+        label = name or options.get("output_name") or "sink"
+        if manifest_only:
+            type = "manifest"
+        if type == "link_or_copy":  # smallpond's: links where it can, copies elsewhere, as "link" does here
+            type = "link"
         deps, _ = _as_inputs(inputs)
         if not deps:
             raise PlanError(f"node {label!r} needs at least one input")
@@ -59,7 +64,7 @@ class DataSinkNode(DataNode):
         self.type = type
         # a local sink is reused from the journal only while its folder is still there
         self.reuse_check = "" if remote else "target/_MPIPIPE_SINK"
-        super().__init__(ctx, deps, 1, name, version)
+        super().__init__(ctx, deps, 1, name, version, **options)
 
     def default_name(self) -> str:
         return "sink"
@@ -82,3 +87,25 @@ class DataSinkNode(DataNode):
         return sink_local(self.output_path, self.type, named, task.output_dir, getattr(task, "job_dir", ""))
 
 
+
+
+class RootNode(DataNode):
+    """Ties several nodes into one plan root; it writes nothing (each input's outputs stay its own)."""
+
+    kind = "root"
+    gathers = True
+
+    def __init__(self, ctx: Context, inputs: Inputs, name: Optional[str] = None, version: str = "") -> None:
+        deps, _ = _as_inputs(inputs)
+        if not deps:
+            raise PlanError(f"node {name or 'root'!r} needs at least one input")
+        super().__init__(ctx, deps, 1, name, version)
+
+    def default_name(self) -> str:
+        return "root"
+
+    def input_data(self, task: Any) -> List[Any]:
+        return []
+
+    def process_partition(self, task: Any, inputs: List[Any]) -> Any:
+        return {}

@@ -7,43 +7,83 @@ Arrow tables, record-batch readers or pandas frames, one per input node.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union  # noqa: F401
 
 from mpipipe.errors import PlanError
 from mpipipe.logical.datanode import (DataNode, Inputs, _as_inputs, is_bucketed, num_outputs, output_schema_of,
-                                      rows_written)
-from mpipipe.logical.node import Context, Node, code_fingerprint
+                                      partition_folders, rows_written)
+from mpipipe.logical.plan import Context, Node, code_fingerprint
 from mpipipe.steps.tables import to_table
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+PARTITION_PLACEHOLDERS = ("__data_partition__", "__partition__")
+_PARTITION_MARK = "__mpipipe_partition_index__"
+
+
 class SqlEngineNode(DataNode):
     """Run a DuckDB query on each partition; inputs are `{0}`, `{1}`, ... or `{name}` in the query.
 
-    Several statements may be given (separated by `;`): all but the last run
-    first (e.g. CREATE MACRO), the last one's result is the partition's output.
+    Several statements may be given (separated by `;`, or as a list): all but the last run first (e.g.
+    CREATE MACRO), the last one's result is the partition's output. `{__data_partition__}` is the
+    partition's number. `udfs` names functions made with `ctx.create_function(...)`. The query is parsed
+    and bound against the inputs' columns when the plan is made (LogicalPlan, or a DataFrame action), so a
+    bad query fails before anything runs, with the query in the message.
     """
 
     kind = "sql"
 
     def __init__(self, ctx: Context, inputs: Inputs, sql_query: Union[str, Sequence[str]],
                  npartitions: Optional[int] = None, name: Optional[str] = None, version: str = "",
-                 cpus: Optional[int] = None, memory: Union[int, str, None] = None,
-                 cpu_limit: Optional[int] = None, memory_limit: Union[int, str, None] = None,
-                 resources: Any = None) -> None:
-        from mpipipe.steps import sql as S
-
-        label = name or "sql"
+                 cpus: Optional[int] = None, memory: Union[int, str, None] = None, resources: Any = None, *,
+                 udfs: Optional[Sequence[Any]] = None, **options: Any) -> None:
+        label = name or options.get("output_name") or "sql"
         deps, names = _as_inputs(inputs)
-        names = names or tuple(d.name for d in deps)
+        self._input_labels = tuple(names or tuple(d.name for d in deps))
         text = sql_query if isinstance(sql_query, str) else ";\n".join(sql_query)
         if not isinstance(text, str) or not text.strip():
             raise PlanError(f"node {label!r}: the SQL query is empty")
         self.sql_query = text
-        self.statements = S.split_statements(label, S.substitute(label, text, names))
-        super().__init__(ctx, inputs, npartitions, name, version, cpus or cpu_limit, memory or memory_limit, resources)
-        self._schema = S.output_schema(self.name, self.statements, self.input_schemas()) if self._bindable() else None
+        self.udfs = [ctx.udf(u) if isinstance(u, str) else u for u in (udfs or ())]
+        self._statements: Optional[List[str]] = None
+        self._schema: Any = None
+        self._bound = False
+        super().__init__(ctx, inputs, npartitions, name, version, cpus, memory, resources, **options)
+        try:  # what it can tell now, for the nodes built on it; a bad query is reported by check_plan()
+            self.check_plan()
+        except PlanError:
+            pass
+
+    @property
+    def statements(self) -> List[str]:
+        if self._statements is None:
+            from mpipipe.steps import sql as S
+
+            text = self.sql_query
+            for ph in PARTITION_PLACEHOLDERS:
+                text = text.replace("{" + ph + "}", _PARTITION_MARK)
+            try:
+                self._statements = S.split_statements(self.name, S.substitute(self.name, text, self._input_labels))
+            except PlanError as e:
+                raise PlanError(f"{e} (query: {_short(self.sql_query)})") from None
+        return self._statements
+
+    def check_plan(self) -> None:
+        """Parse and bind the query (raises PlanError naming the node and quoting the query)."""
+        from mpipipe.steps import sql as S
+
+        super().check_plan()
+        statements = self.statements
+        if self._bound:
+            return
+        if self._bindable() and not self.udfs:
+            bind = [s.replace(_PARTITION_MARK, "0") for s in statements]
+            try:
+                self._schema = S.output_schema(self.name, bind, self.input_schemas())
+            except PlanError as e:
+                raise PlanError(f"{e} (query: {_short(self.sql_query)})") from None
+        self._bound = True
 
     def _bindable(self) -> bool:
         """Binding runs the leading statements on an empty database: only when they have no side effects."""
@@ -54,17 +94,17 @@ class SqlEngineNode(DataNode):
         return "sql"
 
     def step_fingerprint(self) -> str:
-        return self.sql_query
+        return self.sql_query + "".join(f"|{u.fingerprint()}" for u in self.udfs)
 
     def describe(self) -> str:
-        short = " ".join(self.sql_query.split())
-        return f"sql {short[:60] + '...' if len(short) > 60 else short!r}"
+        return f"sql {_short(self.sql_query, 60)!r}"
 
     def output_schema(self) -> Any:
         return self._schema
 
     def process_partition(self, task: Any, inputs: List[Any]) -> Any:
         import os
+        import shutil
 
         from mpipipe.steps import sql as S
 
@@ -72,66 +112,162 @@ class SqlEngineNode(DataNode):
         out = os.path.join(task.output_dir, "part-0.parquet")
         con = S.connect(threads, memory, os.path.join(task.output_dir, ".tmp"))
         try:
-            S.run_query(con, self.statements, inputs, out)
+            for u in self.udfs:
+                u.register(con)
+            statements = [s.replace(_PARTITION_MARK, str(task.partition)) for s in self.statements]
+            S.run_query(con, statements, inputs, out)
         finally:
             con.close()
-        import shutil
-
         shutil.rmtree(os.path.join(task.output_dir, ".tmp"), ignore_errors=True)
         return rows_written(task.output_dir)
 
 
+def _short(sql: str, width: int = 200) -> str:
+    text = " ".join(sql.split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 class ProjectionNode(SqlEngineNode):
-    """Keep (or compute) some columns: names of input columns, or SQL expressions such as `a + b AS c`."""
+    """Keep (or compute) some columns: names of input columns, or SQL expressions such as `a + b AS c`.
+
+    `generated_columns` adds DuckDB's "filename" and "file_row_number" of each row (Parquet input);
+    `union_by_name=True` lines up the columns of input files by name (files with different columns).
+    """
 
     kind = "projection"
 
-    def __init__(self, ctx: Context, inputs: Inputs, columns: Sequence[str], name: Optional[str] = None,
-                 version: str = "") -> None:
+    def __init__(self, ctx: Context, inputs: Inputs, columns: Optional[Sequence[str]] = None,
+                 generated_columns: Optional[Sequence[str]] = None, union_by_name: Optional[bool] = None,
+                 name: Optional[str] = None, version: str = "", **options: Any) -> None:
+        from mpipipe.io.common import GENERATED_COLUMNS
+
         deps, _ = _as_inputs(inputs)
-        label = name or "projection"
+        label = name or options.get("output_name") or "projection"
         if len(deps) != 1:
             raise PlanError(f"node {label!r} projects exactly one input, got {len(deps)}")
-        cols = [columns] if isinstance(columns, str) else list(columns)
+        cols = ["*"] if columns is None else [columns] if isinstance(columns, str) else list(columns)
         if not cols:
             raise PlanError(f"node {label!r}: give at least one column")
+        gen = list(generated_columns or [])
+        bad = [g for g in gen if g not in GENERATED_COLUMNS]
+        if bad:
+            raise PlanError(f"node {label!r}: generated_columns may be {list(GENERATED_COLUMNS)}, got {bad}")
         schema = output_schema_of(deps[0])
         names = schema.names if schema is not None else []
         exprs = ['"' + c.replace('"', '""') + '"' if c in names or (_IDENT.fullmatch(c) and not names) else c
                  for c in cols]
         self.columns = cols
-        super().__init__(ctx, deps, f"SELECT {', '.join(exprs)} FROM {{0}}", name=name or "projection", version=version)
+        self.generated_columns = gen
+        self.union_by_name = bool(union_by_name)
+        select = ", ".join(exprs + ['"' + g + '"' for g in gen if g not in cols])
+        super().__init__(ctx, deps, f"SELECT {select} FROM {{0}}", name=name or options.pop("output_name", None)
+                         or "projection", version=version, **options)
 
     def default_name(self) -> str:
         return "projection"
 
+    def step_fingerprint(self) -> str:
+        return f"{super().step_fingerprint()}|{self.generated_columns}|{self.union_by_name}"
+
+    def check_plan(self) -> None:
+        if self.generated_columns or self.union_by_name:
+            DataNode.check_plan(self)
+            self.statements  # noqa: B018 - parse only: the input gains columns when it is read
+            self._bound = True
+            return
+        super().check_plan()
+
     def describe(self) -> str:
-        return f"projection {', '.join(self.columns)}"
+        return f"projection {', '.join(self.columns + self.generated_columns)}"
+
+    def input_data(self, task: Any) -> List[Any]:
+        data = super().input_data(task)
+        if not (self.generated_columns or self.union_by_name):
+            return data
+        return [_WithColumns(d, self.generated_columns, self.union_by_name) for d in data]
+
+
+class _WithColumns:
+    """An input read with DuckDB's generated columns and/or its files' columns lined up by name."""
+
+    def __init__(self, data: Any, generated: Sequence[str], by_name: bool) -> None:
+        self.data = data
+        self.generated = list(generated)
+        self.by_name = by_name
+        self.fragments = data.fragments
+
+    def duckdb_source(self, con: Any, name: str) -> None:
+        from mpipipe.steps.partio import _duck_reader, _open, _quote
+
+        frags = self.data.checked().fragments
+        if not frags:
+            con.register(name, self.data.schema().empty_table())
+            return
+        if any(f.format != "parquet" for f in frags):
+            if self.generated:
+                raise PlanError(f"generated_columns need Parquet input; {frags[0].path} is {frags[0].format}")
+            opts = frags[0].options + (("union_by_name", True),)
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {_quote(name)} AS SELECT * FROM "
+                        f"{_duck_reader(frags[0].format, [_open(f.path)[1] for f in frags], opts)}")
+            return
+        extra = tuple((g, True) for g in self.generated if g != "file_row_number") + (("file_row_number", True),)
+        opts = extra + ((("union_by_name", True),) if self.by_name else ())
+        drop = "" if "file_row_number" in self.generated else " EXCLUDE (file_row_number)"
+        parts = []
+        for f in frags:
+            where = ""
+            if f.rows is not None:
+                where = f" WHERE file_row_number BETWEEN {f.rows[0]} AND {f.rows[1] - 1}"
+            elif f.row_groups is not None:
+                import pyarrow.parquet as pq
+
+                md = pq.read_metadata(_open(f.path)[1])
+                starts = [0]
+                for g in range(md.num_row_groups):
+                    starts.append(starts[-1] + md.row_group(g).num_rows)
+                ranges = " OR ".join(f"file_row_number BETWEEN {starts[g]} AND {starts[g + 1] - 1}"
+                                     for g in f.row_groups)
+                where = f" WHERE {ranges}"
+            parts.append(f"SELECT *{drop} FROM {_duck_reader('parquet', [_open(f.path)[1]], opts)}{where}")
+        glue = " UNION ALL BY NAME " if self.by_name else " UNION ALL "
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {_quote(name)} AS {glue.join(parts)}")
 
 
 def _fn_name(fn: Any, fallback: str) -> str:
-    from mpipipe.logical.node import _NAME_RE
+    from mpipipe.logical.plan import _NAME_RE
 
     name = getattr(fn, "__name__", "")
     return name if name and _NAME_RE.fullmatch(name) else fallback
 
 
 class _FunctionNode(DataNode):
-    """A node whose body is `process(runtime_ctx, inputs)`: a function given, or the method overridden."""
+    """A node whose body is `process(runtime_ctx, inputs)`: a function given (`process`, or smallpond's
+    `process_func`), or the method overridden. `runtime_ctx` is the TaskContext with smallpond's
+    RuntimeContext names (`task.cpu_limit`, `task.python_random_gen`, ...)."""
 
     def __init__(self, ctx: Context, inputs: Inputs, process: Optional[Callable[..., Any]] = None,
                  npartitions: Optional[int] = None, name: Optional[str] = None, version: str = "",
                  cpus: Optional[int] = None, memory: Union[int, str, None] = None,
-                 output_schema: Any = None, resources: Any = None) -> None:
-        overridden = type(self).process is not _FunctionNode.process
+                 output_schema: Any = None, resources: Any = None, *,
+                 process_func: Optional[Callable[..., Any]] = None, **options: Any) -> None:
+        if process is not None and process_func is not None:
+            raise PlanError(f"node {name or self.kind!r}: give process or process_func, not both")
+        process = process if process is not None else process_func
+        overridden = type(self).process is not _FunctionNode.process and not getattr(type(self).process,
+                                                                                      "_mpipipe_default", False)
         if process is None and not overridden:
             raise PlanError(f"{type(self).__name__} needs a process function (or a subclass that overrides process)")
         if process is not None and not callable(process):
             raise PlanError(f"node {name or self.kind!r}: process must be callable, got {type(process).__name__}")
         self.process_fn = process
         self._declared_schema = output_schema
+        name = name or options.pop("output_name", None)
         super().__init__(ctx, inputs, npartitions, name or (_fn_name(process, self.kind) if process else None),
-                         version, cpus, memory, resources)
+                         version, cpus, memory, resources, **options)
+
+    @property
+    def process_func(self) -> Optional[Callable[..., Any]]:
+        return self.process_fn
 
     def default_name(self) -> str:
         return self.kind
@@ -139,6 +275,8 @@ class _FunctionNode(DataNode):
     def process(self, runtime_ctx: Any, inputs: List[Any]) -> Any:
         assert self.process_fn is not None
         return self.process_fn(runtime_ctx, inputs)
+
+    process._mpipipe_default = True  # type: ignore[attr-defined]
 
     def step_fingerprint(self) -> str:
         if self.process_fn is None:
@@ -164,31 +302,32 @@ class ArrowComputeNode(_FunctionNode):
     def process_partition(self, task: Any, inputs: List[Any]) -> Any:
         from mpipipe.steps.partio import write_table
 
-        table = to_table(self.process(task, [d.to_arrow() for d in inputs]), f"node {self.name!r}")
+        table = to_table(self.process(self.runtime_context(task), [self._read(d) for d in inputs]),
+                         f"node {self.name!r}")
         write_table(table, task.output_dir)
         return {"rows": table.num_rows}
 
+    def _read(self, data: Any) -> Any:
+        return data.to_arrow()
 
-class PandasComputeNode(_FunctionNode):
+
+class PandasComputeNode(ArrowComputeNode):
     """`process(runtime_ctx, dataframes) -> dataframe`: pandas in, pandas out."""
 
     kind = "pandas"
 
-    def process_partition(self, task: Any, inputs: List[Any]) -> Any:
-        from mpipipe.steps.partio import write_table
-
-        table = to_table(self.process(task, [d.to_pandas() for d in inputs]), f"node {self.name!r}")
-        write_table(table, task.output_dir)
-        return {"rows": table.num_rows}
+    def _read(self, data: Any) -> Any:
+        return data.to_pandas()
 
 
 class ArrowStreamNode(_FunctionNode):
     """`process(runtime_ctx, readers) -> iterable of batches`: streams partitions that do not fit in memory.
 
-    Output is checkpointed every `checkpoint_batches` input batches (or
-    `checkpoint_seconds`), so a retried attempt skips the input batches already
-    done. For that, yield the output of each batch before reading the next one
-    (the natural way to write a stream); set `checkpoint=False` otherwise.
+    Output is checkpointed every `checkpoint_batches` input batches (or `checkpoint_seconds`, smallpond's
+    `secs_checkpoint_interval`), so a retried attempt skips the input batches already done. For that, yield
+    the output of each batch before reading the next one (the natural way to write a stream); set
+    `checkpoint=False` otherwise. `batch_size` is smallpond's `streaming_batch_size`. A yielded
+    StreamOutput(table, ..., force_checkpoint=True) checkpoints at once.
     """
 
     kind = "arrow_stream"
@@ -197,7 +336,11 @@ class ArrowStreamNode(_FunctionNode):
                  npartitions: Optional[int] = None, name: Optional[str] = None, version: str = "",
                  cpus: Optional[int] = None, memory: Union[int, str, None] = None, output_schema: Any = None,
                  batch_size: int = 65536, checkpoint: bool = True, checkpoint_batches: int = 32,
-                 checkpoint_seconds: float = 60.0, resources: Any = None) -> None:
+                 checkpoint_seconds: float = 60.0, resources: Any = None, *,
+                 streaming_batch_size: Optional[int] = None, secs_checkpoint_interval: Optional[float] = None,
+                 **options: Any) -> None:
+        batch_size = streaming_batch_size or batch_size
+        checkpoint_seconds = secs_checkpoint_interval or checkpoint_seconds
         if batch_size < 1 or checkpoint_batches < 1 or checkpoint_seconds <= 0:
             raise PlanError(f"node {name or self.kind!r}: batch_size and checkpoint_batches must be >= 1 and "
                             "checkpoint_seconds > 0")
@@ -205,7 +348,12 @@ class ArrowStreamNode(_FunctionNode):
         self.checkpoint = checkpoint
         self.checkpoint_batches = checkpoint_batches
         self.checkpoint_seconds = checkpoint_seconds
-        super().__init__(ctx, inputs, process, npartitions, name, version, cpus, memory, output_schema, resources)
+        super().__init__(ctx, inputs, process, npartitions, name, version, cpus, memory, output_schema, resources,
+                         **options)
+
+    @property
+    def streaming_batch_size(self) -> int:
+        return self.batch_size
 
     def step_fingerprint(self) -> str:
         return f"{super().step_fingerprint()}|{self.batch_size}"
@@ -216,13 +364,80 @@ class ArrowStreamNode(_FunctionNode):
         return run_stream(self, task, inputs)
 
 
+class ArrowBatchNode(ArrowStreamNode):
+    """`process(runtime_ctx, tables) -> table`, called per batch of `streaming_batch_size` rows: the
+    inputs are read in step, one batch of each (an input that has run out gives an empty table)."""
+
+    kind = "arrow_batch"
+
+    def _convert(self, table: Any) -> Any:
+        return table
+
+    def process_batch(self, runtime_ctx: Any, tables: List[Any]) -> Any:
+        if self.process_fn is not None:
+            return self.process_fn(runtime_ctx, tables)
+        return type(self).process(self, runtime_ctx, tables)  # a subclass's own process(ctx, tables)
+
+    def process(self, runtime_ctx: Any, inputs: List[Any]) -> Any:  # type: ignore[override]
+        """Hook (override with process(runtime_ctx, tables) -> table); by default the function given."""
+        assert self.process_fn is not None
+        return self.process_fn(runtime_ctx, inputs)
+
+    process._mpipipe_default = True  # type: ignore[attr-defined]
+
+    def _stream(self, runtime_ctx: Any, readers: List[Any]) -> Any:
+        import pyarrow as pa
+
+        iters = [iter(r) for r in readers]
+        while True:
+            batches = [next(it, None) for it in iters]
+            if all(b is None for b in batches):
+                return
+            tables = [pa.Table.from_batches([b]) if b is not None else r.schema.empty_table()
+                      for b, r in zip(batches, readers)]
+            yield self.process(runtime_ctx, [self._convert(t) for t in tables])
+
+    def process_partition(self, task: Any, inputs: List[Any]) -> Any:
+        from mpipipe.steps.stream import run_stream
+
+        return run_stream(_BatchRunner(self), task, inputs)
+
+
+class _BatchRunner:
+    """Presents a batch node to the stream runner: its process() turns readers into per-batch calls."""
+
+    def __init__(self, node: ArrowBatchNode) -> None:
+        self._node = node
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._node, name)
+
+    def runtime_context(self, task: Any) -> Any:
+        return self._node.runtime_context(task)
+
+    def process(self, runtime_ctx: Any, readers: List[Any]) -> Any:
+        return self._node._stream(runtime_ctx, readers)
+
+
+class PandasBatchNode(ArrowBatchNode):
+    """`process(runtime_ctx, dataframes) -> dataframe`, per batch of `streaming_batch_size` rows."""
+
+    kind = "pandas_batch"
+
+    def _convert(self, table: Any) -> Any:
+        from mpipipe.steps.partio import pandas_frame
+
+        return pandas_frame(table)
+
+
 class PythonScriptNode(_FunctionNode):
     """`process(runtime_ctx, input_datasets, output_path)`: free-form; write any files into output_path.
 
-    input_datasets are PartitionData objects (`.paths`, `.to_arrow()`,
-    `.reader()`, `.other_files`, ...). Returning False fails the attempt. A
-    DataSinkNode takes the files it writes as they are; nodes that read tables
-    need Parquet.
+    input_datasets are datasets with both faces: smallpond's (`resolved_paths`, `num_files`, `num_rows`,
+    `to_arrow_table()`, ...) and PartitionData's (`.paths`, `.to_arrow()`, `.reader()`, `.other_files`,
+    ...). Returning False fails the attempt. A DataSinkNode takes the files it writes as they are; nodes
+    that read tables need Parquet. As in smallpond, a subclass may instead override `spawn(*args,
+    **kwargs)` to return a PythonScriptTask whose `process(runtime_ctx, input_datasets, output_path)` runs.
     """
 
     kind = "python"
@@ -231,20 +446,44 @@ class PythonScriptNode(_FunctionNode):
         assert self.process_fn is not None
         return self.process_fn(runtime_ctx, inputs, output_path)
 
+    process._mpipipe_default = True  # type: ignore[attr-defined]
+
+    def __init__(self, ctx: Context, inputs: Inputs, process: Optional[Callable[..., Any]] = None,
+                 *args: Any, **kwargs: Any) -> None:
+        if process is None and kwargs.get("process_func") is None and type(self).spawn is not PythonScriptNode.spawn:
+            process = _spawned
+        super().__init__(ctx, inputs, process, *args, **kwargs)
+
+    def spawn(self, *args: Any, **kwargs: Any) -> Any:
+        """Hook (smallpond): return the PythonScriptTask whose process() does the work."""
+        from mpipipe.execution.task import PythonScriptTask
+
+        return PythonScriptTask(*args, **kwargs)
+
     def process_partition(self, task: Any, inputs: List[Any]) -> Any:
-        ok = self.process(task, inputs, task.output_dir)
+        from mpipipe.logical.dataset import partition_dataset
+
+        rc = self.runtime_context(task)
+        datasets = [partition_dataset(d) for d in inputs]
+        if self.process_fn is _spawned:
+            runner = self.spawn(rc, [], [], None, self.name, self.publish_path, self.cpus or 1, self.gpu_limit,
+                                self.memory)
+            runner.bind(rc)
+            runner.initialize()
+            try:
+                ok = runner.process(rc, datasets, task.output_dir)
+            finally:
+                runner.finalize()
+        else:
+            ok = self.process(rc, datasets, task.output_dir)
         if ok is False:
             raise RuntimeError(f"node {self.name!r}: process returned False")
         return rows_written(task.output_dir)
 
 
-def partition_folders(dep: Node, paths: Sequence[str], j: int) -> List[str]:
-    """The folders holding partition j of `dep`, given all of its task outputs."""
-    from mpipipe.steps.partio import bucket_dir
-
-    if is_bucketed(dep):
-        return [bucket_dir(d, j) for d in paths]
-    return [paths[j]]
+def _spawned(*_args: Any) -> Any:
+    """Marks a PythonScriptNode whose work is done by the task its spawn() returns."""
+    raise AssertionError("never called")
 
 
 class _ZeroCopyNode(DataNode):
@@ -280,11 +519,12 @@ class UnionNode(_ZeroCopyNode):
 
     kind = "union"
 
-    def __init__(self, ctx: Context, inputs: Inputs, name: Optional[str] = None, version: str = "") -> None:
+    def __init__(self, ctx: Context, inputs: Inputs, name: Optional[str] = None, version: str = "",
+                 **options: Any) -> None:
         from mpipipe.steps.partio import check_schema_compatible
 
         deps, _ = _as_inputs(inputs)
-        label = name or "union"
+        label = name or options.get("output_name") or "union"
         if len(deps) < 1:
             raise PlanError(f"node {label!r} needs at least one input")
         check_schema_compatible(label, {d.name: output_schema_of(d) for d in deps})
@@ -293,7 +533,7 @@ class UnionNode(_ZeroCopyNode):
         for d in deps:
             self._offsets.append(total)
             total += num_outputs(d)
-        super().__init__(ctx, deps, total, name, version)
+        super().__init__(ctx, deps, total, name, version, **options)
 
     def default_name(self) -> str:
         return "union"
@@ -307,27 +547,66 @@ class UnionNode(_ZeroCopyNode):
 
 
 class ConsolidateNode(_ZeroCopyNode):
-    """Merge neighbouring partitions into `npartitions` larger ones (no data is copied)."""
+    """Merge neighbouring partitions into `npartitions` larger ones (no data is copied); or, as in smallpond,
+    give the dimensions to keep (`["host_partition"]`): partitions that agree on those dimensions' indexes
+    are merged (a nested partitioning folded back into its outer one)."""
 
     kind = "consolidate"
 
-    def __init__(self, ctx: Context, inputs: Inputs, npartitions: int = 1, name: Optional[str] = None,
-                 version: str = "") -> None:
+    def __init__(self, ctx: Context, inputs: Inputs, npartitions: Union[int, Sequence[str]] = 1,
+                 name: Optional[str] = None, version: str = "", **options: Any) -> None:
+        from mpipipe.logical.datanode import partition_dims
+
         deps, _ = _as_inputs(inputs)
-        label = name or "consolidate"
+        label = name or options.get("output_name") or "consolidate"
         if len(deps) != 1:
             raise PlanError(f"node {label!r} consolidates exactly one input, got {len(deps)}")
-        if isinstance(npartitions, int) and npartitions > num_outputs(deps[0]):
+        self.dimensions: Optional[List[str]] = None
+        if not isinstance(npartitions, int) and isinstance(npartitions, (list, tuple, set)):
+            self.dimensions = [str(d) for d in npartitions]
+            dims = partition_dims(deps[0])
+            known = [d for d, _ in dims]
+            missing = [d for d in self.dimensions if d not in known]
+            if missing:
+                raise PlanError(f"node {label!r}: dimension(s) {missing} are not partition dimensions of "
+                                f"{deps[0].name!r} (it has {known or 'none'})")
+            self._kept = [(i, n) for i, (d, n) in enumerate(dims) if d in self.dimensions]
+            self._sizes = [n for _, n in dims]
+            npartitions = 1
+            for _, n in self._kept:
+                npartitions *= n
+        elif isinstance(npartitions, int) and npartitions > num_outputs(deps[0]):
             raise PlanError(f"node {label!r}: cannot consolidate {num_outputs(deps[0])} partitions into "
                             f"{npartitions}; use a DataSetPartitionNode to split")
-        super().__init__(ctx, deps, npartitions, name, version)
+        super().__init__(ctx, deps, npartitions, name, version, **options)
 
     def default_name(self) -> str:
         return "consolidate"
 
+    def step_fingerprint(self) -> str:
+        return f"{self.dimensions}"
+
     def sources(self, p: int) -> List[tuple]:
         k = num_outputs(self.inputs[0])
-        return [(0, j) for j in range(p * k // self.npartitions, (p + 1) * k // self.npartitions)]
+        if self.dimensions is None:
+            return [(0, j) for j in range(p * k // self.npartitions, (p + 1) * k // self.npartitions)]
+        want = []
+        rest = p
+        for _, n in reversed(self._kept):
+            want.append(rest % n)
+            rest //= n
+        want.reverse()
+        kept = dict(zip((i for i, _ in self._kept), want))
+        out = []
+        for j in range(k):
+            idx, rest = [], j
+            for n in reversed(self._sizes):
+                idx.append(rest % n)
+                rest //= n
+            idx.reverse()
+            if all(idx[i] == v for i, v in kept.items()):
+                out.append((0, j))
+        return out
 
     def output_schema(self) -> Any:
         return self.input_schemas()[0]
@@ -339,12 +618,13 @@ class LimitNode(DataNode):
     kind = "limit"
     gathers = True
 
-    def __init__(self, ctx: Context, inputs: Inputs, limit: int, name: Optional[str] = None, version: str = "") -> None:
-        label = name or "limit"
+    def __init__(self, ctx: Context, inputs: Inputs, limit: int, name: Optional[str] = None, version: str = "",
+                 **options: Any) -> None:
+        label = name or options.get("output_name") or "limit"
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise PlanError(f"node {label!r}: limit must be a whole number >= 0, got {limit!r}")
         self.limit = limit
-        super().__init__(ctx, inputs, 1, name, version)
+        super().__init__(ctx, inputs, 1, name, version, **options)
 
     def default_name(self) -> str:
         return "limit"

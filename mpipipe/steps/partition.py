@@ -97,11 +97,13 @@ def bucket_with_sql(task: Any, data: PartitionData, bucket_sql: str, nbuckets: i
     try:
         data.duckdb_source(con, "__mpipipe_in")
         extra: Tuple[str, ...] = (f"{bucket_sql} AS {_quote(partition_column)}",) if partition_column else ()
-        bad = check and con.sql(f"SELECT count(*) FROM (SELECT {bucket_sql} AS b FROM __mpipipe_in) "
-                                f"WHERE b IS NULL OR b < 0 OR b >= {nbuckets}").fetchall()[0][0]
+        bad, key = (con.sql(f"SELECT count(*), max(b) FROM (SELECT {bucket_sql} AS b FROM __mpipipe_in) "
+                            f"WHERE b IS NULL OR b < 0 OR b >= {nbuckets}").fetchall()[0] if check else (0, None))
         if bad:
-            raise DataError(f"{bad} row(s) have a partition number outside 0..{nbuckets - 1}, not a whole number, "
-                            "or NULL; fix the partition column or the number of partitions")
+            shown = "NULL (or not a whole number)" if key is None else key
+            raise DataError(f"partition key {shown} is out of range 0-{nbuckets - 1}: {bad} row(s) have a partition "
+                            f"number outside 0..{nbuckets - 1}, not a whole number, or NULL; fix the partition "
+                            "column or the number of partitions")
         copy_partitioned(con, "SELECT * FROM __mpipipe_in", bucket_sql, out, extra)
         schema = con.sql(f"SELECT *{''.join(', ' + x for x in extra)} FROM __mpipipe_in LIMIT 0").to_arrow_table().schema
     finally:

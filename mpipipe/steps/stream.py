@@ -98,7 +98,13 @@ def run_stream(node: Any, task: Any, inputs: List[PartitionData]) -> Dict[str, A
 
     os.makedirs(folder, exist_ok=True)
     schema = None
-    for item in node.process(task, readers) or ():
+    make_ctx = getattr(node, "runtime_context", None)
+    for item in node.process(make_ctx(task) if make_ctx is not None else task, readers) or ():
+        force = bool(getattr(item, "force_checkpoint", False)) and hasattr(item, "batch_indices")
+        if force:  # a StreamOutput(table, batch_indices, force_checkpoint)
+            item = item.output
+        elif hasattr(item, "batch_indices") and hasattr(item, "output"):
+            item = item.output
         table = to_table(item, f"node {node.name!r}")
         if writer is None:
             tmp_path = os.path.join(folder, f".chunk.{os.getpid()}.tmp")
@@ -107,7 +113,7 @@ def run_stream(node: Any, task: Any, inputs: List[PartitionData]) -> Dict[str, A
         writer.write_table(table.cast(writer.schema) if table.schema != writer.schema else table)
         rows_in_chunk += table.num_rows
         done = sum(c.pulled - b for c, b in zip(counters, base))
-        if done >= node.checkpoint_batches or time.monotonic() - last >= node.checkpoint_seconds:
+        if force or done >= node.checkpoint_batches or time.monotonic() - last >= node.checkpoint_seconds:
             finish_chunk()
     finish_chunk()
     out = task.output_dir
