@@ -191,9 +191,9 @@ def test_a_script_that_has_its_own_time_flag_keeps_it():
     assert d.builtin_arguments() == {"slurm_time": "10:00", "slurm_nodes": 3}
 
 
-def test_help_lists_the_slurm_flags(capsys):
+def test_help_all_lists_the_slurm_flags(capsys):
     with pytest.raises(SystemExit):
-        Driver(args=["--help"]).get_arguments()
+        Driver(args=["--help-all"]).get_arguments()
     out = capsys.readouterr().out
     assert "SLURM options" in out and "SP_SLURM_<NAME>" in out
     for flag in ("--partition", "--slurm-partition", "--nodes", "--ntasks-per-node", "--time", "--detach",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Dict, Iterable, List, Optional, Union
@@ -257,7 +258,10 @@ def load_launcher_config(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]
         raise ConfigError(f"cannot read launcher config {path}: {e}") from None
     try:
         if ext == ".toml":
-            import tomllib
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # Python 3.10: the same parser, installed as tomli (a dependency there)
+                import tomli as tomllib
 
             data = tomllib.loads(raw.decode("utf-8"))
         elif ext == ".json":
