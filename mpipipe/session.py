@@ -107,7 +107,8 @@ class Session(DataFrameSession):
     _runtime_ctx = runtime_ctx  # the private name smallpond's own tests read
 
     def shutdown(self) -> None:
-        """Stop this process's executors now (they also stop at exit); a later action starts new ones."""
+        """Stop this process's executors now (they also stop at exit). Local executors start again for a later
+        action; the ranks of an MPI world leave for good, so call it last there."""
         from mpipipe.jobmanager import shutdown
 
         shutdown()
