@@ -19,7 +19,8 @@ _EXPORTS = {
     "Node": "mpipipe.logical.node",
     "Platform": "mpipipe.platform.base", "World": "mpipipe.platform.base",
     "Resources": "mpipipe.resources",
-    "Session": "mpipipe.session", "init": "mpipipe.session",
+    "Session": "mpipipe.session", "init": "mpipipe.session", "DataFrame": "mpipipe.dataframe",
+    "RuntimeContext": "mpipipe.execution.task",
     **{name: "mpipipe.experiment" for name in ("Experiment", "ExperimentFailed", "Meta", "Param", "Task",
                                                "experiment")},
     **{name: "mpipipe.launchers" for name in ("DirectLauncher", "DynamicLauncher", "Launcher", "LauncherMap",
@@ -56,4 +57,6 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from mpipipe.module import DelayedSubmission, Module, ModuleFailed, ShardFailure
     from mpipipe.platform.base import Platform, World
     from mpipipe.resources import Resources
+    from mpipipe.dataframe import DataFrame
+    from mpipipe.execution.task import RuntimeContext
     from mpipipe.session import Session, init
