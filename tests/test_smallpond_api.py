@@ -306,3 +306,21 @@ def test_platform_without_hooks_names_the_hook_to_implement(tmp_path):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     (line,) = [ln for ln in done.stderr.splitlines() if ln.startswith("mpipipe: error:")]
     assert "implement start_job(self, num_nodes, entrypoint, args, envs, extra_opts)" in line
+
+
+EXAMPLE = os.path.join(REPO, "examples", "smallpond_urls.py")
+
+
+@pytest.mark.timeout(300)
+def test_smallpond_style_example_locally(tmp_path):
+    done = python(EXAMPLE, "--data-root", str(tmp_path / "jobs"), "--num-executors", "2", env=env(), timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "17 hosts, 1000 urls" in done.stdout
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_smallpond_style_example_under_mpiexec(tmp_path):
+    done = mpiexec(3, EXAMPLE, "--data-root", str(tmp_path / "jobs"), "-n", "3", env=env(), timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "17 hosts, 1000 urls" in done.stdout
