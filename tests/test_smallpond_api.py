@@ -324,3 +324,17 @@ def test_smallpond_style_example_under_mpiexec(tmp_path):
     done = mpiexec(3, EXAMPLE, "--data-root", str(tmp_path / "jobs"), "-n", "3", env=env(), timeout=240)
     assert done.returncode == 0, done.stderr
     assert "17 hosts, 1000 urls" in done.stdout
+
+
+MANAGER = os.path.join(PIPELINES, "smallpond_manager.py")
+
+
+@pytest.mark.timeout(300)
+def test_job_manager_runs_plans_and_returns_execution_plans(urls, tmp_path):
+    done = python(MANAGER, os.path.join(os.path.dirname(urls[0]), "urls*.parquet"), str(tmp_path / "jobs"),
+                  env=env(), timeout=240)
+    out = result_of(done)
+    assert out["first"] and out["second"] and out["third"] is False  # a failed job is unsuccessful, not raised
+    assert sum(out["final_groups"]) == 60 and out["final_groups"] == out["parts_groups"]
+    assert [r["n"] for r in out["counts"]] == out["parts_groups"]
+    assert [(r["lo"], r["hi"]) for r in out["counts"]] == [(b, b) for b in range(4)]

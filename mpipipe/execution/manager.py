@@ -75,21 +75,38 @@ class ExecutionPlan:
 
     def get_output(self, output_name: str) -> Any:
         """The dataset a node wrote (all its partitions, in partition order); None for a node not in the plan."""
-        from mpipipe.logical.datanode import bucket_folders, is_bucketed, num_outputs
+        from mpipipe.logical.datanode import num_outputs, partition_dims, partition_folders
         from mpipipe.logical.dataset import ParquetDataSet
         from mpipipe.steps.partio import PartitionData
 
         node = self._nodes.get(output_name)
         if node is None or self.result is None:
             return None
-        folders = self.result.outputs(output_name)
-        if is_bucketed(node):
-            folders = [f for j in range(num_outputs(node)) for f in bucket_folders(node, folders, j)]
-        frags = PartitionData.from_folders(folders).fragments
-        return ParquetDataSet._from_fragments([f for f in frags if f.format == "parquet"])
+        paths = self.result.outputs(output_name)
+        dims = partition_dims(node)
+        frags, keys = [], {}
+        for j in range(num_outputs(node)):
+            folders = partition_folders(node, paths, j) if len(paths) > 1 or num_outputs(node) > 1 else paths
+            index = _indexes(j, [n for _, n in dims])
+            for f in PartitionData.from_folders(folders).fragments:
+                if f.format == "parquet":
+                    frags.append(f)
+                    keys[f.path] = {name: i for (name, _), i in zip(dims, index)}
+        ds = ParquetDataSet._from_fragments(frags)
+        ds._partition_keys = keys  # which partition of each dimension a file holds (load_partitioned_datasets)
+        return ds
 
     def __repr__(self) -> str:
         return f"<ExecutionPlan {os.path.basename(self.job_dir)}: {'succeeded' if self.successful else 'failed'}>"
+
+
+def _indexes(j: int, sizes: list) -> list:
+    """Partition j's index in each dimension (the last dimension varies fastest)."""
+    out = []
+    for n in reversed(sizes):
+        out.append(j % n)
+        j //= n
+    return list(reversed(out))
 
 
 class _Outputs:

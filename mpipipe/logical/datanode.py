@@ -869,6 +869,11 @@ class LoadPartitionedDataSetNode(_BucketingNode):
                             "file's partition number)")
         self.data_partition_column = data_partition_column
         self.hive_partitioning = hive_partitioning
+        deps, _ = _as_inputs(inputs)
+        # what a source's dataset knows of its files' partitions (an earlier job's output, say)
+        dataset = getattr(deps[0], "dataset", None) if deps else None
+        self._known_keys = {p: k[data_partition_column] for p, k in
+                            (getattr(dataset, "_partition_keys", None) or {}).items() if data_partition_column in k}
         super().__init__(ctx, inputs, npartitions, name, version, None, None, None, dimension, nested, **options)
 
     def default_name(self) -> str:
@@ -885,8 +890,20 @@ class LoadPartitionedDataSetNode(_BucketingNode):
         from mpipipe.steps.partio import bucket_dir, write_manifest
 
         groups: List[List[Any]] = [[] for _ in range(self.nbuckets)]
+        # within a plan, the input partition this task reads says which partition its files hold
+        dims = partition_dims(self.inputs[0])
+        names = [d for d, _ in dims]
+        structural = None
+        if self.data_partition_column in names:
+            index = names.index(self.data_partition_column)
+            rest = task.partition
+            for k in range(len(dims) - 1, index, -1):
+                rest //= dims[k][1]
+            structural = rest % dims[index][1]
         for frag in inputs[0].fragments:
-            key = _partition_key(frag.path, self.data_partition_column, self.hive_partitioning)
+            key = structural if structural is not None else self._known_keys.get(frag.path)
+            if key is None:
+                key = _partition_key(frag.path, self.data_partition_column, self.hive_partitioning)
             if key is None:
                 continue
             if not 0 <= key < self.nbuckets:

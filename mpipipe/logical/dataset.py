@@ -484,8 +484,11 @@ class ParquetDataSet(FileDataSet):
         (`hive_partitioning`), the file's key-value metadata, or the column's (single) value in the file."""
         _check_count(npartition)
         groups: List[List[Any]] = [[] for _ in range(npartition)]
+        known = getattr(self, "_partition_keys", None) or {}
         for r in self.resolved_row_ranges:
-            key = _partition_key(r.path, data_partition_column, hive_partitioning)
+            key = known.get(r.path, {}).get(data_partition_column)
+            if key is None:
+                key = _partition_key(r.path, data_partition_column, hive_partitioning)
             if key is None:
                 continue
             if not 0 <= key < npartition:
