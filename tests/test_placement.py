@@ -211,3 +211,26 @@ def test_a_resources_function_takes_the_nodes_inputs_by_name():
     req = node.resources.for_task((("/out/prep/part-00000", "/out/prep/part-00001"),))
     assert seen == [["/out/prep/part-00000", "/out/prep/part-00001"]]
     assert "cores=2" in str(req)
+
+
+def test_a_data_step_takes_its_default_engine_share_from_its_host():
+    """DuckDB's default threads and memory: this rank's share of its own host (the executors there), not the
+    machine divided by the whole world's executors."""
+    import pyarrow as pa
+
+    from mpipipe.logical.dataset import ArrowTableDataSet
+    from mpipipe.logical.node import Context, DataSourceNode, SqlEngineNode
+
+    ctx = Context()
+    src = DataSourceNode(ctx, ArrowTableDataSet(pa.table({"x": [1, 2]})))
+    node = SqlEngineNode(ctx, (src,), "select * from {0}")
+
+    class Task:
+        resources = None
+        world_size = 9  # 8 executors in the world, but only 2 on this task's host
+
+        @staticmethod
+        def host_share():
+            return 3, 10 << 30
+
+    assert node.task_resources(Task()) == (3, int((10 << 30) * 0.7))

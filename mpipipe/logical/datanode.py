@@ -208,6 +208,13 @@ class DataNode(Node):
         # what placement gave the task first: after a memory failure it is more than the node asked for
         memory = res.get("memory") or self.memory
         if cpus is None or memory is None:
+            share = getattr(task, "host_share", None)
+            if callable(share) and not res.get("sharers"):  # this rank's share of its host: the executors there
+                cores, host_memory = share()
+                cpus = cpus or max(1, int(cores))
+                if memory is None and host_memory:
+                    memory = int(host_memory * 0.7)
+                return int(cpus), memory
             try:
                 cores = len(os.sched_getaffinity(0))
             except AttributeError:
