@@ -21,13 +21,11 @@ MAX_BATCH = 512
 Due = Tuple[int, int, int]  # (node, partition, attempt)
 
 
-class PlainDispatch:
-    """The queue of due plain tasks and the batch sizes; sends batches to ranks with room."""
+class DueQueue:
+    """Due tasks of one path, in order; a retry goes to the front."""
 
-    def __init__(self, workers_per_executor: int) -> None:
-        self.workers = workers_per_executor
+    def __init__(self) -> None:
         self.ready: Deque[Due] = deque()
-        self.avg_duration: Optional[float] = None
 
     def push(self, item: Due, front: bool = False) -> None:
         if front:
@@ -38,6 +36,15 @@ class PlainDispatch:
     def drop(self, blocked: Callable[[int], bool]) -> None:
         """Forget due tasks of nodes that can no longer run."""
         self.ready = deque(r for r in self.ready if not blocked(r[0]))
+
+
+class PlainDispatch(DueQueue):
+    """The queue of due plain tasks and the batch sizes; sends batches to ranks with room."""
+
+    def __init__(self, workers_per_executor: int) -> None:
+        super().__init__()
+        self.workers = workers_per_executor
+        self.avg_duration: Optional[float] = None
 
     def observe(self, duration: float) -> None:
         """A task's run time, for the batch size."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from mpipipe.errors import RequirementError
 from mpipipe.execution import protocol as P
+from mpipipe.execution.dispatch import DueQueue
 from mpipipe.execution.graph import PlanGraph
 from mpipipe.execution.inflight import InFlight
 from mpipipe.execution.placement import Allocation, Placement
@@ -45,19 +46,19 @@ class Slot:
     remaining: int
 
 
-class PlacedDispatch:
+class PlacedDispatch(DueQueue):
     """The queue of due placed tasks, their requirements, the placements they hold, and who serves them."""
 
     def __init__(self, graph: PlanGraph, ranks: List[int], hosts: Dict[int, Dict[str, Any]],
                  workers_per_executor: int, resources: Optional[Dict[int, Any]] = None,
                  group_sizes: Optional[Dict[int, int]] = None) -> None:
+        super().__init__()
         self.graph = graph
         self.hosts = dict(hosts)
         self.workers = workers_per_executor
         self.resources: Dict[int, Any] = {}
         self.group_sizes: Dict[int, int] = {}
         self.placement: Optional[Placement] = None
-        self.ready: Deque[Tuple[int, int, int]] = deque()
         self.requirement_cache: Dict[Tuple[int, int], Any] = {}
         self.slots: Dict[int, Slot] = {}  # tid -> the placement it runs in
         self.placed_tasks: Dict[int, int] = {r: 0 for r in ranks}
@@ -76,15 +77,6 @@ class PlacedDispatch:
 
     def handles(self, nid: int) -> bool:
         return nid in self.resources
-
-    def push(self, item: Tuple[int, int, int], front: bool = False) -> None:
-        if front:
-            self.ready.appendleft(item)
-        else:
-            self.ready.append(item)
-
-    def drop(self, blocked: Callable[[int], bool]) -> None:
-        self.ready = deque(r for r in self.ready if not blocked(r[0]))
 
     def _requirement(self, nid: int, p: int) -> Any:
         key = (nid, p)
