@@ -559,6 +559,15 @@ class DataSetPartitionNode(PartitionNode):
         outer = task.partition // self.inner
         return partition_folders(dep, task.inputs[i], outer if num_outputs(dep) > 1 else 0)
 
+    def input_data(self, task: Any) -> List[Any]:
+        """A split of sources whose files the plan already lists takes them from there: each of many tasks
+        would otherwise read the whole source manifest to keep a slice of it."""
+        if not self.nested and self.inputs and all(_listed(d) for d in self.inputs):
+            from mpipipe.steps.partio import PartitionData
+
+            return [PartitionData(list(d._fragments), d.output_schema()) for d in self.inputs]
+        return super().input_data(task)
+
     def process_partition(self, task: Any, inputs: List[Any]) -> Any:
         from mpipipe.steps.partition import even_split
         from mpipipe.steps.partio import write_manifest
@@ -582,6 +591,14 @@ class DataSetPartitionNode(PartitionNode):
 
 
 EvenlyDistributedPartitionNode = DataSetPartitionNode
+
+
+def _listed(node: Node) -> bool:
+    """A source whose output is exactly the files the plan listed (no in-memory table, no column choice)."""
+    if not isinstance(node, DataSourceNode) or node.dataset.in_memory_table() is not None:
+        return False
+    cols = getattr(node.dataset, "columns", None)
+    return not cols or "*" in cols
 
 
 class RepeatPartitionNode(PartitionNode):
