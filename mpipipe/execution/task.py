@@ -388,10 +388,16 @@ class RunningTask:
 
     @property
     def _memory_boost(self) -> float:
-        """How much more memory this attempt has than the node asked for (1 when nothing was raised)."""
+        """How much more memory this attempt has than the first: what placement added after a memory failure,
+        or, for a node whose memory is a limit only (smallpond's memory_limit) or when the job treats a
+        crash as running out of memory (nonzero_exitcode_as_oom), twice as much per retry."""
         asked = getattr(self._node, "memory", None)
         given = self._ctx.resources.get("memory")
-        return given / asked if asked and given else 1
+        if asked and given:
+            return given / asked
+        if (asked and getattr(self._node, "limit_only", False)) or self._settings.get("nonzero_exitcode_as_oom"):
+            return float(1 << min(self._ctx.attempt, 4))
+        return 1
 
     @property
     def local_gpu_ranks(self) -> List[int]:

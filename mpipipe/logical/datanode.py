@@ -79,17 +79,22 @@ class DataNode(Node):
         # partition counts that do not line up are reported when the plan is made (LogicalPlan, a DataFrame
         # action), where smallpond reports them; the node is still built, so the script reaches that point
         self._deferred: Optional[PlanError] = None
+        self._dim_map: Dict[int, List[int]] = {}
         if npartitions is None:
             try:
                 npartitions = self._default_partitions(label, deps)
             except PlanError as e:
-                self._deferred = e
-                npartitions = max(num_outputs(d) for d in deps)
+                aligned = None if self.gathers else align_by_dimensions(deps)
+                if aligned is None:
+                    self._deferred = e
+                    npartitions = max(num_outputs(d) for d in deps)
+                else:
+                    npartitions, self._dim_map = aligned
         if isinstance(npartitions, bool) or not isinstance(npartitions, int) or npartitions < 1:
             raise PlanError(f"node {label!r}: npartitions must be a whole number >= 1, got {npartitions!r}")
         if not self.gathers and self._deferred is None:
             try:
-                self._check_alignment(label, deps, npartitions)
+                self._check_alignment(label, [d for i, d in enumerate(deps) if i not in self._dim_map], npartitions)
             except PlanError as e:
                 self._deferred = e
         pointwise = bool(deps) and not self.gathers and all(
@@ -97,6 +102,7 @@ class DataNode(Node):
         # cpus=/memory= are what a task needs (placement) and may use (DuckDB); smallpond's cpu_limit=/
         # memory_limit= (and the class defaults) only bound what it uses: placement does not wait for them
         placed = bool(cpus or memory)
+        self.limit_only = not placed
         self.cpus = self._check_cpus(label, cpus or cpu_limit or type(self).default_cpu_limit)
         self.memory = self._check_memory(label, memory or memory_limit or type(self).default_memory_limit)
         if isinstance(gpu_limit, bool) or not isinstance(gpu_limit, (int, float)) or gpu_limit < 0:
@@ -190,6 +196,12 @@ class DataNode(Node):
         if self.pointwise or self.gathers:
             return paths
         p = task.partition
+        if i in self._dim_map:  # an input partitioned by some of this node's dimensions: the matching partition
+            index = _indexes(p, [n for _, n in partition_dims(self)])
+            q = 0
+            for pos, (_, n) in zip(self._dim_map[i], partition_dims(dep)):
+                q = q * n + index[pos]
+            return partition_folders(dep, paths, q)
         if is_bucketed(dep):
             return paths if num_outputs(dep) == 1 else bucket_folders(dep, paths, p)
         if dep.npartitions == 1:
@@ -207,6 +219,10 @@ class DataNode(Node):
         cpus = self.cpus or res.get("cpus")
         # what placement gave the task first: after a memory failure it is more than the node asked for
         memory = res.get("memory") or self.memory
+        if not res.get("memory") and self.memory and getattr(self, "limit_only", False):
+            # smallpond's memory_limit bounds, it does not place: a retry (after DuckDB ran out, say) gets twice
+            # the limit of the attempt before it
+            memory = self.memory * memory_boost(getattr(task, "attempt", 0))
         if cpus is None or memory is None:
             share = getattr(task, "host_share", None)
             if callable(share) and not res.get("sharers"):  # this rank's share of its host: the executors there
@@ -257,6 +273,11 @@ NO_EFFECT = frozenset({
     "cpu_overcommit_ratio", "memory_overcommit_ratio", "use_parquet_writer", "is_final_node", "engine_type",
     "hive_partitioning", "shuffle_only", "drop_partition_column"})
 ENGINE_TYPES = (None, "duckdb", "arrow")
+
+
+def memory_boost(attempt: int) -> int:
+    """How many times its memory limit an attempt gets: 1, 2, 4, ... (at most 16)."""
+    return 1 << min(max(0, int(attempt)), 4)
 
 
 def check_no_effect(label: str, options: Dict[str, Any]) -> None:
@@ -459,6 +480,44 @@ def partition_folders(dep: Node, paths: Sequence[str], j: int) -> List[str]:
     if is_bucketed(dep):
         return bucket_folders(dep, paths, j)
     return [paths[j]]
+
+
+def _indexes(j: int, sizes: Sequence[int]) -> List[int]:
+    """Partition j's index in each dimension (the last varies fastest)."""
+    out = []
+    for n in reversed(sizes):
+        out.append(j % n)
+        j //= n
+    return list(reversed(out))
+
+
+def align_by_dimensions(deps: Sequence[Node]) -> Optional[Tuple[int, Dict[int, List[int]]]]:
+    """Inputs with different partition counts line up when each one's dimensions are some of the dimensions
+    of the most partitioned one (smallpond's nested partitions: a node reading host x url partitions and
+    host partitions gets, in partition (h, u), host partition h). Returns (partitions, {input: positions of its
+    dimensions among the node's}), or None when they do not line up."""
+    split = [(i, partition_dims(d)) for i, d in enumerate(deps) if num_outputs(d) > 1]
+    if not split:
+        return None
+    target = max((dims for _, dims in split), key=len)
+    names = [n for n, _ in target]
+    if len(set(names)) != len(names):
+        return None
+    out: Dict[int, List[int]] = {}
+    total = 1
+    for _, n in target:
+        total *= n
+    for i, dims in split:
+        if dims == target:
+            continue
+        try:
+            positions = [names.index(n) for n, _ in dims]
+        except ValueError:
+            return None
+        if positions != sorted(positions) or any(target[k][1] != size for k, (_, size) in zip(positions, dims)):
+            return None
+        out[i] = positions
+    return total, out
 
 
 def partition_dims(node: Node) -> List[Tuple[str, int]]:

@@ -76,8 +76,8 @@ class DataSet:
     def resolved_paths(self) -> List[str]:
         """The files: globs and directories expanded (sorted within each), plain paths as absolute paths.
 
-        A plain path is not looked at here (so a list of a million paths resolves at once); reading or
-        building a source node checks that every file is there.
+        A plain path is only asked whether it is a folder (once per distinct path, so a long list of paths
+        resolves quickly); reading or building a source node checks that every file is there.
         """
         if self._resolved_paths is None:
             self._resolved_paths = _resolve(self.absolute_paths, self.format)
@@ -262,7 +262,7 @@ def _suffixes(fmt: str) -> Tuple[str, ...]:
 
 
 def _resolve(patterns: Sequence[str], fmt: str) -> List[str]:
-    """smallpond's resolution (plain paths as they are, without looking) with mpipipe's expansion of globs,
+    """smallpond's resolution (plain paths as they are, not checked) with mpipipe's expansion of globs,
     directories and URIs; each distinct pattern is expanded once."""
     from mpipipe.data.fragment import _WILDCARDS, _expand_local, _expand_uri
 
@@ -274,7 +274,7 @@ def _resolve(patterns: Sequence[str], fmt: str) -> List[str]:
         if hit is None:
             if is_uri(p) and not p.startswith("file://"):
                 hit = _expand_uri(p, suffixes)
-            elif _WILDCARDS.search(p) or not p.lower().endswith(suffixes) and os.path.isdir(os.path.expanduser(p)):
+            elif _WILDCARDS.search(p) or os.path.isdir(os.path.expanduser(p)):
                 hit = _expand_local(p, suffixes)
             else:
                 local = p[len("file://"):] if p.startswith("file://") else p

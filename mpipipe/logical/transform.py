@@ -199,7 +199,7 @@ class _WithColumns:
     def duckdb_source(self, con: Any, name: str) -> None:
         from mpipipe.steps.partio import _duck_reader, _open, _quote
 
-        frags = self.data.checked().fragments
+        frags = self.data.fragments if self.by_name else self.data.checked().fragments
         if not frags:
             con.register(name, self.data.schema().empty_table())
             return
@@ -210,11 +210,14 @@ class _WithColumns:
             con.execute(f"CREATE OR REPLACE TEMP VIEW {_quote(name)} AS SELECT * FROM "
                         f"{_duck_reader(frags[0].format, [_open(f.path)[1] for f in frags], opts)}")
             return
-        extra = tuple((g, True) for g in self.generated if g != "file_row_number") + (("file_row_number", True),)
-        opts = extra + ((("union_by_name", True),) if self.by_name else ())
-        drop = "" if "file_row_number" in self.generated else " EXCLUDE (file_row_number)"
+        base = tuple((g, True) for g in self.generated if g != "file_row_number") + \
+            ((("union_by_name", True),) if self.by_name else ())
         parts = []
         for f in frags:
+            # a row range is cut by file_row_number; a whole file needs it only when it was asked for
+            numbered = "file_row_number" in self.generated or f.rows is not None or f.row_groups is not None
+            opts = base + ((("file_row_number", True),) if numbered else ())
+            drop = "" if "file_row_number" in self.generated or not numbered else " EXCLUDE (file_row_number)"
             where = ""
             if f.rows is not None:
                 where = f" WHERE file_row_number BETWEEN {f.rows[0]} AND {f.rows[1] - 1}"
@@ -582,6 +585,14 @@ class ConsolidateNode(_ZeroCopyNode):
 
     def default_name(self) -> str:
         return "consolidate"
+
+    def partition_dims_own(self) -> List[Any]:
+        from mpipipe.logical.datanode import DATA_PARTITION_DIM, partition_dims
+
+        if self.dimensions is None:
+            return [(DATA_PARTITION_DIM, self.npartitions)] if self.npartitions > 1 else []
+        dims = partition_dims(self.inputs[0])
+        return [dims[i] for i, _ in self._kept]
 
     def step_fingerprint(self) -> str:
         return f"{self.dimensions}"
