@@ -338,3 +338,32 @@ def test_job_manager_runs_plans_and_returns_execution_plans(urls, tmp_path):
     assert sum(out["final_groups"]) == 60 and out["final_groups"] == out["parts_groups"]
     assert [r["n"] for r in out["counts"]] == out["parts_groups"]
     assert [(r["lo"], r["hi"]) for r in out["counts"]] == [(b, b) for b in range(4)]
+
+
+NESTED = os.path.join(PIPELINES, "smallpond_nested.py")
+
+
+def check_nested(out):
+    assert out["partitions"] == [6, 2, 6]  # host x url cells, hosts, and the cells again for the join
+    assert out["per_host"] == [[f"h{i}.com", 15] for i in range(4)]
+    by_host = {}
+    for host, cnt in out["cells"]:
+        by_host[host] = by_host.get(host, 0) + cnt
+    assert sorted(by_host.items()) == [(f"h{i}.com", 15) for i in range(4)]
+    # every cell row meets its host's total: the join read host partition h in each cell (h, u)
+    assert sorted((h, c) for h, c, _ in out["joined"]) == sorted(map(tuple, out["cells"]))
+    assert all(total == 15 for _, _, total in out["joined"])
+
+
+@pytest.mark.timeout(300)
+def test_nested_partitions_and_dimensions_locally(urls, tmp_path):
+    done = python(NESTED, "-i", *urls, "--data-root", str(tmp_path / "jobs"), "--num-executors", "2", env=env(),
+                  timeout=240)
+    check_nested(result_of(done))
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_nested_partitions_and_dimensions_under_mpiexec(urls, tmp_path):
+    done = mpiexec(3, NESTED, "-i", *urls, "--data-root", str(tmp_path / "jobs"), env=env(), timeout=240)
+    check_nested(result_of(done))
