@@ -560,10 +560,13 @@ def test_sinks(run, duck):
     assert any(n.startswith("split_rg-") for n in names) and any(n.startswith("user_part-") for n in names)
     assert all(os.stat(os.path.join(copy, n)).st_nlink == 1 for n in names if n.endswith(".parquet"))
 
-    # manifest: only a list of fragments, which read as the input in order
-    assert sorted(os.listdir(manifest)) == sorted([MARKER, "manifest.json"])
+    # manifest: only a list of fragments, which read as the input in order; manifest.txt (smallpond's) has
+    # their files, one path per line
+    assert sorted(os.listdir(manifest)) == sorted([MARKER, "manifest.json", "manifest.txt"])
     with open(os.path.join(manifest, "manifest.json")) as f:
         frags = [Fragment.from_json(d) for d in json.load(f)["fragments"]]
+    with open(os.path.join(manifest, "manifest.txt")) as f:
+        assert f.read().splitlines() == [fr.path for fr in frags]
     assert_rows(PartitionData(frags).to_arrow(), sql(duck, "SELECT * FROM orders_ordered"), ordered=True,
                 what="sink_manifest")
 

@@ -98,14 +98,14 @@ def test_sql_string_literals_are_not_placeholders(ctx, src):
 def test_sql_inputs_with_different_partition_counts(ctx, src):
     h3 = HashPartitionNode(ctx, src, 3, hash_columns="a", name="h3")
     h4 = HashPartitionNode(ctx, src, 4, hash_columns="a", name="h4")
-    # reported when the plan is made (as smallpond's planner does), not when the node is built
+    # reported when the plan is submitted (a run, explain(); as smallpond's planner does), not when built
     mm = SqlEngineNode(ctx, [h3, h4], "SELECT * FROM {0} JOIN {1} USING (a)", name="mm")
-    msg = plan_error(lambda: LogicalPlan(ctx, mm), "mm")
+    msg = plan_error(lambda: LogicalPlan(ctx, mm).explain(), "mm")
     assert "h3: 3" in msg and "h4: 4" in msg
-    plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, {"x": h3, "y": h4}, "SELECT * FROM {x}", name="mm_named")),
-               "mm_named")
+    plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, {"x": h3, "y": h4}, "SELECT * FROM {x}",
+                                                      name="mm_named")).infos, "mm_named")
     msg = plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, h3, "SELECT * FROM {0}", npartitions=4,
-                                                            name="mm_explicit")), "mm_explicit")
+                                                            name="mm_explicit")).infos, "mm_explicit")
     assert "'h3' has 3" in msg
     # a one-partition input is broadcast, so it goes with any count
     assert SqlEngineNode(ctx, [h3, src], "SELECT * FROM {0}", name="bcast").npartitions == 3

@@ -604,9 +604,10 @@ class PythonScriptTask:
 
 
 class DataSinkTask:
-    """The file a DataSinkNode with manifest_only=True (type="manifest") writes in its folder."""
+    """The file a DataSinkNode with manifest_only=True (type="manifest") writes in its folder, one path per
+    line (beside manifest.json, which also has each fragment's rows)."""
 
-    manifest_filename = "manifest.json"
+    manifest_filename = "manifest.txt"
 
 
 class DataSourceTask:

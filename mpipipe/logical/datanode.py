@@ -118,7 +118,11 @@ class DataNode(Node):
             self.input_names = tuple(d.name for d in deps)
 
     def check_plan(self) -> None:
-        """What is checked when the plan is made: partition counts that do not line up."""
+        """Hook: what is checked when the plan is made (LogicalPlan(...)), e.g. a query."""
+
+    def check_partitions(self) -> None:
+        """Partition counts that do not line up, reported when the plan is submitted (a run, explain(),
+        Planner.create_exec_plan), where smallpond's planner reports them."""
         if self._deferred is not None:
             raise self._deferred
 
@@ -295,6 +299,15 @@ def publish(task: Any, output_path: str, name: str) -> None:
     (hard links, symlinks across file systems), replacing what an earlier attempt put there."""
     import shutil
 
+    from mpipipe.steps.sink import PUBLISHED
+
+    os.makedirs(output_path, exist_ok=True)
+    marker = os.path.join(output_path, PUBLISHED + name)
+    if not os.path.exists(marker):  # says the folder <name>/ is this node's (a sink there keeps it)
+        tmp = f"{marker}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(name + "\n")
+        os.replace(tmp, marker)
     dest = os.path.join(output_path, name, f"{task.partition:06d}")
     shutil.rmtree(dest, ignore_errors=True)
     src = getattr(task, "_staging", None) or task.output_dir

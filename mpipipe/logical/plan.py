@@ -275,7 +275,19 @@ class LogicalPlan:
             check = getattr(n, "check_plan", None)
             if check is not None:
                 check()
-        self.infos = self._infos()
+        self._infos_made: Optional[List[NodeInfo]] = None
+
+    @property
+    def infos(self) -> List[NodeInfo]:
+        """What the scheduler keeps of each node; made when the plan is submitted (or explained), which is when
+        partition counts that do not line up are reported, as smallpond's planner reports them."""
+        if self._infos_made is None:
+            for n in self.nodes:
+                check = getattr(n, "check_partitions", None)
+                if check is not None:
+                    check()
+            self._infos_made = self._infos()
+        return self._infos_made
 
     @property
     def root_node(self) -> Node:

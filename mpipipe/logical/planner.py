@@ -30,6 +30,7 @@ class Planner:
                 check = getattr(node, "check_plan", None)
                 if check is not None:
                     check()
+            plan.infos  # noqa: B018 - partition counts are checked as a run checks them
             check_dimensions(plan)
         except PlanAssertionError:
             raise

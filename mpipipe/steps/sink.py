@@ -26,6 +26,24 @@ WRITING = "_MPIPIPE_SINK_WRITING"  # an object-store folder being written: ours,
 SINK_TYPES = ("link", "copy", "manifest")
 
 
+PUBLISHED = "_MPIPIPE_PUBLISHED."  # + a node's name: that node's partitions are linked into <folder>/<node>/
+MANIFEST_TXT = "manifest.txt"  # a manifest sink's files, one path per line (smallpond's manifest)
+
+
+def published_nodes(path: str) -> List[str]:
+    """The nodes whose outputs a node's `output_path` put into this folder (each left a marker file)."""
+    try:
+        return [n[len(PUBLISHED):] for n in os.listdir(path) if n.startswith(PUBLISHED)]
+    except OSError:
+        return []
+
+
+def _only_published(path: str) -> bool:
+    """A folder holding nothing but what nodes published into it (their folders and markers)."""
+    nodes = set(published_nodes(path))
+    return bool(nodes) and all(n in nodes or n.startswith(PUBLISHED) for n in os.listdir(path))
+
+
 def foreign_contents(path: str) -> bool:
     """True if `path` is a non-empty folder (or a file) that mpipipe did not write."""
     if is_uri(path) and not path.startswith("file://"):
@@ -44,7 +62,7 @@ def foreign_contents(path: str) -> bool:
         return False
     if not os.path.isdir(path) or os.path.islink(path):
         return True
-    return not os.path.exists(os.path.join(path, MARKER)) and bool(os.listdir(path))
+    return not os.path.exists(os.path.join(path, MARKER)) and bool(os.listdir(path)) and not _only_published(path)
 
 
 Entry = Tuple[str, List[Fragment], Optional[Any], Optional[Any]]
@@ -135,6 +153,8 @@ def sink_local(output_path: str, how: str, inputs: Sequence[Tuple[str, Partition
             with open(os.path.join(staging, "manifest.json"), "w") as f:
                 json.dump({"fragments": [fr.to_json() for fr in written],
                            "files": [path for _, path in others]}, f, indent=1)
+            with open(os.path.join(staging, MANIFEST_TXT), "w") as f:
+                f.writelines(f"{p}\n" for p in [fr.path for fr in written] + [path for _, path in others])
         else:
             for entry in named:
                 _place(entry, os.path.join(staging, entry[0]), how, job_dir)
@@ -146,14 +166,36 @@ def sink_local(output_path: str, how: str, inputs: Sequence[Tuple[str, Partition
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a copy that failed (a full disk) leaves nothing half-written
         raise
+    kept = _keep_published(final, staging)
     old = f"{final}.mpipipe-old.{os.getpid()}"
-    if os.path.lexists(final):
-        os.rename(final, old)
-    os.rename(staging, final)
+    try:
+        if os.path.lexists(final):
+            os.rename(final, old)
+        os.rename(staging, final)
+    except OSError:
+        for name in kept:  # put what nodes published back where it was
+            if os.path.lexists(os.path.join(staging, name)):
+                os.rename(os.path.join(staging, name), os.path.join(final, name))
+        raise
     shutil.rmtree(old, ignore_errors=True)
     write_manifest(job_output, written, None if written else _sink_schema(inputs))
     os.symlink(final, os.path.join(job_output, "target"))  # lets a later run see if the folder was removed
     return {"files": len(named) + len(others), "path": final}
+
+
+def _keep_published(final: str, staging: str) -> List[str]:
+    """What nodes published into the sink's folder (their `output_path`) moves into the new folder, so the
+    sink's swap keeps it."""
+    kept: List[str] = []
+    if not os.path.isdir(final):
+        return kept
+    for node in published_nodes(final):
+        for name in (node, PUBLISHED + node):
+            src = os.path.join(final, name)
+            if os.path.lexists(src) and not os.path.lexists(os.path.join(staging, name)):
+                os.rename(src, os.path.join(staging, name))
+                kept.append(name)
+    return kept
 
 
 def _place_file(src: str, dest: str, how: str) -> None:
