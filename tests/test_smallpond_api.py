@@ -195,6 +195,7 @@ def test_plan_errors_come_where_smallpond_raises_them(urls):
         Planner().create_exec_plan(LogicalPlan(ctx, joined))
     c = EvenlyDistributedPartitionNode(ctx, (src,), npartitions=6, dimension="A")
     mismatched = LogicalPlan(ctx, SqlEngineNode(ctx, (a, c), "select * from {0}"))  # neither of these raises
+    assert "partition(s)" in str(mismatched)  # and printing the plan does not either
     with pytest.raises(AssertionError, match="different partition counts"):
         Planner().create_exec_plan(mismatched)
 

@@ -295,7 +295,12 @@ class LogicalPlan:
         return self.roots[0]
 
     def __str__(self) -> str:
-        return self.explain()
+        """The nodes and how they connect (no checks run: printing a plan never fails)."""
+        lines = [f"plan: {len(self.nodes)} nodes"]
+        for n in self.nodes:
+            deps = ", ".join(d.name for d in n.inputs) or "-"
+            lines.append(f"  {n.name}: {n.describe()}; {n.npartitions} partition(s); inputs: {deps}")
+        return "\n".join(lines)
 
     @staticmethod
     def _reachable(roots: Tuple[Node, ...]) -> List[Node]:
