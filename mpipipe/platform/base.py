@@ -351,9 +351,11 @@ def _accept_executors(listener: socket.socket, n: int, token: str, timeout: floa
 
 
 def _read_line(conn: socket.socket, limit: int = 256) -> bytes:
+    """One handshake line, read a byte at a time: what follows it on the connection (rank 0's first message,
+    which may already be there) belongs to the transport and must stay unread."""
     data = b""
     while not data.endswith(b"\n") and len(data) < limit:
-        chunk = conn.recv(limit - len(data))
+        chunk = conn.recv(1)
         if not chunk:
             break
         data += chunk
