@@ -413,3 +413,11 @@ def test_output_path_and_a_sink_share_a_folder(urls, tmp_path):
                   "--num-executors", "2", env=env(), timeout=240)
     assert done.returncode != 0 and "was not written by mpipipe" in done.stderr
     assert os.listdir(theirs) == ["mine.txt"]
+
+
+def test_smallpond_common_utility_and_workqueue_module_paths():
+    import importlib
+
+    assert hasattr(importlib.import_module("mpipipe.common"), "InjectedFault")
+    assert hasattr(importlib.import_module("mpipipe.utility"), "ConcurrentIter")
+    assert hasattr(importlib.import_module("mpipipe.execution.workqueue"), "WorkStatus")
