@@ -58,24 +58,29 @@ def check_parquet_files(paths: Sequence[str], threads: int = 16) -> Tuple[pa.Sch
     return nullable_schema(schema), [md for md in footers]
 
 
+def _sniff(path: str, columns: str, options: str) -> Any:
+    """One row of DuckDB's sniff_csv of a file (its first 20,480 rows), `columns` of it, with `options`."""
+    import duckdb
+
+    with _local_copy(path) as local:
+        con = duckdb.connect()
+        try:
+            lit = "'" + local.replace("'", "''") + "'"
+            extra = f"{options}, " if options else ""
+            return con.execute(f"SELECT {columns} FROM sniff_csv({lit}, {extra}sample_size = 20480)").fetchone()
+        except duckdb.Error as e:
+            raise DataError(f"cannot read csv file {path}: {_one_line(e)}") from None
+        finally:
+            con.close()
+
+
 def _csv_dialect(frag: Fragment) -> Tuple[str, str, str, int]:
     """(delimiter, quote, escape, rows skipped) of a CSV fragment: its options, else DuckDB's sniff of the file."""
     opts = dict(frag.options)
     delim = next((opts[k] for k in ("delim", "sep", "delimiter") if k in opts), None)
     quote, escape, skip = opts.get("quote", '"'), opts.get("escape", opts.get("quote", '"')), int(opts.get("skip", 0))
     if delim is None:
-        import duckdb
-
-        with _local_copy(frag.path) as local:
-            con = duckdb.connect()
-            try:
-                lit = "'" + local.replace("'", "''") + "'"
-                row = con.execute(f"SELECT Delimiter, Quote, Escape, SkipRows FROM sniff_csv({lit}, header = true, "
-                                  f"sample_size = 20480)").fetchone()
-            except duckdb.Error as e:
-                raise DataError(f"cannot read csv file {frag.path}: {_one_line(e)}") from None
-            finally:
-                con.close()
+        row = _sniff(frag.path, "Delimiter, Quote, Escape, SkipRows", "header = true")
         delim = row[0]
         if "quote" not in opts and row[1] != "(empty)":
             quote = row[1]
@@ -121,8 +126,6 @@ def _ambiguous_date_format(fmt: Optional[str]) -> bool:
 def check_csv_formats(frags: Sequence[Fragment]) -> None:
     """DuckDB picks a timestamp format from the text; one with day and month in either order is a guess
     (01/02/2024 10:00), so the first file of each kind is sniffed and a guessed order is an error."""
-    import duckdb
-
     seen = set()
     for f in frags:
         opts = dict(f.options)
@@ -132,16 +135,7 @@ def check_csv_formats(frags: Sequence[Fragment]) -> None:
         sniff_opts = ", ".join(f"{k} = {_sql_literal(v)}" for k, v in f.options
                                if k in ("delim", "sep", "quote", "escape", "header", "dateformat", "skip", "names",
                                         "new_line", "comment"))
-        with _local_copy(f.path) as local:
-            con = duckdb.connect()
-            try:
-                lit = "'" + local.replace("'", "''") + "'"
-                row = con.execute(f"SELECT DateFormat, TimestampFormat FROM sniff_csv({lit}"
-                                  f"{', ' + sniff_opts if sniff_opts else ''}, sample_size = 20480)").fetchone()
-            except duckdb.Error as e:
-                raise DataError(f"cannot read csv file {f.path}: {_one_line(e)}") from None
-            finally:
-                con.close()
+        row = _sniff(f.path, "DateFormat, TimestampFormat", sniff_opts)
         for key, fmt in (("dateformat", row[0]), ("timestampformat", row[1])):
             if key not in opts and _ambiguous_date_format(fmt):
                 raise DataError(f"csv file {f.path} has {'timestamps' if key == 'timestampformat' else 'dates'} "
