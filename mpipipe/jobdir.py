@@ -14,14 +14,30 @@ import os
 import socket
 import stat
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Set
 
 from mpipipe.config import JobConfig
 from mpipipe.errors import JournalError
 
 
+_SESSION_HINTED: Set[str] = set()  # kernel-session job ids whose hint was shown
+
+
 def default_job_id(user_args: Dict[str, Any]) -> str:
-    """Same script and same arguments -> same job id, so re-running a command resumes it."""
+    """Same script and same arguments -> same job id, so re-running a command resumes it. In a Jupyter kernel:
+    the notebook's name, or this kernel session's id (mpipipe.notebook says how)."""
+    from mpipipe.notebook import current_job_id
+
+    notebook = current_job_id()
+    if notebook is not None:
+        job_id, named = notebook
+        if not named and job_id not in _SESSION_HINTED:
+            _SESSION_HINTED.add(job_id)
+            from mpipipe.console import say
+
+            say(f"[mpipipe] this kernel does not say which notebook it runs: its job is {job_id}, this kernel "
+                f"session's; to resume it after a restart, pass mpipipe.init(job_id={job_id!r})")
+        return job_id
     script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else "interactive"
     stem = os.path.splitext(os.path.basename(script))[0] or "job"
     digest = hashlib.sha1(json.dumps([script, sorted((k, repr(v)) for k, v in user_args.items())]).encode()).hexdigest()

@@ -136,15 +136,44 @@ def init(platform: Optional[str] = None, **options: Any) -> Session:
     # a script that uses only the DataFrame API makes no Driver: an MpipipeError raised while it
     # builds frames (a path that matches nothing, a bad column, this call) prints as one line too
     install_error_hook()
-    if not context.current().from_driver:
+    from mpipipe.notebook import in_notebook
+
+    if not context.current().from_driver and not in_notebook():  # a kernel's argv is the kernel's own
         _read_command_line(sys.argv[1:])
     if platform is not None:
         options["platform"] = platform
+    _smallpond_keywords(options)
     check_names(options, "init()")
     context.update(init=dict(options))
     session = Session(dict(options))
     _check(session)
     return session
+
+
+# smallpond's init() keywords that mean nothing here (value: smallpond's default, which says nothing)
+NO_EFFECT_KEYWORDS: Dict[str, Any] = {
+    "ray_address": "mpipipe does not use Ray", "job_time": "a job is named by its id alone",
+    "bind_numa_node": "executors are not bound to NUMA nodes", "memory_allocator": "tasks use Python's allocator",
+    "_remove_output_root": "the session's output folder is the script's own"}
+_NO_EFFECT_DEFAULTS: Dict[str, Any] = {"_remove_output_root": True, "bind_numa_node": False}
+
+
+def _smallpond_keywords(options: Dict[str, Any]) -> None:
+    """smallpond's spellings: job_name names the job (its id, unless job_id is given: then SLURM's job name);
+    the keywords without a meaning here are taken out, with a one-line warning when they ask for something."""
+    import logging
+
+    name = options.pop("job_name", None)
+    if name is not None:
+        options.setdefault("slurm_job_name" if options.get("job_id") is not None else "job_id", str(name))
+    for key, why in NO_EFFECT_KEYWORDS.items():
+        if key in options:
+            value = options.pop(key)
+            if value is not None and value != _NO_EFFECT_DEFAULTS.get(key):
+                from mpipipe.console import ensure_terminal
+
+                ensure_terminal()
+                logging.getLogger("mpipipe.session").warning("init(%s=%r) has no effect: %s", key, value, why)
 
 
 def _read_command_line(argv: List[str]) -> None:

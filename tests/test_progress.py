@@ -167,9 +167,10 @@ def test_the_notebook_mode_is_one_display_updated_in_place():
         p.maybe_print(p.start + k, 4 * k, 0, 1, 0, 0, lambda: nodes)
     p.finish(lambda: [NodeCount(n.name, 10, 10) for n in nodes])
     assert len(shown) == 1 and len(updates) == 5
-    html = updates[-1]._repr_html_()  # type: ignore[attr-defined]
-    assert html.startswith("<pre") and "3 nodes done" in html and "&lt;" not in html
+    html = updates[-2]._repr_html_()  # type: ignore[attr-defined]
+    assert html.startswith("<pre") and "1 node done" in html and "&lt;" not in html
     assert "tasks" in repr(updates[0])
+    assert updates[-1]._repr_html_() == "" and repr(updates[-1]) == ""  # type: ignore[attr-defined]  # cleared: the summary line follows
     p.summary({"job_id": "nb", "status": "succeeded", "ran": 20, "cached": 0, "retried": 0, "failed": 0,
                "executors": 2, "platform": "local", "job_dir": "/j/nb"}, [])
     summary = out.getvalue().splitlines()

@@ -312,6 +312,36 @@ def encode_ok_batch(fingerprint: str, name: str, rank: int, records: Sequence[Ma
     return encode(ok_batch_record(fingerprint, name, rank, records))
 
 
+def ok_run_record(fingerprint: str, name: str, rank: int, first: int, attempt: int, t0: Sequence[float],
+                  t1: Sequence[float], outputs: Sequence[Optional[str]], values: Sequence[Any],
+                  log: Optional[str], log_offsets: Sequence[int]) -> OkBatchRecord:
+    """The OK_BATCH record of partitions first, first+1, ... of one node that succeeded together (a task
+    range's columns as its worker reported them: task i's output is log_offsets[i]..log_offsets[i+1] of
+    `log`), built from the columns without a record per task: the record ok_batch_record gives for them."""
+    n = len(t0)
+    base = min(t0)
+    rec: Dict[str, Any] = {KIND: OK_BATCH, "f": fingerprint, "n": name, "r": rank, "p": list(range(first, first + n))}
+    if attempt:
+        rec["a"] = [attempt] * n
+    rec["t"] = base
+    d = [0] * (2 * n)
+    d[0::2] = [round((t - base) * 1e6) for t in t0]
+    d[1::2] = [round((t - base) * 1e6) for t in t1]
+    rec["d"] = d
+    if outputs.count(None) != n:
+        rec["o"] = list(outputs)
+    if values.count(None) != n:
+        rec["v"] = list(values)
+    if log is None:
+        rec["lp"], rec["l"] = [], [-1, None, None] * n
+    else:
+        refs = [0] * (3 * n)
+        refs[1::3] = log_offsets[:n]
+        refs[2::3] = log_offsets[1:n + 1]
+        rec["lp"], rec["l"] = [log], refs
+    return rec  # type: ignore[return-value]
+
+
 def _as_stored(record: Mapping[str, Any]) -> Mapping[str, Any]:
     """A record in this version's format: a run, nodes or end record given the way earlier versions wrote it
     ({"type": ...}) gets its kind under KIND."""
@@ -598,6 +628,35 @@ class JournalTail:
         return again, list(_checked(numbered, self._check))
 
 
+class RunOrigins:
+    """Which platform's run journaled each outcome a replay keeps (a run on mpi that reuses a local run's work
+    says so). Kept per task only once the journal holds runs of more than one platform, which is rare: until
+    then every outcome is the first platform's. "" stands for a run record that names no platform."""
+
+    def __init__(self) -> None:
+        self.first: Optional[str] = None
+        self.current = ""
+        self.mixed = False
+        self._by_task: Dict[str, Dict[int, str]] = {}  # fingerprint -> partition -> platform, once mixed
+
+    def start_run(self, platform: Any) -> None:
+        self.current = platform if isinstance(platform, str) else ""
+        if self.first is None:
+            self.first = self.current
+        elif self.current != self.first:
+            self.mixed = True
+
+    def note(self, fingerprint: str, partition: int) -> None:
+        """The outcome of (fingerprint, partition) that the replay keeps now came from the current run."""
+        self._by_task.setdefault(fingerprint, {})[partition] = self.current
+
+    def platform_of(self, fingerprint: str, partition: int) -> str:
+        first = self.first or ""
+        if not self.mixed:
+            return first
+        return self._by_task.get(fingerprint, {}).get(partition, first)
+
+
 class Journal:
     """Appends records for rank 0; `replay_by_node()` gives what earlier runs finished."""
 
@@ -610,6 +669,7 @@ class Journal:
         self._fd: Optional[int] = None
         self._last_flush = time.monotonic()
         self.previous_plan: Dict[str, str] = {}  # node name -> fingerprint, from the runs replay_by_node() read
+        self.origins = RunOrigins()  # the platform of the run behind each outcome replay_by_node() kept
         self._last_fsync = time.monotonic()
 
     def replay_by_node(self) -> Dict[str, Dict[int, Record]]:
@@ -617,6 +677,7 @@ class Journal:
         Records naming an output or value file outside the job directory are left out (see RecordCheck)."""
         done: Dict[str, Dict[int, Record]] = {}
         self.previous_plan = {}
+        origins = self.origins = RunOrigins()
         if os.path.lexists(self.path):
             from mpipipe.ownership import check_trusted_file
 
@@ -632,6 +693,8 @@ class Journal:
                         check.note(line, bad[i])
                         continue
                     parts[r["p"]] = r
+                    if origins.mixed:
+                        origins.note(rec["f"], r["p"])
             elif k == OK:
                 problem = check.problem(rec)
                 if problem:
@@ -642,8 +705,12 @@ class Journal:
                     done.setdefault(fp, {})[int(p)] = rec
                 except ValueError:
                     continue  # not a key this version writes
+                if origins.mixed:
+                    origins.note(fp, int(p))
             elif k in (RUN, NODES) and isinstance(rec.get("plan"), dict):
                 self.previous_plan.update(rec["plan"])  # node name -> fingerprint, as of the latest run
+                if k == RUN:
+                    origins.start_run(rec.get("platform"))
         check.warn()
         return done
 

@@ -18,7 +18,6 @@ import html
 import json
 import logging
 import os
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -112,6 +111,7 @@ class Progress:
         if stream is None:
             ensure_terminal()
         self.mode = mode or _pick_mode(stream, tty)
+        self.compact = self.mode == "notebook" or (stream is None and _in_notebook())  # a one-line summary
         self.tty = self.mode == "live"
         self._display = display
         self._meter = RateMeter()
@@ -149,6 +149,10 @@ class Progress:
         c = self._counts  # the last turn's; tasks may have finished since
         self._counts = _Counts(max(c.ran, sum(n.done for n in counts) - c.cached), c.cached, 0,
                                max(c.failed, sum(n.failed for n in counts)), c.retried)
+        if self.mode == "notebook":
+            if self._view is not None:  # the one-line summary that follows says it all
+                self._view.update(_Block([]))
+            return
         self._show(now, counts, final=True)
         if self._area is not None:
             self._area.close()
@@ -164,10 +168,13 @@ class Progress:
         head = (f"[mpipipe] job {stats['job_id']} {stats['status']} in {fmt_dur(wall)}: "
                 f"{fmt_count(ran)} tasks ran ({fmt_rate(rate)}), {fmt_count(stats['cached'])} reused from the "
                 f"journal, {stats['retried']} retried, {stats['failed']} failed")
-        if self.mode == "notebook":
-            self._emit(f"{head}; {stats['job_dir']}")
+        elsewhere = reused_elsewhere(stats, self.compact)
+        if self.compact:
+            self._emit(f"{head}; {stats['job_dir']}" + (f" ({elsewhere})" if elsewhere else ""))
             return
         lines = [f"{head}; {stats['executors']} executor(s) on {stats['platform']}"]
+        if elsewhere:
+            lines.append(f"[mpipipe] {elsewhere}")
         if stats.get("bytes_read") or stats.get("bytes_written"):
             lines.append(f"[mpipipe] data: {fmt_bytes(stats.get('bytes_read', 0))} read, "
                          f"{fmt_bytes(stats.get('bytes_written', 0))} written, "
@@ -449,10 +456,24 @@ def _pick_mode(stream: Optional[IO[str]], tty: Optional[bool]) -> str:
 
 
 def _in_notebook() -> bool:
-    ipython = sys.modules.get("IPython")
-    get = getattr(ipython, "get_ipython", None)
-    shell = get() if callable(get) else None
-    return shell is not None and getattr(shell, "kernel", None) is not None
+    from mpipipe.notebook import in_notebook
+
+    return in_notebook()
+
+
+def reused_elsewhere(stats: Dict[str, Any], notebook: bool = False) -> str:
+    """What the summary adds when reused tasks were run by an earlier run on another platform (the job id does
+    not name the platform): else `mpiexec` after a local run reads as if MPI did nothing."""
+    here = stats.get("platform") or "?"
+    other = {p: n for p, n in (stats.get("reused_from") or {}).items() if p and p != here}
+    if not other:
+        return ""
+    n, reused = sum(other.values()), stats.get("cached", 0)
+    which = f"the {fmt_count(n)} reused tasks were" if n >= reused else \
+        f"{fmt_count(n)} of the {fmt_count(reused)} reused tasks were"
+    again = "mpipipe.init(fresh=True)" if notebook else "--fresh (or another --job-id)"
+    return (f"{which} run earlier on {' and '.join(sorted(other))}, not on {here}: "
+            f"to compute them again on {here}, run with {again}")
 
 
 def _ipython_display() -> Callable[..., Any]:
@@ -471,6 +492,8 @@ class _Block:
         return "\n".join(self.lines)
 
     def _repr_html_(self) -> str:
+        if not self.lines:
+            return ""
         return f"<pre style=\"margin:0;line-height:1.3\">{html.escape(chr(10).join(self.lines))}</pre>"
 
 

@@ -350,13 +350,32 @@ class Scheduler:
             self.finish()
         return self._outcome()
 
+    def _reused_from(self) -> Dict[str, int]:
+        """Tasks reused from the journal, by the platform of the run that journaled them (the summary names a
+        platform other than this run's)."""
+        g, origins = self.graph, self.journal.origins
+        if not g.reused:
+            return {}
+        if not origins.mixed:
+            return {origins.first or "": g.reused}
+        counts: Dict[str, int] = {}
+        for st in g.nodes.values():
+            fp = st.info.fingerprint
+            before = g.done_before.get(fp) or {}
+            for p, rec in st.outputs.items():
+                if before.get(p) is rec:
+                    where = origins.platform_of(fp, p)
+                    counts[where] = counts.get(where, 0) + 1
+        return counts
+
     def _outcome(self) -> Dict[str, Any]:
         status = self.status()
         o, spec = self.outcomes, self.speculation
         outputs = [rec.get("o") for r in self.roots for rec in self.graph.in_order(r) if rec.get("o")]
         stats = {"job_id": self.options.job_id, "status": status, "ran": o.ran, "cached": self.graph.reused,
                  "retried": o.retried, "failed": len(o.failures), "executors": self.t.size - 1,
-                 "platform": self.options.platform, "job_dir": self.options.job_dir, **o.data,
+                 "platform": self.options.platform, "reused_from": self._reused_from(),
+                 "job_dir": self.options.job_dir, **o.data,
                  "speculated": spec.speculated if spec else 0, "speculation_won": spec.won if spec else 0,
                  "slowest": sorted(o.slowest, reverse=True)}
         self.progress.finish(self._node_counts)
