@@ -92,6 +92,14 @@ class Executor:
         self.deadlines: Dict[int, Tuple[float, float, WorkerHandle]] = {}  # worker -> (deadline, limit, worker)
         self.overdue: Dict[int, float] = {}  # workers killed for their time limit -> the limit
 
+    @staticmethod
+    def create(runtime_ctx: Any, exec_id: str) -> Any:
+        """smallpond's `Executor.create(runtime_ctx, id)`: an executor process's part in the job that a
+        smallpond-style `Scheduler(exec_plan).run()` runs under the same runtime context (execution.roles)."""
+        from mpipipe.execution.roles import ExecutorRole
+
+        return ExecutorRole(runtime_ctx, exec_id)
+
     def run(self) -> None:
         # rank 0 decides when the world stops: a closed terminal (SIGHUP) reaches every process of the job's
         # process group, and mpiexec passes SIGTERM on to every rank; if this rank died of it first, the

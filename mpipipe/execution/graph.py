@@ -72,7 +72,7 @@ class PlanGraph:
         for i in new:
             self.nodes[i.id] = NodeState(i)
         for i in new:
-            for dep in i.inputs:
+            for dep in dict.fromkeys(i.inputs):  # a node may read one input twice ({0} and {1}): one child link
                 if dep not in self.nodes:
                     raise JournalError(f"node {i.name!r} takes an input that this run does not know")
                 self.nodes[dep].children.append(i.id)

@@ -15,6 +15,7 @@ import os
 from typing import Any, Dict, Optional
 
 from mpipipe.errors import ConfigError, TaskFailedError
+from mpipipe.execution.task import ExecutionPlan as _ExecutionPlan
 
 # smallpond JobManager.run() options that change nothing in mpipipe (where they differ, mpipipe's own way is
 # named in the README's "Coming from smallpond" table)
@@ -42,23 +43,14 @@ class WorkStatus(enum.Enum):
     EXEC_FAILED = 5
 
 
-class ExecutionPlan:
+class ExecutionPlan(_ExecutionPlan):
     """What smallpond's JobManager.run returns: whether the job succeeded, and each node's output as a
     dataset (`final_output`: the plan's root, `get_output(name)`: a node by name, smallpond's `output_name`)."""
 
     def __init__(self, plan: Any, result: Any = None, error: Optional[BaseException] = None,
                  job_dir: str = "") -> None:
-        self.logical_plan = plan
-        self.result = result
-        self.error = error
-        self.job_dir = result.job_dir if result is not None else job_dir
+        super().__init__(plan, result, error, job_dir)
         self._nodes = {n.name: n for n in plan.nodes}
-
-    @property
-    def successful(self) -> bool:
-        return self.result is not None and self.error is None
-
-    success = successful
 
     @property
     def ctx(self) -> Any:
@@ -68,10 +60,6 @@ class ExecutionPlan:
         rc = RuntimeContext(job_id=os.path.basename(self.job_dir), data_root=os.path.dirname(self.job_dir))
         rc.job_root = self.job_dir
         return _Outputs(rc, os.path.join(self.job_dir, "outputs"))
-
-    @property
-    def final_output(self) -> Any:
-        return self.get_output(self.logical_plan.roots[0].name)
 
     def get_output(self, output_name: str) -> Any:
         """The dataset a node wrote (all its partitions, in partition order); None for a node not in the plan."""
@@ -95,9 +83,6 @@ class ExecutionPlan:
         ds = ParquetDataSet._from_fragments(frags)
         ds._partition_keys = keys  # which partition of each dimension a file holds (load_partitioned_datasets)
         return ds
-
-    def __repr__(self) -> str:
-        return f"<ExecutionPlan {os.path.basename(self.job_dir)}: {'succeeded' if self.successful else 'failed'}>"
 
 
 def _indexes(j: int, sizes: list) -> list:

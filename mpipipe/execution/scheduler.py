@@ -32,10 +32,11 @@ from mpipipe.execution.osutil import STOP_SIGNALS, leave_hung_up_terminal
 from mpipipe.execution.outcomes import Failure, Outcomes
 from mpipipe.execution.placed import PlacedDispatch
 from mpipipe.execution.progress import NodeCount, Progress
+from mpipipe.execution.roles import SchedulerRole, StateObserver
 from mpipipe.execution.speculation import Speculation
-from mpipipe.execution.task import EXTERNAL, OK, OkRun, Result, Task, TaskRange
+from mpipipe.execution.task import EXTERNAL, OK, ExecutionPlan, OkRun, Result, Task, TaskRange
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
-from mpipipe.logical.node import NodeInfo
+from mpipipe.logical.node import LogicalPlan, NodeInfo
 
 log = logging.getLogger("mpipipe.scheduler")
 
@@ -61,6 +62,16 @@ class SchedulerOptions:
 
 
 class Scheduler:
+    StateObserver = StateObserver  # smallpond's name
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        """smallpond's `Scheduler(exec_plan, ...)` makes the scheduler role of a job whose executors are separate
+        processes (mpipipe.execution.roles); mpipipe's own scheduler takes a transport."""
+        plan = args[0] if args else kwargs.get("exec_plan")
+        if cls is Scheduler and isinstance(plan, (ExecutionPlan, LogicalPlan)):
+            return SchedulerRole(*args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, transport: Transport, infos: List[NodeInfo], roots: List[int], options: SchedulerOptions,
                  journal: Journal, resources: Optional[Dict[int, Any]] = None,
                  hosts: Optional[Dict[int, Dict[str, Any]]] = None,

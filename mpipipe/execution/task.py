@@ -567,6 +567,60 @@ class RuntimeContext:
         return f"<RuntimeContext {where}>"
 
 
+class ExecutionPlan:
+    """smallpond's ExecutionPlan: a logical plan with the RuntimeContext it is to run in (what
+    `Planner(runtime_ctx).create_exec_plan(plan)` returns), and after a run its outcome. A run returns the
+    subclass mpipipe.execution.manager.ExecutionPlan, which also reads each node's output as a dataset."""
+
+    def __init__(self, plan: Any, result: Any = None, error: Optional[BaseException] = None, job_dir: str = "",
+                 runtime_ctx: Optional[RuntimeContext] = None) -> None:
+        self.logical_plan = plan
+        self.result = result
+        self.error = error
+        self.job_dir = result.job_dir if result is not None else job_dir
+        self.runtime_ctx = runtime_ctx
+
+    @property
+    def ctx(self) -> Optional[RuntimeContext]:
+        return self.runtime_ctx
+
+    @property
+    def successful(self) -> bool:
+        return self.result is not None and self.error is None
+
+    success = successful
+
+    @property
+    def final_output(self) -> Any:
+        return self.get_output(self.logical_plan.roots[0].name)
+
+    def get_output(self, output_name: str) -> Any:
+        """The dataset a node wrote; None before the plan has run."""
+        return None
+
+    def __str__(self) -> str:
+        return str(self.logical_plan)
+
+    def __repr__(self) -> str:
+        state = "not run" if not self.job_dir else "succeeded" if self.successful else "failed"
+        return f"<ExecutionPlan {os.path.basename(self.job_dir) or '-'}: {state}>"
+
+    def __reduce__(self) -> Any:
+        """Pickled with cloudpickle whatever the pickler: its plan's nodes may hold lambdas, and smallpond's
+        scheduler state (which holds this) travels through multiprocessing queues."""
+        from mpipipe.pickling import dumps
+
+        return _restore_exec_plan, (type(self), dumps(self.__dict__))
+
+
+def _restore_exec_plan(cls: type, state: bytes) -> ExecutionPlan:
+    import pickle
+
+    plan = cls.__new__(cls)
+    plan.__dict__.update(pickle.loads(state))
+    return plan
+
+
 class PythonScriptTask:
     """smallpond's task object for a PythonScriptNode whose `spawn()` returns one: subclass it and override
     `process(runtime_ctx, input_datasets, output_path) -> bool` (and, if needed, initialize/finalize).

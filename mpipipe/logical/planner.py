@@ -3,7 +3,8 @@
 mpipipe has no separate execution plan (the scheduler turns nodes into tasks
 lazily); create_exec_plan checks the plan as a run would, adds smallpond's
 check that the inputs of a node are partitioned alike (same dimensions), and
-returns the plan. Its errors are PlanErrors that are also AssertionErrors, as
+returns the plan with the runtime context it is to run in (an ExecutionPlan,
+which smallpond's `Scheduler(exec_plan)` runs). Its errors are PlanErrors that are also AssertionErrors, as
 smallpond's planner raised assertions.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any, List, Tuple
 
 from mpipipe.errors import PlanError
+from mpipipe.execution.task import ExecutionPlan
 from mpipipe.logical.datanode import DataNode, PartitionNode, num_outputs, partition_dims
 from mpipipe.logical.plan import LogicalPlan
 
@@ -23,7 +25,7 @@ class Planner:
     def __init__(self, runtime_ctx: Any = None) -> None:
         self.runtime_ctx = runtime_ctx
 
-    def create_exec_plan(self, plan: LogicalPlan, manifest_only_final_results: bool = True) -> LogicalPlan:
+    def create_exec_plan(self, plan: LogicalPlan, manifest_only_final_results: bool = True) -> ExecutionPlan:
         """The plan, checked: every node's own checks, then the partition dimensions of multi-input nodes."""
         try:
             for node in plan.nodes:
@@ -36,7 +38,7 @@ class Planner:
             raise
         except PlanError as e:
             raise PlanAssertionError(str(e)) from None
-        return plan
+        return ExecutionPlan(plan, runtime_ctx=self.runtime_ctx)
 
 
 def check_dimensions(plan: LogicalPlan) -> None:
