@@ -7,8 +7,9 @@ elsewhere like any library's messages.
   error's code, without a traceback unless --debug (or SP_DEBUG) asks.
 
 The first message installs one handler on "mpipipe" that writes to stderr, unless the application has
-configured logging already (a handler on the root logger): then mpipipe's records go to that configuration and
-none of mpipipe's own. Silencing: `logging.getLogger("mpipipe").setLevel(logging.ERROR)` before the first run
+configured logging already (a handler of its own on "mpipipe", or on the root logger): then mpipipe's records go
+to that configuration and none of mpipipe's own. A handler the application puts on "mpipipe" later takes over
+too: mpipipe's stops writing. Silencing: `logging.getLogger("mpipipe").setLevel(logging.ERROR)` before the first run
 (mpipipe's own lines keep that level; --log-level sets only the rank logs'), or
 `logging.getLogger("mpipipe.console").setLevel(logging.WARNING)` at any time.
 
@@ -90,7 +91,18 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def _shown(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or record.name == log.name
+    return (record.levelno >= logging.WARNING or record.name == log.name) and not _users_handlers()
+
+
+def _users_handlers() -> bool:
+    """Whether the application has a handler of its own on "mpipipe" (or "mpipipe.console"): it gets the
+    records, and mpipipe's handler stands aside. Handlers mpipipe adds itself (the rank logs) carry
+    `mpipipe_own`."""
+    for name in (LOGGER, log.name):
+        for h in logging.getLogger(name).handlers:
+            if not isinstance(h, ConsoleHandler) and not getattr(h, "mpipipe_own", False):
+                return True
+    return False
 
 
 _installed = False
@@ -115,7 +127,7 @@ def ensure_terminal() -> None:
     # mpipipe sets on "mpipipe" for the rank logs, does not silence them
     if log.level == logging.NOTSET:
         log.setLevel(logger.level or logging.INFO)
-    if terminal_handler() is not None or logging.getLogger().handlers:
+    if terminal_handler() is not None or logging.getLogger().handlers or _users_handlers():
         return
     logger.addHandler(ConsoleHandler())
 

@@ -155,6 +155,7 @@ def parse_known(argv: Sequence[str]) -> Tuple[Dict[str, Any], List[str], List[st
 
 def _one_line_error(message: str) -> NoReturn:
     """A bad value of one of mpipipe's flags, in a script whose usage line mpipipe does not know."""
-    print(f"mpipipe: error: {message} (see the mpipipe options in the README, or a Driver script's --help)",
-          file=sys.stderr)
+    from mpipipe.console import error_line
+
+    error_line(f"{message} (see the mpipipe options in the README, or a Driver script's --help)")
     raise SystemExit(2)

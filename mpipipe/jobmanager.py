@@ -35,7 +35,7 @@ from mpipipe.execution.scheduler import Scheduler, SchedulerOptions
 from mpipipe.execution.service import world_survives
 from mpipipe.execution.transport import PeerLost
 from mpipipe.execution.worker import start_early
-from mpipipe.console import world_rank
+from mpipipe.console import ensure_terminal, error_line, world_rank
 from mpipipe.jobdir import JobLock, default_job_id, prepare_job_dir, remove_stale_staging
 from mpipipe.logical.node import LogicalPlan, NodeInfo
 from mpipipe.pickling import pickle_nodes
@@ -124,6 +124,7 @@ class Runtime:
         self._lock = lock
         remove_stale_staging(self.job_dir)
         self._handler = _rank_log(self.job_dir, "rank-0.log", config.log_level)
+        ensure_terminal()  # before the level of the rank logs is set on "mpipipe": the terminal keeps the user's
         log.addHandler(self._handler)
         log.setLevel(config.log_level)
         log.info("job %s on %s (%s), %d executor(s)", self.job_id, self.platform.name, reason, self.world.num_executors)
@@ -201,7 +202,7 @@ def _close_at_exit() -> None:
         if peers and isinstance(value, MpipipeError):
             # the Driver's one line, without its os._exit: an MPI launcher kills every rank, and
             # reports a signal, when one leaves with an error before the others are gone (exit code 1)
-            print(f"mpipipe: error: {value}", file=sys.stderr)
+            error_line(str(value))
             return
         previous(etype, value, tb)
 
@@ -423,5 +424,5 @@ class JobManager:
 def report_error(e: MpipipeError, debug: bool) -> NoReturn:
     if debug:
         raise e
-    print(f"mpipipe: error: {e}", file=sys.stderr)
+    error_line(str(e))
     raise SystemExit(e.exit_code)

@@ -50,6 +50,8 @@ class RankLogHandler(logging.FileHandler):
     of printing a traceback on the job's terminal for every message; a job that cannot write its journal stops
     with one line."""
 
+    mpipipe_own = True  # mpipipe's, not the application's: the terminal's handler stays (mpipipe.console)
+
     def _open(self) -> IO[str]:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return open(fd, "a", encoding=self.encoding, errors=self.errors)

@@ -13,7 +13,6 @@ import copy
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -24,14 +23,14 @@ from mpipipe.launchers.connectors import check_connector
 from mpipipe.module import (DelayedSubmission, Module, ModuleFailed, RunInProgress, RunStopped, Shard, ShardFailure,
                             ASKED, can_checkpoint, module_label, set_current_run, shards_of)
 from mpipipe.module_cache import ResultCache, read_result, write_result
-from mpipipe import context
+from mpipipe import console, context
 
 log = logging.getLogger("mpipipe.modules")
 
 
 def say(text: str) -> None:
-    """One line about a module's progress, on stderr like the scheduler's progress."""
-    print(f"[mpipipe] {text}", file=sys.stderr, flush=True)
+    """One line about a module's progress, on the terminal like the scheduler's (mpipipe.console)."""
+    console.say(f"[mpipipe] {text}")
 
 
 def checkpoint_path(result_path: str) -> str:

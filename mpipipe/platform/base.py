@@ -366,6 +366,7 @@ def serve_callback(argv: List[str]) -> int:
     """An executor of a CallbackWorld: connect to rank 0, prove the token, serve until told to stop."""
     import argparse
 
+    from mpipipe.console import error_line, say
     from mpipipe.execution.executor import Executor
     from mpipipe.execution.transport import PipeTransport
 
@@ -374,8 +375,7 @@ def serve_callback(argv: List[str]) -> int:
     args, _rest = parser.parse_known_args(argv)
     token = os.environ.get(TOKEN_ENV)
     if not token:
-        print(f"mpipipe: error: {TOKEN_ENV} is not set; the platform's start_job must pass `envs` to the "
-              "processes it starts", file=sys.stderr)
+        error_line(f"{TOKEN_ENV} is not set; the platform's start_job must pass `envs` to the processes it starts")
         return 2
     host, _, port = args.connect.rpartition(":")
     try:
@@ -384,7 +384,7 @@ def serve_callback(argv: List[str]) -> int:
         reply = _read_line(sock).split()
         rank, size = int(reply[0]), int(reply[1])
     except (OSError, ValueError, IndexError) as e:
-        print(f"mpipipe: error: cannot join the job at {args.connect}: {e}", file=sys.stderr)
+        error_line(f"cannot join the job at {args.connect}: {e}")
         return 1
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -394,7 +394,6 @@ def serve_callback(argv: List[str]) -> int:
     try:
         Executor(PipeTransport(rank, size, {0: sock})).run()
     except PeerLost:
-        print(f"mpipipe: executor rank {rank}: rank 0 at {args.connect} went away before the job ended",
-              file=sys.stderr)
+        say(f"mpipipe: executor rank {rank}: rank 0 at {args.connect} went away before the job ended")
         return 1
     return 0

@@ -33,6 +33,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from mpipipe.config import JobConfig
+from mpipipe.console import say
 from mpipipe.errors import PlatformError
 from mpipipe.platform import slurm_commands as sc
 from mpipipe.platform.mpi import MpiPlatform
@@ -333,11 +334,9 @@ class SlurmPlatform(MpiPlatform):
         if self.config.detach:
             print(f"submitted SLURM job {job}")
             print(f"job directory: {job_dir}")
-            print(f"[mpipipe] output: {self.output}; follow it with: mpipipe status {shlex.quote(job_dir)}",
-                  file=sys.stderr, flush=True)
+            say(f"[mpipipe] output: {self.output}; follow it with: mpipipe status {shlex.quote(job_dir)}")
         else:
-            print(f"[mpipipe] submitted SLURM job {job}; job directory: {job_dir}; output: {self.output}",
-                  file=sys.stderr, flush=True)
+            say(f"[mpipipe] submitted SLURM job {job}; job directory: {job_dir}; output: {self.output}")
         return [job]
 
     def _refuse_if_running(self, job_dir: str) -> None:

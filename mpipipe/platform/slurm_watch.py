@@ -15,10 +15,10 @@ import json
 import os
 import re
 import signal
-import sys
 import time
 from typing import IO, Any, Dict, List, Optional, Set
 
+from mpipipe import console
 from mpipipe.errors import PlatformError
 from mpipipe.execution.journal import END, FAILED, JOURNAL_NAME, OK, RUN, JournalTail, kind, split_key
 from mpipipe.execution.progress import Progress, read_state
@@ -111,16 +111,23 @@ class JobWatcher:
         self.output = output
         self.poll_interval = poll_interval
         self.progress_interval = progress_interval
-        self.stream = stream or sys.stderr
+        self.stream = stream  # None: mpipipe's messages go through logging (mpipipe.console)
         self.progress = JournalProgress(job_dir)
-        self.bars = Progress(0, progress_interval or 1.0, self.stream)  # per-node bars when on a terminal
+        self.bars = Progress(0, progress_interval or 1.0, stream)  # per-node bars when on a terminal
         self.state = "PENDING"
         self._shown_state = ""
         self._ran = False  # seen RUNNING: a later PENDING means it was requeued
         self._interrupts: List[int] = []
 
     def say(self, text: str) -> None:
-        print(f"[mpipipe] {text}", file=self.stream, flush=True)
+        self._line(f"[mpipipe] {text}")
+
+    def error(self, text: str) -> None:
+        """The one line that says why the wait failed (`mpipipe: error: ...`)."""
+        if self.stream is not None:
+            print(f"mpipipe: error: {text}", file=self.stream, flush=True)
+        else:
+            console.error_line(text)
 
     def _poll(self) -> Optional[sc.QueueEntry]:
         entries = sc.queue_states([self.job_id])
@@ -210,7 +217,7 @@ class JobWatcher:
         try:
             sc.scancel([self.job_id])
         except PlatformError as e:
-            print(f"mpipipe: error: could not cancel SLURM job {self.job_id}: {e}", file=sys.stderr, flush=True)
+            self.error(f"could not cancel SLURM job {self.job_id}: {e}")
             return 130
         # wait (a little) for its ranks to stop and flush the journal, so the same command can resume at once
         count = len(self._interrupts)
@@ -250,12 +257,16 @@ class JobWatcher:
             return 0
         tail = filtered_output(self.output, keep_batch_lines=True)[-TAIL_LINES:]
         if tail:
-            print(f"--- last lines of {self.output} ---", file=sys.stderr)
-            print("\n".join(tail), file=sys.stderr)
-            print("---", file=sys.stderr)
+            for line in [f"--- last lines of {self.output} ---", *tail, "---"]:
+                self._line(line)
         why = {"CANCELLED": "was cancelled", "TIMEOUT": "reached its time limit", "PREEMPTED": "was preempted",
                "NODE_FAIL": "lost a node", "OUT_OF_MEMORY": "ran out of memory"}.get(state.split()[0], f"ended {state}")
         resume = " (the journal keeps what finished: run the same command again to resume)" if code == 130 else ""
-        print(f"mpipipe: error: SLURM job {self.job_id} {why} with exit code {code}{resume}; its output: {self.output}",
-              file=sys.stderr, flush=True)
+        self.error(f"SLURM job {self.job_id} {why} with exit code {code}{resume}; its output: {self.output}")
         return code
+
+    def _line(self, text: str) -> None:
+        if self.stream is not None:
+            print(text, file=self.stream, flush=True)
+        else:
+            console.say(text)
