@@ -179,3 +179,8 @@ def test_a_kernel_that_cannot_tell_its_notebook_gets_a_session_job_and_a_hint(tm
     job = lines[0].split("its job is ")[1].split(",")[0]
     assert f"mpipipe.init(job_id='{job}')" in lines[0]
     assert lines[1].startswith(f"[mpipipe] job {job} succeeded in ")
+    # another kernel session resumes that job when given its id by name
+    cells = [f"import mpipipe\nsp = mpipipe.init(data_root={data_root!r}, num_executors=1, job_id={job!r})\n"
+             "print(sp.from_items([1, 2, 3]).count())"]
+    again = _stderr_lines(_execute(tmp_path, "again.ipynb", cells, {})[0])
+    assert len(again) == 1 and again[0].startswith(f"[mpipipe] job {job} succeeded in ") and " 0 tasks ran" in again[0]

@@ -170,7 +170,8 @@ def test_the_notebook_mode_is_one_display_updated_in_place():
     html = updates[-2]._repr_html_()  # type: ignore[attr-defined]
     assert html.startswith("<pre") and "1 node done" in html and "&lt;" not in html
     assert "tasks" in repr(updates[0])
-    assert updates[-1]._repr_html_() == "" and repr(updates[-1]) == ""  # type: ignore[attr-defined]  # cleared: the summary line follows
+    # at the end the display is cleared: the one summary line that follows says it all
+    assert updates[-1]._repr_html_() == "" and repr(updates[-1]) == ""  # type: ignore[attr-defined]
     p.summary({"job_id": "nb", "status": "succeeded", "ran": 20, "cached": 0, "retried": 0, "failed": 0,
                "executors": 2, "platform": "local", "job_dir": "/j/nb"}, [])
     summary = out.getvalue().splitlines()
