@@ -85,16 +85,25 @@ def peak_rss_mb() -> float:
 
 
 def run(cmd: Sequence[str], timeout: float, env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None,
-        label: str = "") -> Dict[str, Any]:
+        label: str = "", memory: bool = False) -> Dict[str, Any]:
     """Run a command in its own process group; wall time from outside, plus whatever it reported.
 
     On timeout the whole group it started is stopped (SIGTERM, then SIGKILL),
-    never anything else.
+    never anything else. With `memory`, the record also holds the peak
+    resident memory of the largest process the command started (procmem.py).
     """
+    watch = None
+    if memory:
+        import procmem
+
+        watch = procmem.Watch(cmd)
+        cmd = watch.argv
     t0 = time.perf_counter()
     start = time.time()
     proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or bench_env(),
                             cwd=cwd or REPO, start_new_session=True, text=True, errors="replace")
+    if watch is not None:
+        watch.start(proc.pid)
     status = "ok"
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -107,6 +116,11 @@ def run(cmd: Sequence[str], timeout: float, env: Optional[Dict[str, str]] = None
         status = "error"
     linger = _drain_group(proc.pid)
     rec: Dict[str, Any] = {"status": status, "wall": round(wall, 4), "start": start, "rc": proc.returncode}
+    if watch is not None:
+        mem = watch.finish()
+        if "wall" in mem:  # the command's own, without the small process that watched it starting
+            rec["start"], rec["wall"] = mem.pop("start"), round(mem.pop("wall"), 4)
+        rec.update(mem)
     if linger > 0.05:
         rec["linger"] = round(linger, 3)  # seconds its other processes outlived it (not in `wall`)
     for line in out.splitlines():
@@ -457,6 +471,10 @@ def print_result(res: Dict[str, Any]) -> None:
         print(f" check: {c}")
     for n in res.get("notes", []):
         print(f" note: {n}")
+    for section in res.get("sections", []):  # text a workload rendered itself: {"title", "lines", "markdown"}
+        print(f"\n {section['title']}")
+        for line in section["lines"]:
+            print(f"  {line}")
 
 
 def finish(res: Dict[str, Any], out: Optional[str]) -> None:
@@ -553,9 +571,10 @@ def journal_span(job_dir: str) -> Optional[float]:
     return end - start if start is not None and end is not None else None
 
 
-def data_workload_args(description: str, rows: int) -> argparse.Namespace:
+def data_workload_args(description: str, rows: int,
+                       more: Optional[Callable[[argparse.ArgumentParser], Any]] = None) -> argparse.Namespace:
     """The flags of the data workloads (group-by, sort); --alone/--input/--output are how a workload runs
-    one alternative in a process of its own."""
+    one alternative in a process of its own. `more` adds a workload's own flags."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--rows", type=int, default=rows)
     ap.add_argument("--files", type=int, default=8)
@@ -566,4 +585,6 @@ def data_workload_args(description: str, rows: int) -> argparse.Namespace:
     ap.add_argument("--alone", choices=["duckdb", "polars"], help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--output", help=argparse.SUPPRESS)
+    if more is not None:
+        more(ap)
     return ap.parse_args()

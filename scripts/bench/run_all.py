@@ -4,12 +4,12 @@
     BENCH_QUICK=1 python scripts/bench/run_all.py    # small sizes, no smallpond (about 2 minutes)
     python scripts/bench/run_all.py --only dispatch,sort
 
-Each workload script (startup, dispatch, groupby, sort, scale) runs as its own
-process with a time limit; one that fails or runs out of time is reported
-and the others still run. A full run writes scripts/bench/results/
-(results.json, results.md, per_task_overhead.svg); a quick run writes
-mpipipe-jobs/bench-results-quick/ instead, so it never replaces the figures of
-a full run. Generated inputs stay in mpipipe-jobs/bench-data/ for the next run.
+Each workload script (startup, dispatch, groupby, sort, user_groupby,
+user_sort, scale, scale_sim) runs as its own process with a time limit; one
+that fails or runs out of time is reported and the others still run. A full
+run writes scripts/bench/results/ (results.json, results.md,
+per_task_overhead.svg); a quick run writes mpipipe-jobs/bench-results-quick/
+instead, so it never replaces the figures of a full run. Generated inputs stay in mpipipe-jobs/bench-data/ for the next run.
 """
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as B  # noqa: E402
 
-WORKLOADS = ["startup", "dispatch", "groupby", "sort", "scale", "scale_sim"]
-TIMEOUTS = {"startup": 600, "dispatch": 1800, "groupby": 1500, "sort": 1500, "scale": 1800, "scale_sim": 1800}
+WORKLOADS = ["startup", "dispatch", "groupby", "sort", "user_groupby", "user_sort", "scale", "scale_sim"]
+TIMEOUTS = {"startup": 600, "dispatch": 1800, "groupby": 1500, "sort": 1500, "user_groupby": 1500, "user_sort": 1500,
+            "scale": 1800, "scale_sim": 1800}
 QUICK_TIMEOUT = 600
 
 
@@ -104,6 +105,8 @@ def markdown(summary) -> str:
                 lines.append(f"- {n}")
         if res.get("checks") or res.get("notes"):
             lines.append("")
+        for section in res.get("sections", []):
+            lines += [f"**{section['title'][0].upper()}{section['title'][1:]}**", ""] + section["markdown"]
         cmds = res.get("commands") or {}
         if cmds:
             lines += ["<details><summary>commands</summary>", "", "```"]
