@@ -36,7 +36,13 @@ def num_outputs(node: Node) -> int:
     nb = getattr(node, "nbuckets", None)
     if nb is None:
         return int(node.npartitions)
-    return int(nb) * int(node.npartitions) if getattr(node, "nested", False) else int(nb)
+    return int(nb) * input_partitions(node) if getattr(node, "nested", False) else int(nb)
+
+
+def input_partitions(node: Node) -> int:
+    """The input partitions a partitioning node's tasks cover: its tasks, unless it cut a one-partition
+    source into several map tasks (see mpipipe.logical.mapsplit)."""
+    return int(node.npartitions) // int(getattr(node, "map_split", 1))
 
 
 def is_bucketed(node: Node) -> bool:
@@ -53,7 +59,8 @@ class DataNode(Node):
     """Base of the data steps: input slicing, per-task resources, and a body that writes Parquet.
 
     `cpus` and `memory` (bytes or '4GB') bound what one task uses (DuckDB threads
-    and memory limit); by default a task gets its share of the host.
+    and memory limit); by default a task gets its share of its host: what the host offers divided among
+    the executors there, or among the node's tasks when they are fewer.
     """
 
     kind = "data"
@@ -230,7 +237,7 @@ class DataNode(Node):
         if cpus is None or memory is None:
             share = getattr(task, "host_share", None)
             if callable(share) and not res.get("sharers"):  # this rank's share of its host: the executors there
-                cores, host_memory = share()
+                cores, host_memory = _share_of_host(task, self.npartitions) or share()
                 cpus = cpus or max(1, int(cores))
                 if memory is None and host_memory:
                     memory = int(host_memory * 0.7)
@@ -240,6 +247,7 @@ class DataNode(Node):
             except AttributeError:
                 cores = os.cpu_count() or 1
             sharers = max(1, int(res.get("sharers") or max(1, getattr(task, "world_size", 2) - 1)))
+            sharers = min(sharers, max(1, int(self.npartitions)))  # a node of fewer tasks leaves cores idle
             cpus = cpus or max(1, cores // sharers)
             if memory is None:
                 try:
@@ -267,6 +275,22 @@ class DataNode(Node):
     def process_partition(self, task: Any, inputs: List[Any]) -> Any:
         """Hook: read `inputs` (PartitionData per input), write under task.output_dir, return a small summary."""
         raise NotImplementedError(f"{type(self).__name__} does not define process_partition()")
+
+
+def _share_of_host(task: Any, tasks: int) -> Optional[Tuple[int, int]]:
+    """(cores, memory bytes) of the task's host divided among the executors that share them, or among the
+    node's tasks when those are fewer (a 1-task step on a host of 2 executors gets both cores); None when
+    the task cannot say what its host is (then host_share() decides)."""
+    job_dir, rank, size = (getattr(task, k, None) for k in ("job_dir", "rank", "world_size"))
+    if not isinstance(job_dir, str) or not isinstance(rank, int) or not isinstance(size, int):
+        return None
+    from mpipipe.execution.task import host_view
+
+    view = host_view(job_dir, rank, size)
+    offer = view["offer"]
+    busy = max(1, int(tasks))
+    return (max(1, int(offer.get("cores") or 1) // max(1, min(int(view["core_sharers"]), busy))),
+            int(offer.get("memory") or 0) // max(1, min(int(view["memory_sharers"]), busy)))
 
 
 # keywords smallpond's nodes take that change nothing in mpipipe (each is documented in the README's table)
@@ -390,7 +414,12 @@ class DataSourceNode(DataNode):
             return nullable_schema(self._columns(table).schema)
         frags = self._fragments
         if frags and all(f.format == "parquet" for f in frags):
-            return self._columns(check_parquet_files(list(dict.fromkeys(f.path for f in frags)))[0])
+            paths = list(dict.fromkeys(f.path for f in frags))
+            schema, footers = check_parquet_files(paths)
+            # rows per row group of each file: how a partitioning node cuts its map side (not shipped)
+            self._row_groups = {p: tuple(md.row_group(i).num_rows for i in range(md.num_row_groups))
+                                for p, md in zip(paths, footers)}
+            return self._columns(schema)
         check_csv_headers(frags)
         check_csv_formats(frags)
         schema = self.dataset.schema()
@@ -412,6 +441,15 @@ class DataSourceNode(DataNode):
 
     def default_name(self) -> str:
         return "source"
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_row_groups", None)  # what the plan needed; tasks do not
+        return state
+
+    def file_layout(self) -> Tuple[Dict[str, Tuple[int, ...]], Dict[str, int]]:
+        """(rows per row group of each Parquet file, bytes of each local file), as the plan found them."""
+        return getattr(self, "_row_groups", None) or {}, {p: size for p, (size, _) in self._stamps.items()}
 
     @property
     def format(self) -> str:
@@ -479,12 +517,13 @@ PARTITION_MODES = ("files", "row_groups", "rows")
 
 def bucket_folders(dep: Node, paths: Sequence[str], j: int) -> List[str]:
     """The folders holding partition j of a partitioning node `dep`, given all its task outputs: bucket j of
-    every task, or (nested) bucket j % nbuckets of task j // nbuckets."""
+    every task, or (nested) bucket j % nbuckets of the task(s) of input partition j // nbuckets."""
     from mpipipe.steps.partio import bucket_dir
 
     nb = int(getattr(dep, "nbuckets"))
     if getattr(dep, "nested", False):
-        return [bucket_dir(paths[j // nb], j % nb)]
+        split = int(getattr(dep, "map_split", 1))  # the map tasks of one input partition
+        return [bucket_dir(paths[(j // nb) * split + r], j % nb) for r in range(split)]
     return [bucket_dir(d, j) for d in paths]
 
 
@@ -556,7 +595,9 @@ class PartitionNode(DataNode):
     """Base of the nodes that set how data is partitioned (smallpond's name); `dimension` names the
     partitioning, and `nested=True` splits each input partition again instead of the whole input."""
 
-    max_num_producer_tasks = 100  # smallpond's knob for its producer tasks; mpipipe runs one task per input
+    # smallpond's knob for its producer tasks; mpipipe runs one task per input partition (or per range of a
+    # one-partition source, see mapsplit)
+    max_num_producer_tasks = 100
     max_card_of_producers_x_consumers = 4_096_000
 
     def _set_dimension(self, dimension: Optional[str], nested: bool) -> None:
@@ -700,11 +741,18 @@ class RepeatPartitionNode(PartitionNode):
 
 
 class _BucketingNode(PartitionNode):
-    """A partitioning step: each task splits its slice of the input into `nbuckets` bucket folders."""
+    """A partitioning step: each task splits its slice of the input into `nbuckets` bucket folders.
+
+    One task per input partition; over a one-partition source that lists several files (or Parquet row
+    groups), one map task per range of them, so the map side runs in parallel (the rule is in
+    mpipipe.logical.mapsplit: at least ~1M rows or 32 MB per task, at most 64 tasks). The buckets hold the
+    same rows either way. `map_tasks=1` keeps one task; `map_tasks=k` asks for k (at most one per unit).
+    """
 
     def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, name: Optional[str], version: str,
                  cpus: Optional[int], memory: Union[int, str, None], resources: Any = None,
-                 dimension: Optional[str] = None, nested: bool = False, **options: Any) -> None:
+                 dimension: Optional[str] = None, nested: bool = False, *, map_tasks: Optional[int] = None,
+                 **options: Any) -> None:
         label = name or options.get("output_name") or self.default_name()
         deps, _ = _as_inputs(inputs)
         if len(deps) != 1:
@@ -713,7 +761,51 @@ class _BucketingNode(PartitionNode):
             raise PlanError(f"node {label!r}: npartitions must be a whole number >= 1, got {npartitions!r}")
         self.nbuckets = npartitions
         self._set_dimension(dimension, nested)
-        super().__init__(ctx, deps, num_outputs(deps[0]), name, version, cpus, memory, resources, **options)
+        self._map_slices = self._cut_map_side(label, deps[0], map_tasks)
+        self.map_split = len(self._map_slices) if self._map_slices else 1  # map tasks per input partition
+        super().__init__(ctx, deps, num_outputs(deps[0]) * self.map_split, name, version, cpus, memory, resources,
+                         **options)
+
+    def map_units(self) -> Optional[str]:
+        """Hook: how the map side over a one-partition source may be cut: "rows" (files, or row groups when
+        files are fewer than tasks), "files", or None (one task)."""
+        return "rows"
+
+    def _cut_map_side(self, label: str, dep: Node, map_tasks: Optional[int]) -> Any:
+        if map_tasks is not None and (isinstance(map_tasks, bool) or not isinstance(map_tasks, int) or map_tasks < 1):
+            raise PlanError(f"node {label!r}: map_tasks must be a whole number >= 1, got {map_tasks!r}")
+        units = self.map_units()
+        if map_tasks == 1 or units is None or num_outputs(dep) != 1 or not _listed(dep):
+            return None
+        from mpipipe.logical import mapsplit
+
+        frags = dep._fragments  # type: ignore[attr-defined]
+        if map_tasks is not None and not all(mapsplit.typed(f) for f in frags):
+            raise PlanError(f"node {label!r}: map_tasks={map_tasks} splits {dep.name!r} by files, but DuckDB takes "
+                            "its column types from all of its files together; give the dataset schema= (or leave "
+                            "map_tasks out)")
+        row_groups, sizes = dep.file_layout()  # type: ignore[attr-defined]
+        return mapsplit.plan_slices(frags, row_groups, sizes, self.nbuckets, self.max_card_of_producers_x_consumers,
+                                    map_tasks, files_only=units == "files")
+
+    def config_fingerprint(self) -> str:
+        base = super().config_fingerprint()
+        if not self._map_slices:
+            return base
+        from mpipipe.logical.mapsplit import digest
+
+        return f"{base}|map {digest(self._map_slices)}"
+
+    def input_data(self, task: Any) -> List[Any]:
+        """A map task of a cut source reads its range of the files the plan listed."""
+        if not self._map_slices:
+            return super().input_data(task)
+        from mpipipe.logical.mapsplit import fragments_of
+        from mpipipe.steps.partio import PartitionData
+
+        src = self.inputs[0]
+        pieces = self._map_slices[task.partition % self.map_split]
+        return [PartitionData(fragments_of(src._fragments, pieces), src.output_schema())]  # type: ignore[attr-defined]
 
     def describe(self) -> str:
         return f"{self.kind} into {self.nbuckets}" + (" (nested)" if self.nested else "")
@@ -900,6 +992,10 @@ class UserDefinedPartitionNode(_BucketingNode):
         """Hook: the input's dataset split into `self.npartitions` datasets (by files)."""
         raise NotImplementedError
 
+    def map_units(self) -> Optional[str]:
+        # partition() sees the input's whole dataset: its split need not hold for parts of it
+        return "rows" if self.partition_fn is not None else None
+
     @property
     def npartitions_out(self) -> int:
         return self.nbuckets
@@ -974,6 +1070,10 @@ class LoadPartitionedDataSetNode(_BucketingNode):
 
     def default_name(self) -> str:
         return "load_partitioned"
+
+    def map_units(self) -> Optional[str]:
+        # worth cutting only when each file's rows say its partition (folder names and known keys cost nothing)
+        return None if self.hive_partitioning or self._known_keys else "files"
 
     def step_fingerprint(self) -> str:
         return f"{super().step_fingerprint()}|{self.data_partition_column}|{self.hive_partitioning}"
