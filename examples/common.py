@@ -42,6 +42,19 @@ def output_folder(driver, args, name):
     return args["output"] or os.path.join(data_root(driver), "example-output", name)
 
 
+def sink_type(driver, output):
+    """"link" when the output folder is on the file system of the job directories: the sink then hard-links
+    the files the last step wrote (a job never writes into a file it committed), so no step copies data;
+    "copy" elsewhere, where a link would be a symbolic link into the job directory."""
+    def device(path):
+        path = os.path.abspath(path)
+        while not os.path.exists(path):
+            path = os.path.dirname(path)
+        return os.stat(path).st_dev
+
+    return "link" if device(output) == device(data_root(driver)) else "copy"
+
+
 def input_paths(driver, args, name, write_files):
     """The user's -i paths, or a generated folder: write_files(folder) fills it, once, with the same data every time."""
     if args["input"]:

@@ -14,7 +14,10 @@ The plan:
 Partition i then holds only keys <= those of partition i+1, so the output files,
 read in file-name order, are the whole input sorted by key. Equal keys always
 share a partition. Every step is DuckDB SQL, so the bounds, the ranges and the
-final ORDER BY compare keys the same way.
+final ORDER BY compare keys the same way. The sorted ranges land in the output
+folder as they are: the sink hard-links them (it copies only when the output
+is on another file system than the job directories) and renames the folder
+into place once all are there, so it never looks complete before it is.
 
 Without -i the script writes its input once (seeded: always the same data):
 --rows rows in --files Parquet files under <data-root>/example-data/, with
@@ -52,7 +55,7 @@ def quote(name):
     return '"' + name.replace('"', '""') + '"'
 
 
-def build_plan(ctx, inputs, output, key, partitions, splits, sample_rows, seed):
+def build_plan(ctx, inputs, output, key, partitions, splits, sample_rows, seed, sink="link"):
     k = quote(key)
     source = DataSourceNode(ctx, ParquetDataSet(inputs))
     schema = source.output_schema()
@@ -79,7 +82,7 @@ def build_plan(ctx, inputs, output, key, partitions, splits, sample_rows, seed):
             FROM {{data}} AS d CROSS JOIN {{bounds}} AS b""", name="assign")
     ranges = ColumnPartitionNode(ctx, assign, partitions, column=RANGE, name="ranges")
     ordered = SqlEngineNode(ctx, ranges, f"SELECT * EXCLUDE ({RANGE}) FROM {{0}} ORDER BY {k}", name="sorted")
-    return DataSinkNode(ctx, ordered, output, type="copy")
+    return DataSinkNode(ctx, ordered, output, type=sink)
 
 
 def main():
@@ -94,7 +97,7 @@ def main():
     output = common.output_folder(driver, args, "sort")
     ctx = Context()
     sink = build_plan(ctx, inputs, output, args["key"], args["partitions"], args["splits"] or args["partitions"],
-                      args["sample_rows"], args["seed"])
+                      args["sample_rows"], args["seed"], common.sink_type(driver, output))
     result = driver.run(LogicalPlan(ctx, sink))
     if result is None:  # --dry-run
         return
