@@ -24,6 +24,11 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 _NODE_IDS = itertools.count()
 
 
+def new_node_id() -> int:
+    """A fresh node id, for a node made by copying another (mpipipe.logical.partial's twin)."""
+    return next(_NODE_IDS)
+
+
 SCOPES = ("element", "map")
 
 
@@ -275,6 +280,10 @@ class LogicalPlan:
             check = getattr(n, "check_plan", None)
             if check is not None:
                 check()
+        # a node may read other inputs once its plan is known (an SQL aggregate combining partial aggregates)
+        settled = [settle(self) for settle in (getattr(n, "settle_inputs", None) for n in self.nodes) if settle]
+        if any(settled):
+            self.nodes = self._reachable(roots_t)
         self._infos_made: Optional[List[NodeInfo]] = None
 
     @property

@@ -10,6 +10,7 @@ import re
 from typing import Any, Callable, List, Optional, Sequence, Union  # noqa: F401
 
 from mpipipe.errors import PlanError
+from mpipipe.logical import partial
 from mpipipe.logical.datanode import (DataNode, Inputs, _as_inputs, is_bucketed, num_outputs, output_schema_of,
                                       partition_folders, rows_written)
 from mpipipe.logical.plan import Context, Node, code_fingerprint
@@ -30,6 +31,11 @@ class SqlEngineNode(DataNode):
     partition's number. `udfs` names functions made with `ctx.create_function(...)`. The query is parsed
     and bound against the inputs' columns when the plan is made (LogicalPlan, or a DataFrame action), so a
     bad query fails before anything runs, with the query in the message.
+
+    A GROUP BY over the columns of a hash partition it alone reads is aggregated in two steps: each map
+    task of the partition aggregates its slice first, and this node combines the partial rows, with the
+    same result (mpipipe.logical.partial says when; explain() shows it). `partial_aggregate=False` turns
+    that off.
     """
 
     kind = "sql"
@@ -37,7 +43,7 @@ class SqlEngineNode(DataNode):
     def __init__(self, ctx: Context, inputs: Inputs, sql_query: Union[str, Sequence[str]],
                  npartitions: Optional[int] = None, name: Optional[str] = None, version: str = "",
                  cpus: Optional[int] = None, memory: Union[int, str, None] = None, resources: Any = None, *,
-                 udfs: Optional[Sequence[Any]] = None, **options: Any) -> None:
+                 udfs: Optional[Sequence[Any]] = None, partial_aggregate: bool = True, **options: Any) -> None:
         label = name or options.get("output_name") or "sql"
         deps, names = _as_inputs(inputs)
         self._input_labels = tuple(names or tuple(d.name for d in deps))
@@ -49,6 +55,13 @@ class SqlEngineNode(DataNode):
         self._statements: Optional[List[str]] = None
         self._schema: Any = None
         self._bound = False
+        self._partial_used = self._partial_settled = False
+        self._partial_twin: Any = None  # mpipipe.logical.partial's twin of the input, and the Split
+        self._partial_split: Any = None
+        self._partial_reason = ""
+        if type(self) is SqlEngineNode:  # made before this node, so that it comes first in the plan's order
+            self._partial_twin, self._partial_split, self._partial_reason = partial.prepare(
+                ctx, deps, text, self._input_labels, self.udfs, partial_aggregate)
         super().__init__(ctx, inputs, npartitions, name, version, cpus, memory, resources, **options)
         try:  # what it can tell now, for the nodes built on it; a bad query is reported by check_plan()
             self.check_plan()
@@ -60,7 +73,7 @@ class SqlEngineNode(DataNode):
         if self._statements is None:
             from mpipipe.steps import sql as S
 
-            text = self.sql_query
+            text = self._partial_split.reduce_query if self._partial_used else self.sql_query
             for ph in PARTITION_PLACEHOLDERS:
                 text = text.replace("{" + ph + "}", _PARTITION_MARK)
             try:
@@ -94,10 +107,19 @@ class SqlEngineNode(DataNode):
         return "sql"
 
     def step_fingerprint(self) -> str:
-        return self.sql_query + "".join(f"|{u.fingerprint()}" for u in self.udfs)
+        combine = f"|partial|{self._partial_split.reduce_query}" if self._partial_used else ""
+        return self.sql_query + "".join(f"|{u.fingerprint()}" for u in self.udfs) + combine
 
     def describe(self) -> str:
-        return f"sql {_short(self.sql_query, 60)!r}"
+        text = f"sql {_short(self.sql_query, 60)!r}"
+        if self._partial_used:
+            return f"{text}, combining the partial aggregates of {self.inputs[0].name}"
+        return f"{text} (no partial aggregate: {self._partial_reason})" if self._partial_reason else text
+
+    def settle_inputs(self, plan: Any) -> bool:
+        """Called by the first plan that holds this node: read the partial aggregates of the hash partition's
+        twin when nothing else in the plan reads the hash partition (True when the inputs changed)."""
+        return partial.settle(self, plan)
 
     def output_schema(self) -> Any:
         return self._schema

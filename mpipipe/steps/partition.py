@@ -86,26 +86,31 @@ def _split_rows(frags: Sequence[Fragment], n: int, p: int) -> List[Fragment]:
     return out
 
 
+SLICE_VIEW = "__mpipipe_in"  # the view of a bucketing task's input that its select reads
+
+
 def bucket_with_sql(task: Any, data: PartitionData, bucket_sql: str, nbuckets: int,
-                    partition_column: Optional[str], threads: int, memory: Optional[int], check: bool = True) -> None:
-    """DuckDB computes each row's bucket and writes one folder per bucket (`check`: first make sure every
-    bucket is in 0..nbuckets-1, an extra pass over the rows that a hash bucket does not need)."""
+                    partition_column: Optional[str], threads: int, memory: Optional[int], check: bool = True,
+                    select: str = f"SELECT * FROM {SLICE_VIEW}") -> None:
+    """DuckDB computes each row of `select` its bucket and writes one folder per bucket (`check`: first make
+    sure every bucket is in 0..nbuckets-1, an extra pass over the rows that a hash bucket does not need).
+    `select` reads the task's input as SLICE_VIEW (a partial aggregate's rows, say)."""
     from mpipipe.steps.sql import connect, copy_partitioned
 
     out = task.output_dir
     con = connect(threads, memory, os.path.join(out, ".tmp"))
     try:
-        data.duckdb_source(con, "__mpipipe_in")
+        data.duckdb_source(con, SLICE_VIEW)
         extra: Tuple[str, ...] = (f"{bucket_sql} AS {_quote(partition_column)}",) if partition_column else ()
-        bad, key = (con.sql(f"SELECT count(*), max(b) FROM (SELECT {bucket_sql} AS b FROM __mpipipe_in) "
+        bad, key = (con.sql(f"SELECT count(*), max(b) FROM (SELECT {bucket_sql} AS b FROM ({select})) "
                             f"WHERE b IS NULL OR b < 0 OR b >= {nbuckets}").fetchall()[0] if check else (0, None))
         if bad:
             shown = "NULL (or not a whole number)" if key is None else key
             raise DataError(f"partition key {shown} is out of range 0-{nbuckets - 1}: {bad} row(s) have a partition "
                             f"number outside 0..{nbuckets - 1}, not a whole number, or NULL; fix the partition "
                             "column or the number of partitions")
-        copy_partitioned(con, "SELECT * FROM __mpipipe_in", bucket_sql, out, extra)
-        schema = con.sql(f"SELECT *{''.join(', ' + x for x in extra)} FROM __mpipipe_in LIMIT 0").to_arrow_table().schema
+        copy_partitioned(con, select, bucket_sql, out, extra)
+        schema = con.sql(f"SELECT *{''.join(', ' + x for x in extra)} FROM ({select}) LIMIT 0").to_arrow_table().schema
     finally:
         con.close()
     _remove_tmp(out)
