@@ -175,12 +175,12 @@ def test_union_of_intervals():
     assert jobprofile.union_seconds([(0, 2), (1, 3), (5, 6), (5.5, 5.7)]) == 4
 
 
-def write_job(job_dir, nodes, attempts, runs):
+def write_job(job_dir, nodes, attempts, runs, started=None):
     """A job directory as rank 0 leaves it: job.json (nodes: (name, kind, npartitions)) and a journal of
     `runs`: (start, end, pid) and attempts: (name, partition, rank, t0, t1, run index)."""
     os.makedirs(job_dir, exist_ok=True)
     with open(os.path.join(job_dir, "job.json"), "w") as f:
-        json.dump({"nodes": [{"id": i, "name": n, "kind": k, "npartitions": p, "fingerprint": f"fp{i}"}
+        json.dump({"started": started, "nodes": [{"id": i, "name": n, "kind": k, "npartitions": p, "fingerprint": f"fp{i}"}
                              for i, (n, k, p) in enumerate(nodes)]}, f)
     fps = {n: f"fp{i}" for i, (n, _, _) in enumerate(nodes)}
     lines = []
@@ -199,12 +199,14 @@ def test_the_profile_splits_the_wall_time_and_sums_tasks_per_node(tmp_path):
               [("src", 0, 1, 0.0, 1.0, 0),  # an earlier process's run: left out
                ("src", 0, 1, 102.0, 102.5, 1), ("parts", 0, 1, 102.5, 104.0, 1),
                ("agg", 0, 1, 105.0, 107.0, 1), ("agg", 1, 2, 105.0, 106.0, 1)],
-              [(0.0, 1.0, 11), (101.0, 107.5, 22)])
+              [(0.0, 1.0, 11), (101.0, 107.5, 22)], started=100.25)
     p = jobprofile.profile(job, started=100.0, ended=108.0)
     assert [(n["node"], n["kind"], n["tasks"], n["task_s"]) for n in p["nodes"]] == [
         ("src", "source", 1, 0.5), ("parts", "hash_partition", 1, 1.5), ("agg", "sql", 2, 3.0)]
     assert (p["wall_s"], p["before_run_s"], p["run_to_first_task_s"], p["tasks_span_s"], p["after_last_task_s"]) \
         == (8.0, 1.0, 1.0, 5.0, 1.0)
+    assert (p["before_job_s"], p["job_to_run_s"], p["last_task_to_run_end_s"], p["run_end_to_exit_s"]) \
+        == (0.25, 0.75, 0.5, 0.5)
     assert p["no_task_running_s"] == 1.0  # 104..105: nothing ran
     assert p["busy_share"] == 0.5  # 5 task-seconds on 2 executors over 5 s
     text = "\n".join(jobprofile.lines(p))

@@ -5,11 +5,13 @@ The journal (read through mpipipe.report.job.Job, as `mpipipe report` reads it) 
 and end and its node; job.json gives each node's kind. With the command's start and end seen from outside,
 the wall time splits into:
 
-- before the journal's run record: the interpreter, imports, building the plan, starting the executors;
+- before the job started (job.json's "started"): the interpreter, imports, building the plan;
+- from there to the journal's run record: starting the executors and hearing from them;
 - from the run record to the first task's start;
 - within the tasks' span, the seconds when no task ran anywhere (waiting for a dependency to be scheduled,
   dispatch, or executors with nothing to do);
-- after the last task's end: writing the summary, stopping executors, exiting.
+- from the last task's end to the journal's end record, and from there to the command's exit (the summary,
+  stopping the executors, the interpreter's exit).
 
 Only the runs of the last process that used the job directory count (a DataFrame script may make several).
 """
@@ -72,7 +74,11 @@ def profile(job_dir: str, started: Optional[float] = None, ended: Optional[float
     last = max(b for _, b in spans)
     run_start = runs[0].time if runs[0].time is not None else first
     start = started if started is not None else run_start
-    end = ended if ended is not None else max([r.end for r in runs if r.end is not None] + [last])
+    run_end = max([r.end for r in runs if r.end is not None] + [last])
+    end = ended if ended is not None else run_end
+    job_start = job.job.get("started")
+    if not isinstance(job_start, (int, float)) or not start <= job_start <= run_start:
+        job_start = start
     covered = union_seconds(spans)
     rows = []
     for n in sorted(nodes.values(), key=lambda n: n["first"]):
@@ -82,9 +88,11 @@ def profile(job_dir: str, started: Optional[float] = None, ended: Optional[float
     executors = runs[-1].executors if isinstance(runs[-1].executors, int) else None
     busy = sum(n["task_s"] for n in nodes.values())
     return {"wall_s": round(end - start, 3), "executors": executors, "nodes": rows,
-            "before_run_s": round(run_start - start, 3), "run_to_first_task_s": round(first - run_start, 3),
+            "before_run_s": round(run_start - start, 3), "before_job_s": round(job_start - start, 3),
+            "job_to_run_s": round(run_start - job_start, 3), "run_to_first_task_s": round(first - run_start, 3),
             "tasks_span_s": round(last - first, 3), "no_task_running_s": round((last - first) - covered, 3),
-            "after_last_task_s": round(end - last, 3), "task_s": round(busy, 3),
+            "after_last_task_s": round(end - last, 3), "last_task_to_run_end_s": round(run_end - last, 3),
+            "run_end_to_exit_s": round(end - run_end, 3), "task_s": round(busy, 3),
             "busy_share": round(busy / (executors * (last - first)), 3) if executors and last > first else None}
 
 
@@ -100,10 +108,12 @@ def node_rows(p: Dict[str, Any]) -> List[List[str]]:
 
 def summary_lines(p: Dict[str, Any]) -> Tuple[str, str]:
     """(how the wall time splits, how much of the tasks' span no task covered)."""
-    wall = (f"wall {B.fmt_num(p['wall_s'])} s = {B.fmt_num(p['before_run_s'])} s to the journal's run start "
-            f"(interpreter, imports, plan, executors) + {B.fmt_num(p['run_to_first_task_s'])} s to the first task + "
-            f"{B.fmt_num(p['tasks_span_s'])} s from the first task's start to the last one's end + "
-            f"{B.fmt_num(p['after_last_task_s'])} s after the last task (summary, shut-down)")
+    f = B.fmt_num
+    wall = (f"wall {f(p['wall_s'])} s = {f(p['before_job_s'])} s to the job's start (interpreter, imports, plan) + "
+            f"{f(p['job_to_run_s'])} s to the run's start (executors started and ready) + "
+            f"{f(p['run_to_first_task_s'])} s to the first task + {f(p['tasks_span_s'])} s from the first task's "
+            f"start to the last one's end + {f(p['last_task_to_run_end_s'])} s to the run's end + "
+            f"{f(p['run_end_to_exit_s'])} s to the command's exit (summary, executors stopped)")
     share = (f"; the executors were busy {p['busy_share']:.0%} of {p['executors']} x that span"
              if p.get("busy_share") is not None else "")
     gaps = (f"between the first task's start and the last one's end, no task ran for "
