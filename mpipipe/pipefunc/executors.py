@@ -26,7 +26,9 @@ from mpipipe.pipefunc import calls as pf
 from mpipipe.pipefunc.arguments import Arguments, read_arguments
 from mpipipe.pipefunc.needs import POOLED, Need, need_of
 
-MAP_BATCH_SECONDS = 0.02  # the chunks of one map that pipefunc submits this close together are one batch
+# the chunks of one map that pipefunc submits this close together are one batch; pipefunc submits them in one loop,
+# but on a loaded host that loop can be descheduled for tens of milliseconds, which split a map into more tasks
+MAP_BATCH_SECONDS = 0.1
 
 Futures = List["concurrent.futures.Future[Any]"]
 
