@@ -48,7 +48,10 @@ SMALLPOND = B.SMALLPOND_DATA
 SMALLPOND_FAST = B.SMALLPOND_DATA_FAST
 
 
-def write_input(folder: str, rows: int, files: int, seed: int = 7) -> None:
+def write_input(folder: str, rows: int, files: int, seed: int = 7, random_filler: bool = False) -> None:
+    """`rows` records in `files` Parquet files. The payload's 74 filler bytes are one repeated letter (as in
+    gensort's ASCII records: the files compress to about a fifth), or with `random_filler` random bytes (they
+    do not compress: 10,000,000 records make about 1.07 GB)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -68,7 +71,10 @@ def write_input(folder: str, rows: int, files: int, seed: int = 7) -> None:
         payload = np.empty((n, 90), dtype=np.uint8)
         for j in range(16):
             payload[:, j] = hexdigits[((ids >> np.uint64(4 * (15 - j))) & np.uint64(15)).astype(np.intp)]
-        payload[:, 16:] = (ord("A") + (ids % np.uint64(26)).astype(np.uint8))[:, None]
+        if random_filler:
+            payload[:, 16:] = rng.integers(0, 256, size=(n, 74), dtype=np.uint8)
+        else:
+            payload[:, 16:] = (ord("A") + (ids % np.uint64(26)).astype(np.uint8))[:, None]
 
         def blob(a, width):
             return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(a.tobytes())]) \
