@@ -59,6 +59,10 @@ def make_inputs(root: str) -> None:
     for name, n in SMALL.items():
         pq.write_table(table(start, n), os.path.join(root, "small", name), row_group_size=128)
         start += n
+    os.makedirs(os.path.join(root, "keyed"))
+    for i, p in enumerate([2, 0, 2, 1]):  # files holding one partition each (p), partition 2 in two files
+        pq.write_table(table(i * 50, 50).append_column("p", pa.array([p] * 50, pa.int64())),
+                       os.path.join(root, "keyed", f"k{i}.parquet"))
     os.makedirs(os.path.join(root, "typed"))
     for i in range(3):
         t = table(i * 500, 500).select(["id", "key", "val"])
@@ -76,7 +80,8 @@ def inputs(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def duck(inputs):
     con = duckdb.connect()
-    for view, where in (("files", "files/*.parquet"), ("one", "one.parquet"), ("small", "small/*.parquet")):
+    for view, where in (("files", "files/*.parquet"), ("one", "one.parquet"), ("small", "small/*.parquet"),
+                        ("keyed", "keyed/*.parquet")):
         con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{os.path.join(inputs, where)}')")
     con.execute(f"CREATE VIEW typed AS SELECT * FROM read_csv('{os.path.join(inputs, 'typed', '*.csv')}', "
                 "header = false, columns = {'id': 'BIGINT', 'key': 'BIGINT', 'val': 'DOUBLE'})")
@@ -180,6 +185,12 @@ def test_nodes_that_need_the_whole_input_keep_one_task(inputs):
     assert ByFile(ctx, files, 2).npartitions == 1  # partition() sees the whole dataset
     # an SQL step over a source keeps smallpond's one partition: its count is the user's to see
     assert SqlEngineNode(ctx, files, "SELECT * FROM {0}").npartitions == 1
+    # files whose folder names say their partition are grouped without reading them: nothing to cut
+    from mpipipe.logical import LoadPartitionedDataSetNode
+
+    hive = LoadPartitionedDataSetNode(ctx, files, 2, data_partition_column="p", hive_partitioning=True, map_tasks=4)
+    assert hive.npartitions == 1
+    assert LoadPartitionedDataSetNode(ctx, files, 2, data_partition_column="p", map_tasks=4).npartitions == 4
 
 
 # --- real runs -------------------------------------------------------------------------------------
@@ -232,7 +243,7 @@ def run(request, inputs, tmp_path_factory) -> Run:
 
 
 MAP_TASKS = {"hash_files": 2, "hash_one": 2, "hash_small3": 3, "hash_small1": 1, "col_small": 3, "user_small": 2,
-             "rand_small": 3, "nested_small": 3, "hash_csv": 2}
+             "rand_small": 3, "nested_small": 3, "hash_csv": 2, "load_keyed": 2}
 
 
 def test_map_task_counts_in_the_plan_the_outputs_and_status(run):
@@ -270,6 +281,9 @@ def test_buckets_hold_the_rows_one_task_put_there(run, duck):
     for b in range(4):
         assert_rows(run.bucket("col_small", b), sql(duck, f"SELECT * FROM small WHERE part = {b}"),
                     what=f"col_small bucket {b}")
+    for b in range(3):  # files grouped by the partition they hold, from both map tasks
+        assert_rows(run.bucket("load_keyed", b), sql(duck, f"SELECT * FROM keyed WHERE p = {b}"),
+                    what=f"load_keyed bucket {b}")
     shuffled = pa.concat_tables([run.bucket("rand_small", b) for b in range(3)])
     assert_rows(shuffled, sql(duck, "SELECT * FROM small"), what="rand_small")
 

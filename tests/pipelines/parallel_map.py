@@ -1,8 +1,8 @@
 """Partitioning nodes over one-partition sources, whose map side mpipipe cuts into several tasks.
 
 --input-dir DIR  holds files/*.parquet (several files, 2.4M rows in all), one.parquet (one file, 2.4M rows in
-                 12 row groups), small/*.parquet (three small files) and typed.csv (tests/test_parallel_map.py
-                 writes them)
+                 12 row groups), small/*.parquet (three small files), typed/*.csv and keyed/*.parquet (files
+                 that hold one partition each, in column p; tests/test_parallel_map.py writes them)
 --out-dir DIR    rank 0 writes outputs.json: {"nodes": {node: [partition folders]}, "tasks": {node: tasks},
                  "job_dir": ..., "stats": ...}
 --plan resume    only the small plan of the resume test (build_resume)
@@ -11,8 +11,9 @@ import json
 import os
 
 from mpipipe import Driver
-from mpipipe.logical import (ColumnPartitionNode, Context, CsvDataSet, DataSourceNode, HashPartitionNode, LogicalPlan,
-                             ParquetDataSet, SqlEngineNode, UserDefinedPartitionNode)
+from mpipipe.logical import (ColumnPartitionNode, Context, CsvDataSet, DataSourceNode, HashPartitionNode,
+                             LoadPartitionedDataSetNode, LogicalPlan, ParquetDataSet, SqlEngineNode,
+                             UserDefinedPartitionNode)
 
 AGG = "SELECT key, count(*) AS n, sum(val) AS s, min(tag) AS t FROM {0} GROUP BY key"
 SETTINGS = "SELECT current_setting('threads')::BIGINT AS threads, current_setting('memory_limit') AS mem, " \
@@ -47,6 +48,8 @@ def build(ctx, inp):
     h_csv = HashPartitionNode(ctx, typed, 2, ["key"], map_tasks=2, name="hash_csv")
     roots += [h_csv, SqlEngineNode(ctx, (h_csv,), "SELECT key, count(*) AS n, sum(val) AS s FROM {0} GROUP BY key",
                                    name="agg_csv")]
+    keyed = DataSourceNode(ctx, ParquetDataSet(os.path.join(inp, "keyed", "*.parquet")), name="src_keyed")
+    roots.append(LoadPartitionedDataSetNode(ctx, keyed, 3, data_partition_column="p", map_tasks=2, name="load_keyed"))
     # the DuckDB threads a 1-task step and a 3-task step get on hosts of 2 executors
     roots += [SqlEngineNode(ctx, small, SETTINGS, name="settings_one"),
               SqlEngineNode(ctx, h3, SETTINGS, name="settings_three")]
