@@ -81,7 +81,6 @@ REFUSED = [
     ("SELECT key, any_value(tag) FROM {0} GROUP BY key", "does not combine"),
     ("SELECT key, max(val, 2) FROM {0} GROUP BY key", "2 arguments"),
     ("SELECT key, count(*) FILTER (WHERE val > 0) FROM {0} GROUP BY key", "FILTER"),
-    ("SELECT key, sum(val) OVER () FROM {0}", "no GROUP BY"),
     ("SELECT key, count(*), sum(count(*)) OVER () FROM {0} GROUP BY key", "window"),
     ("SELECT a.key, count(*) FROM {0} a JOIN {0} b USING (key) GROUP BY a.key", "join"),
     ("SELECT key, count(*) FROM {0} GROUP BY key ORDER BY key", "ORDER"),
@@ -90,7 +89,6 @@ REFUSED = [
     ("SELECT key, k2, count(*) FROM {0} GROUP BY GROUPING SETS ((key), (key, k2))", "GROUPING SETS"),
     ("SELECT key, count(*) FROM {0} GROUP BY ROLLUP (key)", "ROLLUP"),
     ("SELECT count(*) FROM {0}", "no GROUP BY"),
-    ("SELECT key, val FROM {0}", "no GROUP BY"),
     ("SELECT k2, count(*) FROM {0} GROUP BY k2", "hash column(s) key are not group keys"),
     ("SELECT key % 2 AS m, count(*) FROM {0} GROUP BY key % 2", "not a plain column"),
     ("SELECT key AS k, count(*) FROM {0} GROUP BY k", "not a column of the input"),
@@ -120,6 +118,12 @@ def test_refused_queries_say_why(query, reason):
     s, why = split(query)
     assert s is None
     assert reason in why, why
+
+
+@pytest.mark.parametrize("query", ["SELECT key, val FROM {0} WHERE val > 0", "SELECT * FROM {0} ORDER BY key",
+                                   "SELECT key, sum(val) OVER (PARTITION BY key) FROM {0}"])
+def test_queries_that_aggregate_nothing_are_refused_without_a_word(query):
+    assert split(query) == (None, "")
 
 
 def test_the_partition_column_the_shuffle_adds_is_refused():
@@ -299,12 +303,12 @@ def test_plans_where_it_does_not_apply_are_left_as_they_are(src, shape, tmp_path
     assert reason in q.describe()
 
 
-def test_other_inputs_get_no_note(src):
+def test_other_inputs_and_queries_without_aggregates_get_no_note(src):
     ctx = src.ctx
-    split_node = DataSetPartitionNode(ctx, src, 2)
-    q = SqlEngineNode(ctx, split_node, AGG, name="agg")
-    LogicalPlan(ctx, q)
-    assert "partial" not in q.describe()
+    q = SqlEngineNode(ctx, DataSetPartitionNode(ctx, src, 2), AGG, name="agg")
+    f = SqlEngineNode(ctx, HashPartitionNode(ctx, src, 2, ["key"]), "SELECT * FROM {0} WHERE val > 0", name="f")
+    LogicalPlan(ctx, [q, f])
+    assert "partial" not in q.describe() and "partial" not in f.describe()
 
 
 # --- real runs ------------------------------------------------------------------------------------------

@@ -69,14 +69,15 @@ class _Refused(Exception):
 def split_aggregate(query: str, hash_columns: Sequence[str], schema: Any, input_names: Sequence[str] = ("input",),
                     partition_column: Optional[str] = None) -> Tuple[Optional[Split], str]:
     """(Split, "") when `query` (over one input, `{0}`) can be aggregated before a shuffle by `hash_columns`
-    of rows with `schema` (a pyarrow.Schema: the shuffle's input); else (None, the reason)."""
+    of rows with `schema` (a pyarrow.Schema: the shuffle's input); else (None, the reason), the reason
+    being "" for a query that aggregates nothing."""
     import duckdb
 
     if schema is None:
         return None, "the input's columns are not known before running"
     if not hash_columns:
         return None, "rows are not partitioned by columns"
-    con = duckdb.connect()
+    con = _database().cursor()  # a connection of its own (its views are its own), to a database made once
     try:
         con.execute("SET enable_progress_bar = false")
         return _split(con, query, list(hash_columns), schema, list(input_names), partition_column), ""
@@ -113,6 +114,8 @@ def _split(con: Any, query: str, hash_columns: List[str], schema: Any, input_nam
     node = tree["statements"][0]["node"]
     if node.get("type") != "SELECT_NODE":
         raise _Refused("the query is not a single SELECT (a set operation, a VALUES list, ...)")
+    if not _aggregates(node):
+        raise _Refused("")  # a filter, a projection, a sort: no aggregate to split, nothing to say
     _check_shape(node)
     reader = _Reader(con, node, schema, partition_column)
     keys = reader.group_keys()
@@ -122,6 +125,15 @@ def _split(con: Any, query: str, hash_columns: List[str], schema: Any, input_nam
     if node.get("where_clause") is not None:
         reader.check_row_level(node["where_clause"], "the WHERE clause", keys_only=True)
     return _Builder(con, reader, node, text).build()
+
+
+def _aggregates(node: Dict[str, Any]) -> bool:
+    """Whether the query groups or calls an aggregate function (outside a window)."""
+    if node.get("group_expressions") or node.get("aggregate_handling") != "STANDARD_HANDLING":
+        return True
+    return any(e.get("class") == "FUNCTION" and "aggregate" in _functions().get(e.get("function_name", ""),
+                                                                                (frozenset(),))[0]
+               for e in _walk([node.get("select_list"), node.get("having")]))
 
 
 def _check_shape(node: Dict[str, Any]) -> None:
@@ -169,15 +181,21 @@ def _canonical(expr: Dict[str, Any]) -> str:
 
 
 @functools.lru_cache(maxsize=1)
+def _database() -> Any:
+    """An empty in-memory DuckDB for parsing and binding (opening one costs more than a split)."""
+    import duckdb
+
+    return duckdb.connect()
+
+
+@functools.lru_cache(maxsize=1)
 def _functions() -> Dict[str, Tuple[frozenset, bool, Tuple[str, ...]]]:
     """DuckDB's functions by name: their kinds (scalar, aggregate, macro, ...), whether they give the same
     result for the same arguments in the map and the reduce step, and the bodies of its macros. Same result:
     none of their overloads is volatile (random()), and not all are fixed per query (now()); a mix of
     consistent overloads and ones fixed per query is a function of time-zone-aware values, which depend on
     the session's settings only."""
-    import duckdb
-
-    con = duckdb.connect()
+    con = _database().cursor()
     try:
         rows = con.execute("SELECT function_name, function_type, stability, macro_definition FROM duckdb_functions() "
                            "WHERE internal AND schema_name IN ('main', 'pg_catalog')").fetchall()
@@ -198,12 +216,10 @@ def _functions() -> Dict[str, Tuple[frozenset, bool, Tuple[str, ...]]]:
 @functools.lru_cache(maxsize=256)
 def _plain_macro(name: str, depth: int = 0) -> bool:
     """A built-in macro (nullif, ...) whose every body is a scalar expression of consistent functions."""
-    import duckdb
-
     bodies = _functions().get(name, (frozenset(), False, ()))[2]
     if not bodies or depth > 4:
         return False
-    con = duckdb.connect()
+    con = _database().cursor()
     try:
         for body in bodies:
             tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [f"SELECT {body}"]).fetchall()[0][0])
