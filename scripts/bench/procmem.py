@@ -133,7 +133,7 @@ class SessionSampler:
                 continue
             if peak > self.peaks.get(pid, 0.0):
                 self.peaks[pid] = peak
-            if pid not in self.names:
+                # named at its peak: seen between fork and exec, a process still shows its parent's command
                 self.names[pid] = describe(pid)
 
     def _loop(self) -> None:
