@@ -30,6 +30,12 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+# under an MPI launcher, MPI's start-up (and an executor rank's first worker) begins now, in the background,
+# while the script imports the rest and builds its plan (mpipipe.execution.early)
+from mpipipe.execution.early import begin as _begin_early  # noqa: E402
+
+_begin_early()
+
 
 def __getattr__(name: str):  # type: ignore[no-untyped-def]
     module = _EXPORTS.get(name)

@@ -81,8 +81,11 @@ class Driver:
             user_args = self.get_arguments()
             if not config.job_id:  # the platform needs the job directory before the world exists (SLURM)
                 config = config.with_(job_id=default_job_id(user_args))
-            from mpipipe.launchers.plan_steps import step_launchers  # loaded only by a run
+            steps = None
+            if launchers:  # the launchers load only for a run that maps steps to them
+                from mpipipe.launchers.plan_steps import step_launchers
 
-            return JobManager(config, user_args).run(plan, step_launchers(launchers))
+                steps = step_launchers(launchers)
+            return JobManager(config, user_args).run(plan, steps)
         except MpipipeError as e:
             report_error(e, debug)

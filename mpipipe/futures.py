@@ -21,9 +21,9 @@ import itertools
 import os
 import pickle
 import re
-import threading
 import traceback
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from mpipipe.errors import PlanError, RequirementError, TaskFailedError
 from mpipipe.logical.node import Context, LogicalPlan, Node
@@ -46,8 +46,15 @@ def _outcome_blob(outcome: Tuple[bool, Any]) -> bytes:
         return pickling.dumps((False, TypeError(f"the call's {what} cannot be pickled: {type(e).__name__}: {e}")))
 
 
+_PLAIN = (int, float, bool, type(None))  # results that JSON gives back as they were (and str, below)
+
+
 def _pack(outcome: Tuple[bool, Any], spill: str) -> Dict[str, Any]:
-    """A call's outcome, small enough for the journal or else written to `spill`."""
+    """A call's outcome, small enough for the journal or else written to `spill`. A plain result (a number,
+    a short string, a bool, None) is kept as it is, with no pickle: what most tiny calls return."""
+    ok, got = outcome
+    if ok and (type(got) in _PLAIN or (type(got) is str and len(got) <= INLINE_BYTES)):
+        return {"value": got}
     blob = _outcome_blob(outcome)
     if len(blob) <= INLINE_BYTES:
         return {"inline": base64.b64encode(blob).decode()}
@@ -76,6 +83,8 @@ def _settled(ok: bool, got: Any) -> Tuple[bool, Any]:
 
 
 def _unpack(value: Dict[str, Any]) -> Tuple[bool, Any]:
+    if "value" in value:
+        return True, value["value"]
     if "inline" in value:
         ok, got = pickle.loads(base64.b64decode(value["inline"]))
     else:
@@ -104,7 +113,7 @@ def _fn_name(fn: Any) -> str:
 
 
 def _describe(calls: Sequence[Call]) -> str:
-    names = sorted({_fn_name(fn) for fn, _, _ in calls})
+    names = sorted({_fn_name(fn) for fn in {call[0] for call in calls}})
     return "calls of " + ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
 
 
@@ -121,11 +130,12 @@ class CallNode(Node):
         self.spill_dir = spill_dir
         self.description = description
         self.array_name = label or name
-        self.array_comment = description or f"mpipipe.futures: {_describe(calls)}"
+        self.what = description or _describe(calls)
+        self.array_comment = description or f"mpipipe.futures: {self.what}"
         super().__init__(ctx, (), len(calls), name=name, resources=resources)
 
     def describe(self) -> str:
-        return self.description or _describe(self.calls)
+        return self.what
 
     def run_task(self, task: Any) -> Any:
         outcome = _call(self.calls[task.partition])
@@ -176,9 +186,12 @@ class Executor(concurrent.futures.Executor):
         self.name = str(name)
         _spec_key(resources, _label(self.name))
         self.resources = resources
-        self._lock = threading.Lock()
+        self._key = (_label(self.name), None) + _spec_key(resources, _label(self.name))  # what submit() uses
+        # calls wait in a deque: submit() appends, the scheduler's thread takes them from the other end (each
+        # step atomic, so neither locks); _queued is cleared before the calls are taken, so a call that comes
+        # after they were taken always asks again
         self._pending: "set[concurrent.futures.Future[Any]]" = set()
-        self._waiting: "List[Tuple[Tuple[Any, ...], Any, Call, concurrent.futures.Future[Any]]]" = []
+        self._waiting: "Deque[Tuple[Tuple[Any, ...], Any, Call, concurrent.futures.Future[Any]]]" = deque()
         self._queued = False  # a request for the waiting calls is in the scheduler's inbox
         self._world: Optional[Tuple[Any, Any]] = None  # (JobManager, Runtime) once joined
         self._shutdown = False
@@ -207,35 +220,38 @@ class Executor(concurrent.futures.Executor):
         key = (label, describe) + _spec_key(spec, label)
         self.join()
         futures: "List[concurrent.futures.Future[Any]]" = [concurrent.futures.Future() for _ in calls]
-        for f in futures:
-            f.set_running_or_notify_cancel()
         if not futures:
             return futures
-        with self._lock:
-            self._waiting.extend((key, spec, tuple(call), f) for call, f in zip(calls, futures))
-            self._pending.update(futures)
-            queue_one = not self._queued
+        self._pending.update(futures)
+        self._waiting.extend([(key, spec, tuple(call), f) for call, f in zip(calls, futures)])
+        if not self._queued:
             self._queued = True
-        if queue_one:
-            try:
-                assert self._world is not None
-                jm, rt = self._world
-                spill = os.path.join(rt.job_dir, "futures")
-                live = jm.live(rt)
-                live.submit_later(lambda: self._take_for_run(live, spill)).add_done_callback(self._placeholder)
-            except BaseException as e:  # noqa: BLE001  a world that stopped: nothing will take these calls
-                for _, _, waiting in self._take().values():
-                    self._fail_all(waiting, e)
-                raise
+            self._ask_for_calls()
         return futures
+
+    def _ask_for_calls(self) -> None:
+        """Ask the world's live run to take the waiting calls (the calls that come before it does join them)."""
+        try:
+            assert self._world is not None
+            jm, rt = self._world
+            spill = os.path.join(rt.job_dir, "futures")
+            live = jm.live(rt)
+            live.submit_later(lambda: self._take_for_run(live, spill)).add_done_callback(self._placeholder)
+        except BaseException as e:  # noqa: BLE001  a world that stopped: nothing will take these calls
+            for _, _, waiting in self._take().values():
+                self._fail_all(waiting, e)
+            raise
 
     def _take(self) -> "Dict[Tuple[Any, ...], Tuple[Any, List[Call], List[concurrent.futures.Future[Any]]]]":
         """Every call waiting so far, grouped by (name, resources) in the order they came."""
-        with self._lock:
-            items, self._waiting = self._waiting, []
-            self._queued = False
+        self._queued = False
+        take = self._waiting.popleft
+        items = [take() for _ in range(len(self._waiting))]
         groups: "Dict[Tuple[Any, ...], Tuple[Any, List[Call], List[concurrent.futures.Future[Any]]]]" = {}
         for key, spec, call, fut in items:
+            if not fut.set_running_or_notify_cancel():  # cancelled while it waited: it never runs
+                self._pending.discard(fut)
+                continue
             groups.setdefault(key, (spec, [], []))
             groups[key][1].append(call)
             groups[key][2].append(fut)
@@ -311,13 +327,24 @@ class Executor(concurrent.futures.Executor):
         for fut in futures:
             if error is not None and not fut.done():
                 fut.set_exception(error)
-        with self._lock:
-            self._pending.difference_update(futures)
+        self._pending.difference_update(futures)
 
     # --- the Executor interface ----------------------------------------------------------------
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> "concurrent.futures.Future[Any]":
-        return self.submit_calls([(fn, args, kwargs)])[0]
+        """One call with the executor's resources and name: queued at once, sent with the calls around it."""
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        world = self._world
+        if world is None or world[1].closed:
+            self.join()
+        fut: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
+        self._pending.add(fut)
+        self._waiting.append((self._key, self.resources, (fn, args, kwargs), fut))
+        if not self._queued:
+            self._queued = True
+            self._ask_for_calls()
+        return fut
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: Optional[float] = None,
             chunksize: int = 1) -> Iterator[Any]:
@@ -344,6 +371,5 @@ class Executor(concurrent.futures.Executor):
                     fut.cancel() or fut.done() or fut.set_exception(concurrent.futures.CancelledError())
                 self._fail_all(futures, None)
         if wait:
-            with self._lock:
-                pending = list(self._pending)
+            pending = list(self._pending)
             concurrent.futures.wait(pending)

@@ -373,6 +373,23 @@ def test_a_batch_made_by_its_constructor_reads_back_as_its_ok_records(tmp_path):
     assert list(read_records(str(tmp_path / JOURNAL_NAME))) == oks + oks  # times exact: binary fractions
 
 
+def test_a_task_range_record_made_from_columns_is_the_batch_of_its_ok_records(tmp_path):
+    """ok_run_record (what rank 0 writes for a task range's successes, straight from the columns its worker
+    reported) gives the record ok_batch_record gives for the same tasks' ok records."""
+    from mpipipe.execution.journal import ok_run_record
+
+    log = f"{tmp_path}/logs/rank-1/worker-0.log"
+    t0, t1 = [100.0, 100.25, 100.5], [100.125, 100.5, 101.0]
+    outs = [None, f"{tmp_path}/outputs/square/part-00008", None]
+    for attempt, values, logpath in [(0, [None, {"rows": 3}, 7], log), (2, [None, None, None], None)]:
+        offsets = [10, 10, 52, 60]
+        oks = [ok_record(f"f00d:{7 + i}", "square", 7 + i, attempt, 3, t0[i], t1[i], outs[i], value=values[i],
+                         log=None if logpath is None else (logpath, offsets[i], offsets[i + 1])) for i in range(3)]
+        made = ok_run_record("f00d", "square", 3, 7, attempt, t0, t1, outs, values, logpath, offsets)
+        assert made == ok_batch_record("f00d", "square", 3, oks)
+        assert expand(decode(encode(made))) == oks
+
+
 def test_a_journal_in_the_earlier_format_reads_the_same(tmp_path):
     """Journals on users' disks keep the kind of run, nodes and end records under "type": they read, replay
     and resume exactly like journals of this version."""

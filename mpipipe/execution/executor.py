@@ -21,6 +21,8 @@ from mpipipe.ownership import PRIVATE_FILE, make_owner_only_dirs
 
 log = logging.getLogger("mpipipe.executor")
 
+MIN_CHUNK = 64  # plain tasks a worker may hold at least
+
 
 def host_description() -> Dict[str, Any]:
     """What this rank's host offers (cores, memory, accelerators), sent to rank 0 for placement; a `--hosts`
@@ -151,7 +153,6 @@ class Executor:
 
     def _loop(self) -> str:
         backoff = Backoff()
-        chunk = 64
         while True:
             got = self.t.poll()
             for _src, (kind, payload) in got:
@@ -164,6 +165,7 @@ class Executor:
                         w.add_nodes(payload[0])
                 elif kind == P.STOP:
                     return str(payload)
+            chunk = self._chunk()
             for w in self.workers:
                 self._ensure_alive(w)
                 self._feed(w, chunk)
@@ -186,6 +188,15 @@ class Executor:
                 self.t.send(0, P.results_msg(results))
             if got or results:
                 backoff.reset()
+
+    def _chunk(self) -> int:
+        """How many plain tasks a worker may hold: its share of all this rank holds (at least MIN_CHUNK), so
+        tiny tasks reach a worker in big batches (it never waits for this loop to wake up) and several
+        workers still share them evenly."""
+        if not self.queue:
+            return MIN_CHUNK
+        held = sum(unit_size(u) for u in self.queue) + sum(w.busy for w in self.workers)
+        return max(MIN_CHUNK, -(-held // max(1, len(self.workers))))
 
     def _feed(self, w: WorkerHandle, chunk: int) -> None:
         """Plain tasks go to workers in batches; a placed task (it holds cores, devices, a time limit)

@@ -58,6 +58,8 @@ class PlanGraph:
         self.always_run: Set[int] = set()  # nodes whose tasks run whatever the journal says
         self.watched: Set[int] = set()  # nodes whose settling someone waits for
         self.on_settled: Optional[Callable[[int], None]] = None
+        # (node, first, count): due partitions of a node with nothing to reuse, as one run (else route() each)
+        self.route_run: Optional[Callable[[int, int, int], None]] = None
         self.reused = 0  # partitions taken from the journal
         self._out_shape: Dict[int, Tuple[str, str, int]] = {}  # node -> (fingerprint, output prefix, digits)
         self._all_inputs: Dict[int, Tuple[Tuple[str, ...], ...]] = {}  # non-pointwise node -> its input paths
@@ -141,6 +143,11 @@ class PlanGraph:
             st = self.nodes[nid]
             n = st.info.npartitions
             done = self._done_of(nid)
+            if done is None and self.route_run is not None and st.cursor < n:
+                k = min(want, n - st.cursor)
+                self.route_run(nid, st.cursor, k)
+                st.cursor += k
+                want -= k
             while want > 0 and st.cursor < n:
                 p = st.cursor
                 st.cursor += 1
@@ -214,6 +221,20 @@ class PlanGraph:
                 if all(p in self.nodes[d].outputs for d in child.info.inputs):
                     if not self._reuse(cid, p):
                         self.route(cid, p, 0, False)
+        if st.complete:
+            self.activate(st.children)
+        if nid in self.watched:
+            self.settle(nid)
+
+    def complete_run(self, nid: int, first: int, records: List[Any]) -> None:
+        """Partitions first, first+1, ... of the node finished (a task range's successes): complete() for each,
+        in one go when no pointwise child waits for them one by one."""
+        st = self.nodes[nid]
+        if any(self.nodes[cid].info.pointwise for cid in st.children):
+            for i, rec in enumerate(records):
+                self.complete(nid, first + i, rec)
+            return
+        st.outputs.update(zip(range(first, first + len(records)), records))
         if st.complete:
             self.activate(st.children)
         if nid in self.watched:

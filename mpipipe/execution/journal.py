@@ -222,6 +222,17 @@ class RangeOk(Mapping):  # type: ignore[type-arg]
             raise KeyError(key)
         return getattr(self, field)
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """Mapping.get, without a KeyError for what it lacks (the output and value are read for every task)."""
+        if key == "o":
+            return self.output
+        if key == "v":
+            return default if self.value is None else self.value
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
     def __iter__(self) -> Iterator[str]:
         yield from (KIND, "k", "n", "p", "a", "r", "t0", "t1", "o")
         if self.value is not None:
@@ -242,25 +253,35 @@ def failed_record(key: str, name: str, partition: int, attempt: int, rank: int, 
             "t0": t0, "t1": t1, "e": error, "log": None if log is None else list(log), "where": where}
 
 
+def _ok_fields(r: Mapping[str, Any]) -> Tuple[Any, ...]:
+    """(p, a, t0, t1, o, v, vf, log) of an "ok" record; a RangeOk's read from its attributes."""
+    if type(r) is RangeOk:
+        return r.partition, r.attempt, r.t0, r.t1, r.output, r.value, None, r.log
+    return r["p"], r["a"], r["t0"], r["t1"], r["o"], r.get("v"), r.get("vf"), r["log"]
+
+
 def ok_batch_record(fingerprint: str, name: str, rank: int, records: Sequence[Mapping[str, Any]]) -> OkBatchRecord:
     """One record for several finished tasks of a node, from their "ok" records (p, a, t0, t1, o, v, vf, log).
     Times are kept to the microsecond as offsets from the earliest start."""
-    base = min(r["t0"] for r in records)
-    rec: Dict[str, Any] = {KIND: OK_BATCH, "f": fingerprint, "n": name, "r": rank, "p": [r["p"] for r in records]}
-    if any(r["a"] for r in records):
-        rec["a"] = [r["a"] for r in records]
+    parts, attempts, t0, t1, outputs, values, files, refs = zip(*map(_ok_fields, records))
+    base = min(t0)
+    rec: Dict[str, Any] = {KIND: OK_BATCH, "f": fingerprint, "n": name, "r": rank, "p": list(parts)}
+    if any(attempts):
+        rec["a"] = list(attempts)
     rec["t"] = base
-    rec["d"] = [round((t - base) * 1e6) for r in records for t in (r["t0"], r["t1"])]
-    if any(r["o"] is not None for r in records):
-        rec["o"] = [r["o"] for r in records]
-    if any(r.get("v") is not None for r in records):
-        rec["v"] = [r.get("v") for r in records]
-    if any(r.get("vf") is not None for r in records):
-        rec["vf"] = [r.get("vf") for r in records]
+    d = [0] * (2 * len(parts))
+    d[0::2] = [round((t - base) * 1e6) for t in t0]
+    d[1::2] = [round((t - base) * 1e6) for t in t1]
+    rec["d"] = d
+    if outputs.count(None) != len(outputs):
+        rec["o"] = list(outputs)
+    if values.count(None) != len(values):
+        rec["v"] = list(values)
+    if files.count(None) != len(files):
+        rec["vf"] = list(files)
     paths: Dict[str, int] = {}
     logs: List[Any] = []
-    for r in records:
-        ref = r["log"]
+    for ref in refs:
         if ref is None:
             logs += (-1, None, None)
         else:

@@ -10,16 +10,27 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from mpipipe.execution.graph import PlanGraph
-from mpipipe.execution.journal import Journal, RangeOk, encode_ok, encode_ok_batch, failed_record
+from mpipipe.execution.journal import (Journal, RangeOk, encode, encode_ok, encode_ok_batch, failed_record,
+                                      ok_run_record)
 from mpipipe.execution.progress import NodeCount
 from mpipipe.execution.task import (EXTERNAL, OK, VALUE_INLINE_BYTES, OkRun, Result, Task, TaskRange, is_value_ref,
                                    value_ref, write_value)
 from mpipipe.ownership import write_private_file
 
 log = logging.getLogger("mpipipe.scheduler")
+
+_DATA_KEYS = frozenset(("bytes", "rows", "bytes_in"))  # what a data task's value says it wrote and read
+
+
+class RangeDone(NamedTuple):
+    """A task range's successes waiting for their journal line: the range, its worker's columns, its records."""
+
+    rng: TaskRange
+    run: OkRun
+    records: List[RangeOk]
 
 
 @dataclass
@@ -88,30 +99,31 @@ class Outcomes:
             self._note_slow(dur, name, task.partition)
         self.graph.complete(task.node, task.partition, rec)
 
-    def ok_run(self, rank: int, rng: TaskRange, run: OkRun, finished: Dict[int, List[Dict[str, Any]]]) -> None:
-        """The successes of a task range (columns): records made here, once, for the journal and the graph."""
-        nid = rng.node
+    def ok_run(self, rank: int, rng: TaskRange, run: OkRun, finished: Dict[int, List[Any]]) -> float:
+        """The successes of a task range (columns, as its worker reported them): one RangeOk per partition for
+        the graph, and the columns for the journal line (journal_finished); returns their mean duration."""
+        nid, fp, first, n, attempt = rng.node, rng.fingerprint, rng.first, rng.count, rng.attempt
         name = self.graph.name(nid)
-        fp = rng.fingerprint
-        recs = finished.get(nid)
-        if recs is None:
-            recs = finished[nid] = []
-        complete = self.graph.complete
-        logs, log = run.log_offsets, run.log
-        attempt = rng.attempt
+        t0s, t1s, outs, values, log, offs = run.t0, run.t1, run.outputs, run.values, run.log, run.log_offsets
+        if values.count(None) != n:
+            for value in values:
+                if isinstance(value, dict) and not _DATA_KEYS.isdisjoint(value):
+                    self._count_data(value)
+        recs = [RangeOk(fp, name, p, attempt, rank, a, b, o, v, (log, s, e))
+                for p, a, b, o, v, s, e in zip(range(first, first + n), t0s, t1s, outs, values, offs, offs[1:])]
+        durations = [b - a for a, b in zip(t0s, t1s)]
         slowest = self.slowest
-        for i, p in enumerate(range(rng.first, rng.first + rng.count)):
-            t0, t1 = run.t0[i], run.t1[i]
-            value = run.values[i]
-            if value is not None:
-                self._count_data(value)
-            rec = RangeOk(fp, name, p, attempt, rank, t0, t1, run.outputs[i], value, (log, logs[i], logs[i + 1]))
-            recs.append(rec)
-            dur = t1 - t0
-            if len(slowest) < 3 or dur > slowest[0][0]:
-                self._note_slow(dur, name, p)
-            complete(nid, p, rec)
-        self.ran += rng.count
+        floor = slowest[0][0] if len(slowest) >= 3 else float("-inf")
+        for i in [i for i, dur in enumerate(durations) if dur > floor]:
+            if len(slowest) < 3 or durations[i] > slowest[0][0]:
+                self._note_slow(durations[i], name, first + i)
+        pieces = finished.get(nid)
+        if pieces is None:
+            pieces = finished[nid] = []
+        pieces.append(RangeDone(rng, run, recs))
+        self.graph.complete_run(nid, first, recs)
+        self.ran += n
+        return sum(durations) / n if n else 0.0
 
     def attempt_failed(self, rank: int, task: Task, res: Result, t0: float, t1: float) -> None:
         """Journal a failed attempt (what follows it is `follow_up`'s)."""
@@ -164,9 +176,17 @@ class Outcomes:
         rec["vf"] = ref
         return None
 
-    def journal_finished(self, rank: int, finished: Dict[int, List[Dict[str, Any]]]) -> None:
-        """One journal record per node for the tasks one message reported (a lone task keeps the plain form)."""
-        for nid, recs in finished.items():
+    def journal_finished(self, rank: int, finished: Dict[int, List[Any]]) -> None:
+        """One journal record per node for the tasks one message reported (a lone task keeps the plain form); a
+        task range's successes alone are written straight from their columns."""
+        for nid, pieces in finished.items():
+            if len(pieces) == 1 and type(pieces[0]) is RangeDone and pieces[0].rng.count > 1:
+                rng, run, _ = pieces[0]
+                self.journal.append_line(encode(ok_run_record(
+                    rng.fingerprint, self.graph.name(nid), rank, rng.first, rng.attempt, run.t0, run.t1,
+                    run.outputs, run.values, run.log, run.log_offsets)))
+                continue
+            recs = [r for piece in pieces for r in (piece.records if type(piece) is RangeDone else (piece,))]
             if len(recs) == 1:
                 r = recs[0]
                 self.journal.append_line(encode_ok(r["k"], r["n"], r["p"], r["a"], rank, r["t0"], r["t1"], r["o"],

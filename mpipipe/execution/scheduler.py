@@ -82,6 +82,7 @@ class Scheduler:
         self.roots = roots
         ranks = list(range(1, transport.size))
         self.graph = PlanGraph(infos, options.job_dir, self._route)
+        self.graph.route_run = self._route_run
         self.inflight = InFlight(ranks)
         self.plain = PlainDispatch(options.workers_per_executor)
         self.placed = PlacedDispatch(self.graph, ranks, dict(hosts or {}), options.workers_per_executor,
@@ -132,6 +133,14 @@ class Scheduler:
         else:
             self.plain.push((nid, p, attempt), front)
 
+    def _route_run(self, nid: int, first: int, count: int) -> None:
+        """Due partitions first..first+count-1 of a node (first attempts): a plain node's wait as one run."""
+        if nid in self.handover.submit or nid in self.placed.resources:
+            for p in range(first, first + count):
+                self._route(nid, p, 0, False)
+        else:
+            self.plain.push_run(nid, first, count)
+
     def _make_task(self, nid: int, p: int, attempt: int, resources: Optional[Dict[str, Any]] = None) -> Task:
         fp, prefix, digits = self.graph.shape(nid)
         return Task(self.inflight.new_tid(), nid, p, attempt, task_key(fp, p), self.graph.input_groups(nid, p),
@@ -171,7 +180,7 @@ class Scheduler:
     # --- results --------------------------------------------------------------------------------
 
     def _on_results(self, rank: int, results: List[Result]) -> None:
-        finished: Dict[int, List[Dict[str, Any]]] = {}  # node -> the records of its tasks finished here
+        finished: Dict[int, List[Any]] = {}  # node -> the records (and task ranges) of its tasks finished here
         spec = self.speculation
         try:
             for res in results:
@@ -207,7 +216,7 @@ class Scheduler:
         finally:
             self.outcomes.journal_finished(rank, finished)
 
-    def _on_ok_run(self, rank: int, run: OkRun, finished: Dict[int, List[Dict[str, Any]]]) -> None:
+    def _on_ok_run(self, rank: int, run: OkRun, finished: Dict[int, List[Any]]) -> None:
         """Consecutive successes of one task range, as columns."""
         got = self.inflight.pop_run(run.tid, run.count)
         if got is None:  # an earlier run's: nobody waits for it
@@ -217,8 +226,7 @@ class Scheduler:
             return
         rng, _rank = got
         if run.count:
-            self.plain.observe(sum(b - a for a, b in zip(run.t0, run.t1)) / run.count)
-        self.outcomes.ok_run(rank, rng, run, finished)
+            self.plain.observe(self.outcomes.ok_run(rank, rng, run, finished))
 
     def _follow_up(self, task: Task, res: Result) -> None:
         if res.info.get("oom"):

@@ -250,6 +250,59 @@ class TaskContext:
             shutil.rmtree(self._staging, ignore_errors=True)
 
 
+class RangeTaskContext(TaskContext):
+    """The TaskContext of one task of a TaskRange. One is built per range and `at(p)` copies it per task (a
+    dict copy): its Task record, output path and input lists are made only when the body reads them, so a
+    tiny task pays for none of them. Each task still gets an object of its own."""
+
+    def __init__(self, rng: TaskRange, node_name: str, npartitions: int, rank: int, size: int, host: str,
+                 job_dir: str, args: Optional[Dict[str, Any]] = None) -> None:
+        self._range = rng
+        self._inputs: Optional[List[List[str]]] = None
+        self.node_name = node_name
+        self.partition = rng.first
+        self.npartitions = npartitions
+        self.attempt = rng.attempt
+        self.rank = rank
+        self.world_size = size
+        self.host = host
+        self.job_dir = job_dir
+        self.args = dict(args or {})
+        self.resources: Dict[str, Any] = {}
+        self._log = None
+        self._staging = None
+
+    def at(self, partition: int) -> "RangeTaskContext":
+        """A fresh context for partition `partition` of the range."""
+        ctx = object.__new__(RangeTaskContext)
+        d = ctx.__dict__
+        d.update(self.__dict__)
+        d["partition"] = partition
+        if self.args:
+            d["args"] = dict(self.args)
+        d["resources"] = {}
+        return ctx
+
+    @property
+    def task(self) -> Task:  # type: ignore[override]
+        return self._range.task(self.partition - self._range.first)
+
+    @property
+    def final_output(self) -> str:  # type: ignore[override]
+        rng = self._range
+        return f"{rng.prefix}{self.partition:0{rng.digits}d}"
+
+    @property  # type: ignore[override]
+    def inputs(self) -> List[List[str]]:
+        if self._inputs is None:
+            self._inputs = [list(paths) for paths in self._range.inputs]
+        return self._inputs
+
+    @inputs.setter
+    def inputs(self, value: List[List[str]]) -> None:
+        self._inputs = value
+
+
 _HOST_VIEWS: Dict[Tuple[str, int], Dict[str, Any]] = {}
 
 

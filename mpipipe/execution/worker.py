@@ -10,7 +10,6 @@ package first does not load this module twice).
 """
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -21,98 +20,20 @@ import traceback
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
+from mpipipe.execution import rangerun
+from mpipipe.execution.attempt import describe_failure, encode_value  # noqa: F401  (encode_value: plan_steps)
 from mpipipe.execution.framing import FrameReader, _HEADER, read_msg, write_msg
 from mpipipe.execution.protocol import W_NODES, W_RUN, W_SETUP, W_STOP
 from mpipipe.execution.osutil import child_env, describe_exit, die_with_parent, leave_stop_signals_to_rank0
+from mpipipe.execution.rangerun import log_offset as _log_offset
 from mpipipe.execution.task import (FAILED, OK, VALUE_INLINE_BYTES, OkRun, Result, Task, TaskContext, TaskRange,
                                    remove_staging, unit_size, value_ref, write_value)
+from mpipipe.execution.taskslot import TaskSlot
 
 import pickle
 
 
 REPORT_SECONDS = 0.005  # a worker holds finished results at most this long before writing them
-
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _user_traceback(exc: BaseException) -> str:
-    """The traceback from the first frame outside mpipipe: the user's code, not our plumbing."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR + os.sep):
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
-
-
-_NUMPY_SCALARS = [0]  # how many numpy scalars _plain_number has turned into numbers in this process
-
-
-def _plain_number(obj: Any) -> Any:
-    """json's fallback for a value: a numpy scalar or 0-d array is the Python number it holds (a task that
-    returns np.mean(...) is not an error); anything else is refused as json refuses it."""
-    if getattr(obj, "ndim", None) == 0 and type(obj).__module__ == "numpy":
-        _NUMPY_SCALARS[0] += 1
-        return obj.item()
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
-_VALUE_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_plain_number)
-
-
-def encode_value(value: Any) -> Tuple[str, Any]:
-    """A task's value as JSON text, and the value rank 0 gets: numpy scalars become Python numbers. Only a
-    value that held one is read back from its text, so a plain value costs one encode, as before."""
-    seen = _NUMPY_SCALARS[0]
-    text = _VALUE_ENCODER.encode(value)
-    if _NUMPY_SCALARS[0] != seen:
-        return text, json.loads(text)
-    if type(value) is not float and isinstance(value, float):  # np.float64 is a float: json took it as one
-        return text, float(value)
-    return text, value
-
-
-def _library_dirs() -> Tuple[str, ...]:
-    import sysconfig
-
-    dirs = {_PACKAGE_DIR}
-    for name in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(name)
-        if path:
-            dirs.add(os.path.realpath(path))
-            dirs.add(path)
-    return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
-
-
-def _has_user_frame(exc: BaseException) -> bool:
-    """Whether any frame of the traceback is the user's code (not mpipipe's, the standard library's or an
-    installed package's)."""
-    libs = _library_dirs()
-    tb = exc.__traceback__
-    while tb is not None:
-        name = tb.tb_frame.f_code.co_filename
-        if not name.startswith("<") and not name.startswith(libs):
-            return True
-        tb = tb.tb_next
-    return False
-
-
-def _is_class(exc: BaseException, name: str, modules: Tuple[str, ...]) -> bool:
-    return any(c.__name__ == name and c.__module__.lstrip("_").startswith(modules) for c in type(exc).__mro__)
-
-
-def _reported_traceback(exc: BaseException, tb: str) -> str:
-    """The traceback the failure report shows: the user's code's. A data, SQL or file system error that
-    mpipipe's own steps ran into (a corrupt file, a failed query, a full disk) says in its message what and
-    where, and shows none; the task's log keeps it either way."""
-    described = (isinstance(exc, OSError) or _is_class(exc, "DataError", ("mpipipe.",))
-                 or _is_class(exc, "Error", ("duckdb",)))
-    return "" if described and not _has_user_frame(exc) else tb
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """A memory failure, which is retried with more memory: Python's MemoryError, or DuckDB's out-of-memory
-    error (DuckDB stops at its memory limit instead of raising MemoryError)."""
-    return isinstance(exc, MemoryError) or _is_class(exc, "OutOfMemoryException", ("duckdb",))
-
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "POLARS_MAX_THREADS", "RAYON_NUM_THREADS")
@@ -140,22 +61,17 @@ def _restore_env(saved: Dict[str, Optional[str]]) -> None:
             os.environ[k] = v
 
 
-def _log_offset() -> int:
-    try:
-        return os.lseek(1, 0, os.SEEK_END)
-    except OSError:
-        return 0
-
-
 def task_marker(node_name: str, task: Task) -> str:
-    """The line a worker writes to its log as a task starts: where each task's output begins."""
-    return f"--- {node_name}[{task.partition}] attempt {task.attempt} ---"
+    """The line a worker writes to its log as a task run on its own starts: where its output begins (a task of
+    a range writes it only if it writes anything, see rangerun)."""
+    return rangerun.marker_line(node_name, task.partition, task.attempt)
 
 
 class _WorkerState:
-    def __init__(self, setup: Dict[str, Any], log_path: str) -> None:
+    def __init__(self, setup: Dict[str, Any], log_path: str, slot: Optional[TaskSlot] = None) -> None:
         self.setup = setup
         self.log_path = log_path
+        self.slot = slot
         self.nodes: Dict[int, Any] = {}
         self.load_error: Optional[str] = None
         self.faults = None
@@ -186,41 +102,21 @@ class _WorkerState:
         return Result(task.tid, status, info)
 
     def run_range(self, rng: TaskRange, done: List[Any], flush: Any) -> None:
-        """Run every task of a range; consecutive successes are reported as one OkRun (columns), anything
-        else as a Result. `flush(done)` is called whenever REPORT_SECONDS have passed."""
-        run: Optional[OkRun] = None
-        sent = time.monotonic()
-        for i in range(rng.count):
-            task = rng.task(i)
-            status, info, start = self._execute(task)
-            if status == OK and "value_file" not in info:
-                if run is None:
-                    run = OkRun(task.tid, [], [], [], [], self.log_path, [])
-                    done.append(run)
-                run.t0.append(info["t0"])
-                run.t1.append(info["t1"])
-                run.outputs.append(info["output"])
-                run.values.append(info["value"])
-                run.log_offsets.append(start)
-                end = info["log"][2]
-            else:
-                if run is not None:
-                    run.log_offsets.append(start)
-                    run = None
-                done.append(Result(task.tid, status, info))
-            now = time.monotonic()
-            if now - sent >= REPORT_SECONDS:
-                if run is not None:
-                    run.log_offsets.append(end)
-                    run = None
-                flush(done)
-                sent = now
-        if run is not None:
-            run.log_offsets.append(end)
+        """Run every task of a range (rangerun.run_range); consecutive successes are reported as one OkRun
+        (columns), anything else as a Result. `flush(done)` is called whenever REPORT_SECONDS have passed."""
+        node = self.nodes.get(rng.node)
+        if node is None:  # every task fails, one by one, saying why
+            for i in range(rng.count):
+                done.append(self.run(rng.task(i)))
+            return
+        rangerun.run_range(rng, node, self.setup, self.log_path, self.faults, self.slot, done, flush,
+                           REPORT_SECONDS)
 
     def _execute(self, task: Task) -> Tuple[str, Dict[str, Any], int]:
         """Run one task: (status, info for its Result, log offset where its output starts)."""
         s = self.setup
+        if self.slot is not None:
+            self.slot.task_started()
         start = _log_offset()
         t0 = time.time()
         node = self.nodes.get(task.node)
@@ -232,6 +128,8 @@ class _WorkerState:
         ctx = TaskContext(task, node.name, node.npartitions, s["rank"], s["size"], s["host"], s["job_dir"],
                           getattr(node, "args", None), task.resources)
         saved_env = _apply_resources(task.resources)
+        if self.slot is not None:
+            self.slot.output_at(start)
         os.write(2, (task_marker(node.name, task) + "\n").encode())
         spilled: Optional[str] = None
         info: Dict[str, Any]
@@ -259,15 +157,9 @@ class _WorkerState:
                     os.unlink(os.path.join(s["job_dir"], spilled))
                 except OSError:
                     pass
-            tb = _user_traceback(exc)
+            tb, failed = describe_failure(exc)
             sys.stderr.write(tb)
-            if isinstance(exc, TypeError) and "JSON serializable" in str(exc):
-                msg = f"the task returned a value that is not JSON-serializable ({exc}); return paths, numbers, strings, lists or dicts"
-            else:
-                msg = f"{type(exc).__name__}: {exc}"
-            status, info = FAILED, {"error": msg, "traceback": _reported_traceback(exc, tb), "node_name": node.name,
-                                    "partition": task.partition, "attempt": task.attempt,
-                                    "oom": _out_of_memory(exc)}
+            status, info = FAILED, dict(failed, node_name=node.name, partition=task.partition, attempt=task.attempt)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -287,8 +179,20 @@ def _log_to(log_path: str) -> None:
     os.close(logfd)
 
 
+def _take_on(setup: Dict[str, Any]) -> None:
+    """A worker started early takes on its rank's environment and working folder of the moment."""
+    if setup.get("env") is not None:
+        os.environ.clear()
+        os.environ.update(setup["env"])
+    try:
+        os.chdir(setup.get("cwd") or os.getcwd())
+    except OSError:
+        pass
+
+
 def main() -> None:
     log_path = sys.argv[1] if len(sys.argv) > 1 else ""  # "": started early, its log comes with the setup
+    slot = TaskSlot.attach(int(sys.argv[2])) if len(sys.argv) > 2 else None  # which task runs, for the executor
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     leave_stop_signals_to_rank0()  # a closed terminal or mpiexec's SIGTERM: rank 0 stops the job, then this worker
@@ -299,6 +203,7 @@ def main() -> None:
         _log_to(log_path)
     else:
         os.dup2(2, 1)  # nothing may write into the results pipe: until the log, the executor's stderr
+    rangerun.watch_streams()  # a task of a range that prints gets its marker first
     import logging
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -311,10 +216,11 @@ def main() -> None:
             return
         kind = msg[0]
         if kind == W_SETUP:
-            if not log_path:
-                log_path = msg[2]
+            if not log_path:  # started early: the job's log, and the rank's environment and folder as they are
+                log_path = msg[2]  # now (the script may have set variables for its tasks since this started)
                 _log_to(log_path)
-            state = _WorkerState(msg[1], log_path)
+                _take_on(msg[1])
+            state = _WorkerState(msg[1], log_path, slot)
         elif kind == W_NODES:
             assert state is not None
             state.add_nodes(msg[1])
@@ -358,22 +264,32 @@ class WorkerHandle:
         self.restarts = 0
         self._reported_to = 0  # log offset where the output of tasks not yet reported begins
         self._extra_blobs: List[bytes] = []
+        self.slot: Optional[TaskSlot] = None  # which task the worker runs (shared with it)
+        self._finished = 0  # tasks the worker reported since it started
 
     def start(self) -> None:
         """Start the worker process; with no log path yet (started early, before the job's setup is known) it
         waits for configure()."""
-        argv = [sys.executable, "-c", "from mpipipe.execution.worker import main; main()"]
-        if not self.log_path:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(),
-                                         close_fds=True)
-        else:
-            os.makedirs(os.path.dirname(self.log_path), mode=0o700, exist_ok=True)
-            log = open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
-            try:
-                self.proc = subprocess.Popen(argv + [self.log_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                             stderr=log, env=child_env(), close_fds=True)
-            finally:
-                log.close()
+        if self.slot is not None:
+            self.slot.close()
+        self.slot, slot_fd = TaskSlot.create()
+        self._finished = 0
+        argv = [sys.executable, "-c", "from mpipipe.execution.worker import main; main()", self.log_path,
+                str(slot_fd)]
+        try:
+            if not self.log_path:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(),
+                                             close_fds=True, pass_fds=(slot_fd,))
+            else:
+                os.makedirs(os.path.dirname(self.log_path), mode=0o700, exist_ok=True)
+                log = open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+                try:
+                    self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                                 env=child_env(), close_fds=True, pass_fds=(slot_fd,))
+                finally:
+                    log.close()
+        finally:
+            os.close(slot_fd)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         os.set_blocking(self.proc.stdin.fileno(), False)
         os.set_blocking(self.proc.stdout.fileno(), False)
@@ -394,8 +310,8 @@ class WorkerHandle:
             self._reported_to = os.path.getsize(self.log_path)  # the log before this process: not its tasks'
         except OSError:
             self._reported_to = 0
-        self._queue((W_SETUP, dict(self.setup, node_blobs=list(self.setup.get("node_blobs", [])) + self._extra_blobs),
-                     self.log_path))
+        self._queue((W_SETUP, dict(self.setup, node_blobs=list(self.setup.get("node_blobs", [])) + self._extra_blobs,
+                                   env=child_env(), cwd=os.getcwd()), self.log_path))
 
     def add_nodes(self, blobs: List[bytes]) -> None:
         self._extra_blobs.extend(blobs)
@@ -464,13 +380,13 @@ class WorkerHandle:
         return self.proc.stdin.fileno()
 
     def collect(self, node_names: Optional[Dict[int, str]] = None
-                ) -> Tuple[List[Any], Optional[Tuple[Task, str, int]], List[Task]]:
+                ) -> Tuple[List[Any], Optional[Tuple[Task, str, int]], List[Any]]:
         """Results that arrived; if the worker died: (task it was running, why, log offset of its output) and the
-        tasks to run again.
+        tasks to run again (Tasks and TaskRanges, in order).
 
         Results come in frames of several, so a worker that dies may have finished tasks it did not report yet.
-        Its log says which task it was in (each task starts with a marker line, see `task_marker`): the
-        finished ones before it are run again, the one it died in is the failed attempt."""
+        Its TaskSlot says which task it was in: the finished ones before it are run again, the one it died in is
+        the failed attempt. (`node_names` is not needed any more; kept for callers.)"""
         assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         results: List[Any] = []  # Result and OkRun
@@ -485,10 +401,9 @@ class WorkerHandle:
                 break
             for frame in self._reader.feed(data):
                 for res in frame:
-                    if type(res) is OkRun:
-                        done = self._take(res.count)
-                    else:
-                        done = self._take(1)
+                    n = res.count if type(res) is OkRun else 1
+                    done = self._take(n)
+                    self._finished += n
                     assert done.tid == res.tid, "worker answered out of order"
                     results.append(res)
             if len(data) < (1 << 20):
@@ -504,36 +419,40 @@ class WorkerHandle:
         self.proc.stdin.close() if self.proc.stdin else None
         self.proc.stdout.close()
         crashed = None
-        rest: List[Task] = []
+        rest: List[Any] = []
         if self.inflight:
-            held = self.held_tasks()
-            unreported, start = self._died_in(held, node_names or {})
-            crashed = (held[unreported], describe_exit(code), start)
-            rest = [t for i, t in enumerate(held) if i != unreported]
+            started, offset = self.slot.read() if self.slot is not None else (0, -1)
+            task, rest = self._died_in(started - 1 - self._finished)
+            crashed = (task, describe_exit(code), offset if offset >= 0 else self._reported_to)
             self.inflight.clear()
-            self._remove_staging([crashed[0]], self.proc.pid)  # the dead attempt's partial output
+            self._remove_staging([task], self.proc.pid)  # the dead attempt's partial output
         self.proc = None
         return results, crashed, rest
 
-    def _died_in(self, held: List[Task], node_names: Dict[int, str]) -> Tuple[int, int]:
-        """(index in inflight of the task the dead worker was running, log offset where its output begins: its
-        marker, or where the reported tasks' output ended if it wrote none)."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(self._reported_to)
-                tail = f.read()
-        except OSError:
-            return 0, self._reported_to
-        index, start, pos = 0, self._reported_to, 0
-        for i, task in enumerate(held):
-            name = node_names.get(task.node)
-            if name is None:
-                break
-            found = tail.find(task_marker(name, task).encode(), pos)
-            if found < 0:
-                break
-            index, start, pos = i, self._reported_to + found, found + 1
-        return index, start
+    def _died_in(self, index: int) -> Tuple[Task, List[Any]]:
+        """The held task at `index` (the one the dead worker was running; the first one if it died between
+        tasks), and the other held units, ranges cut around it."""
+        if not 0 <= index < self.busy:
+            index = 0
+        crashed: Optional[Task] = None
+        rest: List[Any] = []
+        for unit in self.inflight:
+            n = unit_size(unit)
+            if crashed is not None or index >= n:
+                rest.append(unit)
+                index -= n
+                continue
+            if type(unit) is not TaskRange:
+                crashed = unit
+                continue
+            crashed = unit.task(index)
+            if index > 0:
+                rest.append(unit._replace(count=index))
+            if index + 1 < n:
+                rest.append(unit._replace(tid=unit.tid + index + 1, first=unit.first + index + 1,
+                                          count=n - index - 1))
+        assert crashed is not None
+        return crashed, rest
 
     def _remove_staging(self, tasks: List[Task], pid: int) -> None:
         for task in tasks:
@@ -571,15 +490,19 @@ class WorkerHandle:
             self.proc.wait()
             self._remove_staging(self.held_tasks(), self.proc.pid)  # attempts stopped mid-way
         self.proc = None
+        if self.slot is not None:
+            self.slot.close()
+            self.slot = None
 
 
 _EARLY: List[WorkerHandle] = []  # workers an executor rank started before it joined its world
 
 
 def start_early(count: int) -> None:
-    """Start `count` worker processes now, while this executor rank joins its world (MPI start-up takes as
-    long as a worker's), so they are ready when the first tasks come; Executor takes them (take_early)."""
-    for _ in range(count):
+    """Have `count` worker processes started now (those started earlier count), while this executor rank joins
+    its world (MPI start-up takes as long as a worker's), so they are ready when the first tasks come; Executor
+    takes them (take_early)."""
+    for _ in range(count - len(_EARLY)):
         w = WorkerHandle("", {})
         try:
             w.start()

@@ -2,6 +2,7 @@
 
     python scripts/bench/dispatch.py                 # 3 rounds, A B C A B C ...
     BENCH_QUICK=1 python scripts/bench/dispatch.py   # 2,000 tasks, no smallpond
+    python scripts/bench/dispatch.py --tools mpi,futures,mpi4py --out /tmp/dispatch.json   # some tools only
 
 Tools (1 scheduler + 3 executors / workers on every one):
   mpipipe under `mpiexec -n 4` and on the local platform with 3 executors
@@ -38,6 +39,8 @@ DASK = "Dask LocalCluster(3 x 1 thread)"
 SMALLPOND = "smallpond scheduler (3 executors, {n:,} tasks)"
 SMALLPOND_STEADY = "smallpond, first task to last ({n:,} tasks)"
 SMALLPOND_FAST = "smallpond, test-harness intervals (3 executors, {n:,} tasks)"
+SHORT = {"mpi": MPI, "local": LOCAL, "futures": FUTURES, "mpi4py": MPI4PY, "ppe": PPE, "dask": DASK,
+         "smallpond": "smallpond"}  # --tools names
 
 
 def commands(tasks: int, sp_tasks: int):
@@ -66,7 +69,12 @@ def main() -> None:
     ap.add_argument("--smallpond-tasks", type=int, default=50 if B.quick() else 1000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", help="the JSON result file")
+    ap.add_argument("--tools", default=",".join(SHORT), help=f"which tools, comma-separated: {', '.join(SHORT)}")
     a = ap.parse_args()
+    chosen = [t.strip() for t in a.tools.split(",") if t.strip()]
+    unknown = sorted(set(chosen) - set(SHORT))
+    if unknown:
+        ap.error(f"unknown tool(s) {', '.join(unknown)}; choose among {', '.join(SHORT)}")
     global SMALLPOND, SMALLPOND_STEADY, SMALLPOND_FAST
     SMALLPOND = SMALLPOND.format(n=a.smallpond_tasks)
     SMALLPOND_FAST = SMALLPOND_FAST.format(n=a.smallpond_tasks)
@@ -75,8 +83,8 @@ def main() -> None:
     notes = []
     cmds = commands(a.tasks, a.smallpond_tasks)
     cmds[SMALLPOND] = cmds.pop("smallpond")
-    tools = [MPI, LOCAL, FUTURES, MPI4PY, PPE, DASK]
-    skip = B.smallpond_skip_reason()
+    tools = [SHORT[t] for t in SHORT if t in chosen and t != "smallpond"]
+    skip = B.smallpond_skip_reason() if "smallpond" in chosen else "smallpond: not chosen (--tools)"
     if skip:
         notes.append(skip)
     else:
@@ -116,7 +124,13 @@ def main() -> None:
                                   for r in runs[SMALLPOND]]
     metrics = [("per_task_us", "per task (us)", "us"), ("rate", "tasks/s", "/s"), ("inner", "inside (s)", "s"),
                ("wall", "command (s)", "s"), ("rank0_rss_mb", "peak RSS, rank 0 / client (MB)", "MB")]
-    cmp = B.compare(runs, metrics, [MPI, LOCAL, FUTURES], ["per_task_us"])
+    cmp = B.compare(runs, metrics, [t for t in (MPI, LOCAL, FUTURES) if t in runs], ["per_task_us"])
+    if MPI4PY in runs:  # the figure the dispatch goal is stated in: tasks/s, as a multiple of mpi4py.futures'
+        base = B.metric(runs[MPI4PY], "rate")
+        for tool in (MPI, LOCAL, FUTURES):
+            r = B.ratio(B.metric(runs.get(tool, []), "rate"), base) if tool in runs else None
+            if r is not None:
+                notes.append(f"{tool}: {r:.1f}x the tasks/s of {MPI4PY} (medians, same run)")
     if SMALLPOND in runs:
         first = B.metric(runs[SMALLPOND], "to_first_task")
         notes.append(f"smallpond: its first no-op task started {B.fmt_summary(first)} s after the command "
