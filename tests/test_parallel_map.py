@@ -193,6 +193,27 @@ def test_nodes_that_need_the_whole_input_keep_one_task(inputs):
     assert LoadPartitionedDataSetNode(ctx, files, 2, data_partition_column="p", map_tasks=4).npartitions == 4
 
 
+def test_duckdb_reads_row_group_and_row_range_slices_itself(inputs):
+    """A map task's slice of a file is read by DuckDB (row numbers -> row groups), in fragment order, with the
+    rows the Arrow reader gives."""
+    from mpipipe.data.fragment import Fragment
+
+    one, f0 = os.path.join(inputs, "one.parquet"), os.path.join(inputs, "files", "f0.parquet")
+    frags = [Fragment(one, "parquet", (7, 8, 10)), Fragment(f0), Fragment(one, "parquet", None, (5, 300_123)),
+             Fragment(one, "parquet", ())]
+    con = duckdb.connect()
+    try:
+        data = PartitionData(frags)
+        data.duckdb_source(con, "v")
+        view = con.sql("SELECT sql FROM duckdb_views() WHERE view_name = 'v'").fetchall()  # not an Arrow table
+        assert view and "read_parquet" in view[0][0] and "file_row_number" in view[0][0], view
+        got = con.sql("SELECT * FROM v").to_arrow_table()
+    finally:
+        con.close()
+    assert_rows(got, PartitionData(frags).to_arrow(), ordered=True, what="slices")
+    assert got.num_rows == 3 * ONE_GROUP + FILE_ROWS + 300_118
+
+
 # --- real runs -------------------------------------------------------------------------------------
 
 class Run:

@@ -578,8 +578,62 @@ class PartitionData:
             paths = [_open(f.path)[1] for f in frags]
             con.execute(f"CREATE OR REPLACE TEMP VIEW {_quote(name)} AS SELECT * FROM "
                         f"{_duck_reader(frags[0].format, paths, opts)}")
+        elif frags and local and alike and frags[0].format == "parquet" and chk.uniform and \
+                ROW_NUMBER not in self.schema().names:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {_quote(name)} AS {_slices_sql(chk)}")
         else:
             con.register(name, self.to_arrow())
+
+
+ROW_NUMBER = "file_row_number"  # DuckDB's generated column: a row's number in its file
+
+
+def _slices_sql(chk: _Checked) -> str:
+    """Local Parquet fragments, some of them row groups or row ranges, read by DuckDB itself: each slice is a
+    range of `file_row_number`, which DuckDB turns into the row groups it reads (no copy through Arrow);
+    runs of whole files are read together, and the parts follow one another in fragment order."""
+    frags = chk.fragments
+    opts = frags[0].options
+    parts: List[str] = []
+    whole: List[str] = []
+
+    def flush() -> None:
+        if whole:
+            parts.append(f"SELECT * FROM {_duck_reader('parquet', whole, opts)}")
+            whole.clear()
+
+    for f in frags:
+        path = _open(f.path)[1]
+        if f.whole:
+            whole.append(path)
+            continue
+        flush()
+        reader = _duck_reader("parquet", [path], opts + ((ROW_NUMBER, True),))
+        for a, b in _row_ranges(f, chk.footers[f.path]):
+            parts.append(f"SELECT * EXCLUDE ({ROW_NUMBER}) FROM {reader} "
+                         f"WHERE {ROW_NUMBER} >= {a} AND {ROW_NUMBER} < {b}")
+    flush()
+    return " UNION ALL ".join(parts)
+
+
+def _row_ranges(f: Fragment, md: pq.FileMetaData) -> List[Tuple[int, int]]:
+    """The [start, stop) row ranges of a fragment within its file (row groups next to each other make one)."""
+    if f.rows is not None:
+        return [f.rows]
+    starts, at = [], 0
+    for i in range(md.num_row_groups):
+        starts.append(at)
+        at += md.row_group(i).num_rows
+    out: List[Tuple[int, int]] = []
+    for g in f.row_groups or ():
+        if g >= md.num_row_groups:
+            raise _changed(f.path, f"has {md.num_row_groups} row group(s) but the plan reads group {g}")
+        a, b = starts[g], starts[g] + md.row_group(g).num_rows
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out or [(0, 0)]
 
 
 def _groups(frags: Sequence[Fragment]) -> List[List[Fragment]]:
