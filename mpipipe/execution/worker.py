@@ -208,6 +208,8 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import cloudpickle  # noqa: F401  (what loads the plan's code: now, before the first tasks wait for it)
+
     state: Optional[_WorkerState] = None
     while True:
         try:
