@@ -18,9 +18,9 @@ smallpond's conftest.py imports Ray to start a cluster whose address it passes t
 mpipipe has no Ray (it ignores that address, with a warning): when `ray` is not installed, a stand-in
 package whose `ray.init()` starts nothing is put on the path; the summary says which one ran.
 
-smallpond's tests also need loguru, psutil, fsspec, GPUtil and filelock. Install them where the tests can
-import them (`pip install --target DIR loguru psutil fsspec GPUtil filelock`, then `--deps DIR`); the script
-warns of what is missing. There is no network access in the script itself.
+smallpond's tests also need loguru, psutil, fsspec, GPUtil, filelock and pytest-benchmark. Install them where
+the tests can import them (`pip install --target DIR loguru psutil fsspec GPUtil filelock pytest-benchmark`,
+then `--deps DIR`); the script warns of what is missing. There is no network access in the script itself.
 
 Which files (DATA_API_FILES): the tests that exercise smallpond's data API (DataFrame and Session,
 datasets, io.arrow, logical plans and the planner, nodes run by a scheduler and executors, partitioning,
@@ -45,7 +45,7 @@ DATA_API_FILES = ["test_dataframe.py", "test_dataset.py", "test_arrow.py", "test
                   "test_partition.py", "test_plan.py"]
 FOLDERS = ["tests", "examples", "benchmarks"]
 TEST_DEPS = {"loguru": "loguru", "psutil": "psutil", "fsspec": "fsspec", "GPUtil": "GPUtil", "filelock": "filelock",
-             "pandas": "pandas", "numpy": "numpy"}
+             "pytest_benchmark": "pytest-benchmark", "pandas": "pandas", "numpy": "numpy"}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # `import smallpond`, `from smallpond.x import ...`, `smallpond.init(...)`, "smallpond.execution.workqueue"
@@ -192,7 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--ref", default="v0.15.0", help="with --git-dir: the tag or commit (default v0.15.0)")
     parser.add_argument("--work", help="where the renamed tests run (default: a new temporary folder)")
     parser.add_argument("--deps", action="append", default=[], help="a folder of the tests' own dependencies "
-                        "(pip install --target DIR loguru psutil fsspec GPUtil filelock); may repeat")
+                        "(pip install --target DIR loguru psutil fsspec GPUtil filelock pytest-benchmark); may repeat")
     parser.add_argument("--files", nargs="+", default=DATA_API_FILES, help="test files of tests/ to run")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per test (smallpond's CI: 600)")

@@ -140,6 +140,34 @@ def test_planner_returns_an_execution_plan_that_pickles_with_lambdas(urls, tmp_p
     assert issubclass(RunPlan, ExecutionPlan)
 
 
+def test_planner_lets_nested_partitions_line_up_and_refuses_the_rest(tmp_path):
+    from mpipipe.logical.dataset import ParquetDataSet
+    from mpipipe.logical.node import (ConsolidateNode, Context, DataSourceNode, EvenlyDistributedPartitionNode,
+                                      HashPartitionNode, LogicalPlan, SqlEngineNode)
+    from mpipipe.logical.planner import Planner
+
+    path = tmp_path / "hosts.parquet"
+    pq.write_table(pa.table({"host": [f"h{i % 4}" for i in range(40)], "url": [f"u{i}" for i in range(40)]}), path)
+    ctx = Context()
+    source = DataSourceNode(ctx, ParquetDataSet([str(path)]))
+    hosts = HashPartitionNode(ctx, (source,), 3, ["host"], data_partition_column="host_partition")
+    cells = HashPartitionNode(ctx, (hosts,), 5, ["url"], data_partition_column="url_partition", nested=True)
+    per_cell = SqlEngineNode(ctx, (cells,), "select host, count(*) as cnt from {0} group by host")
+    per_host = SqlEngineNode(ctx, (ConsolidateNode(ctx, per_cell, ["host_partition"]),),
+                             "select host, sum(cnt) as cnt from {0} group by host")
+    # host x url cells, host partitions and an unpartitioned source: partition (h, u) reads host partition h
+    joined = SqlEngineNode(ctx, (per_cell, per_host, source),
+                           "select * from {0} where exists (select * from {1} where {1}.host = {0}.host)")
+    Planner().create_exec_plan(LogicalPlan(ctx, joined))
+
+    ctx = Context()
+    source = DataSourceNode(ctx, ParquetDataSet([str(path)]))
+    a = EvenlyDistributedPartitionNode(ctx, (source,), 3, dimension="A")
+    b = EvenlyDistributedPartitionNode(ctx, (source,), 3, dimension="B")
+    with pytest.raises(AssertionError, match="partitioned differently"):
+        Planner().create_exec_plan(LogicalPlan(ctx, SqlEngineNode(ctx, (a, b), "select * from {0}, {1}")))
+
+
 def test_scheduler_with_a_transport_is_mpipipe_s_own():
     from mpipipe.execution.roles import SchedulerRole
     from mpipipe.execution.scheduler import Scheduler

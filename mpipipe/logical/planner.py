@@ -4,8 +4,8 @@ mpipipe has no separate execution plan (the scheduler turns nodes into tasks
 lazily); create_exec_plan checks the plan as a run would, adds smallpond's
 check that the inputs of a node are partitioned alike (same dimensions), and
 returns the plan with the runtime context it is to run in (an ExecutionPlan,
-which smallpond's `Scheduler(exec_plan)` runs). Its errors are PlanErrors that are also AssertionErrors, as
-smallpond's planner raised assertions.
+which smallpond's `Scheduler(exec_plan)` runs). Its errors are PlanErrors that
+are also AssertionErrors, as smallpond's planner raised assertions.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any, List, Tuple
 
 from mpipipe.errors import PlanError
 from mpipipe.execution.task import ExecutionPlan
-from mpipipe.logical.datanode import DataNode, PartitionNode, num_outputs, partition_dims
+from mpipipe.logical.datanode import DataNode, PartitionNode, align_by_dimensions, num_outputs, partition_dims
 from mpipipe.logical.plan import LogicalPlan
 
 
@@ -43,9 +43,12 @@ class Planner:
 
 def check_dimensions(plan: LogicalPlan) -> None:
     """A node that works partition by partition on several inputs needs them partitioned by the same
-    dimensions (same names, same sizes); inputs with one partition are sent to every task."""
+    dimensions (same names, same sizes), or each by some of the dimensions of the most partitioned one (nested
+    partitions line up: partition (h, u) reads host partition h); inputs with one partition go to every task."""
     for node in plan.nodes:
         if not isinstance(node, DataNode) or node.gathers or isinstance(node, PartitionNode) or len(node.inputs) < 2:
+            continue
+        if align_by_dimensions(node.inputs) is not None:
             continue
         seen: List[Tuple[str, List[Tuple[str, int]]]] = []
         for dep in node.inputs:
