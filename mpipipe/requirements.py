@@ -136,8 +136,9 @@ class AcceleratorSpecification:
             object.__setattr__(self, "kind", ANY_GPU)
         if not isinstance(self.kind, str) or not self.kind:
             raise RequirementError(f"an accelerator kind is a name such as cuda or mps, got {self.kind!r}")
-        if isinstance(self.memory, float) and self.memory.is_integer():
-            object.__setattr__(self, "memory", int(self.memory))  # 24e9: a whole number written as a float
+        memory: Any = self.memory  # as given: any value (int.is_integer only exists from Python 3.12)
+        if isinstance(memory, float) and memory.is_integer():
+            object.__setattr__(self, "memory", int(memory))  # 24e9: a whole number written as a float
         if isinstance(self.memory, bool) or not isinstance(self.memory, int) or self.memory < 0:
             raise RequirementError(f"an accelerator's memory is a whole number of bytes >= 0, got {self.memory!r}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from mpipipe.errors import RequirementError
 from mpipipe.requirements import (AcceleratorRequest, CPUSpecification, HostRequirement, HostSimpleRequirement,
@@ -26,12 +26,13 @@ def _clock_seconds(text: str) -> Optional[float]:
     m = _CLOCK.fullmatch(text)
     if m is None or (m.group(1) is None and m.group(3) is None):
         return None  # a bare number is seconds, not SLURM's minutes: handled by the caller
-    days, first, second, third = (int(g) if g is not None else None for g in m.groups())
+    days, first, second, third = m.groups()
+    a, b, c = int(first), int(second or 0), int(third or 0)
     if days is not None:  # D-H, D-H:M, D-H:M:S
-        return float(days * 86400 + first * 3600 + (second or 0) * 60 + (third or 0))
+        return float(int(days) * 86400 + a * 3600 + b * 60 + c)
     if third is not None:  # H:M:S
-        return float(first * 3600 + second * 60 + third)
-    return float(first * 60 + second)  # M:S
+        return float(a * 3600 + b * 60 + c)
+    return float(a * 60 + b)  # M:S (the seconds are there: a bare number returned None above)
 
 
 def parse_duration(value: Union[int, float, str]) -> float:
@@ -113,6 +114,12 @@ class Resources:
     time: float = 0.0
     partition: Optional[str] = None
     extra_args: Tuple[str, ...] = field(default=())
+
+    if TYPE_CHECKING:  # what the constructor takes; the fields above are what __post_init__ makes of it
+        def __init__(self, cpus: Union[int, float, None] = 0, memory: Union[int, float, str, None] = 0,
+                     gpus: Union[int, float, None] = 0, gpu_memory: Union[int, float, str, None] = 0,
+                     gpu_kind: str = "gpu", time: Union[int, float, str, None] = 0.0, partition: Optional[str] = None,
+                     extra_args: Union[Sequence[str], Mapping[str, Any], None] = ()) -> None: ...
 
     def __post_init__(self) -> None:
         try:

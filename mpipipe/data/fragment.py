@@ -112,7 +112,7 @@ def _expand_local(pattern: str, suffixes: Tuple[str, ...]) -> List[str]:
         return [os.path.abspath(h) for h in hits if not os.path.isdir(h)  # a FIFO or device is refused below
                 and (asked or not os.path.basename(h).startswith(("_", ".")))]
     if os.path.isdir(pattern):
-        found = []
+        found: List[str] = []
         for root, dirs, files in os.walk(pattern):
             dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
             found.extend(os.path.join(root, f) for f in files

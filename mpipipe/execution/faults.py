@@ -16,7 +16,7 @@ import hashlib
 import os
 import signal
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from mpipipe.errors import ConfigError
 
@@ -47,17 +47,17 @@ class FaultPlan:
 def parse(spec: str) -> FaultPlan:
     """`0.2`, `0.2:kill,exit`, or `rate=0.2,kinds=kill+exit,seed=1,attempts=2`."""
     text = spec.strip()
-    fields = {}
+    fields: Dict[str, str] = {}
     try:
         if "=" in text:
             for part in text.split(","):
                 k, _, v = part.partition("=")
                 fields[k.strip()] = v.strip()
         else:
-            rate, _, kinds = text.partition(":")
-            fields["rate"] = rate
-            if kinds:
-                fields["kinds"] = kinds.replace(",", "+")
+            rate_text, _, kinds_text = text.partition(":")
+            fields["rate"] = rate_text
+            if kinds_text:
+                fields["kinds"] = kinds_text.replace(",", "+")
         unknown = set(fields) - {"rate", "kinds", "seed", "attempts"}
         if unknown:
             raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}; valid: rate, kinds, seed, attempts")

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import ctypes
+import io
 import logging
 import os
 import signal
 import sys
-from typing import IO, Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 # variables a launcher gives its MPI ranks; a child that inherits them may try to join the world
 _MPI_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL", "HYDRA_", "PRTE_", "MPIR_")
@@ -52,7 +53,7 @@ class RankLogHandler(logging.FileHandler):
 
     mpipipe_own = True  # mpipipe's, not the application's: the terminal's handler stays (mpipipe.console)
 
-    def _open(self) -> IO[str]:
+    def _open(self) -> io.TextIOWrapper:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
 

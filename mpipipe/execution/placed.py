@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from mpipipe.errors import RequirementError
 from mpipipe.execution import protocol as P
@@ -166,7 +166,8 @@ class PlacedDispatch(DueQueue):
         if len(self.ready) < want + 1:
             expand(want)
         req = self._requirement(nid, p)
-        mates, keep = [], deque()
+        mates: List[Tuple[int, int, int]] = []
+        keep: Deque[Tuple[int, int, int]] = deque()
         while self.ready and len(mates) < want:
             item = self.ready.popleft()
             if item[0] == nid and self._requirement(item[0], item[1]) == req:

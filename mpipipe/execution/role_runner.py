@@ -28,8 +28,10 @@ class MeetingPlatform(Platform):
 
     description = "executors started by smallpond-style Executor processes, which find rank 0 in a folder"
 
-    def start_job(self, num_nodes: int, entrypoint: str, args: List[str], envs: Dict[str, str],
-                  extra_opts: Optional[Dict[str, Any]] = None) -> List[str]:
+    # smallpond's start_job, not Platform's: Platform.__init_subclass__ sees the signature and gives the class
+    # the hooks that call it this way, so the override is meant
+    def start_job(self, num_nodes: int, entrypoint: str, args: List[str],  # type: ignore[override]
+                  envs: Dict[str, str], extra_opts: Optional[Dict[str, Any]] = None) -> List[str]:
         how = {"num_nodes": num_nodes, "entrypoint": entrypoint, "args": list(args), "envs": dict(envs)}
         write_private_file(os.path.join(os.environ[FOLDER_ENV], JOIN_FILE), json.dumps(how).encode())
         return []

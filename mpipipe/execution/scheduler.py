@@ -390,7 +390,7 @@ class Scheduler:
     def _outcome(self) -> Dict[str, Any]:
         status = self.status()
         o, spec = self.outcomes, self.speculation
-        outputs = [rec.get("o") for r in self.roots for rec in self.graph.in_order(r) if rec.get("o")]
+        outputs: List[str] = [rec["o"] for r in self.roots for rec in self.graph.in_order(r) if rec.get("o")]
         stats = {"job_id": self.options.job_id, "status": status, "ran": o.ran, "cached": self.graph.reused,
                  "retried": o.retried, "failed": len(o.failures), "executors": self.t.size - 1,
                  "platform": self.options.platform, "reused_from": self._reused_from(),

@@ -151,7 +151,7 @@ class LiveRun:
     def _loop(self, previous: Optional[threading.Thread]) -> None:
         if previous is not None:
             previous.join()
-        scheduler = None
+        scheduler: Any = None  # what make_scheduler() returns, once made
         started = False
         by_node: Dict[int, _Submission] = {}
         subs: List[_Submission] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Type
 
 
 class Task(NamedTuple):
@@ -30,7 +30,8 @@ class TaskRange(NamedTuple):
     tid: int
     node: int
     first: int
-    count: int
+    # shadows tuple.count(value), which nothing calls on a TaskRange: it is read as a record
+    count: int  # type: ignore[assignment]
     attempt: int
     fingerprint: str
     inputs: Tuple[Tuple[str, ...], ...]
@@ -70,7 +71,7 @@ class OkRun(NamedTuple):
     log_offsets: List[int]  # where each task's output starts in it; the last entry is where the run's ends
 
     @property
-    def count(self) -> int:
+    def count(self) -> int:  # type: ignore[override]  # as TaskRange.count: shadows tuple.count, never called
         return len(self.t0)
 
 
@@ -666,7 +667,7 @@ class ExecutionPlan:
         return _restore_exec_plan, (type(self), dumps(self.__dict__))
 
 
-def _restore_exec_plan(cls: type, state: bytes) -> ExecutionPlan:
+def _restore_exec_plan(cls: Type[ExecutionPlan], state: bytes) -> ExecutionPlan:
     import pickle
 
     plan = cls.__new__(cls)

@@ -354,6 +354,8 @@ class ParquetDataSet(FileDataSet):
     """
 
     format = "parquet"
+    # file -> {dimension: partition}, set on the output of a partitioned plan loaded back (load_partitioned_datasets)
+    _partition_keys: Optional[Dict[str, Dict[str, int]]] = None
 
     def __init__(self, paths: Any, root_dir: Optional[str] = "", recursive: bool = False,
                  columns: Optional[Sequence[str]] = None, generated_columns: Optional[Sequence[str]] = None,

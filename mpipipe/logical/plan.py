@@ -79,6 +79,10 @@ class Node:
     """
 
     kind = "node"
+    # set by __init__; declared here because __init__ reads them on its inputs before setting its own
+    ctx: Context
+    name: str
+    npartitions: int
 
     def __init__(
         self,

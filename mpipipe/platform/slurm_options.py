@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 from mpipipe.config import SLURM_DEFAULTS, SLURM_OPTIONS, JobConfig, convert_slurm, option_fields, slurm_time_seconds
@@ -62,11 +63,11 @@ def _parse_file(path: str) -> Mapping[str, Any]:
         except ValueError as e:
             raise ConfigError(f"site config {path} is not valid JSON: {e}") from None
     else:
-        try:
-            import tomllib  # Python 3.11+
-        except ImportError:  # pragma: no cover - Python 3.10
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - Python 3.10
             try:
-                import tomli as tomllib  # type: ignore[no-redef]
+                import tomli as tomllib
             except ImportError:
                 raise ConfigError(f"reading the TOML site config {path} needs Python 3.11 or `pip install tomli`; "
                                   "or write it as JSON (a .json file)") from None
