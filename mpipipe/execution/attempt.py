@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import traceback
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
+
+from mpipipe.execution.task import VALUE_INLINE_BYTES, value_ref, write_value
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,3 +106,33 @@ def describe_failure(exc: BaseException) -> Tuple[str, Dict[str, Any]]:
     else:
         msg = f"{type(exc).__name__}: {exc}"
     return tb, {"error": msg, "traceback": _reported_traceback(exc, tb), "oom": _out_of_memory(exc)}
+
+
+def maybe_strike(faults: Any, key: str, attempt: int) -> None:
+    """Testing (--inject-faults): fail the attempt the way the fault plan says, after the body ran and before
+    its output is committed."""
+    fault = faults.choose(key, attempt) if faults is not None else None
+    if fault is not None:
+        print(f"mpipipe: injecting a fault ({fault}) into this attempt", file=sys.stderr, flush=True)
+        from mpipipe.execution.faults import strike
+
+        strike(fault)
+
+
+def spill(text: str, job_dir: str, node_name: str, partition: int, attempt: int, rank: int) -> Optional[str]:
+    """A value above VALUE_INLINE_BYTES of JSON goes to a file that the journal names: its reference (None when
+    the value stays inline)."""
+    if len(text) <= VALUE_INLINE_BYTES:
+        return None
+    ref = value_ref(node_name, partition, attempt, rank)
+    write_value(job_dir, ref, text)
+    return ref
+
+
+def drop_spilled(job_dir: str, ref: Optional[str]) -> None:
+    """The value file of an attempt that failed after writing it."""
+    if ref is not None:
+        try:
+            os.unlink(os.path.join(job_dir, ref))
+        except OSError:
+            pass

@@ -23,9 +23,8 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from mpipipe.execution.attempt import describe_failure, encode_value
-from mpipipe.execution.task import (FAILED, OK, VALUE_INLINE_BYTES, OkRun, RangeTaskContext, Result, TaskRange,
-                                   value_ref, write_value)
+from mpipipe.execution.attempt import describe_failure, drop_spilled, encode_value, maybe_strike, spill
+from mpipipe.execution.task import FAILED, OK, OkRun, RangeTaskContext, Result, TaskRange
 
 
 def marker_line(node_name: str, partition: int, attempt: int) -> str:
@@ -132,19 +131,14 @@ def run_range(rng: TaskRange, node: Any, setup: Dict[str, Any], log_path: str, f
             if value is not None:
                 text, value = encode_value(value)
             if faults is not None:
-                _maybe_strike(faults, f"{rng.fingerprint}:{p}", attempt)
-            if len(text) > VALUE_INLINE_BYTES:  # a large value goes to a file; the journal names it
-                spilled = value_ref(node.name, p, attempt, setup["rank"])
-                write_value(setup["job_dir"], spilled, text)
+                maybe_strike(faults, f"{rng.fingerprint}:{p}", attempt)
+            spilled = spill(text, setup["job_dir"], node.name, p, attempt, setup["rank"])
+            if spilled is not None:
                 value = None
             output = ctx.commit()
         except BaseException as exc:  # noqa: BLE001  a task body may raise anything, even SystemExit
             ctx.abort()
-            if spilled is not None:
-                try:
-                    os.unlink(os.path.join(setup["job_dir"], spilled))
-                except OSError:
-                    pass
+            drop_spilled(setup["job_dir"], spilled)
             if watch.armed:
                 watch.speak()
             tb, failed = describe_failure(exc)
@@ -194,13 +188,3 @@ def _close_run(run: Optional[OkRun], pos: int) -> int:
     if run is not None and end > run.log_offsets[-1]:
         run.log_offsets[-1] = end
     return max(end, pos)
-
-
-def _maybe_strike(faults: Any, key: str, attempt: int) -> None:
-    """Testing: fail after the body ran, before its output is committed (as a task run on its own does)."""
-    fault = faults.choose(key, attempt)
-    if fault is not None:
-        print(f"mpipipe: injecting a fault ({fault}) into this attempt", file=sys.stderr, flush=True)
-        from mpipipe.execution.faults import strike
-
-        strike(fault)

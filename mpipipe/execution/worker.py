@@ -21,13 +21,14 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from mpipipe.execution import rangerun
-from mpipipe.execution.attempt import describe_failure, encode_value  # noqa: F401  (encode_value: plan_steps)
+from mpipipe.execution.attempt import (describe_failure, drop_spilled, encode_value,  # noqa: F401  (plan_steps)
+                                      maybe_strike, spill)
 from mpipipe.execution.framing import FrameReader, _HEADER, read_msg, write_msg
 from mpipipe.execution.protocol import W_NODES, W_RUN, W_SETUP, W_STOP
 from mpipipe.execution.osutil import child_env, describe_exit, die_with_parent, leave_stop_signals_to_rank0
 from mpipipe.execution.rangerun import log_offset as _log_offset
-from mpipipe.execution.task import (FAILED, OK, VALUE_INLINE_BYTES, OkRun, Result, Task, TaskContext, TaskRange,
-                                   remove_staging, unit_size, value_ref, write_value)
+from mpipipe.execution.task import (FAILED, OK, OkRun, Result, Task, TaskContext, TaskRange, remove_staging,
+                                   unit_size)
 from mpipipe.execution.taskslot import TaskSlot
 
 import pickle
@@ -136,15 +137,9 @@ class _WorkerState:
         try:
             value = node.run_task(ctx)
             text, value = ("null", None) if value is None else encode_value(value)
-            fault = self.faults.choose(task.key, task.attempt) if self.faults is not None else None
-            if fault is not None:  # testing: fail after the body ran, before its output is committed
-                print(f"mpipipe: injecting a fault ({fault}) into this attempt", file=sys.stderr, flush=True)
-                from mpipipe.execution.faults import strike
-
-                strike(fault)
-            if len(text) > VALUE_INLINE_BYTES:  # a large value goes to a file; the journal names it
-                spilled = value_ref(node.name, task.partition, task.attempt, s["rank"])
-                write_value(s["job_dir"], spilled, text)
+            maybe_strike(self.faults, task.key, task.attempt)
+            spilled = spill(text, s["job_dir"], node.name, task.partition, task.attempt, s["rank"])
+            if spilled is not None:
                 value = None
             output = ctx.commit()
             status, info = OK, {"output": output, "value": value}
@@ -152,11 +147,7 @@ class _WorkerState:
                 info["value_file"] = spilled
         except BaseException as exc:  # noqa: BLE001  a task body may raise anything, even SystemExit
             ctx.abort()
-            if spilled is not None:
-                try:
-                    os.unlink(os.path.join(s["job_dir"], spilled))
-                except OSError:
-                    pass
+            drop_spilled(s["job_dir"], spilled)
             tb, failed = describe_failure(exc)
             sys.stderr.write(tb)
             status, info = FAILED, dict(failed, node_name=node.name, partition=task.partition, attempt=task.attempt)
