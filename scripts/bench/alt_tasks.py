@@ -9,8 +9,9 @@ Each task returns the time it ran (time.time()). Prints a BENCH_RESULT line:
 `inner` from creating the pool (or cluster) to the last result, `startup`
 from creating the pool to the moment it accepted the first submit (the pools
 start their processes lazily, so most of their start-up lands in the first
-tasks), `first_task` the time.time() at which the first task ran, and this
-process's peak resident memory (benchlib.peak_rss_mb).
+tasks), `submit_only` how long the submit() calls took, `first_task` the
+time.time() at which the first task ran, and this process's peak resident
+memory (benchlib.peak_rss_mb).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def main() -> None:
         with ProcessPoolExecutor(a.workers) as ex:
             t1 = time.perf_counter()
             futures = [ex.submit(task, i) for i in range(a.tasks)]
+            t_sub = time.perf_counter()
             stamps = [f.result() for f in futures]
     elif a.tool == "mpi4py":
         from mpi4py.futures import MPIPoolExecutor
@@ -49,6 +51,7 @@ def main() -> None:
         with MPIPoolExecutor() as ex:  # under `python -m mpi4py.futures`: the world's other ranks are the workers
             t1 = time.perf_counter()
             futures = [ex.submit(task, i) for i in range(a.tasks)]
+            t_sub = time.perf_counter()
             stamps = [f.result() for f in futures]
             workers = ex.num_workers
     elif a.tool == "mpipipe":
@@ -60,6 +63,7 @@ def main() -> None:
         ex.launcher.join()  # executor ranks serve from here and exit; journaling and retries are on
         t1 = time.perf_counter()
         futures = [ex.submit(task, i) for i in range(a.tasks)]
+        t_sub = time.perf_counter()
         stamps = [f.result() for f in futures]
         workers = ex.launcher.join()[1].world.num_executors
     else:
@@ -71,10 +75,11 @@ def main() -> None:
                 Client(cluster) as client:
             t1 = time.perf_counter()
             futures = [client.submit(task, i, pure=False) for i in range(a.tasks)]
+            t_sub = time.perf_counter()
             stamps = client.gather(futures)
     t2 = time.perf_counter()
     print("BENCH_RESULT " + json.dumps({
-        "inner": t2 - t0, "startup": t1 - t0, "tasks_only": t2 - t1, "tasks": a.tasks,
+        "inner": t2 - t0, "startup": t1 - t0, "tasks_only": t2 - t1, "submit_only": t_sub - t1, "tasks": a.tasks,
         "workers": workers if a.tool in ("mpi4py", "mpipipe") else a.workers, "first_task": min(stamps),
         "rank0_rss_mb": peak_rss_mb()}), flush=True)
 
