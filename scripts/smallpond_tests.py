@@ -12,7 +12,9 @@ What it does, and nothing more:
    base class included;
 3. runs pytest on the chosen files in the work folder against this checkout's mpipipe, with a time limit
    per test (smallpond's CI uses 600 s), and writes a summary: each test passed/failed/skipped, with a
-   one-line reason for each failure, and the pass rate (skips not counted).
+   one-line reason for each failure, and the pass rate (skips not counted). After a test that failed (one
+   over its time limit, say), the processes it left running are stopped (a pytest plugin of this script),
+   so that they do not slow down the tests after it.
 
 smallpond's conftest.py imports Ray to start a cluster whose address it passes to `init(ray_address=...)`.
 mpipipe has no Ray (it ignores that address, with a warning): when `ray` is not installed, a stand-in
@@ -65,6 +67,54 @@ def init(*args, **kwargs):
 
 def shutdown():
     pass
+'''
+
+
+CLEANUP_PLUGIN = '''"""A pytest plugin of scripts/smallpond_tests.py: after a test that failed (a time limit, say), the
+processes it started and left running are stopped, so that they do not slow down the tests after it."""
+import os
+import signal
+
+import pytest
+
+
+def _descendants():
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, stack = set(), [os.getpid()]
+    while stack:
+        for pid in children.get(stack.pop(), []):
+            if pid not in out:
+                out.add(pid)
+                stack.append(pid)
+    return out
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    before = _descendants() if os.path.isdir("/proc") else set()
+    item._smallpond_failed = []
+    yield
+    if item._smallpond_failed and os.path.isdir("/proc"):
+        for pid in _descendants() - before:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if outcome.get_result().failed and hasattr(item, "_smallpond_failed"):
+        item._smallpond_failed.append(call.when)
 '''
 
 
@@ -217,12 +267,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         with open(os.path.join(stand_ins, "ray", "__init__.py"), "w", encoding="utf-8") as fh:
             fh.write(RAY_STAND_IN)
         env["PYTHONPATH"] = python_path(work, [os.path.abspath(d) for d in args.deps], stand_ins)
+    harness = os.path.join(work, "_harness")
+    os.makedirs(harness, exist_ok=True)
+    with open(os.path.join(harness, "smallpond_tests_cleanup.py"), "w", encoding="utf-8") as fh:
+        fh.write(CLEANUP_PLUGIN)
+    env["PYTHONPATH"] += os.pathsep + harness
     missing = missing_modules(args.python, env, list(TEST_DEPS))
     if missing:  # the tests that import them fail, and the summary says so
         print(f"smallpond_tests: warning: smallpond's tests need {', '.join(missing)}; install them with `pip "
               f"install --target DIR {' '.join(TEST_DEPS[m] for m in missing)}` and pass --deps DIR", file=sys.stderr)
     junit = os.path.join(work, "junit.xml")
-    cmd = [args.python, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", "-rN", "-q", "--durations=0",
+    cmd = [args.python, "-m", "pytest", "-p", "no:cacheprovider", "-p", "smallpond_tests_cleanup", "-o", "addopts=",
+           "-rN", "-q", "--durations=0",
            "--durations-min=5", "--continue-on-collection-errors", f"--timeout={args.timeout}", f"--junitxml={junit}"]
     if args.keyword:
         cmd += ["-k", args.keyword]

@@ -168,6 +168,38 @@ def test_planner_lets_nested_partitions_line_up_and_refuses_the_rest(tmp_path):
         Planner().create_exec_plan(LogicalPlan(ctx, SqlEngineNode(ctx, (a, b), "select * from {0}, {1}")))
 
 
+class _Task:
+    def __init__(self, partition, output_dir):
+        self.partition, self.output_dir, self.inputs, self.job_dir = partition, str(output_dir), [], ""
+        os.makedirs(output_dir)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_split_by_files_takes_its_slice_of_the_listing(urls, tmp_path, shuffle):
+    """smallpond's test of 10,000 partitions of a million listed files: each task takes its slice, not a pass
+    over the million; the slices are the ones a split of the whole listing makes."""
+    from mpipipe.logical.dataset import ParquetDataSet
+    from mpipipe.logical.node import Context, DataSetPartitionNode, DataSourceNode
+    from mpipipe.steps.partio import PartitionData, folder_fragments
+
+    ctx = Context()
+    source = DataSourceNode(ctx, ParquetDataSet(urls * 3))  # 9 files, each listed 3 times
+    split = DataSetPartitionNode(ctx, (source,), 12, random_shuffle=shuffle)
+    whole = [PartitionData(list(source._fragments), source.output_schema())]
+    taken = []
+    for p in range(12):
+        fast, slow = _Task(p, tmp_path / f"fast{p}"), _Task(p, tmp_path / f"slow{p}")
+        assert split.run_task(fast)["bytes_in"] == sum(os.path.getsize(f.path) for f in
+                                                       split.input_data(fast)[0].fragments)
+        split.process_partition(slow, whole)
+        listed = [f.path for f in folder_fragments(fast.output_dir) if not f.path.startswith(fast.output_dir)]
+        assert listed == [f.path for f in folder_fragments(slow.output_dir)
+                          if not f.path.startswith(slow.output_dir)]  # an empty partition has a file of its own
+        taken += listed
+    assert sorted(taken) == sorted(urls * 3)
+    assert "_listing_cache" in split.__dict__ and "_listing_cache" not in pickle.loads(pickle.dumps(split)).__dict__
+
+
 def test_scheduler_with_a_transport_is_mpipipe_s_own():
     from mpipipe.execution.roles import SchedulerRole
     from mpipipe.execution.scheduler import Scheduler
@@ -259,6 +291,16 @@ def test_wrong():
 @pytest.mark.skip(reason="not today")
 def test_skipped():
     pass
+
+
+def test_over_its_time_limit():
+    import subprocess
+    import time
+
+    left = subprocess.Popen(["sleep", "300"])
+    with open("left_running.pid", "w") as f:
+        f.write(str(left.pid))
+    time.sleep(300)
 '''
 
 
@@ -274,7 +316,7 @@ def test_smallpond_tests_script_renames_runs_and_summarises(tmp_path):
                                                        "    pass\n\n\ndef test_b():\n    pass\n")
     work = tmp_path / "work"
     done = run([sys.executable, SCRIPT, str(checkout), "--work", str(work), "--files", "test_fake.py",
-                "test_broken.py", "--timeout", "120", "--total-timeout", "240"],
+                "test_broken.py", "--timeout", "20", "--total-timeout", "240"],
                env=env_for_tests({"SP_NUM_EXECUTORS": "1"}), timeout=280)
     assert done.returncode == 0, done.stdout + done.stderr
     conftest = (work / "tests" / "conftest.py").read_text()
@@ -282,8 +324,12 @@ def test_smallpond_tests_script_renames_runs_and_summarises(tmp_path):
         "smallpond.init(", "mpipipe.init(")  # only the package's name changed; its prose too stays
     summary = (work / "summary.txt").read_text()
     assert "ray: stand-in (not installed)" in summary
-    assert "passed 1 of 4 (25.0%); failed 3; skipped 1" in summary, summary
+    assert "passed 1 of 5 (20.0%); failed 4; skipped 1" in summary, summary
     assert "failed  tests.test_fake::test_wrong  -- assert (1 + 1) == 3" in summary, summary
     assert "tests/test_broken.py (2 tests, not collected)  -- ModuleNotFoundError: No module named " \
            "'mpipipe.nowhere'" in summary, summary
     assert "skipped tests.test_fake::test_skipped  -- not today" in summary
+    assert "failed  tests.test_fake::test_over_its_time_limit  -- Failed: Timeout (>20.0s) from pytest-timeout." \
+        in summary, summary
+    left = int((work / "left_running.pid").read_text())  # what the test left running was stopped after it
+    assert not os.path.exists(f"/proc/{left}") or open(f"/proc/{left}/stat").read().split()[2] == "Z"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +41,12 @@ def child_env(extra: Optional[dict] = None) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in [os.path.abspath(p) for p in sys.path if p] if os.path.exists(p))
     env.update(extra or {})
     return env
+
+
+def _stop_with_parent() -> None:
+    from mpipipe.execution.osutil import die_with_parent
+
+    die_with_parent(signal.SIGTERM)
 
 
 class StateObserver:
@@ -102,8 +109,9 @@ class SchedulerRole:
                 "nonzero_exitcode_as_oom": self.nonzero_exitcode_as_oom}
         write_private_file(os.path.join(folder, SPEC_FILE), dumps(spec))
         try:
+            # rank 0 stops (and journals) when this process is killed, as when a test over its time limit is
             subprocess.run([sys.executable, "-m", "mpipipe.execution.role_runner", folder], env=child_env(),
-                           check=False)
+                           check=False, preexec_fn=_stop_with_parent)
         finally:
             write_private_file(os.path.join(folder, DONE_FILE), b"")
         result = os.path.join(folder, RESULT_FILE)
@@ -148,7 +156,7 @@ class ExecutorRole:
         with open(join, encoding="utf-8") as f:
             how = json.load(f)
         proc = subprocess.run([sys.executable, how["entrypoint"]] + list(how["args"]), env=child_env(how["envs"]),
-                              check=False)
+                              check=False, preexec_fn=_stop_with_parent)
         return proc.returncode == 0
 
     def __repr__(self) -> str:

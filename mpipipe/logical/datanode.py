@@ -674,31 +674,65 @@ class DataSetPartitionNode(PartitionNode):
 
     def input_data(self, task: Any) -> List[Any]:
         """A split of sources whose files the plan already lists takes them from there: each of many tasks
-        would otherwise read the whole source manifest to keep a slice of it."""
+        would otherwise read the whole source manifest to keep a slice of it. Split by files, a task takes
+        just its slice of the listing, which each process puts together once (a million files in ten
+        thousand partitions would otherwise cost every task a pass over the million)."""
         if not self.nested and self.inputs and all(_listed(d) for d in self.inputs):
             from mpipipe.steps.partio import PartitionData
 
+            if self.partition_by == "files":
+                from mpipipe.steps.partition import even_split
+
+                share = PartitionData(even_split(self._listing(), self.inner, task.partition, "files"),
+                                      self.output_schema())
+                share.file_share = True  # type: ignore[attr-defined]  # process_partition splits no further
+                return [share]
             return [PartitionData(list(d._fragments), d.output_schema()) for d in self.inputs]
         return super().input_data(task)
 
-    def process_partition(self, task: Any, inputs: List[Any]) -> Any:
-        from mpipipe.steps.partition import even_split
-        from mpipipe.steps.partio import write_manifest
+    def _listing(self) -> List[Any]:
+        """The listed sources' files in split order (shuffled as process_partition shuffles), made once."""
+        frags = self.__dict__.get("_listing_cache")
+        if frags is None:
+            frags = [f for d in self.inputs if isinstance(d, DataSourceNode) for f in d._fragments]
+            self._shuffle(frags)
+            self._listing_cache = frags
+        return frags
 
-        frags = [f for data in inputs for f in data.fragments]
+    def _shuffle(self, frags: List[Any]) -> None:
         if self.random_shuffle:
             import random
 
             # the same order in every task and every run: the split is a function of the plan
             random.Random(f"{self.name}|{len(frags)}").shuffle(frags)
-        part = task.partition % self.inner if self.nested else task.partition
-        mine = even_split(frags, self.inner, part, self.partition_by)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_listing_cache", None)  # rebuilt where it is needed
+        return state
+
+    def process_partition(self, task: Any, inputs: List[Any]) -> Any:
+        from mpipipe.steps.partition import even_split
+        from mpipipe.steps.partio import write_manifest
+
+        if len(inputs) == 1 and getattr(inputs[0], "file_share", False):  # input_data took this partition's slice
+            mine = list(inputs[0].fragments)
+        else:
+            frags = [f for data in inputs for f in data.fragments]
+            self._shuffle(frags)
+            part = task.partition % self.inner if self.nested else task.partition
+            mine = even_split(frags, self.inner, part, self.partition_by)
         # the schema (for an empty partition) known before running saves reading every footer in every task
         schema = self.output_schema()
         if schema is None:
-            if not (inputs and inputs[0].fragments):
+            first = inputs[0] if inputs and inputs[0].fragments else None
+            if first is None and inputs and getattr(inputs[0], "file_share", False) and self._listing():
+                from mpipipe.steps.partio import PartitionData
+
+                first = PartitionData(self._listing()[:1])  # an empty slice: the listing's first file has it
+            if first is None:
                 raise PlanError(f"node {self.name!r}: the input has no files to take a schema from")
-            schema = inputs[0].schema()
+            schema = first.schema()
         write_manifest(task.output_dir, mine, schema)
         return {"fragments": len(mine)}
 
