@@ -17,7 +17,8 @@ def build(input_paths, npartitions):
     # the same input twice: each of its partitions is read as {0} and as {1}, and runs once
     self_join = SqlEngineNode(ctx, (parts, parts), "select a.url from {0} as a join {1} as b on a.url = b.url",
                               output_name="self_join")
-    copied = CopyArrowTable(ctx, (parts,), output_name="copied")
+    by_files = DataSetPartitionNode(ctx, (source,), 5, random_shuffle=True)  # each task: its slice of the files
+    copied = CopyArrowTable(ctx, (by_files,), output_name="copied")
     streamed = StreamCopy(ctx, (parts,), streaming_batch_size=5, output_name="streamed")
     logged = LogDataSet(ctx, (parts,), num_rows=3, output_name="logged")
     return LogicalPlan(ctx, RootNode(ctx, (self_join, copied, streamed, logged)))
