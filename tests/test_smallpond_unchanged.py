@@ -248,6 +248,27 @@ def test_init_is_quiet_for_smallpond_defaults_and_still_refuses_misspellings(tmp
     assert done.returncode != 0 and "unknown option(s) num_executor" in done.stderr
 
 
+PLATFORM_INIT = """
+import json, mpipipe
+from mpipipe import ComputeNode, Context, LogicalPlan
+sp = mpipipe.init(data_root={root!r}, platform="sp_platforms.popen", num_executors=1, job_id="j1",
+                  job_name="nightly", platform_options={{"queue": "fast"}})
+result = sp.run(LogicalPlan(sp.ctx, ComputeNode(sp.ctx, lambda task: task.partition, npartitions=2)))
+print("RESULT " + json.dumps(sorted(result.values())))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_smallpond_style_platform_gets_the_job_name_and_platform_options(tmp_path):
+    """smallpond passes init()'s other keywords to start_job as extra_opts; mpipipe passes platform_options."""
+    record = tmp_path / "start_job.json"
+    done = run([sys.executable, "-c", PLATFORM_INIT.format(root=str(tmp_path / "jobs"))],
+               env=env(RECORD_START_JOB_TO=str(record)), timeout=100)
+    assert result_of(done) == [0, 1]
+    extra = json.loads(record.read_text())["extra_opts"]
+    assert extra["queue"] == "fast" and extra["job_id"] == "j1" and extra["job_name"] == "nightly"
+
+
 # --- the script that runs smallpond's own tests -------------------------------------------------------------
 
 FAKE_CONFTEST = '''import os

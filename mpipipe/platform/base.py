@@ -234,8 +234,10 @@ class CallbackWorld:
         host = os.environ.get(ADDRESS_ENV) or socket.gethostname()
         args = ["--connect", f"{host}:{port}"]
         envs = {TOKEN_ENV: token, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        extra = {"job_id": self.config.job_id, "job_name": self.config.job_id or "mpipipe", "tags": ["mpipipe"],
+        name = self.config.slurm_job_name or self.config.job_id or "mpipipe"
+        extra = {"job_id": self.config.job_id, "job_name": name, "tags": ["mpipipe"],
                  "data_root": self.config.data_root}
+        extra.update(dict(self.config.platform_options))  # what smallpond's init(**kwargs) gave its platform
         try:
             ids = self.start_job(num_nodes=n, entrypoint=ENTRYPOINT, args=args, envs=envs, extra_opts=extra)
         except BaseException:

@@ -20,5 +20,5 @@ class PopenPlatform(Platform):
         if record:
             with open(record, "w") as f:
                 json.dump({"num_nodes": num_nodes, "entrypoint": entrypoint, "args": args,
-                           "envs": sorted(envs), "pids": pids}, f)
+                           "envs": sorted(envs), "pids": pids, "extra_opts": extra_opts}, f)
         return pids
