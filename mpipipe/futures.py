@@ -23,7 +23,7 @@ import pickle
 import re
 import traceback
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, cast
 
 from mpipipe.errors import PlanError, RequirementError, TaskFailedError
 from mpipipe.logical.node import Context, LogicalPlan, Node
@@ -223,7 +223,8 @@ class Executor(concurrent.futures.Executor):
         if not futures:
             return futures
         self._pending.update(futures)
-        self._waiting.extend([(key, spec, tuple(call), f) for call, f in zip(calls, futures)])
+        # a call may come as a list [fn, args, kwargs]: kept as a tuple, checked where it runs
+        self._waiting.extend([(key, spec, cast(Call, tuple(call)), f) for call, f in zip(calls, futures)])
         if not self._queued:
             self._queued = True
             self._ask_for_calls()
@@ -349,7 +350,7 @@ class Executor(concurrent.futures.Executor):
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: Optional[float] = None,
             chunksize: int = 1) -> Iterator[Any]:
         """All calls go out at once as one node (one task each); results come back in order."""
-        calls = [(fn, tuple(args), {}) for args in zip(*iterables)]
+        calls: List[Call] = [(fn, tuple(args), {}) for args in zip(*iterables)]
         if not calls:
             return iter(())
         futures = self.submit_calls(calls)
@@ -368,7 +369,8 @@ class Executor(concurrent.futures.Executor):
         if cancel_futures:
             for _, _, futures in self._take().values():
                 for fut in futures:
-                    fut.cancel() or fut.done() or fut.set_exception(concurrent.futures.CancelledError())
+                    if not (fut.cancel() or fut.done()):
+                        fut.set_exception(concurrent.futures.CancelledError())
                 self._fail_all(futures, None)
         if wait:
             pending = list(self._pending)

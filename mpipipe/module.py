@@ -156,7 +156,7 @@ def shards_of(module: Module) -> "tuple[List[Shard], bool]":
                         f"{type(values).__name__}")
     element = getattr(values, "element", None)
     if callable(element) and type(values).__module__ == "mpipipe.refs":
-        items = [values.element(i) for i in range(len(values))]
+        items = [element(i) for i in range(len(values))]
     else:
         items = list(values)
     return [Shard(i, v, _shard_key(module, base, i, v)) for i, v in enumerate(items)], True

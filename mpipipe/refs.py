@@ -164,7 +164,7 @@ class _AtomicFile:
             pass
 
 
-def _prepare_dir(directory: str) -> str:
+def _prepare_dir(directory: "str | os.PathLike[str]") -> str:
     """Create the folder owner-only, or refuse an existing one that others may write (its files would be refused)."""
     directory = os.path.abspath(os.fspath(directory))
     try:

@@ -697,7 +697,7 @@ class _Keyer:
         func, args = rv[0], rv[1]
         state, listitems, dictitems = (tuple(rv[2:5]) + (None, None, None))[:3]
         self._text(b"P", _callable_name(func))
-        if func is copyreg.__newobj__ or func is getattr(copyreg, "__newobj_ex__", None):
+        if func is getattr(copyreg, "__newobj__", None) or func is getattr(copyreg, "__newobj_ex__", None):
             self._header("object", args[0] if args and isinstance(args[0], type) else t)
             args = args[1:]
         self._count(b"U", len(args))

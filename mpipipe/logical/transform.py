@@ -7,7 +7,7 @@ Arrow tables, record-batch readers or pandas frames, one per input node.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, List, Optional, Sequence, Union  # noqa: F401
+from typing import Any, Callable, List, Optional, Sequence, Union, cast  # noqa: F401
 
 from mpipipe.errors import PlanError
 from mpipipe.logical import partial
@@ -603,7 +603,8 @@ class ConsolidateNode(_ZeroCopyNode):
         elif isinstance(npartitions, int) and npartitions > num_outputs(deps[0]):
             raise PlanError(f"node {label!r}: cannot consolidate {num_outputs(deps[0])} partitions into "
                             f"{npartitions}; use a DataSetPartitionNode to split")
-        super().__init__(ctx, deps, npartitions, name, version, **options)
+        # a count by now; any other value is refused by Node.__init__ with its one-line error
+        super().__init__(ctx, deps, cast(int, npartitions), name, version, **options)
 
     def default_name(self) -> str:
         return "consolidate"

@@ -154,6 +154,7 @@ def run_elements(fn: Any, indices: Sequence[int], processes: int) -> List[Any]:
     import threading
 
     blob: Optional[bytes] = None
+    context: multiprocessing.context.BaseContext
     if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("fork")  # a worker runs one thread: forking it is safe and quick
         _LOADED["fn"] = fn

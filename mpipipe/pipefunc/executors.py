@@ -192,7 +192,7 @@ class PipefuncExecutor(concurrent.futures.Executor):
         with self._lock:
             batch = self._batches.get(key)
             start = batch is None
-            if start:
+            if batch is None:
                 batch = self._batches[key] = _MapBatch(chunk, need, label, self._where(chunk.func))
             batch.chunks.append((chunk.indices, fut))
             batch.last = time.monotonic()
@@ -234,8 +234,13 @@ class PipefuncExecutor(concurrent.futures.Executor):
                 outputs = {i: out for n, result in zip(used, results) for i, out in zip(pieces[n], result)}
                 return [outputs[i] for i in chunk_indices]
 
-            _gather([futures[n] for n in used], combine).add_done_callback(
-                lambda g, fut=fut: fut.set_exception(g.exception()) if g.exception() else fut.set_result(g.result()))
+            def settle(g: "concurrent.futures.Future[Any]", fut: "concurrent.futures.Future[Any]" = fut) -> None:
+                if g.exception():
+                    fut.set_exception(g.exception())
+                else:
+                    fut.set_result(g.result())
+
+            _gather([futures[n] for n in used], combine).add_done_callback(settle)
 
     # --- the rest of the Executor interface ----------------------------------------------------
 

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Mapping, Optional
 
 from mpipipe.config import SLURM_DEFAULTS, SLURM_OPTIONS, JobConfig, convert_slurm, option_fields, slurm_time_seconds
 from mpipipe.errors import ConfigError
@@ -41,7 +41,12 @@ def _build_options_class() -> Any:
 
 
 if TYPE_CHECKING:
-    SlurmOptions = Any
+    class SlurmOptions:  # what type checkers see of the class made at import: a dataclass of any options
+        __dataclass_fields__: ClassVar[Dict[str, Any]]
+
+        def __init__(self, **options: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+        def with_(self, **changes: Any) -> SlurmOptions: ...
 else:
     SlurmOptions = _build_options_class()
 

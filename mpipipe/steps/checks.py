@@ -120,7 +120,9 @@ def _csv_header(frag: Fragment, dialect: Tuple[str, str, str, int]) -> List[str]
 
 def _ambiguous_date_format(fmt: Optional[str]) -> bool:
     """A strptime format whose day and month could be read either way round (not year first)."""
-    return bool(fmt) and "%d" in fmt and "%m" in fmt and not fmt.lstrip().startswith("%Y")  # type: ignore[operator]
+    if not fmt:
+        return False
+    return "%d" in fmt and "%m" in fmt and not fmt.lstrip().startswith("%Y")
 
 
 def check_csv_formats(frags: Sequence[Fragment]) -> None:

@@ -409,9 +409,9 @@ def folder_other_files(folder: str) -> List[Tuple[str, str]]:
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")) and
                          not (root == folder and d.startswith(BUCKET_COLUMN + "=")))
-        for f in sorted(files):
-            path = os.path.join(root, f)
-            if not f.startswith((".", "_")) and path not in data:
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            if not name.startswith((".", "_")) and path not in data:
                 found.append((os.path.relpath(path, folder), path))
     return found
 
