@@ -25,7 +25,10 @@ import traceback
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, cast
 
+from mpipipe.callfuture import CallFuture, settle_many, start_many
 from mpipipe.errors import PlanError, RequirementError, TaskFailedError
+from mpipipe.launchers.base import Launcher
+from mpipipe.launchers.world import WorldLauncher
 from mpipipe.logical.node import Context, LogicalPlan, Node
 
 INLINE_BYTES = 16 * 1024  # results up to this size travel in the journal record; larger ones in a file
@@ -175,9 +178,6 @@ class Executor(concurrent.futures.Executor):
     """
 
     def __init__(self, launcher: Any = None, *, resources: Any = None, name: str = "calls") -> None:
-        from mpipipe.launchers.base import Launcher
-        from mpipipe.launchers.world import WorldLauncher
-
         self.launcher = launcher or WorldLauncher()
         if not isinstance(self.launcher, Launcher):
             raise PlanError(f"mpipipe.futures.Executor runs on a launcher (WorldLauncher, MpiLauncher, "
@@ -202,8 +202,6 @@ class Executor(concurrent.futures.Executor):
         """Join the world now (the launcher's, or the job's when another launcher runs the calls): executor
         ranks serve here and exit; rank 0 returns."""
         if self._world is None or self._world[1].closed:
-            from mpipipe.launchers.world import WorldLauncher
-
             world = self.launcher if self.on_world else WorldLauncher()
             self._world = world.join()  # joining builds the config and finds the world: once
         return self
@@ -219,7 +217,7 @@ class Executor(concurrent.futures.Executor):
         label = _label(name or self.name)
         key = (label, describe) + _spec_key(spec, label)
         self.join()
-        futures: "List[concurrent.futures.Future[Any]]" = [concurrent.futures.Future() for _ in calls]
+        futures: "List[concurrent.futures.Future[Any]]" = [CallFuture() for _ in calls]
         if not futures:
             return futures
         self._pending.update(futures)
@@ -249,13 +247,22 @@ class Executor(concurrent.futures.Executor):
         take = self._waiting.popleft
         items = [take() for _ in range(len(self._waiting))]
         groups: "Dict[Tuple[Any, ...], Tuple[Any, List[Call], List[concurrent.futures.Future[Any]]]]" = {}
-        for key, spec, call, fut in items:
-            if not fut.set_running_or_notify_cancel():  # cancelled while it waited: it never runs
+        if not items:
+            return groups
+        starts = start_many([item[3] for item in items])
+        first = items[0][0]
+        if all(starts) and all(item[0] == first for item in items):  # the usual batch: submit() calls only
+            groups[first] = (items[0][1], [item[2] for item in items], [item[3] for item in items])
+            return groups
+        for (key, spec, call, fut), start in zip(items, starts):
+            if not start:  # cancelled while it waited: it never runs
                 self._pending.discard(fut)
                 continue
-            groups.setdefault(key, (spec, [], []))
-            groups[key][1].append(call)
-            groups[key][2].append(fut)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = (spec, [], [])
+            group[1].append(call)
+            group[2].append(fut)
         return groups
 
     # --- into the world's live run -----------------------------------------------------------
@@ -311,17 +318,24 @@ class Executor(concurrent.futures.Executor):
             outcome = outcomes.get(nid)
             failed = {f.partition: f for f in outcome.failures} if outcome is not None else {}
             records = outcome.records if outcome is not None else {}
+            settled: List[Tuple[Any, bool, Any]] = []
             for p, fut in enumerate(futures):
+                record = records.get(p)
                 try:
-                    if p in records:
-                        ok, value = _unpack(records[p].get("v") or {})
-                        fut.set_result(value) if ok else fut.set_exception(value)
+                    if record is not None:
+                        value = record.get("v") or {}
+                        if "value" in value:  # a plain result, as most tiny calls return
+                            settled.append((fut, True, value["value"]))
+                        else:
+                            settled.append((fut,) + _unpack(value))
                     elif p in failed:
-                        fut.set_exception(TaskFailedError(failed[p].render()))
+                        settled.append((fut, False, TaskFailedError(failed[p].render())))
                     else:
-                        fut.set_exception(TaskFailedError(f"call {name}[{p}] did not run (the run stopped first)"))
+                        settled.append((fut, False,
+                                        TaskFailedError(f"call {name}[{p}] did not run (the run stopped first)")))
                 except BaseException as e:  # noqa: BLE001  e.g. a result file that cannot be read
-                    fut.set_exception(e)
+                    settled.append((fut, False, e))
+            settle_many(settled)  # in one step: the futures nobody waits on yet need no Condition
             self._fail_all(futures, None)
 
     def _fail_all(self, futures: "List[concurrent.futures.Future[Any]]", error: Optional[BaseException]) -> None:
@@ -339,7 +353,7 @@ class Executor(concurrent.futures.Executor):
         world = self._world
         if world is None or world[1].closed:
             self.join()
-        fut: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
+        fut = CallFuture()
         self._pending.add(fut)
         self._waiting.append((self._key, self.resources, (fn, args, kwargs), fut))
         if not self._queued:

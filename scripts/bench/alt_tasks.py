@@ -6,7 +6,13 @@
     mpiexec -n 4 python scripts/bench/alt_tasks.py mpipipe --tasks 20000 --data-root DIR   # mpipipe.futures.Executor
 
 Each task returns the time it ran (time.time()). Prints a BENCH_RESULT line:
-`inner` from creating the pool (or cluster) to the last result, `startup`
+`inner` from the first line after the tool's imports to the last result:
+every tool timed over the same span, executor creation (its ranks or
+processes started or attached, for mpipipe also mpipipe.init() and joining
+the world) + the submits + the results. Under an MPI launcher MPI is already
+running when that span starts for both MPI tools: `python -m mpi4py.futures`
+starts it before the script, `import mpipipe` starts it itself
+(mpipipe/execution/early.py); neither start-up is inside `inner`. `startup`
 from creating the pool to the moment it accepted the first submit (the pools
 start their processes lazily, so most of their start-up lands in the first
 tasks), `submit_only` how long the submit() calls took, `first_task` the
@@ -36,10 +42,10 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=3)
     a = ap.parse_args()
-    t0 = time.perf_counter()
     if a.tool == "ppe":
         from concurrent.futures import ProcessPoolExecutor
 
+        t0 = time.perf_counter()
         with ProcessPoolExecutor(a.workers) as ex:
             t1 = time.perf_counter()
             futures = [ex.submit(task, i) for i in range(a.tasks)]
@@ -48,6 +54,7 @@ def main() -> None:
     elif a.tool == "mpi4py":
         from mpi4py.futures import MPIPoolExecutor
 
+        t0 = time.perf_counter()
         with MPIPoolExecutor() as ex:  # under `python -m mpi4py.futures`: the world's other ranks are the workers
             t1 = time.perf_counter()
             futures = [ex.submit(task, i) for i in range(a.tasks)]
@@ -58,6 +65,7 @@ def main() -> None:
         import mpipipe
         from mpipipe.futures import Executor
 
+        t0 = time.perf_counter()
         mpipipe.init(data_root=a.data_root, job_id="dispatch-futures", progress_interval=0)
         ex = Executor()
         ex.launcher.join()  # executor ranks serve from here and exit; journaling and retries are on
@@ -71,6 +79,7 @@ def main() -> None:
         from dask.distributed import Client, LocalCluster
 
         dask.config.set({"distributed.worker.daemon": False, "distributed.logging.distributed": "error"})
+        t0 = time.perf_counter()
         with LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
             t1 = time.perf_counter()
