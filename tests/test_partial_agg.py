@@ -20,7 +20,7 @@ from table_tools import assert_rows
 from mpipipe.logical import (Context, DataSetPartitionNode, DataSinkNode, DataSourceNode, HashPartitionNode,
                              LogicalPlan, ParquetDataSet, SqlEngineNode)
 from mpipipe.logical.partial import PartialHashPartitionNode
-from mpipipe.steps.partial_agg import over, split_aggregate
+from mpipipe.steps.partial_agg import SAMPLE_ROWS, estimated_groups, map_select, over, split_aggregate
 
 SCRIPT = os.path.join(REPO, "tests", "pipelines", "partial_agg.py")
 
@@ -70,6 +70,28 @@ def test_over_replaces_the_placeholder_but_not_inside_string_literals():
                  "min(tag) <> '{0}'")
     assert "'{0}'" in over(s.map_query, "v") and " FROM v " in over(s.map_query, "v")
     assert "'{0}'" in over(s.reduce_query, "v")
+
+
+def test_a_slice_whose_keys_hardly_repeat_is_written_row_by_row():
+    s, _ = split(AGG)
+    assert s.rows_query == ('SELECT "key" AS "key", CAST(1 AS BIGINT) AS __mpipipe_p0, val AS __mpipipe_p1, '
+                            'tag AS __mpipipe_p2 FROM {0}')
+    con = duckdb.connect()
+    n = 1000
+    for keys, form in ((range(n), "rows"), ([k % 10 for k in range(n)], "aggregated"), ([], "aggregated")):
+        con.register("v", pa.table({"key": pa.array(list(keys), pa.int64()), "val": [1.0] * len(keys),
+                                    "i": pa.array([1] * len(keys), pa.int32()), "tag": ["x"] * len(keys)}))
+        query, how = map_select(s, con, "v")
+        assert how == form and query == over(s.rows_query if form == "rows" else s.map_query, "v")
+
+
+@pytest.mark.parametrize("keys,rows", [(1_000_000, 125_000), (1_000_000, 2_500_000), (10_000, 625_000)])
+def test_groups_of_a_slice_are_estimated_from_its_first_rows(keys, rows):
+    rng = random.Random(keys + rows)
+    drawn = [rng.randrange(keys) for _ in range(rows)]
+    sample = drawn[:SAMPLE_ROWS]
+    got, true = estimated_groups(rows, len(sample), len(set(sample))), len(set(drawn))
+    assert abs(got - true) < 0.05 * true, (got, true)  # enough to tell 37% of the rows from 50%
 
 
 REFUSED = [
@@ -171,14 +193,15 @@ def random_table(rng: random.Random, n: int) -> pa.Table:
     }, schema=SCHEMA)
 
 
-def two_phase(s, slices, hash_columns, nbuckets, folder):
-    """As a run does it: each slice's partial rows bucketed into Parquet files, each bucket combined."""
+def two_phase(s, slices, hash_columns, nbuckets, folder, rng):
+    """As a run does it: each slice's partial rows (aggregated, or one by one, at random) bucketed into
+    Parquet files, each bucket combined."""
     con = duckdb.connect()
     hashed = f"hash({', '.join(hash_columns)}) % {nbuckets}"
     schema = None
     for j, t in enumerate(slices):
         con.register("slice", t)
-        rows = over(s.map_query, "slice")
+        rows = over(s.rows_query if rng.random() < 0.5 else s.map_query, "slice")
         schema = con.sql(f"{rows} LIMIT 0").to_arrow_table().schema
         con.execute(f"COPY (SELECT *, {hashed} AS b FROM ({rows})) TO '{folder}/m{j}' "
                     "(FORMAT parquet, PARTITION_BY (b))")
@@ -213,7 +236,7 @@ def sorted_rows(t):
 @pytest.mark.parametrize("query,hash_columns", ACCEPTED, ids=[f"q{i}" for i in range(len(ACCEPTED))])
 def test_two_phases_give_the_one_phase_rows_and_types(query, hash_columns, tmp_path):
     s, why = split(query, hash_columns)
-    assert s is not None, why
+    assert s is not None and s.rows_query, why
     con = duckdb.connect()
     for seed in range(12):
         rng = random.Random(seed)
@@ -222,7 +245,7 @@ def test_two_phases_give_the_one_phase_rows_and_types(query, hash_columns, tmp_p
         nbuckets = rng.choice([1, 2, 3, 5])
         folder = tmp_path / f"s{seed}"
         folder.mkdir()
-        got, types = two_phase(s, slices, hash_columns, nbuckets, folder)
+        got, types = two_phase(s, slices, hash_columns, nbuckets, folder, rng)
         con.register("whole", pa.concat_tables(slices))
         one = con.sql(query.replace("{0}", "whole"))
         assert types == {tuple(str(t) for t in one.types)}, f"seed {seed}: {types} vs {one.types}"
@@ -257,7 +280,7 @@ def test_a_hash_partition_read_only_by_a_group_by_becomes_a_partial_aggregate(sr
     assert twin.split.map_query.startswith('SELECT "key" AS "key", count_star()')
     assert "CAST(sum(__mpipipe_p0) AS BIGINT) AS n" in q.statements[0]
     text = plan.explain()
-    assert ("h.partial: partition by hash of key into 4, each task's rows aggregated first "
+    assert ("h.partial: partition by hash of key into 4, each task's rows aggregated first where keys repeat "
             "(count_star, sum, min)") in text
     assert "combining the partial aggregates of h.partial" in text
     # later plans keep the decision (executors keep the nodes they were sent), and h stays plain for others
@@ -338,7 +361,9 @@ def check_plan_run(out, inputs):
         got = pq.read_table(os.path.join(out, f"{name}.parquet"))
         want = duck_answer(inputs, query)
         assert_rows(got, want, what=name)
-    assert "h_agg.partial:" in explain and "h_nulls.partial:" in explain
+    assert "h_agg.partial:" in explain and "h_nulls.partial:" in explain and "h_unique.partial:" in explain
+    forms = json.load(open(os.path.join(out, "explain.json")))
+    assert forms["h_agg.partial"] == ["aggregated"] * 3 and set(forms["h_unique.partial"]) == {"rows"}
     assert "\n  h_refused: partition by hash of key into 4;" in explain
     assert "(no partial aggregate: the select list: count(DISTINCT ...)" in explain
     assert "\n  h_off: partition by hash of key into 4;" in explain

@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from mpipipe.logical.datanode import HashPartitionNode, output_schema_of, rows_written
 from mpipipe.logical.plan import Context, Node, new_node_id
-from mpipipe.steps.partial_agg import Split, over, split_aggregate
+from mpipipe.steps.partial_agg import Split, map_select, split_aggregate
 
 
 class PartialHashPartitionNode(HashPartitionNode):
@@ -26,22 +26,32 @@ class PartialHashPartitionNode(HashPartitionNode):
     split: Split
 
     def step_fingerprint(self) -> str:
-        return f"{super().step_fingerprint()}|partial|{self.split.map_query}"
+        return f"{super().step_fingerprint()}|partial|{self.split.map_query}|{self.split.rows_query}"
 
     def describe(self) -> str:
-        return f"{super().describe()}, each task's rows aggregated first ({', '.join(aggregate_names(self.split))})"
+        when = " where keys repeat" if self.split.rows_query else ""
+        return f"{super().describe()}, each task's rows aggregated first{when} " \
+               f"({', '.join(aggregate_names(self.split))})"
 
     def output_schema(self) -> Any:
         return None  # partial columns; only the SQL node that combines them reads them
 
     def process_partition(self, task: Any, inputs: List[Any]) -> Any:
-        """HashPartitionNode's body, bucketing the partial rows of the task's slice instead of the slice."""
+        """HashPartitionNode's body, bucketing the partial rows of the task's slice instead of the slice
+        (aggregated, or row by row when its keys hardly repeat); the summary says which."""
         from mpipipe.steps.partition import SLICE_VIEW, bucket_with_sql
+
+        form = []
+
+        def select(con: Any) -> str:
+            query, how = map_select(self.split, con, SLICE_VIEW)
+            form.append(how)
+            return query
 
         threads, memory = self.task_resources(task)
         bucket_with_sql(task, inputs[0], self.bucket_sql(), self.nbuckets, self.partition_column, threads, memory,
-                        check=not self.buckets_in_range, select=over(self.split.map_query, SLICE_VIEW))
-        return rows_written(task.output_dir)
+                        check=not self.buckets_in_range, select=select)
+        return dict(rows_written(task.output_dir), partial=form[0])
 
 
 def aggregate_names(split: Split) -> Sequence[str]:

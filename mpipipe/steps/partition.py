@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 
@@ -91,16 +91,19 @@ SLICE_VIEW = "__mpipipe_in"  # the view of a bucketing task's input that its sel
 
 def bucket_with_sql(task: Any, data: PartitionData, bucket_sql: str, nbuckets: int,
                     partition_column: Optional[str], threads: int, memory: Optional[int], check: bool = True,
-                    select: str = f"SELECT * FROM {SLICE_VIEW}") -> None:
+                    select: Union[str, Callable[[Any], str]] = f"SELECT * FROM {SLICE_VIEW}") -> None:
     """DuckDB computes each row of `select` its bucket and writes one folder per bucket (`check`: first make
     sure every bucket is in 0..nbuckets-1, an extra pass over the rows that a hash bucket does not need).
-    `select` reads the task's input as SLICE_VIEW (a partial aggregate's rows, say)."""
+    `select` reads the task's input as SLICE_VIEW (a partial aggregate's rows, say), or is a function of
+    the connection that holds that view and returns the query."""
     from mpipipe.steps.sql import connect, copy_partitioned
 
     out = task.output_dir
     con = connect(threads, memory, os.path.join(out, ".tmp"))
     try:
         data.duckdb_source(con, SLICE_VIEW)
+        if callable(select):
+            select = select(con)
         extra: Tuple[str, ...] = (f"{bucket_sql} AS {_quote(partition_column)}",) if partition_column else ()
         bad, key = (con.sql(f"SELECT count(*), max(b) FROM (SELECT {bucket_sql} AS b FROM ({select})) "
                             f"WHERE b IS NULL OR b < 0 OR b >= {nbuckets}").fetchall()[0] if check else (0, None))

@@ -4,7 +4,8 @@
     python partial_agg.py --dataframe --input-dir DIR --out-dir OUT [mpipipe's flags]  the DataFrame form
 
 DIR holds *.parquet (columns key, val, tag, i). Rank 0 writes OUT/<name>.parquet for each query's result
-(all partitions, in partition order) and OUT/explain.json: {name: the plan's explain()}.
+(all partitions, in partition order) and OUT/explain.json: {"plan": the plan's explain(), "<twin node>":
+["aggregated" or "rows" for each of its map tasks]}.
 """
 import argparse
 import json
@@ -24,6 +25,8 @@ QUERIES = {
     "agg": ("SELECT key, count(*) AS n, sum(val) AS s, min(tag) AS t FROM {0} GROUP BY key", {}),
     "nulls": ("SELECT key, count(val) AS c, sum(i) AS si, avg(val) AS a, max(tag) AS m, count(*) AS n "
               "FROM {0} GROUP BY ALL HAVING count(*) > 1", {}),
+    # keys that hardly repeat: each map task writes its rows one by one, in the partial columns
+    "unique": ("SELECT i, key, count(*) AS n, sum(val) AS s, min(tag) AS t FROM {0} GROUP BY i, key", {}),
     "refused": ("SELECT key, count(DISTINCT tag) AS d, median(val) AS med FROM {0} GROUP BY key", {}),
     "off": ("SELECT key, count(*) AS n FROM {0} GROUP BY key", {"partial_aggregate": False}),
 }
@@ -35,7 +38,7 @@ def plan_form(driver, args):
     split = DataSetPartitionNode(ctx, src, 3, partition_by="files", name="split")
     sinks, explain = [], {}
     for name, (query, options) in QUERIES.items():
-        h = HashPartitionNode(ctx, (split,), 4, ["key"], name=f"h_{name}")
+        h = HashPartitionNode(ctx, (split,), 4, ["i"] if name == "unique" else ["key"], name=f"h_{name}")
         q = SqlEngineNode(ctx, (h,), query, name=name, **options)
         sinks.append(DataSinkNode(ctx, q, os.path.join(args["out_dir"], "sinks", name), name=f"sink_{name}"))
     plan = LogicalPlan(ctx, sinks)
@@ -46,6 +49,9 @@ def plan_form(driver, args):
     for name in QUERIES:
         table = PartitionData.from_folders(result.outputs(name)).to_arrow()
         pq.write_table(table, os.path.join(args["out_dir"], f"{name}.parquet"))
+        twin = f"h_{name}.partial"
+        if twin in [n.name for n in plan.nodes]:  # how each map task wrote its partial rows
+            explain[twin] = [v.get("partial") for v in result.values(twin)]
     with open(os.path.join(args["out_dir"], "explain.json"), "w") as f:
         json.dump(explain, f)
 
