@@ -294,7 +294,8 @@ def convert_option(name: str, value: Any, source: str) -> Any:
 def check_names(options: Mapping[str, Any], source: str) -> None:
     unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} in {source}; valid options: {', '.join(OPTION_NAMES)}")
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} in {source}; "
+                          f"valid options: {', '.join(OPTION_NAMES)}")
 
 
 def build_config(cli: Optional[Mapping[str, Any]] = None, env: Optional[Mapping[str, str]] = None,

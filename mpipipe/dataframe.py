@@ -116,7 +116,8 @@ class DataFrame:
     def random_shuffle(self, npartitions: Optional[int] = None, **options: Any) -> "DataFrame":
         """Rows spread at random over `npartitions` (default: the current count)."""
         n = npartitions or self.npartitions
-        return self._new(D.HashPartitionNode(self.ctx, self.node, n, random_shuffle=True, name="random_shuffle", **options))
+        return self._new(D.HashPartitionNode(self.ctx, self.node, n, random_shuffle=True, name="random_shuffle",
+                                             **options))
 
     def map(self, sql_or_func: SqlOrFunction, *, schema: Any = None, **options: Any) -> "DataFrame":
         """A SQL select list ("a + b AS c, d") or a function row -> row (a dict)."""

@@ -103,7 +103,8 @@ def prepare_job_dir(config: JobConfig, job_id: str) -> str:
         for sub in ("logs", "outputs"):
             make_private_tree(os.path.join(job_dir, sub), "job folder")
     except OSError as e:
-        raise JournalError(f"cannot create the job directory {job_dir}: {e.strerror}; choose a writable --data-root") from None
+        raise JournalError(f"cannot create the job directory {job_dir}: {e.strerror}; "
+                           "choose a writable --data-root") from None
     if not os.access(job_dir, os.W_OK):
         raise JournalError(f"job directory {job_dir} is not writable; choose a writable --data-root")
     return job_dir

@@ -155,7 +155,8 @@ class Runtime:
         if _RUNTIMES.get(self.key) is self:
             del _RUNTIMES[self.key]
         if not self.reopenable:
-            why = {"done": "", "failed": " after a run failed", "interrupted": " after a run was interrupted"}.get(reason, "")
+            why = {"done": "", "failed": " after a run failed",
+                   "interrupted": " after a run was interrupted"}.get(reason, "")
             _SPENT[self.key[0]] = (
                 f"this process's {self.platform.name} world was closed{why} and its executor ranks have left; "
                 "run the script again (the journal keeps what finished)"
@@ -388,7 +389,8 @@ class JobManager:
             try:
                 shipped = rt.ship(plan)
             except PeerLost as e:
-                raise PlatformError(f"executor rank {e.rank} died between runs; run the same command again to resume") from e
+                raise PlatformError(f"executor rank {e.rank} died between runs; "
+                                    "run the same command again to resume") from e
             log.info("run %d of this process: %d node(s), %d sent to the executors", rt.runs, len(plan.nodes), shipped)
             self._write_job_file(rt)
             scheduler = self._scheduler(rt, plan.nodes, plan.infos, [n.id for n in plan.roots])

@@ -155,7 +155,8 @@ class Resources:
         valid = [f.name for f in fields(Resources)]
         unknown = sorted(set(values) - set(valid))
         if unknown:
-            raise RequirementError(f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; valid keys: {', '.join(valid)}")
+            raise RequirementError(f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; "
+                                   f"valid keys: {', '.join(valid)}")
         try:
             return Resources(**dict(values))
         except RequirementError as e:
@@ -163,7 +164,8 @@ class Resources:
 
     def requirement(self) -> HostRequirement:
         accelerators = (AcceleratorRequest(self.gpu_kind, self.gpu_memory, self.gpus),) if self.gpus else ()
-        return HostRequirement((HostSimpleRequirement(self.time, CPUSpecification(self.cpus, self.memory), accelerators),))
+        cpu = CPUSpecification(self.cpus, self.memory)
+        return HostRequirement((HostSimpleRequirement(self.time, cpu, accelerators),))
 
 
 ResourceSpec = Union[str, HostRequirement, HostSimpleRequirement, Resources, Mapping[str, Any]]

@@ -147,9 +147,12 @@ def expand_paths(paths: Union[str, Sequence[str]], fmt: str) -> List[str]:
     files: List[str] = []
     for p in paths:
         p = os.fspath(p)
-        found = _expand_uri(p, _SUFFIXES[fmt]) if is_uri(p) and not p.startswith("file://") else _expand_local(p, _SUFFIXES[fmt])
+        if is_uri(p) and not p.startswith("file://"):
+            found = _expand_uri(p, _SUFFIXES[fmt])
+        else:
+            found = _expand_local(p, _SUFFIXES[fmt])
         if not found:
-            hint = f" (a directory is searched for {', '.join(_SUFFIXES[fmt])} files)" if not _WILDCARDS.search(p) else ""
+            hint = "" if _WILDCARDS.search(p) else f" (a directory is searched for {', '.join(_SUFFIXES[fmt])} files)"
             raise PlanError(f"input path {p!r} matches no file{hint}")
         for f in found:
             if is_uri(f):

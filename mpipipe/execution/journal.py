@@ -113,7 +113,7 @@ class _OkBatchFields(TypedDict):
     t: float  # the earliest start; "d" holds (start, end) per task in microseconds after it
     d: List[int]
     lp: List[str]  # log files, referred to by index in "l"
-    l: List[Any]  # (log file index or -1, start, end) per task, flattened
+    l: List[Any]  # noqa: E741  (the record's key on disk) (log file index or -1, start, end) per task, flattened
 
 
 class OkBatchRecord(_OkBatchFields, total=False):

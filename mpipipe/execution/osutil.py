@@ -61,7 +61,8 @@ class RankLogHandler(logging.FileHandler):
         pass
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # what stops a job cleanly: Ctrl-C, kill, a closed terminal
+# what stops a job cleanly: Ctrl-C, kill, a closed terminal
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _not_here(_signum: int, _frame: Any) -> None:

@@ -163,6 +163,7 @@ def match_report(req: HostRequirement, hosts: Dict[int, Dict[str, Any]]) -> str:
         else:
             devs = [device_ids(desc)[i] for group in m.devices for i in group]
             extra = f", devices {','.join(devs)}" if devs else ""
-            lines.append(f"  rank {rank}: yes    score {score:.3f} (alternative {m.requirement}{extra})  {describe(desc)}")
+            lines.append(f"  rank {rank}: yes    score {score:.3f} (alternative {m.requirement}{extra})  "
+                         f"{describe(desc)}")
     lines.append(f"{len(fits)} of {len(rows)} rank(s) can run it" if rows else "no hosts to match against")
     return "\n".join(lines)

@@ -252,7 +252,8 @@ class Scheduler:
         """A journal written by another version of the plan is refused, unless changes are allowed."""
         changed = self.graph.changed_since(previous, infos)
         if changed and not self.options.allow_changes:
-            shown = ", ".join(repr(n) for n in changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+            shown = ", ".join(repr(n) for n in changed[:5]) + more
             raise JournalError(
                 f"the plan changed since job {self.options.job_id} was journaled: node(s) {shown} (code, options or "
                 f"input data); run with --fresh to start over, or --allow-changes to re-run only what changed and "

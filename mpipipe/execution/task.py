@@ -95,7 +95,8 @@ class Result(NamedTuple):
 
 
 def staging_path(output: str, attempt: int, rank: int, pid: Optional[int] = None) -> str:
-    """A per-attempt path beside the final one, so attempts never collide (`pid`: the worker's, default this process)."""
+    """A per-attempt path beside the final one, so attempts never collide (`pid`: the worker's, default this
+    process)."""
     parent, base = os.path.split(output)
     return os.path.join(parent, ".staging", f"{base}.a{attempt}.r{rank}.{pid or os.getpid()}")
 

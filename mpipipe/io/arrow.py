@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mpipipe.errors import PlanError
-from mpipipe.io.common import DEFAULT_BATCH_SIZE, DEFAULT_ROW_GROUP_BYTES, DEFAULT_ROW_GROUP_SIZE, MAX_PARQUET_FILE_BYTES
+from mpipipe.io.common import (DEFAULT_BATCH_SIZE, DEFAULT_ROW_GROUP_BYTES, DEFAULT_ROW_GROUP_SIZE,
+                               MAX_PARQUET_FILE_BYTES)
 
 
 class ColumnNotFound(PlanError, AssertionError):

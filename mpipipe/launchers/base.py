@@ -216,7 +216,8 @@ class Launcher:
     def _scratch(self, label: str) -> str:
         """Where results go when the cache is off: under the job directory, removed once read."""
         config = context.current().config()
-        return os.path.join(config.data_root, str(config.job_id), "module-results", label, f"{os.getpid()}-{time.time_ns()}")
+        return os.path.join(config.data_root, str(config.job_id), "module-results", label,
+                            f"{os.getpid()}-{time.time_ns()}")
 
     async def schedule(self, module: Module) -> Any:
         """Run the module (every element of its array) and return its result (a list, in array order)."""

@@ -17,7 +17,7 @@ import copy
 import hashlib
 import os
 import random
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from mpipipe.errors import PlanError
 
@@ -517,7 +517,8 @@ class ParquetDataSet(FileDataSet):
             if r.whole_file or r.num_rows == 0:
                 continue
             keep = "" if "file_row_number" in self.generated_columns else " EXCLUDE (file_row_number)"
-            inner = (f"SELECT *{keep} FROM (SELECT * FROM {_duck_reader('parquet', [r.path], opts + (('file_row_number', True),) if 'file_row_number' not in self.generated_columns else opts)} "
+            with_rows = opts if "file_row_number" in self.generated_columns else opts + (("file_row_number", True),)
+            inner = (f"SELECT *{keep} FROM (SELECT * FROM {_duck_reader('parquet', [r.path], with_rows)} "
                      f"WHERE file_row_number BETWEEN {r.begin} AND {r.end - 1})")
             parts.append(f"SELECT {cols} FROM ({inner})")
         if not parts:
@@ -666,7 +667,8 @@ def duckdb_columns(schema: Any) -> Dict[str, str]:
         elif isinstance(t, pa.DataType):
             out[str(name)] = duck[name]
         else:
-            raise PlanError(f"schema: the type of column {name!r} must be a DuckDB type name or a pyarrow type, got {t!r}")
+            raise PlanError(f"schema: the type of column {name!r} must be a DuckDB type name or a pyarrow type, "
+                            f"got {t!r}")
     return out
 
 

@@ -51,7 +51,8 @@ class Context:
 
     def udf(self, name: str) -> Any:
         if name not in self.udfs:
-            raise PlanError(f"no function {name!r} was made with ctx.create_function; made: {sorted(self.udfs) or 'none'}")
+            raise PlanError(f"no function {name!r} was made with ctx.create_function; "
+                            f"made: {sorted(self.udfs) or 'none'}")
         return self.udfs[name]
 
     def _register(self, node: "Node", wanted: str) -> str:
@@ -116,7 +117,8 @@ class Node:
         if scope not in SCOPES:
             raise PlanError(f"node {name or self.kind!r}: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         if isinstance(size_per_task, bool) or not isinstance(size_per_task, int) or size_per_task < 1:
-            raise PlanError(f"node {name or self.kind!r}: size_per_task must be a whole number >= 1, got {size_per_task!r}")
+            raise PlanError(f"node {name or self.kind!r}: size_per_task must be a whole number >= 1, "
+                            f"got {size_per_task!r}")
         self.scope = scope
         self.size_per_task = size_per_task
         self.ctx = ctx
@@ -336,8 +338,8 @@ class LogicalPlan:
                 h.update(fps[dep.id].encode())
             fps[n.id] = h.hexdigest()[:16]
             infos.append(
-                NodeInfo(n.id, n.name, n.kind, n.npartitions, tuple(d.id for d in n.inputs), n.pointwise, fps[n.id], n.describe(),
-                         getattr(n, "reuse_check", ""))
+                NodeInfo(n.id, n.name, n.kind, n.npartitions, tuple(d.id for d in n.inputs), n.pointwise, fps[n.id],
+                         n.describe(), getattr(n, "reuse_check", ""))
             )
         return infos
 

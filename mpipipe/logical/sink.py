@@ -59,7 +59,8 @@ class DataSinkNode(DataNode):
             while not os.path.exists(probe):
                 probe = os.path.dirname(probe)
             if not os.access(probe, os.W_OK):
-                raise PlanError(f"node {label!r}: cannot write to {parent} (permission denied); choose another output path")
+                raise PlanError(f"node {label!r}: cannot write to {parent} (permission denied); "
+                                "choose another output path")
         self.output_path = output_path
         self.type = type
         # a local sink is reused from the journal only while its folder is still there

@@ -11,9 +11,9 @@ from typing import Any, Callable, List, Optional, Sequence, Union, cast  # noqa:
 
 from mpipipe.errors import PlanError
 from mpipipe.logical import partial
-from mpipipe.logical.datanode import (DataNode, Inputs, _as_inputs, is_bucketed, num_outputs, output_schema_of,
+from mpipipe.logical.datanode import (DataNode, Inputs, _as_inputs, num_outputs, output_schema_of,
                                       partition_folders, rows_written)
-from mpipipe.logical.plan import Context, Node, code_fingerprint
+from mpipipe.logical.plan import Context, code_fingerprint
 from mpipipe.steps.tables import to_table
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

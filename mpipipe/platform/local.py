@@ -32,7 +32,8 @@ def start_local_executors(n: int, command_prefix: List[str], env: Optional[Dict[
     for rank in range(1, n + 1):
         mine, theirs = make_pair()
         fd = theirs.fileno()
-        cmd = command_prefix + [sys.executable, "-m", "mpipipe.execution.local_executor", str(fd), str(rank), str(n + 1)]
+        cmd = command_prefix + [sys.executable, "-m", "mpipipe.execution.local_executor", str(fd), str(rank),
+                                str(n + 1)]
         procs.append(subprocess.Popen(cmd, pass_fds=[fd], env=child_env(env), close_fds=True,
                                       preexec_fn=lambda: die_with_parent(signal.SIGKILL)))
         theirs.close()

@@ -254,9 +254,11 @@ class MpiPlatform(Platform):
         try:
             from mpipipe.execution.mpi_transport import MpiTransport
         except ImportError as e:
-            raise PlatformError(f"the MPI platform needs mpi4py: {e}; install it with pip install 'mpipipe[mpi]'") from None
+            raise PlatformError(f"the MPI platform needs mpi4py: {e}; "
+                                "install it with pip install 'mpipipe[mpi]'") from None
         except RuntimeError as e:  # mpi4py without a loadable MPI library
-            raise PlatformError(f"mpi4py could not load an MPI library ({e}); pip install mpich, or use --platform local") from None
+            raise PlatformError(f"mpi4py could not load an MPI library ({e}); "
+                                "pip install mpich, or use --platform local") from None
         transport = MpiTransport()
         self._check_size(transport.size)
         if transport.size == 1:
@@ -271,7 +273,8 @@ class MpiPlatform(Platform):
         if asked and asked != size:
             raise PlatformError(
                 f"the launcher started a world of {asked} ranks (${var}) but mpi4py sees {size}: the mpiexec on PATH "
-                f"({shutil.which('mpiexec')}) does not belong to mpi4py's MPI library; put the virtualenv's bin/ first on PATH"
+                f"({shutil.which('mpiexec')}) does not belong to mpi4py's MPI library; "
+                "put the virtualenv's bin/ first on PATH"
             )
         wanted = self.config.num_executors
         if wanted and size > 1 and size - 1 != wanted:

@@ -223,7 +223,8 @@ class SlurmPlatform(MpiPlatform):
         exe = shutil.which(tool)
         if exe is None:
             return False, f"no {tool} on PATH (the SLURM client commands are needed)"
-        return True, f"{tool} at {exe}" + (f", inside SLURM job {os.environ['SLURM_JOB_ID']}" if in_allocation() else "")
+        where = f", inside SLURM job {os.environ['SLURM_JOB_ID']}" if in_allocation() else ""
+        return True, f"{tool} at {exe}{where}"
 
     @classmethod
     def detect(cls) -> bool:

@@ -171,7 +171,8 @@ def check_csv_headers(frags: Sequence[Fragment], threads: int = 16) -> None:
         if sorted(names) != sorted(first):  # DuckDB matches columns by name, so their order may differ
             missing = [n for n in first if n not in names]
             extra = [n for n in names if n not in first]
-            what = "; ".join(x for x in (f"no column {missing}" if missing else "", f"extra column {extra}" if extra else "")
-                             if x) or "a column named twice"
+            what = "; ".join(x for x in (f"no column {missing}" if missing else "",
+                                         f"extra column {extra}" if extra else "") if x) or "a column named twice"
             raise DataError(f"csv file {f.path} has header {names} but {frags[0].path} has {first} ({what}); every "
-                            "file of one dataset needs the same columns: fix the file, or read it as a separate dataset")
+                            "file of one dataset needs the same columns: fix the file, or read it as a separate "
+                            "dataset")

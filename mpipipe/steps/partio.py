@@ -65,7 +65,8 @@ def parquet_metadata(path: str) -> pq.FileMetaData:
         with fs.open_input_file(p) as f:
             return pq.read_metadata(f)
     except FileNotFoundError:
-        raise DataError(f"Parquet file {path} does not exist (any more); run the job again to plan without it") from None
+        raise DataError(f"Parquet file {path} does not exist (any more); "
+                        "run the job again to plan without it") from None
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"cannot read Parquet file {path}: {_one_line(e).rstrip('.')}; "
                         "remove it from the input or replace it with a good copy") from None
@@ -75,7 +76,8 @@ def _metadata_schema(md: pq.FileMetaData, path: str) -> pa.Schema:
     try:
         return md.schema.to_arrow_schema()
     except (pa.ArrowException, ValueError) as e:
-        raise DataError(f"cannot read Parquet file {path}: its schema cannot be read as Arrow: {_one_line(e)}") from None
+        raise DataError(f"cannot read Parquet file {path}: "
+                        f"its schema cannot be read as Arrow: {_one_line(e)}") from None
 
 
 # --- schemas that agree ------------------------------------------------------------------
@@ -342,7 +344,8 @@ def fragment_rows(frag: Fragment, metadata: Optional[pq.FileMetaData] = None) ->
     md = metadata if metadata is not None else _parquet_file(frag.path).metadata
     if frag.row_groups is not None:
         if frag.row_groups and max(frag.row_groups) >= md.num_row_groups:
-            raise _changed(frag.path, f"has {md.num_row_groups} row group(s) but the plan reads group {max(frag.row_groups)}")
+            raise _changed(frag.path, f"has {md.num_row_groups} row group(s) "
+                                      f"but the plan reads group {max(frag.row_groups)}")
         return sum(md.row_group(i).num_rows for i in frag.row_groups)
     return md.num_rows
 
@@ -506,7 +509,8 @@ class PartitionData:
         where = f"input folder {self.folders[0]}" if self.folders else "an input"
         if self.other_files:
             names = ", ".join(rel for _, rel, _ in self.other_files[:3])
-            return (f"{where} holds no Parquet data, only other files ({names}{', ...' if len(self.other_files) > 3 else ''});"
+            more = ", ..." if len(self.other_files) > 3 else ""
+            return (f"{where} holds no Parquet data, only other files ({names}{more});"
                     " a node that reads tables needs Parquet: read these files through PartitionData.other_files"
                     " in a PythonScriptNode, or make the node that wrote them write Parquet")
         return (f"{where} holds no Parquet data at all; the node that wrote it (a PythonScriptNode or ComputeNode?) "
@@ -751,4 +755,5 @@ def check_schema_compatible(node: str, schemas: Dict[str, Optional[pa.Schema]]) 
         b = [(f.name, str(f.type)) for f in other]
         if a != b:
             raise PlanError(f"node {node!r}: inputs {first_name!r} and {other_name!r} have different schemas "
-                            f"({_schema_text(first)} vs {_schema_text(other)}); project or cast them to the same columns")
+                            f"({_schema_text(first)} vs {_schema_text(other)}); "
+                            "project or cast them to the same columns")

@@ -112,7 +112,8 @@ def _named(inputs: Sequence[Tuple[str, PartitionData]]) -> List[Entry]:
         schema = chk.schema if chk.footers else None
         units: List[List[Fragment]] = []
         for f in chk.fragments:
-            if f.format != "parquet" and units and units[-1][0].format == f.format and units[-1][0].options == f.options:
+            if (f.format != "parquet" and units and units[-1][0].format == f.format
+                    and units[-1][0].options == f.options):
                 units[-1].append(f)
             else:
                 units.append([f])

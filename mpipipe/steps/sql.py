@@ -42,7 +42,8 @@ def substitute(node: str, sql: str, names: Sequence[str]) -> str:
             return input_view(i)
         if ref in names:
             return input_view(names.index(ref))
-        raise PlanError(f"node {node!r}: the SQL refers to {{{ref}}}, which is not an input; inputs are {_listing(names)}")
+        raise PlanError(f"node {node!r}: the SQL refers to {{{ref}}}, which is not an input; "
+                        f"inputs are {_listing(names)}")
 
     return _PLACEHOLDER_OR_STRING.sub(repl, sql)
 

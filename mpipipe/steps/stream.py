@@ -71,7 +71,8 @@ def run_stream(node: Any, task: Any, inputs: List[PartitionData]) -> Dict[str, A
         shutil.rmtree(folder, ignore_errors=True)
         state = {"key": task.task.key, "consumed": [0] * len(inputs), "chunks": [], "rows": 0}
     if state["chunks"]:
-        task.log.info("resuming from a checkpoint: %d chunk(s), input batches done: %s", len(state["chunks"]), state["consumed"])
+        task.log.info("resuming from a checkpoint: %d chunk(s), input batches done: %s", len(state["chunks"]),
+                      state["consumed"])
     counters = [_Counting(d, node.batch_size, state["consumed"][i]) for i, d in enumerate(inputs)]
     schemas = [nullable_schema(d.schema()) for d in inputs]
     readers = [pa.RecordBatchReader.from_batches(s, conform_batches(c, s)) for s, c in zip(schemas, counters)]
