@@ -33,7 +33,8 @@ from table_tools import assert_rows
 SCRIPT = os.path.join(REPO, "tests", "pipelines", "parallel_map.py")
 DF_SCRIPT = os.path.join(REPO, "tests", "pipelines", "parallel_map_df.py")
 MPIPIPE = os.path.join(BIN, "mpipipe")
-FILE_ROWS = 600_000  # 4 files: 2.4M rows, two map tasks by the rule
+FILE_ROWS = 600_000  # 4 files: 2.4M rows, two map tasks by the rule with units of UNIT_ROWS
+UNIT_ROWS = 1_000_000  # the test runs' unit (the default, 8M rows, would need inputs too large for tests)
 ONE_GROUP = 200_000  # one.parquet: 2.4M rows in 12 row groups
 SMALL = {"s0.parquet": 700, "s1.parquet": 0, "s2.parquet": 900}
 AGG = "SELECT key, count(*) AS n, sum(val) AS s, min(tag) AS t FROM {src} GROUP BY key ORDER BY key"
@@ -101,10 +102,16 @@ def read(folders: List[str], order: str = "") -> pa.Table:
 # --- the rule, without processes -------------------------------------------------------------------
 
 def test_rule_counts_rows_and_bytes():
-    assert mapsplit.auto_tasks(999_999, 1 << 20) == 1
-    assert mapsplit.auto_tasks(2_400_000, 1 << 20) == 2
-    assert mapsplit.auto_tasks(None, 100 << 20) == 3  # text files: bytes only
-    assert mapsplit.auto_tasks(10, 70 << 20) == 2  # wide rows: bytes decide
+    assert mapsplit.auto_tasks(7_999_999, 1 << 20) == 1
+    assert mapsplit.auto_tasks(20_000_000, 1 << 20) == 2
+    assert mapsplit.auto_tasks(None, 400 << 20) == 3  # text files: bytes only
+    assert mapsplit.auto_tasks(10, 300 << 20) == 2  # wide rows: bytes decide
+
+
+@pytest.fixture
+def small_units(monkeypatch):
+    """The rule with units of 1M rows, so these inputs (2.4M rows) are cut in two."""
+    monkeypatch.setattr(mapsplit, "MAP_UNIT_ROWS", UNIT_ROWS)
 
 
 @pytest.mark.parametrize("weights,k", [([1] * 10, 3), ([5, 1, 1, 1, 1, 1, 5], 3), ([0, 0, 9, 0], 2), ([3, 3], 2),
@@ -117,7 +124,7 @@ def test_cuts_are_contiguous_non_empty_and_even(weights, k):
         assert [b - a for a, b in zip(cuts, cuts[1:])] in ([3, 3, 4], [3, 4, 3], [4, 3, 3])
 
 
-def test_plan_cuts_files_and_row_groups(inputs):
+def test_plan_cuts_files_and_row_groups(inputs, small_units):
     ctx = Context()
     files = DataSourceNode(ctx, ParquetDataSet(os.path.join(inputs, "files", "*.parquet")))
     one = DataSourceNode(ctx, ParquetDataSet(os.path.join(inputs, "one.parquet")))
@@ -237,6 +244,7 @@ class Run:
 
 
 def invoke(platform: str, *args: str, timeout: float = 240) -> Any:
+    args = (*args, "--map-unit-rows", str(UNIT_ROWS))
     if platform == "local":
         return python(SCRIPT, *args, "--num-executors", "2", timeout=timeout)
     return mpiexec(3, SCRIPT, *args, timeout=timeout)
@@ -391,8 +399,8 @@ def test_dataframe_repartition_cuts_the_map_side(platform, inputs, duck, tmp_pat
     needs_mpi(platform)
     out, data_root = str(tmp_path / "out"), str(tmp_path / "jobs")
     env = env_for_tests({"SP_DATA_ROOT": data_root, "SP_JOB_ID": "df"})
-    d = (mpiexec(3, DF_SCRIPT, inputs, out, env=env, timeout=240) if platform == "mpiexec"
-         else python(DF_SCRIPT, inputs, out, env=env, timeout=240))
+    d = (mpiexec(3, DF_SCRIPT, inputs, out, str(UNIT_ROWS), env=env, timeout=240) if platform == "mpiexec"
+         else python(DF_SCRIPT, inputs, out, str(UNIT_ROWS), env=env, timeout=240))
     assert d.returncode == 0, f"exit {d.returncode}\nstdout:\n{d.stdout}\nstderr:\n{d.stderr}"
     with open(os.path.join(out, "results.json")) as f:
         tasks = json.load(f)["tasks"]

@@ -779,8 +779,8 @@ class _BucketingNode(PartitionNode):
 
     One task per input partition; over a one-partition source that lists several files (or Parquet row
     groups), one map task per range of them, so the map side runs in parallel (the rule is in
-    mpipipe.logical.mapsplit: at least ~1M rows or 32 MB per task, at most 64 tasks). The buckets hold the
-    same rows either way. `map_tasks=1` keeps one task; `map_tasks=k` asks for k (at most one per unit).
+    mpipipe.logical.mapsplit: one task per 8M rows or 128 MiB, at most 64). The buckets hold the same rows
+    either way. `map_tasks=1` keeps one task; `map_tasks=k` asks for k (at most one per row group or file).
     """
 
     def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, name: Optional[str], version: str,
@@ -801,8 +801,8 @@ class _BucketingNode(PartitionNode):
                          **options)
 
     def map_units(self) -> Optional[str]:
-        """Hook: how the map side over a one-partition source may be cut: "rows" (files, or row groups when
-        files are fewer than tasks), "files", or None (one task)."""
+        """Hook: how the map side over a one-partition source may be cut: "rows" (at row groups, about as
+        many rows per task), "files" (whole files only), or None (one task)."""
         return "rows"
 
     def _cut_map_side(self, label: str, dep: Node, map_tasks: Optional[int]) -> Any:

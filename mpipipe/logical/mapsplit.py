@@ -2,25 +2,29 @@
 
 A hash (column, user) partitioning whose input is one partition would bucket every row in one task while
 the other executors wait. When that input is a source whose files the plan lists, the node instead runs one
-map task per contiguous range of the list (whole files, or Parquet row groups when there are fewer files
-than tasks). Every task writes every bucket; a consumer reads bucket j of every task in task order, so each
-bucket holds the same rows, in the same order, as with one task.
+map task per contiguous range of the list, cut at Parquet row-group boundaries (at file boundaries for
+other formats) so the tasks get about as many rows each. Every task writes every bucket; a consumer reads
+bucket j of every task in task order, so each bucket holds the same rows, in the same order, as with one
+task.
 
-How many tasks: enough that each gets at least MAP_UNIT_ROWS rows (Parquet: counted in the footers the
-source read) or MAP_UNIT_BYTES bytes of files (whichever gives more tasks), at most MAX_MAP_TASKS, at most
-one per unit (file or row group), and no more than `max_bucket_files // nbuckets` (every task writes every
-bucket). CSV and JSON files are split only when their column types are given (schema=): otherwise DuckDB
-decides the types from all files together, and a task seeing some files could decide others.
+How many tasks: one per MAP_UNIT_ROWS rows (Parquet: counted in the footers the source read) or per
+MAP_UNIT_BYTES bytes of files, whichever gives more; at most MAX_MAP_TASKS, at most one per unit (row group,
+or file), and no more than `max_bucket_files // nbuckets` (every task writes every bucket). The units are
+large because each task has a fixed cost, and a partial aggregate on the map side (mpipipe.logical.partial)
+leaves more partial rows the more slices it sees; on one host a one-task step already gets all of the
+host's cores (DataNode.task_resources), so the cut pays off across hosts and for inputs of many units.
+CSV and JSON files are split only when their column types are given (schema=): otherwise DuckDB decides the
+types from all files together, and a task seeing some files could decide others.
 """
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mpipipe.data.fragment import Fragment
 
-MAP_UNIT_ROWS = 1_000_000
-MAP_UNIT_BYTES = 32 << 20
+MAP_UNIT_ROWS = 8_000_000
+MAP_UNIT_BYTES = 128 << 20
 MAX_MAP_TASKS = 64
 
 # one piece of a map task's input: fragments lo..hi-1 whole, or row groups g0..g1-1 of fragment lo (hi = lo+1)
@@ -60,9 +64,9 @@ def plan_slices(frags: Sequence[Fragment], row_groups: Dict[str, Tuple[int, ...]
     k = min(k, max(1, max_bucket_files // max(1, nbuckets)))
     if k <= 1:
         return None
-    # units: (fragment, row group or None, weight); row groups only when files are fewer than tasks
+    # units: (fragment, row group or None, weight)
     units: List[Tuple[int, Optional[int], int]] = []
-    by_groups = known_rows and not files_only and len(frags) < k
+    by_groups = known_rows and not files_only
     for i, f in enumerate(frags):
         if by_groups and f.whole:
             units.extend((i, g, n) for g, n in enumerate(row_groups[f.path]))

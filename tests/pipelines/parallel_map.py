@@ -6,11 +6,13 @@
 --out-dir DIR    rank 0 writes outputs.json: {"nodes": {node: [partition folders]}, "tasks": {node: tasks},
                  "job_dir": ..., "stats": ...}
 --plan resume    only the small plan of the resume test (build_resume)
+--map-unit-rows N  the rule's rows per map task (mpipipe.logical.mapsplit.MAP_UNIT_ROWS), for inputs of test size
 """
 import json
 import os
 
 from mpipipe import Driver
+from mpipipe.logical import mapsplit
 from mpipipe.logical import (ColumnPartitionNode, Context, CsvDataSet, DataSourceNode, HashPartitionNode,
                              LoadPartitionedDataSetNode, LogicalPlan, ParquetDataSet, SqlEngineNode,
                              UserDefinedPartitionNode)
@@ -68,7 +70,10 @@ def main():
     driver.add_argument("--input-dir", required=True)
     driver.add_argument("--out-dir", required=True)
     driver.add_argument("--plan", default="all")
+    driver.add_argument("--map-unit-rows", type=int, default=None)
     args = driver.get_arguments()
+    if args["map_unit_rows"]:
+        mapsplit.MAP_UNIT_ROWS = args["map_unit_rows"]
     inp, out = os.path.abspath(args["input_dir"]), os.path.abspath(args["out_dir"])
     ctx = Context()
     plan = LogicalPlan(ctx, (build_resume if args["plan"] == "resume" else build)(ctx, inp))

@@ -1,6 +1,8 @@
 """The DataFrame form of tests/pipelines/parallel_map.py: read -> repartition / random_shuffle -> partial_sql.
 
-    python parallel_map_df.py INPUT_DIR OUTPUT_DIR
+    python parallel_map_df.py INPUT_DIR OUTPUT_DIR [UNIT_ROWS]
+
+UNIT_ROWS: the rule's rows per map task (mpipipe.logical.mapsplit.MAP_UNIT_ROWS), for inputs of test size.
 
 Options come from mpipipe.init() (two executors) and SP_* variables. Rank 0 writes OUTPUT_DIR/<name>.parquet
 (the results, in partition order) and OUTPUT_DIR/results.json ({"tasks": {name: map tasks}}).
@@ -12,12 +14,15 @@ import sys
 import pyarrow.parquet as pq
 
 import mpipipe
+from mpipipe.logical import mapsplit
 
 AGG = "SELECT key, count(*) AS n, sum(val) AS s, min(tag) AS t FROM {0} GROUP BY key"
 
 
 def main():
     inp, out = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    if len(sys.argv) > 3:
+        mapsplit.MAP_UNIT_ROWS = int(sys.argv[3])
     sp = mpipipe.init(num_executors=2)
     files = sp.read_parquet(os.path.join(inp, "files", "*.parquet"))
     hashed = files.repartition(4, hash_by="key")
