@@ -85,7 +85,10 @@ def _settled(ok: bool, got: Any) -> Tuple[bool, Any]:
     return False, got
 
 
-def _unpack(value: Dict[str, Any]) -> Tuple[bool, Any]:
+def _unpack(value: Any) -> Tuple[bool, Any]:
+    """A task's value back as (ok, result or exception): a plain result as it is, else what _pack made."""
+    if type(value) is not dict:
+        return True, value
     if "value" in value:
         return True, value["value"]
     if "inline" in value:
@@ -142,6 +145,9 @@ class CallNode(Node):
 
     def run_task(self, task: Any) -> Any:
         outcome = _call(self.calls[task.partition])
+        ok, got = outcome
+        if ok and (type(got) in _PLAIN or (type(got) is str and len(got) <= INLINE_BYTES)):
+            return got  # a plain result is the task's value as it is (a packed outcome is always a dict)
         return _pack(outcome, os.path.join(self.spill_dir, f"{task.partition}.a{task.attempt}.pkl"))
 
 
@@ -323,9 +329,9 @@ class Executor(concurrent.futures.Executor):
                 record = records.get(p)
                 try:
                     if record is not None:
-                        value = record.get("v") or {}
-                        if "value" in value:  # a plain result, as most tiny calls return
-                            settled.append((fut, True, value["value"]))
+                        value = record.get("v")
+                        if type(value) is not dict:  # a plain result, as most tiny calls return
+                            settled.append((fut, True, value))
                         else:
                             settled.append((fut,) + _unpack(value))
                     elif p in failed:
