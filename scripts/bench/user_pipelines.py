@@ -227,10 +227,10 @@ def main(workload: str) -> None:
             sections.append({"title": title, "lines": jobprofile.lines(med["profile"]),
                              "markdown": jobprofile.markdown(med["profile"])})
     res = {"workload": f"user_{workload}",
-           "title": (f"Group-by as users write it: {a.rows:,} rows, {a.files} files, hash partition into "
-                     f"{a.partitions}, GROUP BY key" if workload == "groupby" else
-                     f"Sort as users write it: {a.rows:,} records of 100 bytes, range partition into "
-                     f"{a.partitions}, sort per partition"),
+           "title": (f"Group-by as users write it: {a.rows:,} rows, {a.files} files ({size / 1e6:,.0f} MB), hash "
+                     f"partition into {a.partitions}, GROUP BY key" if workload == "groupby" else
+                     f"Sort as users write it: {a.rows:,} records of 100 bytes, {a.files} files ({size / 1e6:,.0f} "
+                     f"MB), range partition into {a.partitions}, sort per partition"),
            "params": {"rows": a.rows, "files": a.files, "input_mb": round(size / 1e6, 1), "partitions": a.partitions,
                       "reps": a.reps, "executors": a.executors, "launch": launch},
            "mpipipe_revision": B.mpipipe_revision(),
