@@ -147,7 +147,8 @@ def summary_counts(stderr: str) -> Dict[str, int]:
     """ran, reused, retried, failed from the closing summary line."""
     import re
 
-    m = re.search(r"([\d,]+) tasks ran .*?, ([\d,]+) reused from the journal, ([\d,]+) retried, ([\d,]+) failed", stderr)
+    m = re.search(r"([\d,]+) tasks ran .*?, ([\d,]+) reused from the journal, ([\d,]+) retried, ([\d,]+) failed",
+                  stderr)
     assert m, f"no summary line in:\n{stderr}"
     ran, reused, retried, failed = (int(g.replace(",", "")) for g in m.groups())
     return {"ran": ran, "reused": reused, "retried": retried, "failed": failed}

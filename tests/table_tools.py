@@ -28,9 +28,11 @@ def rows(t: pa.Table, ordered: bool = False) -> List[tuple]:
 
 def assert_rows(actual: pa.Table, expected: pa.Table, ordered: bool = False, what: str = "") -> None:
     """Same columns and the same rows (as multisets, or in order), with the first difference on failure."""
-    assert actual.column_names == expected.column_names, f"{what}: columns {actual.column_names} != {expected.column_names}"
+    assert actual.column_names == expected.column_names, \
+        f"{what}: columns {actual.column_names} != {expected.column_names}"
     a, e = rows(actual, ordered), rows(expected, ordered)
     if a != e:
         first = next((i for i, (x, y) in enumerate(zip(a, e)) if x != y), min(len(a), len(e)))
-        raise AssertionError(f"{what}: {len(a)} rows vs {len(e)} expected ({'ordered' if ordered else 'as multisets'}); "
+        how = "ordered" if ordered else "as multisets"
+        raise AssertionError(f"{what}: {len(a)} rows vs {len(e)} expected ({how}); "
                              f"first difference at row {first}: {a[first:first + 2]} vs {e[first:first + 2]}")

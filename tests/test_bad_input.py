@@ -131,7 +131,8 @@ def runs(tmp_path_factory):
             env, "sql-fails-at-run-time", "--max-retries", "0",
             "--sql", "SELECT key, count(*) AS n, sum(CAST('x' || val AS BIGINT)) AS total FROM {0} GROUP BY key"),
         "placeholder-without-input": lambda: case(
-            env, "placeholder-without-input", "--sql", "SELECT key, count(*) AS n, sum(val) AS total FROM {1} GROUP BY key"),
+            env, "placeholder-without-input", "--sql",
+            "SELECT key, count(*) AS n, sum(val) AS total FROM {1} GROUP BY key"),
         "unknown-flag": lambda: case(env, "unknown-flag", "--bogus"),
         "bad-platform": lambda: case(env, "bad-platform", "--platform", "nosuch.module:Thing"),
         "bad-requirement": lambda: case(env, "bad-requirement", "--mem-resources", "cpu(cores=2"),
@@ -166,7 +167,8 @@ def runs(tmp_path_factory):
 def outcome(runs, name, returncode):
     if name not in runs["futures"]:
         pytest.skip(f"{name}: cannot mount a tmpfs here (needs root and mount permission)"
-                    if name.startswith(("read-only", "full", "data-root-full")) else f"{name}: the virtualenv has no mpiexec")
+                    if name.startswith(("read-only", "full", "data-root-full"))
+                    else f"{name}: the virtualenv has no mpiexec")
     done, root, out = runs["futures"][name].result()
     assert done.returncode == returncode, f"{name}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     assert not os.path.exists(out), f"{name}: the sink folder {out} exists"

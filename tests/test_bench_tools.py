@@ -32,7 +32,8 @@ def test_summary_is_median_min_max_of_the_ok_runs_only():
 def test_compare_gives_mpipipe_over_each_alternative_and_counts_failed_runs():
     cmp = B.compare(runs_of(me=[2.0, 4.0, 3.0], other=[1.0, 1.5, 2.0], broken=[None, None, None]),
                     [("wall", "time (s)", "s")], ["me"], ["wall"])
-    assert cmp["ratios"] == [{"alternative": "other", "metric": "time (s)", "key": "wall", "mpipipe": "me", "ratio": 2.0}]
+    assert cmp["ratios"] == [{"alternative": "other", "metric": "time (s)", "key": "wall", "mpipipe": "me",
+                              "ratio": 2.0}]
     rows = {r[0]: r for r in cmp["rows"]}
     assert rows["me"][1:] == ["3.00 (2.00–4.00)", "3/3"]
     assert rows["broken"][1:] == ["n/a", "0/3 (timeout)"]  # no ratio against a tool that never finished
@@ -180,7 +181,8 @@ def write_job(job_dir, nodes, attempts, runs, started=None):
     `runs`: (start, end, pid) and attempts: (name, partition, rank, t0, t1, run index)."""
     os.makedirs(job_dir, exist_ok=True)
     with open(os.path.join(job_dir, "job.json"), "w") as f:
-        json.dump({"started": started, "nodes": [{"id": i, "name": n, "kind": k, "npartitions": p, "fingerprint": f"fp{i}"}
+        json.dump({"started": started,
+                   "nodes": [{"id": i, "name": n, "kind": k, "npartitions": p, "fingerprint": f"fp{i}"}
                              for i, (n, k, p) in enumerate(nodes)]}, f)
     fps = {n: f"fp{i}" for i, (n, _, _) in enumerate(nodes)}
     lines = []

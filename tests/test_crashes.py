@@ -139,7 +139,8 @@ def runs(tmp_path_factory):
         futures["mpi-busy"] = pool.submit(second_run_while_running, base, "mpi-busy", inputs, dims)
     keys = print_keys(inputs, dims, str(base / "x"), "--parts", str(PARTS))
     try:
-        yield {"futures": futures, "expected": expected_checksum(inputs, dims), "tasks": sum(len(k) for k in keys.values())}
+        yield {"futures": futures, "expected": expected_checksum(inputs, dims),
+               "tasks": sum(len(k) for k in keys.values())}
     finally:
         pool.shutdown(wait=True)
 

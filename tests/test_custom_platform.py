@@ -33,8 +33,8 @@ def test_nice_local_platform_is_loaded_exactly(how, data_root):
 
 
 def test_cli_flag_wins_over_environment(data_root):
-    done = python(NICENESS, "--data-root", data_root, "--platform", "local", env=env(SP_PLATFORM="platforms.nice_local"),
-                  check=True)
+    done = python(NICENESS, "--data-root", data_root, "--platform", "local",
+                  env=env(SP_PLATFORM="platforms.nice_local"), check=True)
     assert "platform=local" in done.stdout
 
 

@@ -156,7 +156,8 @@ def run(request, inputs, tmp_path_factory) -> Run:
     done = []
     for _ in range(2):
         d = _run_once(platform, args)
-        assert d.returncode == 0, f"{platform} run failed (exit {d.returncode})\nstdout:\n{d.stdout}\nstderr:\n{d.stderr}"
+        assert d.returncode == 0, \
+            f"{platform} run failed (exit {d.returncode})\nstdout:\n{d.stdout}\nstderr:\n{d.stderr}"
         with open(os.path.join(out_dir, "outputs.json")) as f:
             reports.append(json.load(f))
         done.append(d)
@@ -298,7 +299,8 @@ def test_hash_partition(run, duck, node, cols, n, view, tasks):
     everything = concat(seen)
     assert_rows(everything.drop_columns(["b"]), sql(duck, f"SELECT * FROM {view}"), what=node)
     # all rows of a key land in exactly one bucket
-    spread = sql(duck, f"SELECT {', '.join(cols)}, count(DISTINCT b) nb FROM t GROUP BY ALL HAVING nb <> 1", t=everything)
+    spread = sql(duck, f"SELECT {', '.join(cols)}, count(DISTINCT b) nb FROM t GROUP BY ALL HAVING nb <> 1",
+                 t=everything)
     assert spread.num_rows == 0, spread.to_pylist()[:5]
 
 

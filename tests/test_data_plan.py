@@ -67,18 +67,21 @@ def test_sql_that_does_not_parse(ctx, src):
 
 def test_sql_placeholder_beyond_the_inputs(ctx, src, pq_file):
     other = DataSourceNode(ctx, ParquetDataSet(pq_file), name="other")
-    msg = plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, [src, other], "SELECT * FROM {0} JOIN {2} USING (a)", name="three")),
+    msg = plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, [src, other], "SELECT * FROM {0} JOIN {2} USING (a)",
+                                                            name="three")),
                      "three")
     assert "{2}" in msg and "2 input(s)" in msg
 
 
 def test_sql_unknown_named_input(ctx, src):
-    msg = plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, {"orders": src}, "SELECT * FROM {nosuch}", name="named")), "named")
+    msg = plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, {"orders": src}, "SELECT * FROM {nosuch}",
+                                                            name="named")), "named")
     assert "{nosuch}" in msg and "{orders}" in msg
 
 
 def test_sql_unknown_column_is_a_binder_error(ctx, src):
-    msg = plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, src, "SELECT nosuch_column FROM {0}", name="binder")), "binder")
+    msg = plan_error(lambda: LogicalPlan(ctx, SqlEngineNode(ctx, src, "SELECT nosuch_column FROM {0}",
+                                                            name="binder")), "binder")
     assert "nosuch_column" in msg
 
 

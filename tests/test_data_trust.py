@@ -322,7 +322,8 @@ def test_a_value_after_the_sample_is_not_rounded(tmp_path):
 
 def test_a_json_key_that_appears_late_is_kept(tmp_path):
     one = tmp_path / "one.jsonl"
-    one.write_text("".join(json.dumps({"a": i}) + "\n" for i in range(30000)) + json.dumps({"a": 0, "late": "x"}) + "\n")
+    one.write_text("".join(json.dumps({"a": i}) + "\n" for i in range(30000))
+                   + json.dumps({"a": 0, "late": "x"}) + "\n")
     t = read_both_ways(JsonDataSet(str(one)))
     assert t.column_names == ["a", "late"] and t.column("late").to_pylist()[-1] == "x"
     many = tmp_path / "many"
@@ -381,7 +382,8 @@ def test_day_and_month_are_never_guessed(tmp_path):
     assert "timestampformat='%d/%m/%Y %H:%M:%S'" in str(e.value) and str(stamps) in str(e.value)
     ds = CsvDataSet(str(stamps), timestampformat="%m/%d/%Y %H:%M:%S")
     DataSourceNode(Context(), ds, name="stamps_given")
-    assert [str(v) for v in read_both_ways(ds).column("t").to_pylist()] == ["2024-01-02 10:00:00", "2024-03-04 11:00:00"]
+    assert ([str(v) for v in read_both_ways(ds).column("t").to_pylist()]
+            == ["2024-01-02 10:00:00", "2024-03-04 11:00:00"])
 
 
 # --- 3. schemas do not depend on whether the data held a null --------------------------------------------
@@ -415,7 +417,8 @@ def test_the_sink_copies_a_users_file_as_it_is_but_makes_this_jobs_files_nullabl
     mine = write(job / "outputs" / "bucket.parquet", 5, schema=strict)
     users = write(tmp_path / "users.parquet", 5, schema=strict)
     out = tmp_path / "out"
-    sink_local(str(out), "copy", [("mine", PartitionData([Fragment(mine)])), ("users", PartitionData([Fragment(users)]))],
+    sink_local(str(out), "copy",
+               [("mine", PartitionData([Fragment(mine)])), ("users", PartitionData([Fragment(users)]))],
                job_output(tmp_path), str(job))
     assert all(f.nullable for f in pq.read_schema(str(out / "mine-000000.parquet")))
     assert (out / "users-000000.parquet").read_bytes() == open(users, "rb").read()

@@ -54,7 +54,8 @@ def make_inputs(root: str) -> None:
     with open(os.path.join(root, "items.csv"), "w") as f:
         f.write("order_id|item|qty|price\n")
         for o in range(0, oid, 3):
-            f.write(f"{o}|{rng.choice(['apple', 'pear', 'fig', 'kiwi'])}|{rng.randint(1, 9)}|{rng.randint(100, 999) / 100}\n")
+            fruit = rng.choice(['apple', 'pear', 'fig', 'kiwi'])
+            f.write(f"{o}|{fruit}|{rng.randint(1, 9)}|{rng.randint(100, 999) / 100}\n")
     with open(os.path.join(root, "events.jsonl"), "w") as f:
         for _ in range(200):
             f.write(json.dumps({"key": rng.randrange(50), "kind": rng.choice(["view", "click", "buy"]),
@@ -62,7 +63,8 @@ def make_inputs(root: str) -> None:
     pq.write_table(pa.table({"key": pa.array(range(30), pa.int64()),  # keys 30..39 of orders have no region
                              "region": [rng.choice(["north", "south", "east", "west"]) for _ in range(30)]}),
                    os.path.join(root, "regions.parquet"))
-    pq.write_table(pa.table({"name": ["ann", "bob", "cy", "dee", "eve"], "age": pa.array([31, 42, 27, 55, 38], pa.int64())}),
+    pq.write_table(pa.table({"name": ["ann", "bob", "cy", "dee", "eve"],
+                             "age": pa.array([31, 42, 27, 55, 38], pa.int64())}),
                    os.path.join(root, "people.parquet"))
     with open(os.path.join(root, "items.json"), "w") as f:
         json.dump({"dicts": [{"id": i, "name": f"n{i}", "score": i * 1.5} for i in range(6)],
@@ -118,7 +120,8 @@ class Duck:
         """An even split of orders/o0..o2 by files into n partitions."""
         k = len(ORDER_FILES)
         empty = self.sql("SELECT * FROM orders LIMIT 0")
-        return [pa.concat_tables([empty] + [self.sql(f"SELECT * FROM o{i}") for i in range(p * k // n, (p + 1) * k // n)])
+        return [pa.concat_tables([empty] + [self.sql(f"SELECT * FROM o{i}")
+                                            for i in range(p * k // n, (p + 1) * k // n)])
                 for p in range(n)]
 
     def each(self, parts: Sequence[pa.Table], query: str) -> List[pa.Table]:
@@ -299,7 +302,8 @@ def test_filter_that_empties_partitions_then_map_with_function_and_schema(run, d
     assert sizes_of(sparse)[0] == sizes_of(sparse)[2] == 0 and all(sizes_of(sparse)[1::2])
     assert_parts(run.t("sparse"), sparse, what="filter(part IN (1, 3))")
     assert run.results["counts"]["sparse"] == sum(sizes_of(sparse))
-    mapped = duck.each(sparse, "SELECT order_id, key, coalesce(tag, '-') || key::VARCHAR AS label, val * 10 AS v10 FROM t")
+    mapped = duck.each(sparse,
+                       "SELECT order_id, key, coalesce(tag, '-') || key::VARCHAR AS label, val * 10 AS v10 FROM t")
     # the sizes query counted `label` in every partition: the empty ones have the declared columns too
     assert run.sizes("map_fn") == sizes_of(mapped)
     assert_parts(run.t("map_fn"), mapped, what="map(fn, schema=)")
@@ -425,7 +429,8 @@ def test_write_parquet_replaces_its_own_folder(run, duck):
 
 # --- laziness and reuse ----------------------------------------------------------------------------
 
-SUMMARY = re.compile(r"\[mpipipe\] job \S+ (\w+) in \S+: ([\d,]+) tasks ran .*?([\d,]+) reused from the journal.* on (\w+)$")
+SUMMARY = re.compile(r"\[mpipipe\] job \S+ (\w+) in \S+: ([\d,]+) tasks ran .*?([\d,]+) reused from the journal"
+                     r".* on (\w+)$")
 
 
 def summaries(stderr: str) -> List[tuple]:

@@ -161,7 +161,8 @@ def write_string_keys(folder):
     words = ["".join(rng.choice("abcxyz") for _ in range(rng.randint(1, 4))) for _ in range(400)]
     for i in range(2):
         names = [None if j % 97 == 0 else w for j, w in enumerate(words[i * 200:(i + 1) * 200])]
-        write_parquet(os.path.join(folder, f"in-{i}.parquet"), {"name": names, "n": list(range(i * 200, (i + 1) * 200))})
+        write_parquet(os.path.join(folder, f"in-{i}.parquet"),
+                      {"name": names, "n": list(range(i * 200, (i + 1) * 200))})
     return sorted(glob.glob(os.path.join(folder, "in-*.parquet")))
 
 
@@ -222,7 +223,8 @@ def test_missing_input_is_a_one_line_error(name, tmp_path):
 
 @pytest.mark.skipif(not HAS_MPIEXEC, reason="the virtualenv has no mpiexec")
 def test_missing_input_under_mpiexec_fails_with_only_that_error(tmp_path):
-    done = mpiexec(4, script("groupby"), "-i", "/nonexistent/*.parquet", "--data-root", str(tmp_path / "jobs"), timeout=60)
+    done = mpiexec(4, script("groupby"), "-i", "/nonexistent/*.parquet", "--data-root", str(tmp_path / "jobs"),
+                   timeout=60)
     assert done.returncode == 2
     # every rank builds the plan, so every rank reports the error (mpiexec may interleave their lines)
     message = "mpipipe: error: node 'source': input path '/nonexistent/*.parquet' matches no file"

@@ -113,7 +113,7 @@ def test_slurm_config_example(fake_sbatch):
         # If needed, options can be used
         mytask().submit(launcher=gpulauncher)
 
-    by_launcher = {id(l): options_of(argv) for l, _label, argv in fake_sbatch}
+    by_launcher = {id(who): options_of(argv) for who, _label, argv in fake_sbatch}
     assert set(by_launcher) == {id(launcher), id(gpulauncher)}
     assert "--gpus-per-node=1" in by_launcher[id(gpulauncher)]
     assert not any(o.startswith("--gpus") for o in by_launcher[id(launcher)])
@@ -202,7 +202,7 @@ def test_cluster_aware_launcher_example(fake_sbatch):
         available.clear()
         available.add("b")
         mytask().submit()
-    assert [l for l, _label, _argv in fake_sbatch] == [a, b]
+    assert [who for who, _label, _argv in fake_sbatch] == [a, b]
     assert (a.priority, b.priority) == (0, 10)
 
 

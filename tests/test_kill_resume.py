@@ -1,5 +1,4 @@
 """kill -9 of a whole run mid-way, then the same command again: it resumes and re-runs no finished task."""
-import glob
 import os
 import signal
 import subprocess
@@ -7,7 +6,7 @@ import sys
 
 import pytest
 
-from helpers import BIN, FLAKY, env_for_tests, kill_tree, python, run, wait_for
+from helpers import BIN, FLAKY, env_for_tests, kill_tree, run, wait_for
 from journal_tools import job_dir, ok_counts, records
 from mpipipe.execution.journal import FAILED, OK, OK_BATCH, kind, read_raw_records
 

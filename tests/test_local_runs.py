@@ -118,7 +118,7 @@ def test_permanent_failure_names_node_partition_attempts_rank_and_log(mode, expe
     assert "task square[3] failed after 2 attempt(s)" in err
     assert expect in err
     assert "attempt 1, rank " in err and " of 3 on " in err
-    log_line = [l for l in err.splitlines() if l.startswith("--- log: ")][0]
+    log_line = [ln for ln in err.splitlines() if ln.startswith("--- log: ")][0]
     log_path = log_line[len("--- log: "):]
     assert os.path.exists(log_path)
     with open(log_path) as f:
@@ -141,7 +141,6 @@ def test_fail_fast_stops_at_first_permanent_failure(data_root):
 def test_same_job_directory_twice_at_once_is_refused(data_root):
     import subprocess
     import sys
-    import time
     from helpers import env_for_tests, kill_group, wait_for
 
     first = subprocess.Popen([sys.executable, FLAKY, "--data-root", data_root, "-n", "4", "--sleep", "3",

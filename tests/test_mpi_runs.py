@@ -111,7 +111,8 @@ def _has_pmi(pid):
 
 @pytest.mark.slow
 def test_twenty_thousand_noop_tasks_on_four_ranks(data_root):
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "bench", "noop_tasks.py")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(repo, "scripts", "bench", "noop_tasks.py")
     done = mpiexec(4, script, "--data-root", data_root, "--tasks", "20000", check=True, timeout=300)
     assert "20000 ran" in done.stdout
     print(done.stdout)

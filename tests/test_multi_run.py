@@ -46,7 +46,8 @@ def check_three_runs(done, data_root, executors):
 def check_second_run_fails(done):
     assert done.returncode == 1, done.stderr
     assert "run1" in done.stdout and "run2" not in done.stdout and "script end" not in done.stdout
-    assert "mpipipe: error: task total[0] failed after 1 attempt(s): ValueError: the second run fails on purpose" in done.stderr
+    assert ("mpipipe: error: task total[0] failed after 1 attempt(s): ValueError: the second run fails on purpose"
+            in done.stderr)
 
 
 # --- node ids ----------------------------------------------------------------------------------------------
@@ -58,7 +59,8 @@ def test_two_contexts_in_one_process_give_distinct_increasing_node_ids():
         "from mpipipe import ComputeNode, Context, LogicalPlan\n"
         "f = lambda task: None\n"
         "c1, c2 = Context(), Context()\n"
-        "a = ComputeNode(c1, f, name='a'); b = ComputeNode(c2, f, name='b'); c = ComputeNode(c2, f, inputs=[b], name='c')\n"
+        "a = ComputeNode(c1, f, name='a'); b = ComputeNode(c2, f, name='b')\n"
+        "c = ComputeNode(c2, f, inputs=[b], name='c')\n"
         "print([a.id, b.id, c.id])\n"
         "print(LogicalPlan(c2, c).explain())\n"
     )

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from helpers import BIN, REPO, env_for_tests, mpiexec, python, run
-from mpipipe import context, session
+from mpipipe import context
 from mpipipe.errors import ConfigError, MpipipeError, RequirementError
 from mpipipe.execution.journal import read_records
 from mpipipe.execution.worker import THREAD_VARIABLES
@@ -148,9 +148,11 @@ def test_the_executors_take_adaptive_schedulers_arguments_and_refuse_others(quie
                        size_per_learner=50, max_simultaneous_jobs=4, max_fails_per_job=1, job_manager_interval=2,
                        save_interval=60, log_interval=60, cleanup_first=False, quiet=False)
     assert ex.name == "sweep" and ex.size_per_learner == 50 and ex.executor_type == "sequential"
-    assert (ex.launcher.max_parallel, ex.launcher.max_retries, ex.launcher.resolved_options().poll_interval) == (4, 1, 2)
+    launcher = ex.launcher
+    assert (launcher.max_parallel, launcher.max_retries, launcher.resolved_options().poll_interval) == (4, 1, 2)
     need = ex.arguments.defaults
-    assert need.slurm_options() == {"cpus_per_task": 2, "partition": "debug", "extra": ["--mail-type=END", "--exclusive"]}
+    assert need.slurm_options() == {"cpus_per_task": 2, "partition": "debug",
+                                    "extra": ["--mail-type=END", "--exclusive"]}
     with pytest.raises(ConfigError, match=r"has no argument 'cores'; valid arguments: name, folder"):
         SlurmExecutor(cores=2)
     with pytest.raises(ConfigError, match="goal= is adaptive_scheduler's"):
@@ -216,7 +218,8 @@ def test_resources_take_sizes_clock_times_and_say_what_is_wrong_in_one_line():
     assert Resources(memory="512MiB").memory == 512 * 2 ** 20
     assert [Resources(time=t).time for t in ("30:00", "2-12", "90m", "90", 45)] == [1800, 216000, 5400, 90, 45]
     assert Resources(cpus=None, memory=None, time=None) == Resources()
-    assert Resources(extra_args={"exclusive": None, "mail-type": "END"}).extra_args == ("--exclusive", "--mail-type=END")
+    assert (Resources(extra_args={"exclusive": None, "mail-type": "END"}).extra_args
+            == ("--exclusive", "--mail-type=END"))
     for kwargs, message in [({"memory": "8 gigs"}, "memory: expected a size such as 4GB or 512MiB, got '8 gigs'"),
                             ({"cpus": -1}, "cpus must be a whole number >= 0, got -1"),
                             ({"cpus": True}, "cpus must be a whole number >= 0, got True"),

@@ -169,7 +169,8 @@ def test_gpu_tasks_run_only_on_gpu_ranks_under_mpiexec(tmp_path):
     for r in v["chunked"]:  # size_per_task=3: 7 tasks in placements of 3, 3 and 1, each on one worker
         groups.setdefault(r["resources"].get("group") or id(r), set()).add((r["rank"], r["pid"]))
     assert sorted(len(g) for g in groups.values()) == [1, 1, 1]
-    assert sorted(sum(1 for r in v["chunked"] if (r["resources"].get("group") or id(r)) == k) for k in groups) == [1, 3, 3]
+    assert sorted(sum(1 for r in v["chunked"] if (r["resources"].get("group") or id(r)) == k)
+                  for k in groups) == [1, 3, 3]
     assert len({(r["rank"], r["pid"]) for r in v["mapped"]}) == 1  # scope="map": one placement for the node
     ok = [r for r in records(str(tmp_path)) if r.get("s") == "ok" and r.get("n") in ("gpu", "two_gpus")]
     assert ok and {r["r"] for r in ok} <= {1, 2}

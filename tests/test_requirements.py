@@ -69,7 +69,8 @@ def test_whitespace_and_case_insensitive() -> None:
 
 
 def test_bare_terms_and_empty_arguments() -> None:
-    assert simple("gpu * 2") == simple("gpu() * 2") == HostSimpleRequirement(accelerators=(AcceleratorRequest("gpu", 0, 2),))
+    assert (simple("gpu * 2") == simple("gpu() * 2")
+            == HostSimpleRequirement(accelerators=(AcceleratorRequest("gpu", 0, 2),)))
     assert simple("cpu") == simple("cpu()") == HostSimpleRequirement()
     assert simple("cpu(mem=1GiB,)") == simple("cpu(mem=1GiB)")
 
@@ -187,7 +188,8 @@ def test_invalid_values_in_constructors() -> None:
         lambda: AcceleratorRequest("tpu"), lambda: AcceleratorRequest("cuda", count=0),
         lambda: AcceleratorRequest("cuda", memory=-1), lambda: CPUSpecification(cores=-1),
         lambda: HostRequirement(()), lambda: HostSimpleRequirement(duration=-1),
-        lambda: HostSimpleRequirement(duration=math.inf), lambda: HostSpecification(CPUSpecification(), max_duration=-1),
+        lambda: HostSimpleRequirement(duration=math.inf),
+        lambda: HostSpecification(CPUSpecification(), max_duration=-1),
         lambda: simple("cpu").multiply_duration(0), lambda: to_requirement(42),  # type: ignore[arg-type]
     ):
         with pytest.raises(RequirementError):
@@ -227,7 +229,8 @@ def test_round_trip_simple(requirement: HostSimpleRequirement) -> None:
     assert parse(str(requirement)) == HostRequirement((requirement,))
 
 
-@given(st.text(alphabet=st.sampled_from(list("()=,&|*. -0123456789abcdeghimnpsuGiBKMT\n")) | st.characters(), max_size=40))
+@given(st.text(alphabet=st.sampled_from(list("()=,&|*. -0123456789abcdeghimnpsuGiBKMT\n")) | st.characters(),
+               max_size=40))
 def test_arbitrary_text_parses_or_raises_requirement_error(text: str) -> None:
     try:
         requirement = parse(text)

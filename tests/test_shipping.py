@@ -3,7 +3,6 @@ file and line), a value that cannot be pickled is one error line naming the node
 script that only calls mpipipe.init() still obeys mpipipe's flags."""
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -28,7 +27,8 @@ def test_code_keeps_its_file_name_and_line_across_processes(tmp_path):
             return inner(x)
 
         blob = pickling.dumps(outer)
-        code = "import pickle, sys, traceback\\nf = pickle.loads(sys.stdin.buffer.read())\\ntry:\\n    f(0)\\nexcept ZeroDivisionError:\\n    traceback.print_exc()"
+        code = ("import pickle, sys, traceback\\nf = pickle.loads(sys.stdin.buffer.read())\\n"
+                "try:\\n    f(0)\\nexcept ZeroDivisionError:\\n    traceback.print_exc()")
         done = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True)
         sys.stdout.write(done.stderr.decode())
     '''))

@@ -46,7 +46,8 @@ JOB_TIMEOUT = 150  # seconds for one submitted job, requeues included
 
 @pytest.fixture(scope="module")
 def cluster(request, tmp_path_factory):
-    """(environment for commands, scratch folder). The cluster directory is not pytest's tmp (see test_slurm_cluster)."""
+    """(environment for commands, scratch folder). The cluster directory is not pytest's tmp (see
+    test_slurm_cluster)."""
     from slurm_cluster import running_cluster
 
     failed_before = request.session.testsfailed

@@ -1,7 +1,7 @@
 """The alternatives' side of the dispatch, startup and scale benchmarks: N no-op tasks, one submit() each.
 
     python scripts/bench/alt_tasks.py ppe --tasks 20000 --workers 3            # concurrent.futures.ProcessPoolExecutor
-    python scripts/bench/alt_tasks.py dask --tasks 20000 --workers 3           # dask.distributed LocalCluster, 1 thread each
+    python scripts/bench/alt_tasks.py dask --tasks 20000 --workers 3           # dask.distributed LocalCluster, 1 thread
     mpiexec -n 4 python -m mpi4py.futures scripts/bench/alt_tasks.py mpi4py --tasks 20000   # MPIPoolExecutor, 3 workers
     mpiexec -n 4 python scripts/bench/alt_tasks.py mpipipe --tasks 20000 --data-root DIR   # mpipipe.futures.Executor
 
@@ -80,8 +80,8 @@ def main() -> None:
 
         dask.config.set({"distributed.worker.daemon": False, "distributed.logging.distributed": "error"})
         t0 = time.perf_counter()
-        with LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
+        with LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
             t1 = time.perf_counter()
             futures = [client.submit(task, i, pure=False) for i in range(a.tasks)]
             t_sub = time.perf_counter()

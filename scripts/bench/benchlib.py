@@ -28,7 +28,8 @@ RESULTS = os.path.join(HERE, "results")                       # what a full run 
 QUICK_RESULTS = os.path.join(REPO, "mpipipe-jobs", "bench-results-quick")  # what BENCH_QUICK=1 writes (not committed)
 BIN = os.path.dirname(os.path.abspath(sys.executable))
 PYTHON = sys.executable
-SMALLPOND_PYTHON = os.environ.get("BENCH_SMALLPOND_PYTHON") or os.path.join(REPO, ".venv", "bench-smallpond", "bin", "python")
+SMALLPOND_PYTHON = (os.environ.get("BENCH_SMALLPOND_PYTHON")
+                    or os.path.join(REPO, ".venv", "bench-smallpond", "bin", "python"))
 RESULT_PREFIX = "BENCH_RESULT "
 
 
@@ -440,7 +441,8 @@ def compare(runs: Dict[str, List[Dict[str, Any]]], metrics: Sequence[tuple], mpi
             for m in mpipipe:
                 r = ratio(stats[m].get(key), stats[alt].get(key))
                 if r is not None:
-                    ratios.append({"alternative": alt, "metric": title, "key": key, "mpipipe": m, "ratio": float(f"{r:.4g}")})
+                    ratios.append({"alternative": alt, "metric": title, "key": key, "mpipipe": m,
+                                   "ratio": float(f"{r:.4g}")})
     return {"columns": ["tool"] + [t for _, t, _ in metrics] + ["runs ok"], "rows": rows, "stats": stats,
             "ratios": ratios}
 

@@ -132,7 +132,8 @@ def check_files(tool: str, files, reference: str) -> str:
                           WHERE a.n IS DISTINCT FROM b.n OR a.t IS DISTINCT FROM b.t OR a.s IS NULL OR b.s IS NULL
                              OR abs(a.s - b.s) > 1e-9 * greatest(1, abs(b.s))""").fetchone()[0]
     dup = con.execute(f"SELECT count(*) - count(DISTINCT key) FROM {got}").fetchone()[0]
-    verdict = "agrees with DuckDB" if bad == 0 and dup == 0 else f"DIFFERS from DuckDB: {bad} groups, {dup} duplicate keys"
+    verdict = ("agrees with DuckDB" if bad == 0 and dup == 0
+               else f"DIFFERS from DuckDB: {bad} groups, {dup} duplicate keys")
     return f"{tool}: {groups:,} groups, {rows:,} rows, {verdict}"
 
 
@@ -181,7 +182,8 @@ def main() -> None:
         return rec
 
     def show(tool, rec):
-        extra = f" (its data tasks, first start to last end: {rec['data_tasks']:.1f} s)" if rec.get("data_tasks") else ""
+        extra = (f" (its data tasks, first start to last end: {rec['data_tasks']:.1f} s)"
+                 if rec.get("data_tasks") else "")
         return f"{rec['wall']:7.2f} s{extra}"
 
     runs = B.alternate(tools, a.reps, run_one, show)

@@ -9,7 +9,8 @@ user_sort, scale, scale_sim) runs as its own process with a time limit; one
 that fails or runs out of time is reported and the others still run. A full
 run writes scripts/bench/results/ (results.json, results.md,
 per_task_overhead.svg); a quick run writes mpipipe-jobs/bench-results-quick/
-instead, so it never replaces the figures of a full run. Generated inputs stay in mpipipe-jobs/bench-data/ for the next run.
+instead, so it never replaces the figures of a full run. Generated inputs stay in mpipipe-jobs/bench-data/ for
+the next run.
 """
 from __future__ import annotations
 
@@ -122,8 +123,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated workloads: " + ", ".join(WORKLOADS))
     ap.add_argument("--render", action="store_true", help="only write results.md again from results.json")
-    ap.add_argument("--results", help="folder for results.json, results.md and the plot "
-                                      "(default: scripts/bench/results, or mpipipe-jobs/bench-results-quick when quick)")
+    ap.add_argument("--results", help="folder for results.json, results.md and the plot (default: "
+                                      "scripts/bench/results, or mpipipe-jobs/bench-results-quick when quick)")
     a = ap.parse_args()
     chosen = [w.strip() for w in a.only.split(",")] if a.only else WORKLOADS
     unknown = [w for w in chosen if w not in WORKLOADS]

@@ -125,7 +125,8 @@ def main() -> None:
     for n in sizes:
         for m in (MPI, LOCAL):
             for alt in (MPI4PY, PPE, DASK):
-                r = B.ratio(stats.get(f"{m} @ {n}", {}).get("per_task_us"), stats.get(f"{alt} @ {n}", {}).get("per_task_us"))
+                r = B.ratio(stats.get(f"{m} @ {n}", {}).get("per_task_us"),
+                            stats.get(f"{alt} @ {n}", {}).get("per_task_us"))
                 if r is not None:
                     ratios.append({"alternative": alt, "metric": f"per task (us), {n:,} tasks", "key": "per_task_us",
                                    "mpipipe": m, "ratio": float(f"{r:.4g}"), "tasks": n})
@@ -143,7 +144,8 @@ def main() -> None:
             t = stats[key]["inner"]["median"] * 10_000_000 / biggest
             rss = stats[key]["rank0_rss_mb"]["median"] * 10_000_000 / biggest / 1024
             res_key = f"{RESUME} @ {biggest}"
-            tr = (stats[res_key]["inner"]["median"] * 10_000_000 / biggest) if stats.get(res_key, {}).get("inner") else 0
+            inner = stats.get(res_key, {}).get("inner")
+            tr = (inner["median"] * 10_000_000 / biggest) if inner else 0
             notes.append(f"10M tasks left out of this run (about {t / 60:.0f} min fresh + {tr / 60:.0f} min resume "
                          f"per round, extrapolated, and about {rss:.0f} GiB in rank 0): over the time budget of "
                          "`make bench`; `--max-tasks 10000000` or BENCH_SCALE_10M=1 runs it")

@@ -66,7 +66,7 @@ def main() -> None:
         for n in args.tasks:  # each size in a process of its own: its peak memory is its own
             done = subprocess.run([sys.executable, __file__, "--one", "--tasks", str(n), "--executors",
                                    str(args.executors)], capture_output=True, text=True, timeout=3600)
-            line = next((l for l in done.stdout.splitlines() if l.startswith("BENCH_RESULT ")), None)
+            line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_RESULT ")), None)
             if done.returncode != 0 or line is None:
                 print(f"{n:,} tasks: failed (exit {done.returncode})\n{done.stderr[-2000:]}", file=sys.stderr)
                 continue

@@ -114,7 +114,8 @@ def write_svg(path: str, series: List[Dict[str, Any]], title: str, xlabel: str, 
             out.append(f'<g><title>{escape(s["name"])}: {q[0]:,} tasks, {q[1]:.1f} µs/task</title>'
                        f'{_marker(marker, x, Y(q[1]), colour)}</g>')
         ly = top + ph + 58 + 18 * i
-        out.append(f'<line x1="{left}" y1="{ly - 4}" x2="{left + 24}" y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>')
+        out.append(f'<line x1="{left}" y1="{ly - 4}" x2="{left + 24}" y2="{ly - 4}" stroke="{colour}" '
+                   'stroke-width="2"/>')
         out.append(_marker(marker, left + 12, ly - 4, colour))
         out.append(f'<text x="{left + 32}" y="{ly}">{escape(s["name"])}</text>')
     out.append("</svg>")

@@ -79,7 +79,7 @@ def build(ctx, inp, out):
     split_rg = DataSetPartitionNode(ctx, src_dir, 5, partition_by="row_groups", name="split_rg")
     split_rg_many = DataSetPartitionNode(ctx, src_dir, 30, partition_by="row_groups", name="split_rg_many")
     split_rows = DataSetPartitionNode(ctx, src_glob, 3, partition_by="rows", name="split_rows")
-    split_rows_many = DataSetPartitionNode(ctx, src_pandas, 8, partition_by="rows", name="split_rows_many")
+    DataSetPartitionNode(ctx, src_pandas, 8, partition_by="rows", name="split_rows_many")
 
     hash_key = HashPartitionNode(ctx, split_rows, 4, hash_columns=["key"], name="hash_key")
     hash_multi = HashPartitionNode(ctx, split_files, 3, hash_columns=["key", "tag"], partition_column="pcol",

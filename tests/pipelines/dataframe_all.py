@@ -159,7 +159,8 @@ def main():
         action(f"to_pandas {name}")
         pdf = frames[name].to_pandas()
         assert isinstance(pdf, pd.DataFrame), type(pdf)
-        pq.write_table(pa.Table.from_pandas(pdf, preserve_index=False), os.path.join(out, "results", f"pandas_{name}.parquet"))
+        pq.write_table(pa.Table.from_pandas(pdf, preserve_index=False),
+                       os.path.join(out, "results", f"pandas_{name}.parquet"))
 
     # write_parquet: a new folder, then the same folder again (replaced, nothing of the first write left)
     written = os.path.join(out, "written")

@@ -1,7 +1,6 @@
 """A data plan whose middle step runs through another launcher than the world's executors."""
 import json
 import os
-import sys
 
 import mpipipe
 from mpipipe import ComputeNode, Context, LogicalPlan

@@ -29,10 +29,12 @@ def main() -> None:
     if exec_plan is None:
         return
     out = {"partitions": [per_cell.npartitions, per_host.npartitions, joined.npartitions],
-           "per_host": sorted((r["host"], r["cnt"]) for r in exec_plan.get_output("per_host").to_arrow_table().to_pylist()),
+           "per_host": sorted((r["host"], r["cnt"])
+                              for r in exec_plan.get_output("per_host").to_arrow_table().to_pylist()),
            "joined": sorted((r["host"], r["cell"], r["total"])
                             for r in exec_plan.get_output("joined").to_arrow_table().to_pylist()),
-           "cells": sorted((r["host"], r["cnt"]) for r in exec_plan.get_output("per_cell").to_arrow_table().to_pylist())}
+           "cells": sorted((r["host"], r["cnt"])
+                           for r in exec_plan.get_output("per_cell").to_arrow_table().to_pylist())}
     print("RESULT " + json.dumps(out))
 
 

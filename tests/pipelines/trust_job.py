@@ -128,7 +128,8 @@ def main():
             result = {"columns": t.column_names, "x": t.column("x").to_pylist()}
         else:
             fn = none_below_50 if args.scenario == "map-nulls" else by_partition
-            schema = pa.schema([("id", pa.int64()), ("x", pa.float64())]) if args.scenario == "map-types-schema" else None
+            typed = args.scenario == "map-types-schema"
+            schema = pa.schema([("id", pa.int64()), ("x", pa.float64())]) if typed else None
             mapped = df.map(fn, schema=schema)
             total = sp.partial_sql("SELECT sum(x) AS s, count(x) AS n FROM {0}", mapped.repartition(1))
             result = {"sql": total.take_all(), "arrow": mapped.to_arrow().column("x").to_pylist()}
