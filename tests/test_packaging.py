@@ -84,7 +84,7 @@ def test_classifiers_python_versions_and_requirements():
     requires = [r.strip() for r in cfg["options"]["install_requires"].splitlines() if r.strip()]
     assert any(re.fullmatch(r"tomli[^;]*;\s*python_version\s*<\s*\"3\.11\"", r) for r in requires), requires
     assert any(r.startswith("rich") for r in requires)
-    assert "mypy" in _names(cfg["options.extras_require"]["test"].splitlines())
+    assert {"mypy", "ruff"} <= _names(cfg["options.extras_require"]["test"].splitlines())
 
 
 def test_a_wheel_carries_the_metadata_the_marker_and_py_typed(tmp_path):
@@ -128,6 +128,18 @@ def test_a_wheel_carries_the_metadata_the_marker_and_py_typed(tmp_path):
 
 
 # --- type checking and lint: files that are clean stay clean -----------------------------------------------------
+
+def test_ci_runs_the_type_check_and_the_linter_before_the_tests():
+    """make check runs mypy over the package and ruff over the package, tests and scripts; CI runs it first."""
+    with open(os.path.join(REPO, "Makefile")) as f:
+        makefile = f.read()
+    recipe = re.search(r"^check:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert recipe, "no check target in the Makefile"
+    assert "mypy mpipipe" in recipe.group(1) and "ruff check mpipipe tests scripts" in recipe.group(1)
+    with open(os.path.join(REPO, ".ci", "run")) as f:
+        ci = f.read()
+    assert 0 <= ci.find("make check") < ci.find("make test")
+
 
 CLEAN = ("mpipipe/__main__.py", "mpipipe/cli.py", "mpipipe/console.py", "mpipipe/flags.py", "mpipipe/fmt.py",
          "mpipipe/execution/progress.py", "mpipipe/report/")
