@@ -264,7 +264,8 @@ def run(request, inputs, tmp_path_factory) -> Run:
     reports, done = [], []
     for _ in range(2):
         d = invoke(request.param, *args)
-        assert d.returncode == 0, f"{request.param} run failed (exit {d.returncode})\nstdout:\n{d.stdout}\nstderr:\n{d.stderr}"
+        assert d.returncode == 0, \
+            f"{request.param} run failed (exit {d.returncode})\nstdout:\n{d.stdout}\nstderr:\n{d.stderr}"
         with open(os.path.join(out_dir, "outputs.json")) as f:
             reports.append(json.load(f))
         done.append(d)
@@ -292,7 +293,8 @@ def test_group_by_over_cut_sources_equals_duckdb_row_for_row(run, duck):
     want = sql(duck, AGG.format(src="small"))
     assert_rows(run.all("agg_small3", "key"), want, ordered=True, what="agg_small3")
     assert_rows(run.all("agg_small1", "key"), want, ordered=True, what="agg_small1")
-    assert_rows(run.all("agg_nested", "key"), sql(duck, "SELECT key, count(*) AS n FROM small GROUP BY key ORDER BY key"),
+    assert_rows(run.all("agg_nested", "key"),
+                sql(duck, "SELECT key, count(*) AS n FROM small GROUP BY key ORDER BY key"),
                 ordered=True, what="agg_nested")
     assert_rows(run.all("agg_csv", "key"),
                 sql(duck, "SELECT key, count(*) AS n, sum(val) AS s FROM typed GROUP BY key ORDER BY key"),

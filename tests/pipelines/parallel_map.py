@@ -37,11 +37,13 @@ def build(ctx, inp):
     # the SQL nodes read the hash nodes as written
     roots = [HashPartitionNode(ctx, (files,), 4, ["key"], name="hash_files"),
              HashPartitionNode(ctx, (one,), 4, ["key"], name="hash_one")]
-    roots += [SqlEngineNode(ctx, (roots[0],), AGG, name="agg_files"), SqlEngineNode(ctx, (roots[1],), AGG, name="agg_one")]
+    roots += [SqlEngineNode(ctx, (roots[0],), AGG, name="agg_files"),
+              SqlEngineNode(ctx, (roots[1],), AGG, name="agg_one")]
     # asked-for counts over small inputs, and the one task of before
     h3 = HashPartitionNode(ctx, (small,), 3, ["key"], partition_column="pcol", map_tasks=3, name="hash_small3")
     h1 = HashPartitionNode(ctx, (small,), 3, ["key"], partition_column="pcol", map_tasks=1, name="hash_small1")
-    roots += [h3, h1, SqlEngineNode(ctx, (h3,), AGG, name="agg_small3"), SqlEngineNode(ctx, (h1,), AGG, name="agg_small1")]
+    roots += [h3, h1, SqlEngineNode(ctx, (h3,), AGG, name="agg_small3"),
+              SqlEngineNode(ctx, (h1,), AGG, name="agg_small1")]
     roots.append(ColumnPartitionNode(ctx, small, 4, column="part", map_tasks=3, name="col_small"))
     roots.append(UserDefinedPartitionNode(ctx, small, 3, id_mod3, map_tasks=2, name="user_small"))
     roots.append(HashPartitionNode(ctx, small, 3, random_shuffle=True, map_tasks=3, name="rand_small"))
