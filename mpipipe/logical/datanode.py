@@ -200,8 +200,6 @@ class DataNode(Node):
 
     def input_folders(self, task: Any, i: int) -> List[str]:
         """The partition folders of input i that partition `task.partition` reads."""
-        from mpipipe.steps.partio import bucket_dir
-
         dep = self.inputs[i]
         paths = list(task.inputs[i])
         if self.pointwise or self.gathers:
@@ -262,8 +260,9 @@ class DataNode(Node):
         value = self.process_partition(task, inputs)
         if isinstance(value, dict):
             value.setdefault("bytes_in", _bytes_in(inputs))
-        if getattr(self, "publish_path", None):
-            publish(task, self.publish_path, self.name)
+        publish_path = getattr(self, "publish_path", None)
+        if publish_path:
+            publish(task, publish_path, self.name)
         return value
 
     def runtime_context(self, task: Any) -> Any:
@@ -632,7 +631,8 @@ class DataSetPartitionNode(PartitionNode):
             partition_by = "rows"
         label = name or options.get("output_name") or "split"
         if partition_by not in PARTITION_MODES:
-            raise PlanError(f"node {label!r}: partition_by must be one of {', '.join(PARTITION_MODES)}, got {partition_by!r}")
+            raise PlanError(f"node {label!r}: partition_by must be one of {', '.join(PARTITION_MODES)}, "
+                            f"got {partition_by!r}")
         deps, _ = _as_inputs(inputs)
         if not deps:
             raise PlanError(f"node {label!r} needs an input to split")
@@ -687,7 +687,8 @@ class DataSetPartitionNode(PartitionNode):
                                       self.output_schema())
                 share.file_share = True  # type: ignore[attr-defined]  # process_partition splits no further
                 return [share]
-            return [PartitionData(list(d._fragments), d.output_schema()) for d in self.inputs]
+            return [PartitionData(list(d._fragments), d.output_schema()) for d in self.inputs
+                    if isinstance(d, DataSourceNode)]  # all of them (_listed)
         return super().input_data(task)
 
     def _listing(self) -> List[Any]:
@@ -880,9 +881,11 @@ class HashPartitionNode(_BucketingNode):
         if schema is not None:
             missing = [c for c in cols if c not in schema.names]
             if missing:
-                raise PlanError(f"node {self.name!r}: hash column(s) {missing} not in the input's columns {schema.names}")
+                raise PlanError(f"node {self.name!r}: hash column(s) {missing} not in the input's columns "
+                                f"{schema.names}")
             if self.partition_column and self.partition_column in schema.names:
-                raise PlanError(f"node {self.name!r}: partition_column {self.partition_column!r} already exists in the input")
+                raise PlanError(f"node {self.name!r}: partition_column {self.partition_column!r} already exists "
+                                "in the input")
 
     def default_name(self) -> str:
         return "hash_partition"
