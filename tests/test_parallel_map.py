@@ -29,6 +29,7 @@ from mpipipe.logical import mapsplit
 from mpipipe.logical.datanode import bucket_folders, num_outputs
 from mpipipe.steps.partio import PartitionData, bucket_dir
 from table_tools import assert_rows
+from test_data_nodes import Run as DataNodesRun
 
 SCRIPT = os.path.join(REPO, "tests", "pipelines", "parallel_map.py")
 DF_SCRIPT = os.path.join(REPO, "tests", "pipelines", "parallel_map_df.py")
@@ -223,24 +224,15 @@ def test_duckdb_reads_row_group_and_row_range_slices_itself(inputs):
 
 # --- real runs -------------------------------------------------------------------------------------
 
-class Run:
-    def __init__(self, platform: str, out_dir: str, data_root: str, first: Any, second: Any,
-                 report: Dict[str, Any], second_report: Dict[str, Any]) -> None:
-        self.platform = platform
-        self.out_dir = out_dir
-        self.data_root = data_root
-        self.first = first
-        self.second = second
-        self.report = report
-        self.second_report = second_report
-        self.nodes: Dict[str, List[str]] = report["nodes"]
-        self.tasks: Dict[str, int] = report["tasks"]
+class Run(DataNodesRun):
+    """The two runs of tests/pipelines/parallel_map.py, and the map task counts its plan had."""
 
-    def all(self, node: str, order: str = "") -> pa.Table:
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.tasks: Dict[str, int] = self.report["tasks"]
+
+    def all(self, node: str, order: str = "") -> pa.Table:  # type: ignore[override]
         return read(self.nodes[node], order)
-
-    def bucket(self, node: str, b: int) -> pa.Table:
-        return read([bucket_dir(f, b) for f in self.nodes[node]])
 
 
 def invoke(platform: str, *args: str, timeout: float = 240) -> Any:
