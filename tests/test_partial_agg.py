@@ -78,7 +78,8 @@ def test_a_slice_whose_keys_hardly_repeat_is_written_row_by_row():
                             'tag AS __mpipipe_p2 FROM {0}')
     con = duckdb.connect()
     n = 1000
-    for keys, form in ((range(n), "rows"), ([k % 10 for k in range(n)], "aggregated"), ([], "aggregated")):
+    for keys, form in ((range(n), "rows"), ([k % 10 for k in range(n)], "aggregated"), ([], "aggregated"),
+                       ([None] * n, "aggregated")):
         con.register("v", pa.table({"key": pa.array(list(keys), pa.int64()), "val": [1.0] * len(keys),
                                     "i": pa.array([1] * len(keys), pa.int32()), "tag": ["x"] * len(keys)}))
         query, how = map_select(s, con, "v")
@@ -92,6 +93,12 @@ def test_groups_of_a_slice_are_estimated_from_its_first_rows(keys, rows):
     sample = drawn[:SAMPLE_ROWS]
     got, true = estimated_groups(rows, len(sample), len(set(sample))), len(set(drawn))
     assert abs(got - true) < 0.05 * true, (got, true)  # enough to tell 37% of the rows from 50%
+
+
+def test_estimates_at_the_edges():
+    assert estimated_groups(0, 0, 0) == 0 and estimated_groups(100, 100, 40) == 40
+    assert estimated_groups(10**6, SAMPLE_ROWS, SAMPLE_ROWS) == 10**6  # every key sampled was new
+    assert estimated_groups(10**6, SAMPLE_ROWS, 1) == pytest.approx(1)  # one key (NULL, say) so far
 
 
 REFUSED = [

@@ -121,8 +121,10 @@ def map_select(split: Split, con: Any, view: str) -> Tuple[str, str]:
 def estimated_groups(rows: int, sampled: int, distinct: int) -> float:
     """The distinct keys of `rows` rows whose first `sampled` held `distinct`, when keys are drawn uniformly
     from K values: distinct = K(1 - exp(-sampled/K)) gives K, and the rows then hold K(1 - exp(-rows/K))."""
-    if sampled >= rows or distinct >= sampled:
-        return float(distinct) / max(1, sampled) * rows if sampled < rows else float(distinct)
+    if sampled >= rows or distinct <= 0:
+        return float(distinct)
+    if distinct >= sampled:
+        return float(rows)
     lo, hi = float(distinct), float(distinct)
     while hi * -math.expm1(-sampled / hi) < distinct:  # the expression grows with K toward `sampled`
         hi *= 2
@@ -423,7 +425,7 @@ class _Builder:
             raise _Refused(f"the combined result would have other columns or types ({_listing(got)} instead of "
                            f"{_listing(one_phase)})")
         keys = ", ".join(_quote(k) for k in self.reader.keys)
-        estimate = (f"SELECT (SELECT count(*) FROM ({rows_query})), count(*), count(DISTINCT ({keys})) "
+        estimate = (f"SELECT (SELECT count(*) FROM ({rows_query})), count(*), count(DISTINCT hash({keys})) "
                     f"FROM (SELECT {keys} FROM ({rows_query}) LIMIT {SAMPLE_ROWS})") if rows_query else ""
         return Split(_placeholder(map_query), _placeholder(reduce_query),
                      tuple(a.name for a in self.aggregates.values()),
