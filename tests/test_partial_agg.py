@@ -383,9 +383,13 @@ def _pipelines_on_path(monkeypatch):
 
 def test_plan_form_runs_locally_with_duckdb_s_answers(inputs, tmp_path):
     out = str(tmp_path / "out")
-    d = python(SCRIPT, "--input-dir", inputs, "--out-dir", out, "--data-root", str(tmp_path / "jobs"),
-               "--num-executors", "2", timeout=180)
+    args = ["--input-dir", inputs, "--out-dir", out, "--data-root", str(tmp_path / "jobs"), "--num-executors", "2"]
+    d = python(SCRIPT, *args, timeout=180)
     assert d.returncode == 0, d.stderr
+    check_plan_run(out, inputs)
+    # the same plan made again in another process has the same fingerprints: everything comes from the journal
+    again = python(SCRIPT, *args, timeout=180)
+    assert again.returncode == 0 and " 0 tasks ran " in again.stderr, again.stderr
     check_plan_run(out, inputs)
 
 
