@@ -128,7 +128,8 @@ class JobConfig:
 
 OPTION_NAMES = tuple(f.name for f in fields(JobConfig))
 ENV_PREFIX = "SP_"
-_OTHER_SP_VARS: "frozenset[str]" = frozenset()  # SP_* names read elsewhere (none yet)
+# SP_* names read elsewhere: SP_EARLY_START=0 turns off MPI's start-up at import (mpipipe.execution.early)
+_OTHER_SP_VARS: "frozenset[str]" = frozenset({"SP_EARLY_START"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 

@@ -2,17 +2,14 @@
 script's first run() instead of adding to it.
 
 - On an executor rank, its first worker process starts (execution/worker.py,
-  start_early): it boots while this rank waits for MPI's start-up below.
-- MPI itself: importing mpi4py initialises MPI, a barrier with every other
-  rank, here (while the ranks are still at the same point of their start-up)
-  rather than in connect(). It runs in this thread: mpi4py holds the
-  interpreter's lock while MPI starts, so a background thread would gain
-  nothing, and importing from two threads at once can deadlock on its module
-  finder.
+  start_early): it boots while the script imports the rest and builds its plan.
+- MPI itself is not started here: a rank that has called MPI_Init and then
+  leaves with an error (a plan that fails to build on every rank) makes
+  MPICH's launcher kill the other ranks before rank 0's one-line message is
+  out; ranks that never started MPI leave as plain processes.
 
 Only under an MPI launcher (its rank variables are set) and with mpi4py
-installed; `SP_EARLY_START=0` turns it off (a script that sets mpi4py.rc before
-importing mpi4py itself needs that, or imports mpi4py before mpipipe).
+installed; `SP_EARLY_START=0` turns it off.
 """
 from __future__ import annotations
 
@@ -49,7 +46,3 @@ def begin() -> None:
         from mpipipe.execution.worker import start_early
 
         start_early(1)
-    try:
-        import mpipipe.execution.mpi_transport  # noqa: F401  (mpi4py's import initialises MPI)
-    except Exception:  # noqa: BLE001  connect() imports it again and reports what is wrong
-        pass
