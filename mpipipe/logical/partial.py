@@ -24,6 +24,7 @@ class PartialHashPartitionNode(HashPartitionNode):
     Split); made for one SqlEngineNode, which combines the partial rows of each bucket."""
 
     split: Split
+    combined_by: Optional[str] = None  # the SQL node whose query this twin runs the first half of
 
     def step_fingerprint(self) -> str:
         return f"{super().step_fingerprint()}|partial|{self.split.map_query}|{self.split.rows_query}"
@@ -49,8 +50,15 @@ class PartialHashPartitionNode(HashPartitionNode):
             return query
 
         threads, memory = self.task_resources(task)
-        bucket_with_sql(task, inputs[0], self.bucket_sql(), self.nbuckets, self.partition_column, threads, memory,
-                        check=not self.buckets_in_range, select=select)
+        try:
+            bucket_with_sql(task, inputs[0], self.bucket_sql(), self.nbuckets, self.partition_column, threads,
+                            memory, check=not self.buckets_in_range, select=select)
+        except Exception as e:
+            if type(e).__module__.split(".")[0].lstrip("_") != "duckdb" or not self.combined_by:
+                raise
+            # the query is the SQL node's: say so, or the user looks for the mistake in the hash partition
+            raise type(e)(f"in node {self.combined_by!r}'s query, whose aggregates run first in this map task: "
+                          f"{e}") from None
         return dict(rows_written(task.output_dir), partial=form[0])
 
 
@@ -103,6 +111,7 @@ def settle(node: Any, plan: Any) -> bool:
         node._partial_reason = f"{h.name!r} is also read by {', '.join(readers)}"
     else:
         node.inputs = (twin,)
+        twin.combined_by = node.name
         node._partial_used = True
         node._statements = None
         return True
