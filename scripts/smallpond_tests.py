@@ -28,8 +28,9 @@ Which files (DATA_API_FILES): the tests that exercise smallpond's data API (Data
 datasets, io.arrow, logical plans and the planner, nodes run by a scheduler and executors, partitioning,
 and the example programs). Left out: test_scheduler and test_workqueue (smallpond's file-based queue and
 its executor probing), test_session (smallpond's queue and staging folders), test_driver (skipped by
-smallpond unless ENABLE_DRIVER_TEST; needs gensort), test_bench, test_deltalake, test_filesystem, and
-test_common/test_utility (helpers, not the data API). `--files` runs others.
+smallpond unless ENABLE_DRIVER_TEST; needs gensort), test_bench, test_deltalake, test_filesystem
+(io.filesystem), and test_common/test_utility (helpers, not the data API: `--files test_common.py
+test_utility.py` runs them). `--files` runs any of them.
 """
 from __future__ import annotations
 
@@ -176,12 +177,23 @@ def missing_modules(python: str, env: Dict[str, str], names: List[str]) -> List[
 
 
 def reason_of(element: ET.Element) -> str:
-    """One line: the exception line of a failure (`E   ...`), else the start of its message."""
+    """One line: the first line of the last exception shown (`E   ...`: after a chain of exceptions, the one
+    the test ended with), else the start of the message."""
     message = element.get("message") or ""
     text = element.text or ""
+    blocks: List[List[str]] = []
+    previous = False
     for line in text.splitlines():
-        if line.startswith("E   ") and line[4:].strip():
-            return line[4:].strip()[:200]
+        is_e = line.startswith("E   ")
+        if is_e and line[4:].strip():
+            if not previous:
+                blocks.append([])
+            blocks[-1].append(line[4:].strip())
+        previous = is_e
+    if blocks:
+        last = blocks[-1]
+        line = last[0] if last[0] != "assert False" or len(last) < 2 else f"assert False: {last[1]}"
+        return line[:200]
     first = message.strip().splitlines()[0] if message.strip() else (text.strip().splitlines() or [""])[-1]
     return first[:200]
 

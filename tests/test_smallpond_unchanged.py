@@ -354,3 +354,15 @@ def test_smallpond_tests_script_renames_runs_and_summarises(tmp_path):
         in summary, summary
     left = int((work / "left_running.pid").read_text())  # what the test left running was stopped after it
     assert not os.path.exists(f"/proc/{left}") or open(f"/proc/{left}/stat").read().split()[2] == "Z"
+
+
+def test_execute_command_yields_lines_and_raises_on_failure(tmp_path):
+    import subprocess
+
+    from mpipipe.utility import execute_command
+
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    assert list(execute_command(f"cat {tmp_path / 'two.txt'}")) == ["a", "b"]
+    assert list(execute_command("echo one two | tr a-z A-Z", shell=True)) == ["ONE TWO"]
+    with pytest.raises(subprocess.CalledProcessError):
+        list(execute_command(f"ls {tmp_path / 'missing'}"))
