@@ -14,33 +14,15 @@ import pytest
 
 from helpers import REPO, env_for_tests, mpiexec, python, run
 from journal_tools import ok_counts
+import test_smallpond_api
+from test_smallpond_api import env, result_of
+
+urls = test_smallpond_api.urls  # the fixture: three Parquet files of 20 urls on 4 hosts
 
 PIPELINES = os.path.join(REPO, "tests", "pipelines")
 CONTRIB = os.path.join(PIPELINES, "smallpond_contrib.py")
 FABRIC = os.path.join(PIPELINES, "smallpond_fabric.py")
 SCRIPT = os.path.join(REPO, "scripts", "smallpond_tests.py")
-
-
-def env(**extra):
-    return env_for_tests({"PYTHONPATH": os.pathsep.join([REPO, PIPELINES]), **extra})
-
-
-def result_of(done):
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert len(lines) == 1, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    return json.loads(lines[0][len("RESULT "):])
-
-
-@pytest.fixture
-def urls(tmp_path):
-    """Three Parquet files of 20 distinct urls each, on 4 hosts."""
-    paths = []
-    for i in range(3):
-        path = tmp_path / f"urls{i}.parquet"
-        pq.write_table(pa.table({"url": [f"http://h{j % 4}.com/p{i}_{j}" for j in range(20)]}), path,
-                       row_group_size=6)
-        paths.append(str(path))
-    return paths
 
 
 ALL_URLS = sorted(f"http://h{j % 4}.com/p{i}_{j}" for i in range(3) for j in range(20))
