@@ -185,15 +185,10 @@ class TaskContext:
         self.task = task
         self.node_name = node_name
         self.partition = task.partition
-        self.npartitions = npartitions
         self.attempt = task.attempt
         self.inputs: List[List[str]] = [list(paths) for paths in task.inputs]
         self.final_output = task.output
-        self.rank = rank
-        self.world_size = size
-        self.host = host
-        self.job_dir = job_dir
-        self.args = dict(args or {})
+        self._where(npartitions, rank, size, host, job_dir, args)
         self.resources = dict(resources or {})
         self._log: Optional[logging.Logger] = None
         self._staging: Optional[str] = None
@@ -251,6 +246,16 @@ class TaskContext:
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
 
+    def _where(self, npartitions: int, rank: int, size: int, host: str, job_dir: str,
+               args: Optional[Dict[str, Any]]) -> None:
+        """The fields a task's context shares with every task of its node on this rank."""
+        self.npartitions = npartitions
+        self.rank = rank
+        self.world_size = size
+        self.host = host
+        self.job_dir = job_dir
+        self.args = dict(args or {})
+
 
 class RangeTaskContext(TaskContext):
     """The TaskContext of one task of a TaskRange. One is built per range and `at(p)` copies it per task (a
@@ -263,13 +268,8 @@ class RangeTaskContext(TaskContext):
         self._inputs: Optional[List[List[str]]] = None
         self.node_name = node_name
         self.partition = rng.first
-        self.npartitions = npartitions
         self.attempt = rng.attempt
-        self.rank = rank
-        self.world_size = size
-        self.host = host
-        self.job_dir = job_dir
-        self.args = dict(args or {})
+        self._where(npartitions, rank, size, host, job_dir, args)
         self.resources: Dict[str, Any] = {}
         self._log = None
         self._staging = None

@@ -12,6 +12,7 @@ import json
 import os
 
 from mpipipe import Driver
+from mpipipe.atomic import atomic_write
 from mpipipe.logical import mapsplit
 from mpipipe.logical import (ColumnPartitionNode, Context, CsvDataSet, DataSourceNode, HashPartitionNode,
                              LoadPartitionedDataSetNode, LogicalPlan, ParquetDataSet, SqlEngineNode,
@@ -85,10 +86,7 @@ def main():
     report = {"nodes": {n.name: res.outputs(n.name) for n in plan.nodes},
               "tasks": {n.name: n.npartitions for n in plan.nodes}, "job_dir": res.job_dir, "stats": res.stats}
     os.makedirs(out, exist_ok=True)
-    tmp = os.path.join(out, "outputs.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=1, default=str)
-    os.replace(tmp, os.path.join(out, "outputs.json"))
+    atomic_write(os.path.join(out, "outputs.json"), json.dumps(report, indent=1, default=str), mode=None)
 
 
 if __name__ == "__main__":
