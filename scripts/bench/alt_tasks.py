@@ -9,10 +9,9 @@ Each task returns the time it ran (time.time()). Prints a BENCH_RESULT line:
 `inner` from the first line after the tool's imports to the last result:
 every tool timed over the same span, executor creation (its ranks or
 processes started or attached, for mpipipe also mpipipe.init() and joining
-the world) + the submits + the results. Under an MPI launcher MPI is already
-running when that span starts for both MPI tools: `python -m mpi4py.futures`
-starts it before the script, `import mpipipe` starts it itself
-(mpipipe/execution/early.py); neither start-up is inside `inner`. `startup`
+the world) + the submits + the results. `python -m mpi4py.futures` starts
+MPI before the script, so its MPI start-up is outside `inner`; mpipipe starts
+MPI at its first run(), inside `inner` (about 0.08 s). `startup`
 from creating the pool to the moment it accepted the first submit (the pools
 start their processes lazily, so most of their start-up lands in the first
 tasks), `submit_only` how long the submit() calls took, `first_task` the

@@ -20,9 +20,9 @@ the imports (driver.run() for the mpipipe plan) to the last result; per task =
 inner / tasks. The futures rows are timed over the same span on both sides
 (scripts/bench/alt_tasks.py): executor creation (spawning or attaching its
 ranks; for mpipipe also init() and joining the world) + the submits + the
-results, with MPI already started (by `python -m mpi4py.futures` before the
-script, by `import mpipipe` under an MPI launcher), so neither MPI start-up is
-counted and neither executor start-up is left out;
+results; mpi4py.futures' MPI start-up (`python -m mpi4py.futures`, before the
+script) is outside that span, mpipipe's (at its first run()) inside it;
+neither executor start-up is left out;
 `total` is the whole command from outside (interpreter, imports, mpiexec).
 For smallpond also the time from its first task starting to its last one
 ending (its scheduler takes about a minute to start).
@@ -147,7 +147,7 @@ def main() -> None:
         notes.append(B.SMALLPOND_INTERVALS)
         res_extra = {"smallpond_to_first_task": first, "smallpond_fast_to_first_task": fast_first}
     notes.append("per task = time inside the process / tasks: for the futures rows from the first line after the "
-                 "imports (MPI already started) through executor creation, submits and results; for the plan "
+                 "imports through executor creation, submits and results (mpipipe's MPI start-up inside); for the plan "
                  "rows driver.run() start to last result")
     res = {"workload": "dispatch", "title": f"Dispatch: {a.tasks:,} no-op tasks, one submit / partition each",
            "params": {"tasks": a.tasks, "smallpond_tasks": a.smallpond_tasks, "reps": a.reps},
