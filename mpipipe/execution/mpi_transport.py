@@ -2,12 +2,22 @@
 
 Imported only when a job really runs in an MPI world, so the local platform
 works without any MPI library installed.
+
+Before the MPI library loads, UCX's memory hooks are turned off unless the
+user set UCX_MEM_EVENTS: installing them patches every library the
+interpreter has loaded, about 40 ms of CPU in each rank at start-up (most of
+loading libmpi), and they only serve UCX's registration cache for large
+RDMA transfers, which mpipipe's messages do not use. UCX_MEM_EVENTS=yes in
+the environment keeps them.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, List, Tuple
 
 from mpipipe.execution.transport import Transport
+
+os.environ.setdefault("UCX_MEM_EVENTS", "no")
 
 from mpi4py import MPI  # noqa: E402  (engines are imported only where used)
 
