@@ -15,7 +15,6 @@ module), so modules gathered with asyncio wait side by side.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -433,6 +432,8 @@ class SlurmLauncher(Launcher):
 
     async def _wait(self, array: Any, interval: float, label: str) -> None:
         """Until no element is pending or running; squeue runs in a thread, the sleep is asyncio's."""
+        import asyncio
+
         from mpipipe.platform.slurm_commands import ACTIVE_STATES
 
         shown = time.monotonic()

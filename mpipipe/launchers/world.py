@@ -8,9 +8,9 @@ script is launched again under the platform, as a plan run would be.
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
+import sys
 from typing import Any, List
 
 from mpipipe.errors import ConfigError
@@ -23,6 +23,9 @@ _NAMES = itertools.count(1)  # node names stay unique among the live runs of one
 
 
 def _in_event_loop() -> bool:
+    asyncio = sys.modules.get("asyncio")  # imported where it is used: no loop runs without it
+    if asyncio is None:
+        return False
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -102,6 +105,8 @@ class WorldLauncher(Launcher):
         live = jm.live(rt)
         future = live.submit(plan.nodes, plan.infos, {n.id: n.resources for n in plan.nodes if n.resources is not None},
                              {n.id: n.group_size for n in plan.nodes if n.group_size > 1})
+        import asyncio
+
         outcomes = await asyncio.wrap_future(future)
         outcome = outcomes[node.id]
         failures = []
