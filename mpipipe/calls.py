@@ -125,8 +125,27 @@ class CallNode(Node):
     def describe(self) -> str:
         return self.what
 
+    def __getstate__(self) -> Dict[str, Any]:
+        """Shipped as columns when every call runs the same function without keywords (what submit() in a
+        loop and map() make): the function once and each call's arguments, not a (fn, args, kwargs) per call,
+        which is a third of the objects to pickle and load."""
+        state = super().__getstate__()
+        calls = state["calls"]
+        if calls:
+            fn = calls[0][0]
+            if all(call[0] is fn and not call[2] for call in calls):
+                state["calls"] = (fn, [call[1] for call in calls])
+        return state
+
+    def call(self, partition: int) -> Call:
+        """The call of one partition, from either form (as submitted, or as shipped in columns)."""
+        calls = self.calls
+        if type(calls) is tuple:
+            return calls[0], calls[1][partition], {}
+        return calls[partition]
+
     def run_task(self, task: Any) -> Any:
-        outcome = _call(self.calls[task.partition])
+        outcome = _call(self.call(task.partition))
         ok, got = outcome
         if ok and (type(got) in _PLAIN or (type(got) is str and len(got) <= INLINE_BYTES)):
             return got  # a plain result is the task's value as it is (a packed outcome is always a dict)
