@@ -30,26 +30,15 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-# under an MPI launcher, MPI's start-up (and an executor rank's first worker) begins now, in the background,
-# while the script imports the rest and builds its plan (mpipipe.execution.early)
+# under an MPI launcher, an executor rank's first worker starts now and boots while the script imports the
+# rest and builds its plan (mpipipe.execution.early)
 from mpipipe.execution.early import begin as _begin_early  # noqa: E402
+from mpipipe.lazy import lazy_names as _lazy_names  # noqa: E402
 
 _begin_early()
 
 
-def __getattr__(name: str):  # type: ignore[no-untyped-def]
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mpipipe' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once: later lookups are plain attribute reads
-    return value
-
-
-def __dir__():  # type: ignore[no-untyped-def]
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = _lazy_names("mpipipe", globals(), _EXPORTS)
 
 
 if TYPE_CHECKING:  # what the names are, for type checkers and editors

@@ -14,7 +14,7 @@ import pickle
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from mpipipe.logical.node import Context, Node
+from mpipipe.logical.plan import Context, Node
 
 INLINE_BYTES = 16 * 1024  # results up to this size travel in the journal record; larger ones in a file
 Call = Tuple[Callable[..., Any], tuple, dict]
