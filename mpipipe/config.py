@@ -78,6 +78,11 @@ class JobConfig:
                                         "--fresh)", kind="bool")
     cache_dir: Optional[str] = option(
         None, "where module results are kept across jobs and runs (default: <data-root>/cache)", metavar="DIR")
+    shuffle_format: str = option(
+        "arrow", "the form of a shuffle's intermediate files, which only the job's own next steps read: arrow "
+                 "(Arrow IPC, memory-mapped when read back) or parquet (default: arrow; a partitioning node whose "
+                 "files the user may read, a plan root, a named node or one with output_path=, writes Parquet)",
+        kind="shuffle_format", flag=False)
     inject_faults: Optional[str] = option(
         None, "make task attempts fail on purpose, for testing: a probability such as 0.2, or "
               "'rate=0.2,kinds=exception+exit+segfault+kill+oom,seed=1,attempts=1'", kind="faults", metavar="SPEC")
@@ -131,6 +136,7 @@ ENV_PREFIX = "SP_"
 # SP_* names read elsewhere: SP_EARLY_START=0 turns off MPI's start-up at import (mpipipe.execution.early)
 _OTHER_SP_VARS: "frozenset[str]" = frozenset({"SP_EARLY_START"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_SHUFFLE_FORMATS = ("arrow", "parquet")  # what a shuffle's map tasks may write (mpipipe.logical.intermediates)
 
 
 def env_name(option: str) -> str:
@@ -279,6 +285,11 @@ def convert_option(name: str, value: Any, source: str) -> Any:
             from mpipipe.execution.faults import parse as parse_faults
 
             return str(parse_faults(str(value)))
+        if kind == "shuffle_format":
+            text = str(value).strip().lower()
+            if text not in _SHUFFLE_FORMATS:
+                raise ValueError(f"expected one of {', '.join(_SHUFFLE_FORMATS)}, got {value!r}")
+            return text
         if kind == "level":
             level = str(value).upper()
             if level not in _LOG_LEVELS:

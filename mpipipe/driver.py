@@ -15,6 +15,7 @@ from mpipipe.errors import MpipipeError
 from mpipipe.flags import BUILTIN_FLAGS, SLURM_DESTS, SLURM_FLAGS  # noqa: F401 - part of this module's face
 from mpipipe.jobdir import default_job_id
 from mpipipe.jobmanager import JobManager, JobResult, report_error
+from mpipipe.logical.intermediates import choose_intermediates
 from mpipipe.logical.node import LogicalPlan
 
 
@@ -86,6 +87,7 @@ class Driver:
                 from mpipipe.launchers.plan_steps import step_launchers
 
                 steps = step_launchers(launchers)
+            choose_intermediates(plan, config.shuffle_format)
             return JobManager(config, user_args).run(plan, steps)
         except MpipipeError as e:
             report_error(e, debug)

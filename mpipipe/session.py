@@ -59,12 +59,14 @@ class Session(DataFrameSession):
         Driver.run."""
         from mpipipe.jobmanager import JobManager, report_error
         from mpipipe.launchers.plan_steps import step_launchers
+        from mpipipe.logical.intermediates import choose_intermediates
 
         job = context.current()
         debug = bool(job.command_line.get("debug"))
         try:
             config = self.config
             debug = config.debug
+            choose_intermediates(plan, config.shuffle_format)
             return JobManager(config, dict(job.user_args)).run(plan, step_launchers(launchers))
         except MpipipeError as e:
             report_error(e, debug)
@@ -74,8 +76,11 @@ class Session(DataFrameSession):
         where smallpond raised (an error nobody catches still prints as one line and sets the exit code)."""
         from mpipipe.jobmanager import JobManager
         from mpipipe.launchers.plan_steps import step_launchers
+        from mpipipe.logical.intermediates import choose_intermediates
 
-        return JobManager(self.config, dict(context.current().user_args)).run(plan, step_launchers(launchers))
+        config = self.config
+        choose_intermediates(plan, config.shuffle_format)
+        return JobManager(config, dict(context.current().user_args)).run(plan, step_launchers(launchers))
 
     @property
     def job_dir(self) -> str:

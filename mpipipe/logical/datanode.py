@@ -65,6 +65,9 @@ class DataNode(Node):
 
     kind = "data"
     gathers = False  # every task reads all partitions of every input
+    # its tasks read their inputs only through PartitionData (any file form, Arrow IPC shuffle files too),
+    # never by their paths (mpipipe.logical.intermediates)
+    reads_any_format = False
 
     # smallpond's class-wide defaults for cpu_limit and memory_limit (None: the task's share of its host)
     default_cpu_limit: Optional[int] = None
@@ -366,13 +369,18 @@ def rows_written(folder: str) -> Dict[str, int]:
     """A summary of what a task wrote (rows, bytes), journaled with its outcome."""
     import pyarrow.parquet as pq
 
+    from mpipipe.steps import ipcfile
+
     rows = size = 0
     for root, _dirs, files in os.walk(folder):
         for f in files:
+            p = os.path.join(root, f)
             if f.endswith(".parquet"):
-                p = os.path.join(root, f)
                 size += os.path.getsize(p)
                 rows += pq.ParquetFile(p).metadata.num_rows
+            elif f.endswith(ipcfile.SUFFIX):
+                size += os.path.getsize(p)
+                rows += ipcfile.open_table(p).num_rows
     return {"rows": rows, "bytes": size}
 
 
@@ -784,6 +792,10 @@ class _BucketingNode(PartitionNode):
     either way. `map_tasks=1` keeps one task; `map_tasks=k` asks for k (at most one per row group or file).
     """
 
+    # the form of the bucket files its tasks write: Parquet, unless the job's shuffle_format applies to it
+    # (mpipipe.logical.intermediates decides, per run, for the nodes whose output only the plan reads)
+    intermediate_format = "parquet"
+
     def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, name: Optional[str], version: str,
                  cpus: Optional[int], memory: Union[int, str, None], resources: Any = None,
                  dimension: Optional[str] = None, nested: bool = False, *, map_tasks: Optional[int] = None,
@@ -795,6 +807,7 @@ class _BucketingNode(PartitionNode):
         if npartitions is None or isinstance(npartitions, bool) or not isinstance(npartitions, int) or npartitions < 1:
             raise PlanError(f"node {label!r}: npartitions must be a whole number >= 1, got {npartitions!r}")
         self.nbuckets = npartitions
+        self.named = bool(name or options.get("output_name"))  # the user may ask for its files by that name
         self._set_dimension(dimension, nested)
         self._map_slices = self._cut_map_side(label, deps[0], map_tasks)
         self.map_split = len(self._map_slices) if self._map_slices else 1  # map tasks per input partition
@@ -859,6 +872,7 @@ class HashPartitionNode(_BucketingNode):
     """
 
     kind = "hash_partition"
+    reads_any_format = True
 
     default_data_partition_column = "__data_partition__"
 
@@ -920,7 +934,7 @@ class HashPartitionNode(_BucketingNode):
 
         threads, memory = self.task_resources(task)
         bucket_with_sql(task, inputs[0], self.bucket_sql(), self.nbuckets, self.partition_column, threads, memory,
-                        check=not self.buckets_in_range)
+                        check=not self.buckets_in_range, fmt=self.intermediate_format)
         return rows_written(task.output_dir)
 
 
@@ -1029,6 +1043,10 @@ class UserDefinedPartitionNode(_BucketingNode):
         """Hook: the input's dataset split into `self.npartitions` datasets (by files)."""
         raise NotImplementedError
 
+    @property
+    def reads_any_format(self) -> bool:  # type: ignore[override]
+        return self.partition_fn is not None  # partition() hands the user the files
+
     def map_units(self) -> Optional[str]:
         # partition() sees the input's whole dataset: its split need not hold for parts of it
         return "rows" if self.partition_fn is not None else None
@@ -1053,7 +1071,7 @@ class UserDefinedPartitionNode(_BucketingNode):
         if self.partition_fn is not None:
             from mpipipe.steps.partition import bucket_with_function
 
-            bucket_with_function(task, inputs[0], self.partition_fn, self.nbuckets)
+            bucket_with_function(task, inputs[0], self.partition_fn, self.nbuckets, self.intermediate_format)
             return rows_written(task.output_dir)
         return self._partition_files(task, inputs[0])
 

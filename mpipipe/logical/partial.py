@@ -52,7 +52,7 @@ class PartialHashPartitionNode(HashPartitionNode):
         threads, memory = self.task_resources(task)
         try:
             bucket_with_sql(task, inputs[0], self.bucket_sql(), self.nbuckets, self.partition_column, threads,
-                            memory, check=not self.buckets_in_range, select=select)
+                            memory, check=not self.buckets_in_range, select=select, fmt=self.intermediate_format)
         except Exception as e:
             if type(e).__module__.split(".")[0].lstrip("_") != "duckdb" or not self.combined_by:
                 raise
@@ -91,6 +91,7 @@ def _twin(ctx: Context, h: HashPartitionNode, split: Split) -> Node:
     twin = PartialHashPartitionNode.__new__(PartialHashPartitionNode)
     twin.__dict__.update(copy.copy(h.__dict__))
     twin.split = split
+    twin.named = False  # its partial rows are read by the SQL node that combines them, never as a result
     twin.id = new_node_id()
     twin.name = ctx._register(twin, f"{h.name}.partial")
     return twin

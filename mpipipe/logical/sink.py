@@ -25,6 +25,10 @@ class DataSinkNode(DataNode):
     kind = "sink"
     gathers = True
 
+    @property
+    def reads_any_format(self) -> bool:  # type: ignore[override]
+        return self.type != "manifest"  # a manifest lists the input's files as they are
+
     def __init__(self, ctx: Context, inputs: Inputs, output_path: str, type: str = "link",
                  manifest_only: bool = False, is_final_node: bool = False, name: Optional[str] = None,
                  version: str = "", **options: Any) -> None:

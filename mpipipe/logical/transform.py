@@ -39,6 +39,7 @@ class SqlEngineNode(DataNode):
     """
 
     kind = "sql"
+    reads_any_format = True
 
     def __init__(self, ctx: Context, inputs: Inputs, sql_query: Union[str, Sequence[str]],
                  npartitions: Optional[int] = None, name: Optional[str] = None, version: str = "",
@@ -199,6 +200,10 @@ class ProjectionNode(SqlEngineNode):
             return
         super().check_plan()
 
+    @property
+    def reads_any_format(self) -> bool:  # type: ignore[override]
+        return not (self.generated_columns or self.union_by_name)  # DuckDB's Parquet reader gives them
+
     def describe(self) -> str:
         return f"projection {', '.join(self.columns + self.generated_columns)}"
 
@@ -323,6 +328,7 @@ class ArrowComputeNode(_FunctionNode):
     """`process(runtime_ctx, tables) -> table`: whole partitions as Arrow tables in, one table out."""
 
     kind = "arrow"
+    reads_any_format = True
 
     def process_partition(self, task: Any, inputs: List[Any]) -> Any:
         from mpipipe.steps.partio import write_table
@@ -356,6 +362,7 @@ class ArrowStreamNode(_FunctionNode):
     """
 
     kind = "arrow_stream"
+    reads_any_format = True
 
     def __init__(self, ctx: Context, inputs: Inputs, process: Optional[Callable[..., Any]] = None,
                  npartitions: Optional[int] = None, name: Optional[str] = None, version: str = "",
@@ -651,6 +658,7 @@ class LimitNode(DataNode):
 
     kind = "limit"
     gathers = True
+    reads_any_format = True
 
     def __init__(self, ctx: Context, inputs: Inputs, limit: int, name: Optional[str] = None, version: str = "",
                  **options: Any) -> None:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from mpipipe.errors import PlanError
 from mpipipe.data.fragment import Fragment, is_uri
+from mpipipe.steps import ipcfile
 
 MANIFEST = "_dataset.json"
 BUCKET_COLUMN = "__mpipipe_bucket"
@@ -166,6 +167,8 @@ def read_fragment(frag: Fragment, columns: Optional[List[str]] = None,
                   metadata: Optional[pq.FileMetaData] = None) -> pa.Table:
     """One fragment as an Arrow table (errors name the file)."""
     try:
+        if frag.format == ipcfile.FORMAT:
+            return _slice(ipc_table(frag.path), frag, columns)
         if frag.format == "parquet":
             pf = _parquet_file(frag.path, metadata)
             if frag.rows is not None:
@@ -179,6 +182,31 @@ def read_fragment(frag: Fragment, columns: Optional[List[str]] = None,
         raise
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"cannot read {frag.format} file {frag.path}: {_one_line(e)}") from None
+
+
+TYPED = ("parquet", ipcfile.FORMAT)  # formats whose files say their columns, types and row count
+
+
+def ipc_table(path: str) -> pa.Table:
+    """A shuffle's Arrow IPC file, memory-mapped; one that is cut short or damaged is an error naming it."""
+    try:
+        return ipcfile.open_table(path)
+    except FileNotFoundError:
+        raise DataError(f"Arrow file {path} does not exist (any more); run the job again with --fresh") from None
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"cannot read Arrow file {path}: {_one_line(e).rstrip('.')}; it is an intermediate of "
+                        "this job: run the job again with --fresh to write it anew") from None
+
+
+def _slice(t: pa.Table, frag: Fragment, columns: Optional[List[str]]) -> pa.Table:
+    """A fragment's rows of a whole-file table (IPC files are cut only by row ranges)."""
+    if frag.rows is not None:
+        start, stop = frag.rows
+        if stop > t.num_rows:
+            raise DataError(f"Arrow file {frag.path} has {t.num_rows} rows but the plan reads rows "
+                            f"{start}..{stop - 1}; run the job again with --fresh")
+        t = t.slice(start, stop - start)
+    return t.select(columns) if columns else t
 
 
 def _changed(path: str, what: str) -> DataError:
@@ -322,6 +350,8 @@ def fragment_schema(frag: Fragment, options: Sequence[Any] = ()) -> pa.Schema:
     e.g. a bounded sample for a cheap look before anything runs."""
     if frag.format == "parquet":
         return _parquet_file(frag.path).schema_arrow
+    if frag.format == ipcfile.FORMAT:
+        return ipc_table(frag.path).schema
     import duckdb
 
     given = dict(options)
@@ -339,6 +369,8 @@ def fragment_schema(frag: Fragment, options: Sequence[Any] = ()) -> pa.Schema:
 def fragment_rows(frag: Fragment, metadata: Optional[pq.FileMetaData] = None) -> int:
     if frag.rows is not None:
         return frag.rows[1] - frag.rows[0]
+    if frag.format == ipcfile.FORMAT:
+        return ipc_table(frag.path).num_rows
     if frag.format != "parquet":
         return read_fragment(frag).num_rows
     md = metadata if metadata is not None else _parquet_file(frag.path).metadata
@@ -378,7 +410,12 @@ def nullable_query(con: Any, query: str) -> str:
 
 def _data_files(folder: str) -> List[str]:
     return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if f.endswith(".parquet") and not f.startswith((".", "_")))
+                  if f.endswith((".parquet", ipcfile.SUFFIX)) and not f.startswith((".", "_")))
+
+
+def _file_fragment(path: str) -> Fragment:
+    """A data file of a partition folder: Parquet, or a shuffle's Arrow IPC file."""
+    return Fragment(path, ipcfile.FORMAT) if path.endswith(ipcfile.SUFFIX) else Fragment(path)
 
 
 def folder_fragments(folder: str) -> List[Fragment]:
@@ -389,11 +426,11 @@ def folder_fragments(folder: str) -> List[Fragment]:
             return [Fragment.from_json(d) for d in json.load(f)["fragments"]]
     if not os.path.isdir(folder):
         raise DataError(f"partition folder {folder} is missing; run the job with --fresh to recompute it")
-    frags = [Fragment(p) for p in _data_files(folder)]
+    frags = [_file_fragment(p) for p in _data_files(folder)]
     buckets = sorted((d for d in os.listdir(folder) if d.startswith(BUCKET_COLUMN + "=")),
                      key=lambda d: int(d.split("=", 1)[1]))
     for b in buckets:
-        frags.extend(Fragment(p) for p in _data_files(os.path.join(folder, b)))
+        frags.extend(_file_fragment(p) for p in _data_files(os.path.join(folder, b)))
     return frags
 
 
@@ -424,11 +461,19 @@ class _Checked:
     file has that exact layout, and the footers already read."""
 
     def __init__(self, fragments: List[Fragment], schema: Optional[pa.Schema], uniform: bool,
-                 footers: Dict[str, pq.FileMetaData]) -> None:
+                 footers: Dict[str, pq.FileMetaData], tables: Optional[Dict[str, pa.Table]] = None,
+                 typed: bool = False) -> None:
         self.fragments = fragments
         self.schema = schema
         self.uniform = uniform
         self.footers = footers
+        self.tables = tables or {}  # the Arrow IPC files, memory-mapped
+        self.typed = typed  # every file says its columns (Parquet, Arrow IPC): no text to parse
+
+    def read(self, f: Fragment, columns: Optional[List[str]] = None) -> pa.Table:
+        if f.format == ipcfile.FORMAT:
+            return _slice(self.tables[f.path], f, columns)
+        return read_fragment(f, columns, self.footers.get(f.path))
 
 
 class PartitionData:
@@ -466,14 +511,19 @@ class PartitionData:
         if self._checked is not None:
             return self._checked
         frags = self.fragments
-        if not frags or any(f.format != "parquet" for f in frags):
+        if not frags or any(f.format not in TYPED for f in frags):
             self._checked = _Checked(list(frags), self._schema, True, {})
             return self._checked
         footers: Dict[str, pq.FileMetaData] = {}
+        tables: Dict[str, pa.Table] = {}
         for f in frags:
-            if f.path not in footers:
+            if f.format == ipcfile.FORMAT:
+                if f.path not in tables:
+                    tables[f.path] = ipc_table(f.path)
+            elif f.path not in footers:
                 footers[f.path] = parquet_metadata(f.path)
-        info = [(f, _metadata_schema(footers[f.path], f.path), fragment_rows(f, footers[f.path])) for f in frags]
+        info = [(f, tables[f.path].schema, _slice(tables[f.path], f, None).num_rows) if f.path in tables else
+                (f, _metadata_schema(footers[f.path], f.path), fragment_rows(f, footers[f.path])) for f in frags]
         ref_frag, ref, _ = next((x for x in info if x[2] > 0), info[0])
         schema, keep, uniform = ref, [], True
         for f, s, rows in info:
@@ -491,7 +541,7 @@ class PartitionData:
         if self._schema is None:
             self._schema = nullable_schema(pa.schema([f.with_type(loose_type(f.type)) for f in schema],
                                                      metadata=schema.metadata))
-        self._checked = _Checked(keep, self._schema, uniform, footers)
+        self._checked = _Checked(keep, self._schema, uniform, footers, tables, True)
         return self._checked
 
     def schema(self) -> pa.Schema:
@@ -518,11 +568,12 @@ class PartitionData:
 
     def num_rows(self) -> int:
         chk = self.checked()
-        return sum(fragment_rows(f, chk.footers.get(f.path)) for f in chk.fragments)
+        return sum(chk.read(f).num_rows if f.path in chk.tables else fragment_rows(f, chk.footers.get(f.path))
+                   for f in chk.fragments)
 
     def to_arrow(self, columns: Optional[List[str]] = None) -> pa.Table:
         chk = self.checked()
-        if not chk.footers:  # text formats: DuckDB reads the files of one format and options together
+        if not chk.typed:  # text formats: DuckDB reads the files of one format and options together
             tables = [read_text(group, columns) if group[0].format != "parquet" else
                       pa.concat_tables([read_fragment(f, columns) for f in group], promote_options="permissive")
                       for group in _groups(chk.fragments)]
@@ -535,7 +586,7 @@ class PartitionData:
                                 f"first file: {self.fragments[0].path}") from None
             return t.cast(nullable_schema(t.schema))
         target = _select(self.schema(), columns)
-        tables = [conform_table(read_fragment(f, columns, chk.footers[f.path]), target) for f in chk.fragments]
+        tables = [conform_table(chk.read(f, columns), target) for f in chk.fragments]
         return pa.concat_tables(tables) if tables else target.empty_table()
 
     def to_pandas(self) -> Any:
@@ -545,13 +596,13 @@ class PartitionData:
         """Record batches in order, one Parquet fragment or one DuckDB stream over text files at a time
         (memory stays at one row group or so), each with the input's schema."""
         chk = self.checked()
-        schema = self.schema() if chk.footers else None
+        schema = self.schema() if chk.typed else None
         for group in _groups(chk.fragments):
-            if group[0].format != "parquet":
+            if group[0].format not in TYPED:
                 yield from text_batches(group, batch_size)
                 continue
             for frag in group:
-                if frag.whole:
+                if frag.whole and frag.format == "parquet":
                     pf = _parquet_file(frag.path, chk.footers.get(frag.path))
                     try:
                         for b in pf.iter_batches(batch_size=batch_size):
@@ -559,7 +610,7 @@ class PartitionData:
                     except (OSError, pa.ArrowException) as e:
                         raise DataError(f"cannot read Parquet file {frag.path}: {_one_line(e)}") from None
                 else:
-                    t = read_fragment(frag, None, chk.footers.get(frag.path))
+                    t = chk.read(frag)
                     for b in t.to_batches(max_chunksize=batch_size):
                         yield conform_batch(b, schema) if schema is not None else b
 
@@ -573,7 +624,7 @@ class PartitionData:
         frags = chk.fragments
         local = all(not is_uri(f.path) or f.path.startswith("file://") for f in frags)
         alike = all(f.format == frags[0].format and f.options == frags[0].options for f in frags)  # options hold dicts
-        if frags and local and all(f.whole for f in frags) and alike:
+        if frags and local and all(f.whole for f in frags) and alike and frags[0].format != ipcfile.FORMAT:
             opts = frags[0].options
             if not chk.uniform and not any(k == "union_by_name" for k, _ in opts):
                 # columns in another order, or all-null in some file: DuckDB otherwise takes the first file's

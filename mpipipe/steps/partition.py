@@ -7,8 +7,9 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 import pyarrow as pa
 
 from mpipipe.data.fragment import Fragment
-from mpipipe.steps.partio import (DataError, PartitionData, _parquet_file, _quote, bucket_dir, fill_empty_buckets,
-                                  write_table)
+from mpipipe.steps import ipcfile
+from mpipipe.steps.partio import (BUCKET_COLUMN, DataError, PartitionData, _parquet_file, _quote, bucket_dir,
+                                  fill_empty_buckets, nullable_schema, write_table)
 
 
 def _bounds(total: int, n: int, p: int) -> Tuple[int, int]:
@@ -91,11 +92,13 @@ SLICE_VIEW = "__mpipipe_in"  # the view of a bucketing task's input that its sel
 
 def bucket_with_sql(task: Any, data: PartitionData, bucket_sql: str, nbuckets: int,
                     partition_column: Optional[str], threads: int, memory: Optional[int], check: bool = True,
-                    select: Union[str, Callable[[Any], str]] = f"SELECT * FROM {SLICE_VIEW}") -> None:
+                    select: Union[str, Callable[[Any], str]] = f"SELECT * FROM {SLICE_VIEW}",
+                    fmt: str = "parquet") -> None:
     """DuckDB computes each row of `select` its bucket and writes one folder per bucket (`check`: first make
     sure every bucket is in 0..nbuckets-1, an extra pass over the rows that a hash bucket does not need).
     `select` reads the task's input as SLICE_VIEW (a partial aggregate's rows, say), or is a function of
-    the connection that holds that view and returns the query."""
+    the connection that holds that view and returns the query. `fmt`: the files' form, "parquet" (DuckDB
+    writes them) or "arrow" (Arrow IPC files, see mpipipe.steps.ipcfile)."""
     from mpipipe.steps.sql import connect, copy_partitioned
 
     out = task.output_dir
@@ -112,12 +115,30 @@ def bucket_with_sql(task: Any, data: PartitionData, bucket_sql: str, nbuckets: i
             raise DataError(f"partition key {shown} is out of range 0-{nbuckets - 1}: {bad} row(s) have a partition "
                             f"number outside 0..{nbuckets - 1}, not a whole number, or NULL; fix the partition "
                             "column or the number of partitions")
+        if fmt == ipcfile.FORMAT:
+            _split_to_ipc(con, select, bucket_sql, out, extra, nbuckets)
+            return
         copy_partitioned(con, select, bucket_sql, out, extra)
         schema = con.sql(f"SELECT *{''.join(', ' + x for x in extra)} FROM ({select}) LIMIT 0").to_arrow_table().schema
     finally:
         con.close()
-    _remove_tmp(out)
+        _remove_tmp(out)
     fill_empty_buckets(out, nbuckets, schema)
+
+
+def _split_to_ipc(con: Any, select: str, bucket_sql: str, out: str, extra: Tuple[str, ...], nbuckets: int) -> None:
+    """DuckDB streams the rows with their bucket; each batch is split by bucket into that bucket's IPC file."""
+    cols = ", ".join(("*",) + extra + (f"{bucket_sql} AS {BUCKET_COLUMN}",))
+    reader = con.sql(f"SELECT {cols} FROM ({select})").to_arrow_reader(ipcfile.BATCH_ROWS)
+    last = len(reader.schema) - 1
+    files = ipcfile.BucketFiles(lambda b: bucket_dir(out, b), nullable_schema(reader.schema.remove(last)))
+    try:
+        for batch in reader:
+            files.write_split(batch.drop_columns([BUCKET_COLUMN]), batch.column(last), nbuckets)
+        files.close(nbuckets)
+    except BaseException:
+        files.abort()
+        raise
 
 
 def _remove_tmp(out: str) -> None:
@@ -126,8 +147,10 @@ def _remove_tmp(out: str) -> None:
     shutil.rmtree(os.path.join(out, ".tmp"), ignore_errors=True)
 
 
-def bucket_with_function(task: Any, data: PartitionData, fn: Callable[[pa.Table], Any], nbuckets: int) -> None:
-    """The user's function gives each row its bucket; rows are grouped by a stable sort."""
+def bucket_with_function(task: Any, data: PartitionData, fn: Callable[[pa.Table], Any], nbuckets: int,
+                         fmt: str = "parquet") -> None:
+    """The user's function gives each row its bucket; rows are grouped by a stable sort (`fmt` as in
+    bucket_with_sql)."""
     import numpy as np
 
     table = data.to_arrow()
@@ -138,6 +161,11 @@ def bucket_with_function(task: Any, data: PartitionData, fn: Callable[[pa.Table]
                          f"for {table.num_rows} rows; return one partition number per row")
     if table.num_rows and (not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= nbuckets):
         raise ValueError(f"partition_fn must return whole numbers in 0..{nbuckets - 1}")
+    if fmt == ipcfile.FORMAT:
+        files = ipcfile.BucketFiles(lambda b: bucket_dir(task.output_dir, b), nullable_schema(table.schema))
+        files.write_split(table, pa.array(idx), nbuckets)
+        files.close(nbuckets)
+        return
     order = np.argsort(idx, kind="stable")
     counts = np.bincount(idx, minlength=nbuckets) if table.num_rows else np.zeros(nbuckets, dtype=np.int64)
     ordered = table.take(pa.array(order)) if table.num_rows else table

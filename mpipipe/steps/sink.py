@@ -18,8 +18,9 @@ import shutil
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mpipipe.data.fragment import Fragment, is_uri
-from mpipipe.steps.partio import (DataError, PartitionData, _metadata_schema, _open, _same_layout, conform_table,
-                                  copy_text_to_parquet, read_fragment, read_text, write_manifest, write_table)
+from mpipipe.steps.partio import (TYPED, DataError, PartitionData, _metadata_schema, _open, _same_layout,
+                                  conform_table, copy_text_to_parquet, read_fragment, read_text, write_manifest,
+                                  write_table)
 
 MARKER = "_MPIPIPE_SINK"
 WRITING = "_MPIPIPE_SINK_WRITING"  # an object-store folder being written: ours, not complete
@@ -71,11 +72,11 @@ Entry = Tuple[str, List[Fragment], Optional[Any], Optional[Any]]
 def _place(entry: Entry, dest: str, how: str, job_dir: str = "") -> None:
     """Link or copy a whole local Parquet file whose footer was read and whose layout is the input's; text
     files of one format are converted together by DuckDB (so they agree on types); anything else (slices,
-    object-store files, files in another column order, this job's files with NOT NULL columns) is read and
-    written anew."""
+    object-store files, files in another column order, this job's files with NOT NULL columns, a shuffle's
+    Arrow IPC files) is read and written anew."""
     _, frags, schema, footer = entry
     frag = frags[0]
-    if frag.format != "parquet":
+    if frag.format not in TYPED:
         copy_text_to_parquet(frags, dest)
         return
     local = not is_uri(frag.path) or frag.path.startswith("file://")
@@ -109,10 +110,10 @@ def _named(inputs: Sequence[Tuple[str, PartitionData]]) -> List[Entry]:
     out: List[Entry] = []
     for input_name, data in inputs:
         chk = data.checked()
-        schema = chk.schema if chk.footers else None
+        schema = chk.schema if chk.typed else None
         units: List[List[Fragment]] = []
         for f in chk.fragments:
-            if (f.format != "parquet" and units and units[-1][0].format == f.format
+            if (f.format not in TYPED and units and units[-1][0].format == f.format
                     and units[-1][0].options == f.options):
                 units[-1].append(f)
             else:
@@ -233,7 +234,7 @@ def sink_uri(output_path: str, inputs: Sequence[Tuple[str, PartitionData]], job_
         f.write(b"{}")
     written = []
     for name, frags, schema, footer in named:
-        table = read_text(frags) if frags[0].format != "parquet" else read_fragment(frags[0], None, footer)
+        table = read_text(frags) if frags[0].format not in TYPED else read_fragment(frags[0], None, footer)
         pq.write_table(conform_table(table, schema) if schema is not None else table, f"{root}/{name}", filesystem=fs)
         written.append(Fragment(output_path.rstrip("/") + "/" + name))
     for name, path in others:
