@@ -16,7 +16,7 @@ from mpipipe.execution import protocol as P
 from mpipipe.execution.osutil import RankLogHandler, leave_stop_signals_to_rank0
 from mpipipe.execution.task import FAILED, Result, Task, TaskRange, unit_size
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
-from mpipipe.execution.worker import WorkerHandle, take_early, wait_any
+from mpipipe.execution.worker import WorkerHandle, stop_workers, take_early, wait_any
 from mpipipe.ownership import PRIVATE_FILE, make_owner_only_dirs
 
 log = logging.getLogger("mpipipe.executor")
@@ -132,18 +132,17 @@ class Executor:
                 w = WorkerHandle(path, self.setup)
                 w.start()
             self.workers.append(w)
-        for w in early:  # more than the job asked for
-            w.stop(timeout=1.0)
+        stop_workers(early, [1.0] * len(early))  # more than the job asked for
         reason = "lost"
         try:
             reason = self._loop()
         except PeerLost:
             log.warning("rank %d: rank 0 went away; stopping", self.t.rank)
         finally:
-            for w in self.workers:
-                # at the end of a job, a task still running is a speculative copy that lost its race: stop it now;
-                # a job stopped early gives a running task a moment to save its checkpoint (it got SIGTERM)
-                w.stop(timeout=5.0 if not w.inflight else 0.2 if reason == "done" else 2.0)
+            # at the end of a job, a task still running is a speculative copy that lost its race: stop it now;
+            # a job stopped early gives a running task a moment to save its checkpoint (it got SIGTERM)
+            stop_workers(self.workers, [5.0 if not w.inflight else 0.2 if reason == "done" else 2.0
+                                        for w in self.workers])
             log.info("rank %d stopped (%s); %d worker restart(s)", self.t.rank, reason,
                      sum(w.restarts for w in self.workers))
             if handler is not None:

@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, NoReturn, Optional, Tuple
 
 from mpipipe.execution import rangerun
 from mpipipe.execution.attempt import (describe_failure, drop_spilled, encode_value,  # noqa: F401  (plan_steps)
@@ -27,6 +27,7 @@ from mpipipe.execution.framing import FrameReader, _HEADER, read_msg, write_msg
 from mpipipe.execution.protocol import W_NODES, W_RUN, W_SETUP, W_STOP
 from mpipipe.execution.osutil import child_env, describe_exit, die_with_parent, leave_stop_signals_to_rank0
 from mpipipe.execution.rangerun import log_offset as _log_offset
+from mpipipe.execution.reap import wait_all
 from mpipipe.execution.task import (FAILED, OK, OkRun, Result, Task, TaskContext, TaskRange, remove_staging,
                                    unit_size)
 from mpipipe.execution.taskslot import TaskSlot
@@ -206,7 +207,7 @@ def main() -> None:
         try:
             msg = read_msg(proto_in)
         except EOFError:
-            return
+            _leave()
         kind = msg[0]
         if kind == W_SETUP:
             if not log_path:  # started early: the job's log, and the rank's environment and folder as they are
@@ -241,7 +242,25 @@ def main() -> None:
             if done:
                 flush(done)
         elif kind == W_STOP:
-            return
+            _leave()
+
+
+def _leave() -> NoReturn:
+    """A worker's end: the exit handlers run (logging's flush among them, and any a task registered) and the
+    streams are flushed, then the process ends without the interpreter's teardown, which frees the objects of
+    every task one by one (a few hundred ms after data tasks) while the executor, and so the job, waits for it.
+    A task's outputs are committed when it returns, so nothing of the job's is left to do here."""
+    import atexit
+
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(0)
 
 
 class WorkerHandle:
@@ -464,8 +483,11 @@ class WorkerHandle:
             self.proc.kill()
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.proc is None:
-            return
+        stop_workers([self], [timeout])
+
+    def _ask_to_stop(self) -> None:
+        """The first half of stopping (see stop_workers): W_STOP, the pipe closed, SIGTERM to a running task."""
+        assert self.proc is not None
         try:
             self._queue((W_STOP,))
             self.proc.stdin.close()  # type: ignore[union-attr]
@@ -476,9 +498,11 @@ class WorkerHandle:
                 self.proc.send_signal(signal.SIGTERM)
             except OSError:
                 pass
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+
+    def _stopped(self, in_time: bool) -> None:
+        """The second half: a worker that did not leave in time is killed; its attempts' partial outputs go."""
+        assert self.proc is not None
+        if not in_time:
             self.proc.kill()
             self.proc.wait()
             self._remove_staging(self.held_tasks(), self.proc.pid)  # attempts stopped mid-way
@@ -486,6 +510,17 @@ class WorkerHandle:
         if self.slot is not None:
             self.slot.close()
             self.slot = None
+
+
+def stop_workers(workers: List[WorkerHandle], timeouts: List[float]) -> None:
+    """Stop workers together: every one is asked first, then all are waited for at once (each up to its own
+    timeout, then killed), so N workers take about as long as the slowest one rather than the sum of all."""
+    live = [(w, t) for w, t in zip(workers, timeouts) if w.proc is not None]
+    for w, _ in live:
+        w._ask_to_stop()
+    late = wait_all([w.proc for w, _ in live], [t for _, t in live])  # type: ignore[misc]
+    for w, _ in live:
+        w._stopped(w.proc not in late)
 
 
 _EARLY: List[WorkerHandle] = []  # workers an executor rank started before it joined its world

@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Dict, List, Optional
 
 from mpipipe.config import JobConfig
 from mpipipe.errors import ConfigError
 from mpipipe.execution.osutil import child_env, die_with_parent
+from mpipipe.execution.reap import wait_all
 from mpipipe.execution.transport import PipeTransport, make_pair
 from mpipipe.platform.base import Platform, World
 
@@ -42,13 +42,10 @@ def start_local_executors(n: int, command_prefix: List[str], env: Optional[Dict[
 
 
 def stop_local_executors(world: World, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    for proc in world.handles:
-        try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """Wait for the executors (told to stop) together, each noticed as it exits; kill what outlives `timeout`."""
+    for proc in wait_all(world.handles, timeout):
+        proc.kill()
+        proc.wait()
 
 
 class LocalPlatform(Platform):
