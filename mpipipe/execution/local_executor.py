@@ -5,7 +5,7 @@ import signal
 import sys
 
 from mpipipe.execution.executor import Executor
-from mpipipe.execution.osutil import die_with_parent
+from mpipipe.execution.osutil import die_with_parent, exit_without_teardown
 from mpipipe.execution.transport import PipeTransport, socket_from_fd
 
 
@@ -15,6 +15,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 decides when to stop
     transport = PipeTransport(rank, size, {0: socket_from_fd(fd)})
     Executor(transport).run()
+    exit_without_teardown()  # rank 0 waits for this process: its log is closed, nothing else is left to do
 
 
 if __name__ == "__main__":

@@ -18,14 +18,15 @@ import sys
 import time
 import traceback
 from collections import deque
-from typing import Any, Deque, Dict, List, NoReturn, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from mpipipe.execution import rangerun
 from mpipipe.execution.attempt import (describe_failure, drop_spilled, encode_value,  # noqa: F401  (plan_steps)
                                       maybe_strike, spill)
 from mpipipe.execution.framing import FrameReader, _HEADER, read_msg, write_msg
 from mpipipe.execution.protocol import W_NODES, W_RUN, W_SETUP, W_STOP
-from mpipipe.execution.osutil import child_env, describe_exit, die_with_parent, leave_stop_signals_to_rank0
+from mpipipe.execution.osutil import (child_env, describe_exit, die_with_parent, exit_without_teardown,
+                                      leave_stop_signals_to_rank0)
 from mpipipe.execution.rangerun import log_offset as _log_offset
 from mpipipe.execution.reap import wait_all
 from mpipipe.execution.task import (FAILED, OK, OkRun, Result, Task, TaskContext, TaskRange, remove_staging,
@@ -207,7 +208,7 @@ def main() -> None:
         try:
             msg = read_msg(proto_in)
         except EOFError:
-            _leave()
+            exit_without_teardown()  # a task's outputs were committed as it returned: nothing is left
         kind = msg[0]
         if kind == W_SETUP:
             if not log_path:  # started early: the job's log, and the rank's environment and folder as they are
@@ -242,25 +243,7 @@ def main() -> None:
             if done:
                 flush(done)
         elif kind == W_STOP:
-            _leave()
-
-
-def _leave() -> NoReturn:
-    """A worker's end: the exit handlers run (logging's flush among them, and any a task registered) and the
-    streams are flushed, then the process ends without the interpreter's teardown, which frees the objects of
-    every task one by one (a few hundred ms after data tasks) while the executor, and so the job, waits for it.
-    A task's outputs are committed when it returns, so nothing of the job's is left to do here."""
-    import atexit
-
-    try:
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(0)
+            exit_without_teardown()
 
 
 class WorkerHandle:
