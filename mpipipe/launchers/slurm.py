@@ -23,6 +23,7 @@ import time
 from dataclasses import fields
 from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from mpipipe.atomic import atomic_file
 from mpipipe.config import convert_slurm
 from mpipipe.errors import ConfigError, MpipipeError, PlanError, RequirementError
 from mpipipe.launchers.base import Launcher, ShardJob, say
@@ -165,10 +166,8 @@ def write_spec(path: str, job: ShardJob, max_requeues: Optional[int] = None) -> 
     header = {"version": SPEC_VERSION, "label": job.label, "paths": list(job.paths),
               "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str)],
               "max_requeues": max_requeues, "payload": payload}
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_file(path, mode=None) as f:
         pickling.dump(header, f)
-    os.replace(tmp, path)
 
 
 def error_path(result_path: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mpipipe.atomic import atomic_write
 from mpipipe.steps.partio import PartitionData, conform_batches, nullable_schema, write_table
 
 STATE = "state.json"
@@ -37,12 +38,7 @@ def _load_state(folder: str, key: str) -> Optional[Dict[str, Any]]:
 
 
 def _save_state(folder: str, state: Dict[str, Any]) -> None:
-    tmp = os.path.join(folder, STATE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(folder, STATE))
+    atomic_write(os.path.join(folder, STATE), json.dumps(state), mode=None, sync=True)
 
 
 class _Counting:
