@@ -29,11 +29,12 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from mpipipe.errors import RequirementError
-from mpipipe.requirements import (AcceleratorSpecification, CPUSpecification, CudaSpecification, HostSpecification,
-                                  MPSSpecification, parse)
+
+if TYPE_CHECKING:  # the requirement language is rank 0's (placement) and --hosts's: an executor's probe needs none
+    from mpipipe.requirements import AcceleratorSpecification, HostSpecification
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 PROC_CGROUP = "/proc/self/cgroup"
@@ -382,11 +383,15 @@ def probe(env: Optional[Mapping[str, str]] = None, cgroup_root: str = CGROUP_ROO
 # --- what rank 0 does with the descriptions ----------------------------------------------------------------
 
 def _device(kind: str, memory: int) -> AcceleratorSpecification:
+    from mpipipe.requirements import AcceleratorSpecification, CudaSpecification, MPSSpecification
+
     return CudaSpecification(memory) if kind == "cuda" else MPSSpecification(memory) if kind == "mps" \
         else AcceleratorSpecification(kind, memory)
 
 
 def spec_of(desc: Dict[str, Any]) -> HostSpecification:
+    from mpipipe.requirements import CPUSpecification, HostSpecification
+
     return HostSpecification(CPUSpecification(int(desc.get("cores", 0)), int(desc.get("memory", 0))),
                              tuple(_device(a["kind"], int(a["memory"])) for a in desc.get("accelerators", ())),
                              float(desc.get("max_duration", 0) or 0))
@@ -439,6 +444,8 @@ def host_members(hosts: Dict[int, Dict[str, Any]], rank: int) -> List[int]:
 
 def parse_host(text: str) -> Dict[str, Any]:
     """A host description from the requirement language: cpu(cores, mem), cuda/mps(mem) * N, duration."""
+    from mpipipe.requirements import parse
+
     req = parse(text)
     if len(req.alternatives) != 1:
         raise RequirementError(f"a host is one description, not alternatives: {text!r}")
