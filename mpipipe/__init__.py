@@ -15,8 +15,9 @@ _EXPORTS = {
     "JobManager": "mpipipe.jobmanager", "JobResult": "mpipipe.jobmanager",
     "DelayedSubmission": "mpipipe.module", "Module": "mpipipe.module", "ModuleFailed": "mpipipe.module",
     "ShardFailure": "mpipipe.module",
-    "ComputeNode": "mpipipe.logical.node", "Context": "mpipipe.logical.node", "LogicalPlan": "mpipipe.logical.node",
-    "Node": "mpipipe.logical.node",
+    # the plan's base names from where they are defined: a script of ComputeNodes loads no data node
+    "ComputeNode": "mpipipe.logical.plan", "Context": "mpipipe.logical.plan", "LogicalPlan": "mpipipe.logical.plan",
+    "Node": "mpipipe.logical.plan",
     "Platform": "mpipipe.platform.base", "World": "mpipipe.platform.base",
     "Resources": "mpipipe.resources",
     "Session": "mpipipe.session", "init": "mpipipe.session", "DataFrame": "mpipipe.dataframe",
@@ -48,7 +49,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from mpipipe.jobmanager import JobManager, JobResult
     from mpipipe.launchers import (DirectLauncher, DynamicLauncher, Launcher, LauncherMap, MpiLauncher, SlurmLauncher,
                                    SlurmOptions, WorldLauncher, find_launcher)
-    from mpipipe.logical.node import ComputeNode, Context, LogicalPlan, Node
+    from mpipipe.logical.plan import ComputeNode, Context, LogicalPlan, Node
     from mpipipe.module import DelayedSubmission, Module, ModuleFailed, ShardFailure
     from mpipipe.platform.base import Platform, World
     from mpipipe.resources import Resources

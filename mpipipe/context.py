@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 from mpipipe.config import JobConfig, build_config
 from mpipipe.jobdir import default_job_id
@@ -48,3 +48,15 @@ def update(**changes: Any) -> JobContext:
     with _lock:
         _current = dataclasses.replace(_current, **changes)
         return _current
+
+
+def init_options() -> Dict[str, Any]:
+    """init()'s options, a copy."""
+    return dict(_current.init)
+
+
+def use_command_line(builtins: Dict[str, Any], user_args: Dict[str, Any],
+                     launcher_overrides: Sequence[str] = ()) -> None:
+    """A Driver parsed its command line: launchers made afterwards use those flags too."""
+    update(command_line=dict(builtins), user_args=dict(user_args), launcher_overrides=tuple(launcher_overrides),
+           from_driver=True)

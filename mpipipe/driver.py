@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict, List, Optional, Set
 
-from mpipipe import flags, session
+from mpipipe import context, flags
 from mpipipe.config import build_config
 from mpipipe.console import console_logging, install_error_hook
 from mpipipe.errors import MpipipeError
@@ -16,7 +16,7 @@ from mpipipe.flags import BUILTIN_FLAGS, SLURM_DESTS, SLURM_FLAGS  # noqa: F401 
 from mpipipe.jobdir import default_job_id
 from mpipipe.jobmanager import JobManager, JobResult, report_error
 from mpipipe.logical.intermediates import choose_intermediates
-from mpipipe.logical.node import LogicalPlan
+from mpipipe.logical.plan import LogicalPlan
 
 
 class Driver:
@@ -54,7 +54,7 @@ class Driver:
             self._parsed = self.parser.parse_args(self._argv)
             ns = vars(self._parsed)
             # launchers, executors and from_config() made from here on see the command line's options too
-            session.use_command_line({k: ns[k] for k in BUILTIN_FLAGS + SLURM_DESTS if ns.get(k) is not None},
+            context.use_command_line({k: ns[k] for k in BUILTIN_FLAGS + SLURM_DESTS if ns.get(k) is not None},
                                      {k: v for k, v in ns.items() if k not in self._builtin_dests},
                                      ns.get("launcher_overrides") or ())
         return self._parsed
@@ -76,7 +76,7 @@ class Driver:
         builtins = self.builtin_arguments()
         debug = bool(builtins.get("debug"))
         try:
-            config = build_config(builtins, init=session.init_options())
+            config = build_config(builtins, init=context.init_options())
             debug = config.debug
             console_logging(config.log_level)
             user_args = self.get_arguments()

@@ -26,7 +26,7 @@ from mpipipe.calls import Call, CallNode, RemoteTraceback, unpack_outcome  # noq
 from mpipipe.errors import PlanError, RequirementError, TaskFailedError
 from mpipipe.launchers.base import Launcher
 from mpipipe.launchers.world import WorldLauncher
-from mpipipe.logical.node import Context, LogicalPlan
+from mpipipe.logical.plan import Context, LogicalPlan
 
 _CALLS = itertools.count(1)
 _UNSET: Any = object()

@@ -35,7 +35,7 @@ from mpipipe.execution.transport import PeerLost
 from mpipipe.execution.worker import start_early
 from mpipipe.console import ensure_terminal, error_line, world_rank
 from mpipipe.jobdir import JobLock, default_job_id, prepare_job_dir, remove_stale_staging
-from mpipipe.logical.node import LogicalPlan, NodeInfo
+from mpipipe.logical.plan import LogicalPlan, NodeInfo
 from mpipipe.pickling import pickle_nodes
 from mpipipe.platform import registry
 from mpipipe.platform.base import Platform, World, relaunch_argv

@@ -7,25 +7,15 @@ is what launchers, references and the result cache read below this layer.
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 from mpipipe import context
+from mpipipe.context import init_options, use_command_line  # noqa: F401  (the session's face: Driver sets these)
 from mpipipe.config import JobConfig, check_names
 from mpipipe.console import install_error_hook
 from mpipipe.dataframe import DataFrameSession
 from mpipipe.errors import MpipipeError
-from mpipipe.logical.node import Context
-
-
-def init_options() -> Dict[str, Any]:
-    return dict(context.current().init)
-
-
-def use_command_line(builtins: Dict[str, Any], user_args: Dict[str, Any],
-                     launcher_overrides: Sequence[str] = ()) -> None:
-    """A Driver parsed its command line: launchers made afterwards use those flags too."""
-    context.update(command_line=dict(builtins), user_args=dict(user_args),
-                   launcher_overrides=tuple(launcher_overrides), from_driver=True)
+from mpipipe.logical.plan import Context
 
 
 def launcher_overrides() -> List[str]:

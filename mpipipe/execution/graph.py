@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from mpipipe.errors import JournalError
-from mpipipe.logical.node import NodeInfo
+from mpipipe.logical.plan import NodeInfo
 
 log = logging.getLogger("mpipipe.scheduler")
 

@@ -36,7 +36,7 @@ from mpipipe.execution.roles import SchedulerRole, StateObserver
 from mpipipe.execution.speculation import Speculation
 from mpipipe.execution.task import EXTERNAL, OK, ExecutionPlan, OkRun, Result, Task, TaskRange
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
-from mpipipe.logical.node import LogicalPlan, NodeInfo
+from mpipipe.logical.plan import LogicalPlan, NodeInfo
 
 log = logging.getLogger("mpipipe.scheduler")
 

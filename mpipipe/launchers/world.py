@@ -15,7 +15,7 @@ from typing import Any, List
 
 from mpipipe.errors import ConfigError
 from mpipipe.launchers.base import Launcher, ShardJob, run_shard
-from mpipipe.logical.node import Context, LogicalPlan, Node
+from mpipipe.logical.plan import Context, LogicalPlan, Node
 from mpipipe.module import Module, Shard, ShardFailure, module_requirements
 from mpipipe import context
 
