@@ -110,6 +110,26 @@ def test_duckdb_reads_arrow_buckets_of_several_map_tasks_as_it_reads_parquet_one
     assert duckdb  # the reader's engine
 
 
+def test_duckdb_sees_the_types_a_parquet_bucket_gives(tmp_path):
+    """Types Arrow has no plain form of (a UUID) travel as extension types, not as text."""
+    import duckdb
+
+    folder = tmp_path / "in"
+    os.makedirs(folder)
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT i AS key, uuid() AS u, INTERVAL (i) DAY AS iv, i / 7 AS d FROM range(500) t(i)) "
+                f"TO '{folder / 'u.parquet'}' (FORMAT parquet)")
+    con.close()
+    types_of = {}
+    for fmt in ("arrow", "parquet"):
+        out = _bucket(tmp_path, str(folder / "u.parquet"), fmt)
+        con = duckdb.connect()
+        PartitionData.from_folders([bucket_dir(out, b) for b in range(5)]).duckdb_source(con, "v")
+        types_of[fmt] = con.sql("SELECT typeof(u), typeof(iv), typeof(d), count(*) FROM v GROUP BY ALL").fetchall()
+        con.close()
+    assert types_of["arrow"] == types_of["parquet"] == [("UUID", "INTERVAL", "DOUBLE", 500)]
+
+
 def test_a_torn_arrow_file_is_refused_naming_it(tmp_path, source):
     out = _bucket(tmp_path, source, "arrow")
     path = os.path.join(bucket_dir(out, 1), "data_0.arrow")

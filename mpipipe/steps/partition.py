@@ -129,6 +129,9 @@ def bucket_with_sql(task: Any, data: PartitionData, bucket_sql: str, nbuckets: i
 def _split_to_ipc(con: Any, select: str, bucket_sql: str, out: str, extra: Tuple[str, ...], nbuckets: int) -> None:
     """DuckDB streams the rows with their bucket; each batch is split by bucket into that bucket's IPC file."""
     cols = ", ".join(("*",) + extra + (f"{bucket_sql} AS {BUCKET_COLUMN}",))
+    # types Arrow has no plain form of travel as extension types (a UUID stays a UUID, not text), so the
+    # reduce side's DuckDB sees the types a Parquet bucket would have given it
+    con.execute("SET arrow_lossless_conversion = true")
     reader = con.sql(f"SELECT {cols} FROM ({select})").to_arrow_reader(ipcfile.BATCH_ROWS)
     last = len(reader.schema) - 1
     files = ipcfile.BucketFiles(lambda b: bucket_dir(out, b), nullable_schema(reader.schema.remove(last)))
