@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import random
+import re
 import types
 
 import pyarrow as pa
@@ -223,17 +224,23 @@ def test_every_reader_of_a_shuffle_gets_the_same_rows_from_arrow_and_from_parque
         pq.write_table(_table(1500, seed=i).set_column(0, "id", pa.array(range(i * 1500, (i + 1) * 1500))),
                        str(tmp_path / "in" / f"p{i}.parquet"), row_group_size=400)
     results = {}
-    for fmt in ("arrow", "parquet"):
+    # "killed": every first attempt of half the tasks is killed (SIGKILL or a segfault) after its body wrote its
+    # files and before they were published; the retries' output must be what a run without faults gives
+    for fmt in ("arrow", "parquet", "killed"):
         out = str(tmp_path / f"out-{fmt}")
         for part in ("plan", "dataframe"):
             env = env_for_tests({"SP_PLATFORM": "local", "SP_NUM_EXECUTORS": "2", "SP_PROGRESS_INTERVAL": "0",
                                  "SP_DATA_ROOT": str(tmp_path / "jobs"), "SP_JOB_ID": f"shuffle-{part}-{fmt}",
-                                 "SP_SHUFFLE_FORMAT": fmt})
+                                 "SP_SHUFFLE_FORMAT": "parquet" if fmt == "parquet" else "arrow"})
+            if fmt == "killed":
+                env.update(SP_INJECT_FAULTS="rate=0.5,kinds=kill+segfault,seed=3", SP_MAX_RETRIES="2")
             done = python(SCRIPT, str(tmp_path / "in" / "*.parquet"), out, part, env=env, timeout=300)
             assert done.returncode == 0, done.stderr[-3000:]
+            if fmt == "killed":
+                assert int(re.search(r"(\d+) retried", done.stderr).group(1)) > 0, done.stderr[-3000:]
         job = str(tmp_path / "jobs")
         arrow_files = glob.glob(os.path.join(job, f"*-{fmt}", "outputs", "**", "*.arrow"), recursive=True)
-        if fmt == "arrow":
+        if fmt != "parquet":
             kinds = {os.path.relpath(p, job).split(os.sep)[2] for p in arrow_files}
             assert {"hash_partition", "user_partition", "column_partition"} <= kinds, kinds
         else:
@@ -241,9 +248,10 @@ def test_every_reader_of_a_shuffle_gets_the_same_rows_from_arrow_and_from_parque
         results[fmt] = {os.path.basename(p): pq.read_table(p) for p in glob.glob(os.path.join(out, "*.parquet"))}
         for p in glob.glob(os.path.join(out, "*", "*")):
             assert p.endswith((".parquet", "_MPIPIPE_SINK")), p
-    assert sorted(results["arrow"]) == sorted(results["parquet"]) and len(results["arrow"]) == 10
-    for name, table in sorted(results["arrow"].items()):
-        assert table.num_rows > 0, name
-        # where a query orders the rows, row for row; a shuffle's own order within a bucket is DuckDB's (a
-        # Parquet bucket written by several threads) or the input's (Arrow files), neither promised
-        assert_rows(table, results["parquet"][name], ordered=name not in UNORDERED, what=name)
+    for fmt in ("arrow", "killed"):
+        assert sorted(results[fmt]) == sorted(results["parquet"]) and len(results[fmt]) == 10
+        for name, table in sorted(results[fmt].items()):
+            assert table.num_rows > 0, name
+            # where a query orders the rows, row for row; a shuffle's own order within a bucket is DuckDB's (a
+            # Parquet bucket written by several threads) or the input's (Arrow files), neither promised
+            assert_rows(table, results["parquet"][name], ordered=name not in UNORDERED, what=f"{fmt}: {name}")
