@@ -67,12 +67,12 @@ def _library_dirs() -> Tuple[str, ...]:
 
 def _has_user_frame(exc: BaseException) -> bool:
     """Whether any frame of the traceback is the user's code (not mpipipe's, the standard library's or an
-    installed package's)."""
+    installed package's; a compiled package's frames name its Cython sources, e.g. pyarrow/error.pxi)."""
     libs = _library_dirs()
     tb = exc.__traceback__
     while tb is not None:
         name = tb.tb_frame.f_code.co_filename
-        if not name.startswith("<") and not name.startswith(libs):
+        if not name.startswith("<") and not name.startswith(libs) and not name.endswith((".pyx", ".pxi", ".pxd")):
             return True
         tb = tb.tb_next
     return False
