@@ -13,6 +13,7 @@ import os
 import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from mpipipe.data.duckdb_tables import register_empty
 from mpipipe.errors import PlanError
 from mpipipe.logical.dataset import DataSet, dataset_for
 from mpipipe.logical.plan import Context, Node
@@ -973,7 +974,7 @@ class ColumnPartitionNode(HashPartitionNode):
 
         con = duckdb.connect()
         try:
-            con.register("t", schema.empty_table())
+            register_empty(con, "t", schema)
             con.execute(f"SELECT ({expression}) FROM t LIMIT 0")
         except duckdb.Error as e:
             raise PlanError(f"node {label!r}: the partition expression {expression!r} does not work on the input: "

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from mpipipe.errors import PlanError
 
+from mpipipe.data.duckdb_tables import register_arrow, register_empty
 from mpipipe.data.fragment import Fragment, expand_paths, is_uri  # noqa: F401 - Fragment is part of this face
 
 _BATCH = 122880  # rows per batch of to_batch_reader(), as in smallpond
@@ -655,7 +656,7 @@ def duckdb_columns(schema: Any) -> Dict[str, str]:
 
         con = duckdb.connect()
         try:
-            con.register("t", pa.schema(arrow).empty_table())
+            register_empty(con, "t", pa.schema(arrow))
             duck = {row[0]: row[1] for row in con.execute("DESCRIBE t").fetchall()}
         except duckdb.Error as e:
             raise PlanError(f"schema: DuckDB has no type for one of {arrow}: {' '.join(str(e).split())}") from None
@@ -805,7 +806,7 @@ class ArrowTableDataSet(DataSet):
             raise PlanError(f"{self!r} is in memory: give sql_query_fragment(conn=...) a DuckDB connection to "
                             "register it in")
         name = f"__mpipipe_table_{id(self.table):x}"
-        conn.register(name, self.table)
+        register_arrow(conn, name, self.table)
         return f"( SELECT {self._column_str} FROM {name} )"
 
     def fingerprint(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, List, Optional, Sequence, Union, cast  # noqa: F401
 
+from mpipipe.data.duckdb_tables import register_empty
 from mpipipe.errors import PlanError
 from mpipipe.logical import partial
 from mpipipe.logical.datanode import (DataNode, Inputs, _as_inputs, num_outputs, output_schema_of,
@@ -228,7 +229,7 @@ class _WithColumns:
 
         frags = self.data.fragments if self.by_name else self.data.checked().fragments
         if not frags:
-            con.register(name, self.data.schema().empty_table())
+            register_empty(con, name, self.data.schema())
             return
         if any(f.format != "parquet" for f in frags):
             if self.generated:

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from mpipipe.data.duckdb_tables import register_empty
 from mpipipe.errors import PlanError
 
 _VIEW = "__mpipipe_input_0"  # what `{0}` becomes (mpipipe.steps.sql.input_view(0))
@@ -145,7 +146,7 @@ def _split(con: Any, query: str, hash_columns: List[str], schema: Any, input_nam
     except PlanError:
         raise _Refused("the query refers to something other than its one input (another input, the partition "
                        "number)") from None
-    con.register(_VIEW, schema.empty_table())
+    register_empty(con, _VIEW, schema)
     if len(con.extract_statements(text)) != 1:
         raise _Refused("the query has several statements")
     tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [text]).fetchall()[0][0])
@@ -419,7 +420,7 @@ class _Builder:
         partial_schema = self.con.sql(map_query).to_arrow_table().schema
         rows_query = self._rows_query(map_query)
         reduce_query = self._reduce_query(out_names)
-        self.con.register(_VIEW, partial_schema.empty_table())
+        register_empty(self.con, _VIEW, partial_schema)
         got = self.con.sql(reduce_query)
         if list(got.columns) != out_names or [str(t) for t in got.types] != out_types:
             raise _Refused(f"the combined result would have other columns or types ({_listing(got)} instead of "

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mpipipe.errors import PlanError
+from mpipipe.data.duckdb_tables import register_arrow, register_empty
 from mpipipe.data.fragment import Fragment, is_uri
 from mpipipe.steps import ipcfile
 
@@ -397,7 +398,7 @@ def nullable_query(con: Any, query: str) -> str:
 
     try:
         cols = con.execute(f"DESCRIBE {query}").fetchall()
-        con.register(_NO_ROWS, pa.table({"x": pa.array([], pa.int8())}))
+        register_empty(con, _NO_ROWS, pa.schema([("x", pa.int8())]))
         nulls = ", ".join(f"CAST(NULL AS {row[1]})" for row in cols)
         wrapped = f"SELECT * FROM ({query}) UNION ALL SELECT {nulls} FROM {_NO_ROWS}"
         con.execute(f"DESCRIBE {wrapped}")
@@ -637,7 +638,7 @@ class PartitionData:
                 ROW_NUMBER not in self.schema().names:
             con.execute(f"CREATE OR REPLACE TEMP VIEW {_quote(name)} AS {_slices_sql(chk)}")
         else:
-            con.register(name, self.to_arrow())
+            register_arrow(con, name, self.to_arrow())
 
 
 ROW_NUMBER = "file_row_number"  # DuckDB's generated column: a row's number in its file

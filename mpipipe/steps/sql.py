@@ -14,6 +14,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import duckdb
 import pyarrow as pa
 
+from mpipipe.data.duckdb_tables import register_empty
 from mpipipe.errors import PlanError
 from mpipipe.steps.partio import PartitionData, _quote, nullable_query
 
@@ -74,7 +75,7 @@ def output_schema(node: str, statements: Sequence[str], schemas: Sequence[Option
     con = duckdb.connect()
     try:
         for i, s in enumerate(schemas):
-            con.register(input_view(i), s.empty_table())  # type: ignore[union-attr]
+            register_empty(con, input_view(i), s)
         for stmt in statements[:-1]:
             con.execute(stmt)
         return con.sql(f"SELECT * FROM ({statements[-1]}) LIMIT 0").to_arrow_table().schema
