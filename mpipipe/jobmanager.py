@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple, NoReturn
+from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
 import mpipipe
 from mpipipe.config import JobConfig
@@ -60,7 +60,7 @@ class JobResult:
     job_id: str
     job_dir: str
     stats: Dict[str, Any]
-    nodes: Dict[str, List[Dict[str, Any]]]
+    nodes: Dict[str, Sequence[Dict[str, Any]]]  # per node, its records in partition order (made when read)
     roots: List[str]
 
     def outputs(self, node: Optional[str] = None) -> List[str]:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from mpipipe.errors import JournalError
+from mpipipe.execution.journal import RangeBlock, output_of, resolve
 from mpipipe.logical.plan import NodeInfo
 
 log = logging.getLogger("mpipipe.scheduler")
@@ -30,7 +32,8 @@ Route = Callable[[int, int, int, bool], None]  # (node, partition, attempt, to t
 class NodeState:
     info: NodeInfo
     children: List[int] = field(default_factory=list)
-    outputs: Dict[int, Dict[str, Any]] = field(default_factory=dict)  # partition -> outcome record
+    # partition -> outcome record, or the RangeBlock of the task range it finished in (graph.record() reads either)
+    outputs: Dict[int, Any] = field(default_factory=dict)
     cursor: int = 0  # next partition to expand (non-pointwise nodes)
     active: bool = False
     blocked: bool = False  # an input failed for good
@@ -44,6 +47,40 @@ class NodeState:
     @property
     def complete(self) -> bool:
         return len(self.outputs) == self.info.npartitions
+
+
+class NodeRecords(Sequence):  # type: ignore[type-arg]
+    """A node's outcome records in partition order, as a run returns them: each made when read (a script of
+    tiny tasks reads few of them, and making a million would cost the run seconds)."""
+
+    def __init__(self, graph: "PlanGraph", nid: int) -> None:
+        st = graph.nodes[nid]
+        self._outputs = dict(st.outputs)  # as the run left them: a later run of a live world adds its own
+        self._order: Optional[List[int]] = None if len(self._outputs) == st.info.npartitions else sorted(self._outputs)
+
+    def __len__(self) -> int:
+        return len(self._outputs)
+
+    def _partition(self, i: int) -> int:
+        return i if self._order is None else self._order[i]
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError("record index out of range")
+        p = self._partition(i)
+        return resolve(self._outputs[p], p)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, Sequence) and not isinstance(other, (str, bytes)) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
 class PlanGraph:
@@ -112,11 +149,9 @@ class PlanGraph:
         if not info.pointwise:  # every partition reads all of its inputs, complete by now: built once per node
             groups = self._all_inputs.get(nid)
             if groups is None:
-                groups = self._all_inputs[nid] = tuple(
-                    tuple(o for o in (self.nodes[d].outputs[q].get("o") for q in range(self.nodes[d].info.npartitions))
-                          if o) for d in info.inputs)
+                groups = self._all_inputs[nid] = tuple(tuple(self.outputs_in_order(d)) for d in info.inputs)
             return groups
-        return tuple(tuple(o for o in (self.nodes[d].outputs[p].get("o"),) if o) for d in info.inputs)
+        return tuple(tuple(o for o in (output_of(self.nodes[d].outputs[p], p),) if o) for d in info.inputs)
 
     # --- what is due ------------------------------------------------------------------------
 
@@ -211,7 +246,7 @@ class PlanGraph:
 
     # --- outcomes -------------------------------------------------------------------------------
 
-    def complete(self, nid: int, p: int, rec: Dict[str, Any]) -> None:
+    def complete(self, nid: int, p: int, rec: Any) -> None:
         """Partition p of the node finished: release what waited for it."""
         st = self.nodes[nid]
         st.outputs[p] = rec
@@ -226,15 +261,16 @@ class PlanGraph:
         if nid in self.watched:
             self.settle(nid)
 
-    def complete_run(self, nid: int, first: int, records: List[Any]) -> None:
+    def complete_run(self, nid: int, first: int, block: RangeBlock) -> None:
         """Partitions first, first+1, ... of the node finished (a task range's successes): complete() for each,
-        in one go when no pointwise child waits for them one by one."""
+        in one go when no pointwise child waits for them one by one (the block stands for each record)."""
         st = self.nodes[nid]
+        n = len(block)
         if any(self.nodes[cid].info.pointwise for cid in st.children):
-            for i, rec in enumerate(records):
-                self.complete(nid, first + i, rec)
+            for p in range(first, first + n):
+                self.complete(nid, p, block.record(p))
             return
-        st.outputs.update(zip(range(first, first + len(records)), records))
+        st.outputs.update(dict.fromkeys(range(first, first + n), block))
         if st.complete:
             self.activate(st.children)
         if nid in self.watched:
@@ -271,10 +307,45 @@ class PlanGraph:
 
     def in_order(self, nid: int) -> List[Dict[str, Any]]:
         """A node's outcome records in partition order (with a million partitions, sorting would cost seconds)."""
+        return [resolve(rec, p) for p, rec in self._entries(nid)]
+
+    def outputs_in_order(self, nid: int) -> List[str]:
+        """The output paths of a node's finished partitions, in partition order (partitions without one left out),
+        read without making their records: a task range's block gives its column at once."""
+        outputs = self.nodes[nid].outputs
+        if len(outputs) != self.nodes[nid].info.npartitions:
+            return [o for o in (output_of(rec, p) for p, rec in self._entries(nid)) if o]
+        out: List[str] = []
+        p, n = 0, len(outputs)
+        while p < n:
+            rec = outputs[p]
+            if type(rec) is RangeBlock:
+                block: RangeBlock = rec
+                end = block.first + len(block)
+                if end <= n and outputs.get(end - 1) is block:
+                    out.extend(filter(None, block.outputs[p - block.first:]))
+                    p = end
+                    continue
+            o = output_of(rec, p)
+            if o:
+                out.append(o)
+            p += 1
+        return out
+
+    def record(self, nid: int, p: int) -> Optional[Dict[str, Any]]:
+        """Partition p's outcome record (None: not finished)."""
+        rec = self.nodes[nid].outputs.get(p)
+        return None if rec is None else resolve(rec, p)
+
+    def records(self, nid: int) -> Dict[int, Dict[str, Any]]:
+        """Partition -> outcome record of every finished partition of the node."""
+        return {p: resolve(rec, p) for p, rec in self.nodes[nid].outputs.items()}
+
+    def _entries(self, nid: int) -> List[Tuple[int, Any]]:
         outputs = self.nodes[nid].outputs
         if len(outputs) == self.nodes[nid].info.npartitions:
-            return [outputs[p] for p in range(len(outputs))]
-        return [outputs[p] for p in sorted(outputs)]
+            return [(p, outputs[p]) for p in range(len(outputs))]
+        return [(p, outputs[p]) for p in sorted(outputs)]
 
     def changed_since(self, previous: Dict[str, str], infos: Optional[List[NodeInfo]] = None) -> List[str]:
         """Names of nodes whose fingerprint differs from the one the journal's earlier runs recorded."""

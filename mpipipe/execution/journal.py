@@ -246,6 +246,56 @@ class RangeOk(Mapping):  # type: ignore[type-arg]
 _RANGE_OK_FIELDS = {"n": "name", "a": "attempt", "r": "rank", "t0": "t0", "t1": "t1", "log": "log"}
 
 
+class RangeBlock:
+    """The successes of one task range as its worker's columns, standing for each of its partitions until one is
+    read: the graph keeps this one object under every partition of the range, and record(p) makes partition p's
+    RangeOk when something asks for it (a job of tiny tasks reads few, and rank 0 journals and completes
+    thousands a message: a record each would be most of its work)."""
+
+    __slots__ = ("fingerprint", "name", "first", "attempt", "rank", "t0", "t1", "outputs", "values", "log",
+                 "log_offsets")
+
+    def __init__(self, fingerprint: str, name: str, first: int, attempt: int, rank: int, t0: List[float],
+                 t1: List[float], outputs: List[Optional[str]], values: List[Any], log: Optional[str],
+                 log_offsets: List[int]) -> None:
+        self.fingerprint = fingerprint
+        self.name = name
+        self.first = first
+        self.attempt = attempt
+        self.rank = rank
+        self.t0 = t0
+        self.t1 = t1
+        self.outputs = outputs
+        self.values = values
+        self.log = log
+        self.log_offsets = log_offsets
+
+    def __len__(self) -> int:
+        return len(self.t0)
+
+    def output(self, partition: int) -> Optional[str]:
+        return self.outputs[partition - self.first]
+
+    def record(self, partition: int) -> RangeOk:
+        i = partition - self.first
+        offs = self.log_offsets
+        return RangeOk(self.fingerprint, self.name, partition, self.attempt, self.rank, self.t0[i], self.t1[i],
+                       self.outputs[i], self.values[i], (self.log, offs[i], offs[i + 1]))
+
+    def records(self) -> List[RangeOk]:
+        return [self.record(p) for p in range(self.first, self.first + len(self.t0))]
+
+
+def resolve(rec: Any, partition: int) -> Any:
+    """A graph entry as its record: a RangeBlock's record of `partition`, anything else as it is."""
+    return rec.record(partition) if type(rec) is RangeBlock else rec
+
+
+def output_of(rec: Any, partition: int) -> Optional[str]:
+    """The output path an entry of the graph names (None: the task wrote none)."""
+    return rec.outputs[partition - rec.first] if type(rec) is RangeBlock else rec.get("o")
+
+
 def failed_record(key: str, name: str, partition: int, attempt: int, rank: int, t0: float, t1: float,
                   error: str, log: Optional[LogRef] = None, where: Optional[str] = None) -> FailedRecord:
     """A failed task attempt: its error, its log, and where it failed when that was not in the task itself."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from mpipipe.execution.graph import PlanGraph
-from mpipipe.execution.journal import (Journal, RangeOk, encode, encode_ok, encode_ok_batch, failed_record,
+from mpipipe.execution.journal import (Journal, RangeBlock, encode, encode_ok, encode_ok_batch, failed_record,
                                       ok_run_record)
 from mpipipe.execution.progress import NodeCount
 from mpipipe.execution.task import (EXTERNAL, OK, VALUE_INLINE_BYTES, OkRun, Result, Task, TaskRange, is_value_ref,
@@ -26,11 +26,12 @@ _DATA_KEYS = frozenset(("bytes", "rows", "bytes_in"))  # what a data task's valu
 
 
 class RangeDone(NamedTuple):
-    """A task range's successes waiting for their journal line: the range, its worker's columns, its records."""
+    """A task range's successes waiting for their journal line: the range, its worker's columns, and the block
+    that stands for their records."""
 
     rng: TaskRange
     run: OkRun
-    records: List[RangeOk]
+    block: RangeBlock
 
 
 @dataclass
@@ -100,17 +101,17 @@ class Outcomes:
         self.graph.complete(task.node, task.partition, rec)
 
     def ok_run(self, rank: int, rng: TaskRange, run: OkRun, finished: Dict[int, List[Any]]) -> float:
-        """The successes of a task range (columns, as its worker reported them): one RangeOk per partition for
-        the graph, and the columns for the journal line (journal_finished); returns their mean duration."""
+        """The successes of a task range (columns, as its worker reported them): one RangeBlock standing for their
+        records in the graph, and the columns for the journal line (journal_finished); returns their mean
+        duration."""
         nid, fp, first, n, attempt = rng.node, rng.fingerprint, rng.first, rng.count, rng.attempt
         name = self.graph.name(nid)
-        t0s, t1s, outs, values, log, offs = run.t0, run.t1, run.outputs, run.values, run.log, run.log_offsets
+        t0s, t1s, values = run.t0, run.t1, run.values
         if values.count(None) != n:
             for value in values:
                 if isinstance(value, dict) and not _DATA_KEYS.isdisjoint(value):
                     self._count_data(value)
-        recs = [RangeOk(fp, name, p, attempt, rank, a, b, o, v, (log, s, e))
-                for p, a, b, o, v, s, e in zip(range(first, first + n), t0s, t1s, outs, values, offs, offs[1:])]
+        block = RangeBlock(fp, name, first, attempt, rank, t0s, t1s, run.outputs, values, run.log, run.log_offsets)
         durations = [b - a for a, b in zip(t0s, t1s)]
         slowest = self.slowest
         floor = slowest[0][0] if len(slowest) >= 3 else float("-inf")
@@ -120,8 +121,8 @@ class Outcomes:
         pieces = finished.get(nid)
         if pieces is None:
             pieces = finished[nid] = []
-        pieces.append(RangeDone(rng, run, recs))
-        self.graph.complete_run(nid, first, recs)
+        pieces.append(RangeDone(rng, run, block))
+        self.graph.complete_run(nid, first, block)
         self.ran += n
         return sum(durations) / n if n else 0.0
 
@@ -186,7 +187,7 @@ class Outcomes:
                     rng.fingerprint, self.graph.name(nid), rank, rng.first, rng.attempt, run.t0, run.t1,
                     run.outputs, run.values, run.log, run.log_offsets)))
                 continue
-            recs = [r for piece in pieces for r in (piece.records if type(piece) is RangeDone else (piece,))]
+            recs = [r for piece in pieces for r in (piece.block.records() if type(piece) is RangeDone else (piece,))]
             if len(recs) == 1:
                 r = recs[0]
                 self.journal.append_line(encode_ok(r["k"], r["n"], r["p"], r["a"], rank, r["t0"], r["t1"], r["o"],

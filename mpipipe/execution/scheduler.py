@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional
 from mpipipe.errors import JobInterrupted, JournalError, PlatformError, TaskFailedError
 from mpipipe.execution import protocol as P
 from mpipipe.execution.dispatch import PlainDispatch
-from mpipipe.execution.graph import NodeState, PlanGraph
+from mpipipe.execution.graph import NodeRecords, NodeState, PlanGraph
 from mpipipe.execution.handover import Handover, Submit
 from mpipipe.execution.inflight import InFlight
 from mpipipe.execution.journal import Journal, end_record, nodes_record, run_record, task_key
@@ -391,7 +391,7 @@ class Scheduler:
     def _outcome(self) -> Dict[str, Any]:
         status = self.status()
         o, spec = self.outcomes, self.speculation
-        outputs: List[str] = [rec["o"] for r in self.roots for rec in self.graph.in_order(r) if rec.get("o")]
+        outputs: List[str] = [o for r in self.roots for o in self.graph.outputs_in_order(r)]
         stats = {"job_id": self.options.job_id, "status": status, "ran": o.ran, "cached": self.graph.reused,
                  "retried": o.retried, "failed": len(o.failures), "executors": self.t.size - 1,
                  "platform": self.options.platform, "reused_from": self._reused_from(),
@@ -407,4 +407,4 @@ class Scheduler:
             shown = o.failures[:5]
             more = f"\n... and {len(o.failures) - 5} more failed task(s)" if len(o.failures) > 5 else ""
             raise TaskFailedError("\n".join(f.render() for f in shown) + more)
-        return {"stats": stats, "nodes": {self.graph.name(n): self.graph.in_order(n) for n in self.graph.nodes}}
+        return {"stats": stats, "nodes": {self.graph.name(n): NodeRecords(self.graph, n) for n in self.graph.nodes}}

@@ -162,7 +162,7 @@ class LiveRun:
                 return
             st = scheduler.nodes[nid]
             failures = [f for f in scheduler.failures if f.node == st.info.name]
-            sub.outcomes[nid] = NodeOutcome(st.info.name, dict(st.outputs), failures)
+            sub.outcomes[nid] = NodeOutcome(st.info.name, scheduler.graph.records(nid), failures)
             sub.pending.discard(nid)
             if not sub.pending:
                 subs.remove(sub)

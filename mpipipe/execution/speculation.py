@@ -48,7 +48,8 @@ class Speculation:
         """The slower copy of a speculated task: its outcome is ignored and its output removed."""
         self.losers.discard(res.tid)
         out = res.info.get("output") if res.status == OK else None
-        winner = self.graph.nodes[task.node].outputs.get(task.partition, {}).get("o")
+        rec = self.graph.record(task.node, task.partition)
+        winner = rec.get("o") if rec is not None else None
         if out and out != winner:
             shutil.rmtree(out, ignore_errors=True)
 
