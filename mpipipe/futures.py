@@ -195,6 +195,8 @@ class Executor(concurrent.futures.Executor):
     def _settle(self, whole: "concurrent.futures.Future[Any]",
                 batches: "Dict[int, Tuple[str, List[concurrent.futures.Future[Any]]]]") -> None:
         """Each call's future from its task's outcome (on the scheduler's thread)."""
+        from mpipipe.execution.journal import value_of  # rank 0's: executor ranks never load the journal
+
         try:
             outcomes = whole.result()
         except BaseException as e:  # noqa: BLE001  the run failed: every call of it fails with it
@@ -210,7 +212,7 @@ class Executor(concurrent.futures.Executor):
                 record = records.get(p)
                 try:
                     if record is not None:
-                        value = record.get("v")
+                        value = value_of(record, p)
                         if type(value) is not dict:  # a plain result, as most tiny calls return
                             settled.append((fut, True, value))
                         else:

@@ -291,6 +291,11 @@ def resolve(rec: Any, partition: int) -> Any:
     return rec.record(partition) if type(rec) is RangeBlock else rec
 
 
+def value_of(rec: Any, partition: int) -> Any:
+    """The value a graph entry's task returned (None: none)."""
+    return rec.values[partition - rec.first] if type(rec) is RangeBlock else rec.get("v")
+
+
 def output_of(rec: Any, partition: int) -> Optional[str]:
     """The output path an entry of the graph names (None: the task wrote none)."""
     return rec.outputs[partition - rec.first] if type(rec) is RangeBlock else rec.get("o")

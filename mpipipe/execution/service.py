@@ -45,10 +45,11 @@ def world_survives(error: BaseException, scheduler: Any = None) -> bool:
 
 @dataclass
 class NodeOutcome:
-    """What one node of a submission gave: partition -> journal record, and its failures after retries."""
+    """What one node of a submission gave: partition -> its journal record or the RangeBlock of the task range it
+    finished in (journal.resolve and value_of read either), and its failures after retries."""
 
     name: str
-    records: Dict[int, Dict[str, Any]]
+    records: Dict[int, Any]
     failures: List[Any]  # scheduler.Failure
 
 
@@ -162,7 +163,7 @@ class LiveRun:
                 return
             st = scheduler.nodes[nid]
             failures = [f for f in scheduler.failures if f.node == st.info.name]
-            sub.outcomes[nid] = NodeOutcome(st.info.name, scheduler.graph.records(nid), failures)
+            sub.outcomes[nid] = NodeOutcome(st.info.name, dict(st.outputs), failures)
             sub.pending.discard(nid)
             if not sub.pending:
                 subs.remove(sub)
