@@ -28,9 +28,8 @@ def test_records_outputs_and_inputs_read_through_blocks(tmp_path):
     g.complete_run(1, 4, _block(4, 2, outs[4:]))
     assert g.outputs_in_order(1) == [o for o in outs if o]
     assert g.input_groups(2, 0) == (tuple(o for o in outs if o),)
-    recs = g.records(1)
-    assert sorted(recs) == list(range(6)) and recs[3] is single
-    r1 = g.record(1, 1)
+    assert g.in_order(1)[3] is single and [g.output(1, p) for p in range(6)] == outs
+    r1 = g.in_order(1)[1]
     assert type(r1) is RangeOk and dict(r1) == {"s": "ok", "k": "f00d:1", "n": "src", "p": 1, "a": 0, "r": 2,
                                                "t0": 11.0, "t1": 11.5, "o": None, "v": 1,
                                                "log": ("/j/logs/w.log", 110, 120)}

@@ -32,7 +32,7 @@ Route = Callable[[int, int, int, bool], None]  # (node, partition, attempt, to t
 class NodeState:
     info: NodeInfo
     children: List[int] = field(default_factory=list)
-    # partition -> outcome record, or the RangeBlock of the task range it finished in (graph.record() reads either)
+    # partition -> outcome record, or the RangeBlock of the task range it finished in (journal.resolve reads either)
     outputs: Dict[int, Any] = field(default_factory=dict)
     cursor: int = 0  # next partition to expand (non-pointwise nodes)
     active: bool = False
@@ -332,14 +332,10 @@ class PlanGraph:
             p += 1
         return out
 
-    def record(self, nid: int, p: int) -> Optional[Dict[str, Any]]:
-        """Partition p's outcome record (None: not finished)."""
+    def output(self, nid: int, p: int) -> Optional[str]:
+        """The output path of partition p (None: not finished, or it wrote none)."""
         rec = self.nodes[nid].outputs.get(p)
-        return None if rec is None else resolve(rec, p)
-
-    def records(self, nid: int) -> Dict[int, Dict[str, Any]]:
-        """Partition -> outcome record of every finished partition of the node."""
-        return {p: resolve(rec, p) for p, rec in self.nodes[nid].outputs.items()}
+        return None if rec is None else output_of(rec, p)
 
     def _entries(self, nid: int) -> List[Tuple[int, Any]]:
         outputs = self.nodes[nid].outputs

@@ -48,8 +48,7 @@ class Speculation:
         """The slower copy of a speculated task: its outcome is ignored and its output removed."""
         self.losers.discard(res.tid)
         out = res.info.get("output") if res.status == OK else None
-        rec = self.graph.record(task.node, task.partition)
-        winner = rec.get("o") if rec is not None else None
+        winner = self.graph.output(task.node, task.partition)
         if out and out != winner:
             shutil.rmtree(out, ignore_errors=True)
 
