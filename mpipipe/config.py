@@ -83,6 +83,18 @@ class JobConfig:
                  "(Arrow IPC, memory-mapped when read back) or parquet (default: arrow; a partitioning node whose "
                  "files the user may read, a plan root, a named node or one with output_path=, writes Parquet)",
         kind="shuffle_format", flag=False)
+    shuffle: str = option(
+        "files", "how a shuffle's buckets reach the tasks that read them: files (in the job directory) or mpi (in "
+                 "an MPI world: each bucket is sent to the rank that reads it and kept in that rank's memory, "
+                 "spilled to local disk past --shuffle-memory; other platforms use files) (default: files)",
+        kind="shuffle", choices=("files", "mpi"))
+    shuffle_memory: Optional[int] = option(
+        None, "--shuffle mpi: how many bytes of buckets an executor rank keeps in memory before it spills to "
+              "local disk, e.g. 2GiB (default: a quarter of its host's memory, shared by the host's executor "
+              "ranks)", kind="size", metavar="SIZE")
+    shuffle_spill_dir: Optional[str] = option(
+        None, "--shuffle mpi: the local folder for buckets past --shuffle-memory (default: the system's "
+              "temporary folder)", metavar="DIR", flag=False)
     inject_faults: Optional[str] = option(
         None, "make task attempts fail on purpose, for testing: a probability such as 0.2, or "
               "'rate=0.2,kinds=exception+exit+segfault+kill+oom,seed=1,attempts=1'", kind="faults", metavar="SPEC")
@@ -136,6 +148,7 @@ ENV_PREFIX = "SP_"
 # SP_* names read elsewhere: SP_EARLY_START=0 turns off MPI's start-up at import (mpipipe.execution.early)
 _OTHER_SP_VARS: "frozenset[str]" = frozenset({"SP_EARLY_START"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+SHUFFLES = ("files", "mpi")  # how a shuffle's buckets move (mpipipe.logical.shuffles)
 _SHUFFLE_FORMATS = ("arrow", "parquet")  # what a shuffle's map tasks may write (mpipipe.logical.intermediates)
 
 
@@ -285,6 +298,19 @@ def convert_option(name: str, value: Any, source: str) -> Any:
             from mpipipe.execution.faults import parse as parse_faults
 
             return str(parse_faults(str(value)))
+        if kind == "shuffle":
+            text = str(value).strip().lower()
+            if text not in SHUFFLES:
+                raise ValueError(f"expected one of {', '.join(SHUFFLES)}, got {value!r}")
+            return text
+        if kind == "size":
+            from mpipipe.errors import RequirementError
+            from mpipipe.requirements import parse_size
+
+            try:
+                return parse_size(value)
+            except RequirementError as e:
+                raise ValueError(str(e)) from None
         if kind == "shuffle_format":
             text = str(value).strip().lower()
             if text not in _SHUFFLE_FORMATS:

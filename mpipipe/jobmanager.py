@@ -36,6 +36,7 @@ from mpipipe.execution.worker import start_early
 from mpipipe.console import ensure_terminal, error_line, world_rank
 from mpipipe.jobdir import JobLock, default_job_id, prepare_job_dir, remove_stale_staging
 from mpipipe.logical.plan import LogicalPlan, NodeInfo
+from mpipipe.logical.shuffles import choose_transports, shuffle_exchange
 from mpipipe.pickling import pickle_nodes
 from mpipipe.platform import registry
 from mpipipe.platform.base import Platform, World, relaunch_argv
@@ -138,6 +139,9 @@ class Runtime:
         log.info("job %s on %s (%s), %d executor(s)", self.job_id, self.platform.name, reason, self.world.num_executors)
         setup = {"job_dir": self.job_dir, "job_id": self.job_id, "sys_path": list(sys.path),
                  "workers_per_executor": config.workers_per_executor, "faults": config.inject_faults}
+        if self.world.transport.peer_buffers:  # an MPI world: its ranks may move shuffles' buckets themselves
+            setup["shuffle"] = {"budget": config.shuffle_memory, "spill_dir": config.shuffle_spill_dir,
+                                "world": f"{os.getpid()}"}
         self.hosts = P.scheduler_hello(self.world.transport, setup, config.hello_timeout)
         log.info("executors ready: %s", {r: h["host"] for r, h in sorted(self.hosts.items())})
 
@@ -148,7 +152,8 @@ class Runtime:
     def ship_nodes(self, nodes: List[Any], infos: List[NodeInfo]) -> int:
         new = [n for n in nodes if n.id not in self.sent]
         if new:
-            P.scheduler_nodes(self.world.transport, [pickle_nodes(new)], {n.id: n.name for n in new})
+            P.scheduler_nodes(self.world.transport, [pickle_nodes(new)], {n.id: n.name for n in new},
+                              shuffle_exchange(new))
             self.sent.update(n.id for n in new)
         self.infos.update((i.id, i) for i in infos)
         return len(new)
@@ -312,7 +317,8 @@ class JobManager:
             if signal.getsignal(sig) in (signal.SIG_DFL, None):
                 signal.signal(sig, stop)
 
-    def _scheduler(self, rt: Runtime, nodes: List[Any], infos: List[NodeInfo], roots: List[int]) -> Scheduler:
+    def _scheduler(self, rt: Runtime, nodes: List[Any], infos: List[NodeInfo], roots: List[int],
+                   pinned: Optional[Set[int]] = None) -> Scheduler:
         from mpipipe.execution.journal import Journal
         from mpipipe.execution.scheduler import Scheduler, SchedulerOptions
 
@@ -326,7 +332,8 @@ class JobManager:
         return Scheduler(
             rt.world.transport, infos, roots, options, Journal(rt.job_dir),
             resources={n.id: n.resources for n in nodes if getattr(n, "resources", None) is not None},
-            hosts=self._hosts(rt.hosts), group_sizes={n.id: n.group_size for n in nodes if n.group_size > 1})
+            hosts=self._hosts(rt.hosts), group_sizes={n.id: n.group_size for n in nodes if n.group_size > 1},
+            pinned=pinned, senders={n.id for n in nodes if getattr(n, "shuffle_transport", "files") == "mpi"})
 
     def _hosts(self, probed: Dict[int, Dict[str, Any]]) -> Dict[int, Dict[str, Any]]:
         """What each executor rank offers: its probe, with the configuration's overrides applied."""
@@ -399,6 +406,9 @@ class JobManager:
         try:
             rt.runs += 1
             log.setLevel(self.config.log_level)
+            # which shuffles move over MPI is known now that the world is: before the nodes travel
+            pinned = choose_transports(plan, self.config.shuffle, rt.world.transport.peer_buffers,
+                                       steps.launchers if steps is not None else ())
             try:
                 shipped = rt.ship(plan)
             except PeerLost as e:
@@ -406,7 +416,7 @@ class JobManager:
                                     "run the same command again to resume") from e
             log.info("run %d of this process: %d node(s), %d sent to the executors", rt.runs, len(plan.nodes), shipped)
             self._write_job_file(rt)
-            scheduler = self._scheduler(rt, plan.nodes, plan.infos, [n.id for n in plan.roots])
+            scheduler = self._scheduler(rt, plan.nodes, plan.infos, [n.id for n in plan.roots], pinned)
             if steps is not None:
                 scheduler.hand_over(steps.submitters(plan.nodes, rt.job_dir, scheduler.handover.results))
             out = scheduler.run()

@@ -14,6 +14,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 from mpipipe.errors import MpipipeError
 from mpipipe.execution import protocol as P
 from mpipipe.execution.osutil import RankLogHandler, leave_stop_signals_to_rank0
+from mpipipe.execution.shuffle_store import ShuffleStore, rank_store
 from mpipipe.execution.task import FAILED, Result, Task, TaskRange, unit_size
 from mpipipe.execution.transport import Backoff, PeerLost, Transport
 from mpipipe.execution.worker import WorkerHandle, stop_workers, take_early, wait_any
@@ -93,6 +94,8 @@ class Executor:
         self.node_names: Dict[int, str] = {}
         self.deadlines: Dict[int, Tuple[float, float, WorkerHandle]] = {}  # worker -> (deadline, limit, worker)
         self.overdue: Dict[int, float] = {}  # workers killed for their time limit -> the limit
+        self.store: Optional[ShuffleStore] = None  # this rank's part of MPI shuffles (made when one comes)
+        self.exchange: Optional[Any] = None  # mpi_shuffle.BucketExchange
 
     @staticmethod
     def create(runtime_ctx: Any, exec_id: str) -> Any:
@@ -118,6 +121,9 @@ class Executor:
         self.setup = P.executor_hello(self.t, host, self.hello_timeout)
         self.setup.update(rank=self.t.rank, size=self.t.size, host=host["host"])
         self.node_names = dict(self.setup.get("node_names", {}))  # plan code comes in NODES
+        self.store = rank_store(self.setup, self.t.rank, self.t.size)
+        if self.store is not None:
+            self.setup["shuffle_store"] = self.store.spec()  # for the workers
         logs = os.path.join(self.setup["job_dir"], "logs", f"rank-{self.t.rank}")
         handler = _rank_log(logs)
         log.info("rank %d of %d on %s: %s", self.t.rank, self.t.size, host["host"],
@@ -145,6 +151,8 @@ class Executor:
                                         for w in self.workers])
             log.info("rank %d stopped (%s); %d worker restart(s)", self.t.rank, reason,
                      sum(w.restarts for w in self.workers))
+            if self.exchange is not None:
+                self.exchange.close()
             if handler is not None:
                 log.removeHandler(handler)
                 handler.close()
@@ -154,11 +162,17 @@ class Executor:
         backoff = Backoff()
         while True:
             got = self.t.poll()
-            for _src, (kind, payload) in got:
+            exchange = self.exchange
+            for src, (kind, payload) in got:
                 if kind == P.TASKS:
-                    self.queue.extend(payload)
+                    self.queue.extend(payload if exchange is None else exchange.admit(payload))
+                elif kind == P.PIECE:  # (it may come before rank 0's NODES that tell of its shuffle)
+                    exchange = self._exchange({})
+                    exchange.on_piece(src, payload)
                 elif kind == P.NODES:
                     self.node_names.update(payload[1])
+                    if payload[2]:
+                        exchange = self._exchange(payload[2])
                     for w in self.workers:
                         self._ensure_alive(w)
                         w.add_nodes(payload[0])
@@ -183,10 +197,29 @@ class Executor:
                         why = f"ran past its time limit of {limit:g} s and was stopped"
                     results.append(self._crash_result(w, task, why, start))
                     self.queue.extendleft(reversed(rest))
+            moved = False
+            if exchange is not None:
+                exchange.after(results)
+                moved = exchange.progress()
+                if moved:
+                    self.queue.extend(exchange.release())
+                results.extend(exchange.expired())
             if results:
                 self.t.send(0, P.results_msg(results))
-            if got or results:
+            if got or results or moved:
                 backoff.reset()
+
+    def _exchange(self, shuffles: Dict[str, Any]) -> Any:
+        """This rank's part in the MPI shuffles of the nodes that came (made with the first one)."""
+        if self.exchange is None:
+            if self.store is None:
+                raise MpipipeError("rank 0 sent an MPI shuffle to a world whose ranks cannot exchange buckets")
+            from mpipipe.execution.mpi_shuffle import BucketExchange
+
+            self.store.prepare()
+            self.exchange = BucketExchange(self.t, self.store)
+        self.exchange.add_nodes(shuffles)
+        return self.exchange
 
     def _chunk(self) -> int:
         """How many plain tasks a worker may hold: its share of all this rank holds (at least MIN_CHUNK), so

@@ -33,6 +33,8 @@ _TAG = 7
 
 
 class MpiTransport(Transport):
+    peer_buffers = True
+
     def __init__(self, comm: Any = None) -> None:
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()

@@ -6,7 +6,7 @@ and an executor side next to each other, so the two cannot drift apart.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from mpipipe.errors import PlatformError
 from mpipipe.execution.transport import Backoff, Transport
@@ -18,6 +18,8 @@ NODES = "nodes"    # S->E: plan code: the nodes of each run the executors have n
 RESULTS = "results"  # E->S: a batch of Result
 STOP = "stop"      # S->E: leave the loop (payload: reason)
 FATAL = "fatal"    # E->S: the executor cannot go on (payload: message)
+PIECE = "piece"    # E->E: a bucket of an MPI shuffle comes: its node, part, bucket and files (their bytes follow
+#                    as raw MPI messages, execution/mpi_shuffle.py)
 
 # Between an executor and each of its worker processes (execution/worker.py), over a pipe, in frames:
 W_SETUP = "setup"  # X->W: the job's setup and every node sent so far (a new worker, or one started again)
@@ -73,10 +75,12 @@ def executor_hello(t: Transport, host: Dict[str, Any], timeout: float) -> Dict[s
 
 # --- phase 2: plan code, before each run (the executor side is Executor._loop) ---
 
-def scheduler_nodes(t: Transport, blobs: List[bytes], names: Dict[int, str]) -> None:
-    """Ship nodes to every executor; messages from rank 0 arrive in order, so before any task of them."""
+def scheduler_nodes(t: Transport, blobs: List[bytes], names: Dict[int, str],
+                    shuffles: Optional[Dict[str, Any]] = None) -> None:
+    """Ship nodes to every executor; messages from rank 0 arrive in order, so before any task of them.
+    `shuffles`: what the executors need of MPI shuffles (mpipipe.logical.shuffles.shuffle_exchange)."""
     for rank in range(1, t.size):
-        t.send(rank, (NODES, (blobs, names)))
+        t.send(rank, (NODES, (blobs, names, shuffles)))
 
 
 # --- phase 3: work (see Scheduler.run and Executor.run) ------------------------

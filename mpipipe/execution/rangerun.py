@@ -24,6 +24,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from mpipipe.execution.attempt import describe_failure, drop_spilled, encode_value, maybe_strike, spill
+from mpipipe.execution.shuffle_store import local_store
 from mpipipe.execution.task import FAILED, OK, OkRun, RangeTaskContext, Result, TaskRange
 
 
@@ -108,6 +109,8 @@ def run_range(rng: TaskRange, node: Any, setup: Dict[str, Any], log_path: str, f
     watch.attempt = attempt = rng.attempt
     proto = RangeTaskContext(rng, node.name, node.npartitions, setup["rank"], setup["size"], setup["host"],
                              setup["job_dir"], getattr(node, "args", None))
+    if setup.get("shuffle_store"):
+        proto.keep_local(local_store(setup), getattr(node, "shuffle_transport", "files") == "mpi")
     at, body, clock = proto.at, node.run_task, time.time
     started = slot.task_started if slot is not None else None
     flush_streams()  # what ran before this range lands before its spans

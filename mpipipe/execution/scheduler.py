@@ -19,7 +19,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from mpipipe.errors import JobInterrupted, JournalError, PlatformError, TaskFailedError
 from mpipipe.execution import protocol as P
@@ -30,6 +30,7 @@ from mpipipe.execution.inflight import InFlight
 from mpipipe.execution.journal import Journal, end_record, nodes_record, run_record, task_key
 from mpipipe.execution.osutil import STOP_SIGNALS, leave_hung_up_terminal
 from mpipipe.execution.outcomes import Failure, Outcomes
+from mpipipe.execution.pinned import PinnedDispatch
 from mpipipe.execution.placed import PlacedDispatch
 from mpipipe.execution.progress import NodeCount, Progress
 from mpipipe.execution.roles import SchedulerRole, StateObserver
@@ -75,7 +76,8 @@ class Scheduler:
     def __init__(self, transport: Transport, infos: List[NodeInfo], roots: List[int], options: SchedulerOptions,
                  journal: Journal, resources: Optional[Dict[int, Any]] = None,
                  hosts: Optional[Dict[int, Dict[str, Any]]] = None,
-                 group_sizes: Optional[Dict[int, int]] = None) -> None:
+                 group_sizes: Optional[Dict[int, int]] = None, pinned: Optional[Set[int]] = None,
+                 senders: Optional[Set[int]] = None) -> None:
         self.t = transport
         self.options = options
         self.journal = journal
@@ -88,6 +90,9 @@ class Scheduler:
         self.placed = PlacedDispatch(self.graph, ranks, dict(hosts or {}), options.workers_per_executor,
                                      resources, group_sizes)
         self.handover = Handover(self.graph)
+        self.pinned = PinnedDispatch(ranks, options.workers_per_executor, transport.size)
+        self.pinned.nodes.update(pinned or ())
+        self.pinned.senders.update(senders or ())
         self.speculation: Optional[Speculation] = (Speculation(self.graph, options.workers_per_executor)
                                                    if options.speculate else None)
         self.outcomes = Outcomes(self.graph, journal, options.job_dir, options.max_retries, options.fail_fast,
@@ -128,6 +133,8 @@ class Scheduler:
         """A due partition goes to the path that will send it."""
         if nid in self.handover.submit:
             self.handover.push((nid, p, attempt))
+        elif nid in self.pinned.nodes:
+            self.pinned.push((nid, p, attempt), front)
         elif nid in self.placed.resources:
             self.placed.push((nid, p, attempt), front)
         else:
@@ -135,7 +142,7 @@ class Scheduler:
 
     def _route_run(self, nid: int, first: int, count: int) -> None:
         """Due partitions first..first+count-1 of a node (first attempts): a plain node's wait as one run."""
-        if nid in self.handover.submit or nid in self.placed.resources:
+        if nid in self.handover.submit or nid in self.placed.resources or nid in self.pinned.nodes:
             for p in range(first, first + count):
                 self._route(nid, p, 0, False)
         else:
@@ -158,8 +165,9 @@ class Scheduler:
 
     def _dispatch(self) -> bool:
         expand = self.graph.expand
-        waiting = bool(self.plain.ready or self.placed.ready)
+        waiting = bool(self.plain.ready or self.placed.ready or self.pinned.ready)
         sent = self.handover.send(self.inflight, self._make_task, expand, waiting)
+        sent = self.pinned.send(self.t, self.inflight, self._make_task) or sent
         unplaceable: List[Any] = []
         sent = self.placed.send(self.t, self.inflight, self._make_task, expand, unplaceable) or sent
         for item, error in unplaceable:
@@ -235,6 +243,7 @@ class Scheduler:
             blocked = self.graph.is_blocked
             self.plain.drop(blocked)
             self.placed.drop(blocked)
+            self.pinned.drop(blocked)
             self.handover.drop(blocked)
         if self.outcomes.stop_reason is not None:
             self.stop_reason = self.outcomes.stop_reason
@@ -245,8 +254,8 @@ class Scheduler:
         """Nothing due, nothing in flight that anybody waits for (copies that lost a race are not)."""
         waiting = (self.speculation.waiting_for(self.inflight) if self.speculation is not None
                    else len(self.inflight))
-        return (waiting == 0 and not self.plain.ready and not self.placed.ready and not self.graph.expanding
-                and not self.handover.ready)
+        return (waiting == 0 and not self.plain.ready and not self.placed.ready and not self.pinned.ready
+                and not self.graph.expanding and not self.handover.ready)
 
     def _check_plan_unchanged(self, previous: Dict[str, str], infos: Optional[List[NodeInfo]] = None) -> None:
         """A journal written by another version of the plan is refused, unless changes are allowed."""
@@ -316,8 +325,11 @@ class Scheduler:
                 raise PlatformError(f"executor rank {src} stopped: {payload}")
         sent = self._dispatch()
         if self.speculation is not None and not sent and not self.plain.ready and not self.placed.ready \
-                and not self.graph.expanding:
-            sent = self.speculation.start_copy(self.t, self.inflight, self.handover.submit)
+                and not self.pinned.ready and not self.graph.expanding:
+            # a launcher's task runs where its launcher puts it; a pinned task, and a map task whose buckets
+            # move over MPI, must run once, where they are
+            kept = self.handover.submit.keys() | self.pinned.nodes | self.pinned.senders
+            sent = self.speculation.start_copy(self.t, self.inflight, kept)
         now = time.monotonic()
         self.journal.maybe_flush(now)
         o = self.outcomes

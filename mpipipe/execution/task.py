@@ -200,8 +200,26 @@ class TaskContext:
             self._log = logging.getLogger(f"mpipipe.task.{self.node_name}")
         return self._log
 
+    # an MPI shuffle's map task writes into its rank's store, and its readers find their buckets there
+    # (execution/shuffle_store.py); None: everything is in the job directory
+    store: Any = None
+    local_output = False
+
+    def keep_local(self, store: Any, local_output: bool) -> None:
+        """Use this rank's shuffle store: for the output when `local_output`, and to find shuffled inputs."""
+        self.store = store
+        self.local_output = local_output
+
+    def shuffle_path(self, path: str) -> str:
+        """Where this task finds a folder of an MPI shuffle's output (its rank's store)."""
+        return self.store.resolve(path) if self.store is not None else path
+
     @property
     def output_dir(self) -> str:
+        if self._staging is None and self.local_output:
+            part = os.path.basename(self.final_output)
+            self._staging = self.store.staging(self.store.tier_for(0), f"{self.node_name}.{part}.a{self.attempt}."
+                                                                      f"r{self.rank}.{os.getpid()}")
         if self._staging is None:
             self._staging = staging_path(self.final_output, self.attempt, self.rank)
             if os.path.lexists(self._staging):
@@ -239,6 +257,11 @@ class TaskContext:
     def commit(self) -> Optional[str]:
         if self._staging is None:
             return None
+        if self.local_output:
+            self.store.publish(self._staging, self.final_output)
+            if os.path.lexists(self.final_output):  # a run before wrote it to the job directory: readers would
+                shutil.rmtree(self.final_output, ignore_errors=True)  # find that one first
+            return self.final_output
         replace_into_place(self._staging, self.final_output)
         return self.final_output
 

@@ -27,6 +27,7 @@ class PeerLost(Exception):
 class Transport(ABC):
     rank: int
     size: int
+    peer_buffers = False  # whether executor ranks can send each other raw buffers (an MPI world's can)
 
     @abstractmethod
     def send(self, dest: int, msg: Any) -> None:

@@ -204,6 +204,12 @@ class DataNode(Node):
 
     def input_folders(self, task: Any, i: int) -> List[str]:
         """The partition folders of input i that partition `task.partition` reads."""
+        folders = self._input_folders(task, i)
+        if getattr(self.inputs[i], "shuffle_transport", "files") == "mpi":  # in this rank's store
+            return [task.shuffle_path(f) for f in folders]
+        return folders
+
+    def _input_folders(self, task: Any, i: int) -> List[str]:
         dep = self.inputs[i]
         paths = list(task.inputs[i])
         if self.pointwise or self.gathers:
@@ -524,15 +530,11 @@ PARTITION_MODES = ("files", "row_groups", "rows")
 
 
 def bucket_folders(dep: Node, paths: Sequence[str], j: int) -> List[str]:
-    """The folders holding partition j of a partitioning node `dep`, given all its task outputs: bucket j of
-    every task, or (nested) bucket j % nbuckets of the task(s) of input partition j // nbuckets."""
-    from mpipipe.steps.partio import bucket_dir
+    """The folders holding partition j of a partitioning node `dep`, given all its task outputs."""
+    from mpipipe.data.buckets import bucket_folders_of
 
-    nb = int(getattr(dep, "nbuckets"))
-    if getattr(dep, "nested", False):
-        split = int(getattr(dep, "map_split", 1))  # the map tasks of one input partition
-        return [bucket_dir(paths[(j // nb) * split + r], j % nb) for r in range(split)]
-    return [bucket_dir(d, j) for d in paths]
+    return bucket_folders_of(paths, j, int(getattr(dep, "nbuckets")), bool(getattr(dep, "nested", False)),
+                             int(getattr(dep, "map_split", 1)))
 
 
 def partition_folders(dep: Node, paths: Sequence[str], j: int) -> List[str]:
@@ -796,12 +798,18 @@ class _BucketingNode(PartitionNode):
     # the form of the bucket files its tasks write: Parquet, unless the job's shuffle_format applies to it
     # (mpipipe.logical.intermediates decides, per run, for the nodes whose output only the plan reads)
     intermediate_format = "parquet"
+    # how its buckets reach the next node's tasks: "files" in the job directory, or "mpi" (rank to rank, kept in
+    # the reading rank's memory); mpipipe.logical.shuffles decides per run from `shuffle` and the job's option
+    shuffle_transport = "files"
 
     def __init__(self, ctx: Context, inputs: Inputs, npartitions: int, name: Optional[str], version: str,
                  cpus: Optional[int], memory: Union[int, str, None], resources: Any = None,
                  dimension: Optional[str] = None, nested: bool = False, *, map_tasks: Optional[int] = None,
-                 **options: Any) -> None:
+                 shuffle: Optional[str] = None, **options: Any) -> None:
         label = name or options.get("output_name") or self.default_name()
+        if shuffle is not None and shuffle not in ("files", "mpi"):
+            raise PlanError(f"node {label!r}: shuffle must be 'files' or 'mpi', got {shuffle!r}")
+        self.shuffle = shuffle  # None: the job's --shuffle
         deps, _ = _as_inputs(inputs)
         if len(deps) != 1:
             raise PlanError(f"node {label!r} partitions exactly one input, got {len(deps)}")

@@ -21,17 +21,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mpipipe.errors import PlanError
+from mpipipe.data.buckets import BUCKET_COLUMN, bucket_dir
 from mpipipe.data.duckdb_tables import register_arrow, register_empty
 from mpipipe.data.fragment import Fragment, is_uri
 from mpipipe.steps import ipcfile
 
 MANIFEST = "_dataset.json"
-BUCKET_COLUMN = "__mpipipe_bucket"
-
-
-def bucket_dir(output: str, bucket: int) -> str:
-    """Where bucket `bucket` of a partitioning task's output lives (DuckDB's hive naming)."""
-    return os.path.join(output, f"{BUCKET_COLUMN}={bucket}")
 
 
 class DataError(Exception):
