@@ -31,6 +31,7 @@ from mpipipe.execution.rangerun import log_offset as _log_offset
 from mpipipe.execution.reap import wait_all
 from mpipipe.execution.task import (FAILED, OK, OkRun, Result, Task, TaskContext, TaskRange, remove_staging,
                                    unit_size)
+from mpipipe.execution.shuffle_store import local_store
 from mpipipe.execution.taskslot import TaskSlot
 
 import pickle
@@ -130,6 +131,8 @@ class _WorkerState:
             }, start
         ctx = TaskContext(task, node.name, node.npartitions, s["rank"], s["size"], s["host"], s["job_dir"],
                           getattr(node, "args", None), task.resources)
+        if s.get("shuffle_store"):
+            ctx.keep_local(local_store(s), getattr(node, "shuffle_transport", "files") == "mpi")
         saved_env = _apply_resources(task.resources)
         if self.slot is not None:
             self.slot.output_at(start)
