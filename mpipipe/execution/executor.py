@@ -152,6 +152,7 @@ class Executor:
             log.info("rank %d stopped (%s); %d worker restart(s)", self.t.rank, reason,
                      sum(w.restarts for w in self.workers))
             if self.exchange is not None:
+                log.info("rank %d %s", self.t.rank, self.exchange.summary())
                 self.exchange.close()
             if handler is not None:
                 log.removeHandler(handler)

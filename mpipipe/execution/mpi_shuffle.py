@@ -102,8 +102,9 @@ class BucketExchange:
         self.held: List[Tuple[float, Any]] = []  # (since, Task) waiting for buckets
         self.tag_span = max(1, int(self.comm.Get_attr(MPI.TAG_UB) or 32767) - FIRST_TAG)
         self.next_tag = 0
-        self.bytes_sent = 0
-        self.bytes_received = 0
+        self.sent = [0, 0]  # buckets, bytes
+        self.received = [0, 0]
+        self.spilled = 0  # bytes received into the disk tier
 
     def add_nodes(self, shuffles: Dict[str, Any]) -> None:
         for nid, shape in shuffles.get("senders", {}).items():
@@ -170,7 +171,8 @@ class BucketExchange:
                     views.append(view)
                     requests.append(self.comm.Isend([view, MPI.BYTE], dest=owner, tag=tag))
             files.append((fname, size, tags))
-            self.bytes_sent += size
+            self.sent[1] += size
+        self.sent[0] += 1
         self.t.send(owner, (P.PIECE, (name, part, bucket, files)))
         self.sends.append(_Send(requests, maps, list(reversed(views)), folder))
 
@@ -180,7 +182,10 @@ class BucketExchange:
         name, part, bucket, files = piece
         path = os.path.join(self.store.outputs, name, part, bucket_name(bucket))
         total = sum(size for _, size, _ in files)
-        staging = self.store.staging(self.store.tier_for(total), f"recv.{name}.{part}.{bucket}")
+        tier = self.store.tier_for(total)
+        if tier == self.store.disk_root:
+            self.spilled += total
+        staging = self.store.staging(tier, f"recv.{name}.{part}.{bucket}")
         requests: List[Any] = []
         maps: List[mmap.mmap] = []
         views: List[memoryview] = []
@@ -200,7 +205,8 @@ class BucketExchange:
                         requests.append(self.comm.Irecv([view, MPI.BYTE], source=src, tag=tag))
             finally:
                 os.close(fd)
-        self.bytes_received += total
+        self.received[0] += 1
+        self.received[1] += total
         self.receives.append(_Receive(requests, maps, list(reversed(views)), staging, path))
 
     # --- progress -----------------------------------------------------------------------------
@@ -290,6 +296,10 @@ class BucketExchange:
                         if first_only:
                             return missing
         return missing
+
+    def summary(self) -> str:
+        return (f"shuffle: sent {self.sent[0]} bucket(s) ({self.sent[1]} bytes), received {self.received[0]} "
+                f"bucket(s) ({self.received[1]} bytes), {self.spilled} bytes spilled to disk")
 
     def close(self) -> None:
         """Stop what is in flight and remove the store (at the end of the world)."""

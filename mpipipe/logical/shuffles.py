@@ -38,6 +38,7 @@ def choose_transports(plan: Any, default: str, mpi_world: bool, launched: Collec
         if getattr(r, "kind", None) == "root":
             final.update(id(d) for d in r.inputs)
     pinned: Set[int] = set()
+    said: Set[str] = set()
     for node in nodes:
         if not hasattr(node, "shuffle_transport"):
             continue
@@ -48,8 +49,10 @@ def choose_transports(plan: Any, default: str, mpi_world: bool, launched: Collec
         readers = [n for n in nodes if any(d is node for d in getattr(n, "inputs", ()))]
         why = _keeps_files(node, readers, id(node) in final, mpi_world, launched)
         if why is not None:
-            if getattr(node, "shuffle", None) == MPI or mpi_world:
+            if why not in said:
                 log.info("shuffle of %s keeps files: %s", node.name, why)
+            if not mpi_world:
+                said.add(why)  # once for the whole plan
             continue
         node.shuffle_transport = MPI
         pinned.update(r.id for r in readers)
@@ -60,7 +63,7 @@ def _keeps_files(node: Any, readers: List[Any], final: bool, mpi_world: bool,
                  launched: Collection[str]) -> Optional[str]:
     """Why the buckets of `node` cannot move over MPI, or None."""
     if not mpi_world:
-        return "the job does not run in an MPI world"
+        return "the job does not run in an MPI world (--shuffle mpi applies to MPI worlds)"
     if final or getattr(node, "named", False) or getattr(node, "publish_path", None):
         return "its files are an output the user may read (a plan root, a named node, or output_path=)"
     from mpipipe.logical.datanode import num_outputs
