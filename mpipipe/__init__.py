@@ -31,15 +31,15 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-# under an MPI launcher, an executor rank's first worker starts now and boots while the script imports the
-# rest and builds its plan (mpipipe.execution.early)
 from mpipipe.execution.early import begin as _begin_early  # noqa: E402
 from mpipipe.lazy import lazy_names as _lazy_names  # noqa: E402
 
-_begin_early()
-
-
 __getattr__, __dir__ = _lazy_names("mpipipe", globals(), _EXPORTS)
+
+# under an MPI launcher, an executor rank's first worker starts now and boots while the script imports the
+# rest and builds its plan (mpipipe.execution.early); after the names above, since a worker forked here
+# imports the plan's modules, which import names from this package
+_begin_early()
 
 
 if TYPE_CHECKING:  # what the names are, for type checkers and editors

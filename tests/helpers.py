@@ -157,13 +157,22 @@ def process_argv(pid: int) -> List[str]:
 
 
 def mpi_ranks(launcher_pid: int) -> Dict[int, int]:
-    """MPI rank -> pid, among the processes a launcher started (the ranks have PMI_RANK; their workers not)."""
+    """MPI rank -> pid, among the processes a launcher started: the ranks have PMI_RANK, and so does a worker
+    forked from its rank (/proc shows the environment a process started with), whose parent is that rank."""
     ranks = {}
     for pid in descendants(launcher_pid):
         rank = process_env(pid).get("PMI_RANK")
-        if rank is not None and rank.isdigit():
+        if rank is not None and rank.isdigit() and "PMI_RANK" not in process_env(parent_pid(pid)):
             ranks[int(rank)] = pid
     return ranks
+
+
+def parent_pid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def local_executors(rank0_pid: int) -> Dict[int, int]:

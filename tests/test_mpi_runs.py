@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from helpers import BIN, FLAKY, QUICKSTART, env_for_tests, kill_group, mpiexec, pid_alive, python, wait_for
+from helpers import (BIN, FLAKY, QUICKSTART, env_for_tests, kill_group, mpiexec, parent_pid, pid_alive, python,
+                     wait_for)
 from journal_tools import job_dir, ok_counts, records
 from test_local_runs import expected_counts, word_counts
 
@@ -87,7 +88,8 @@ def test_ctrl_c_on_launcher_stops_the_whole_world(data_root):
 
 
 def _rank_pids(data_root):
-    """Processes whose command line names this test's data root (the MPI ranks): looked at, never killed."""
+    """Processes whose command line names this test's data root (the MPI ranks, not the workers forked from
+    them, which have the same command line and environment in /proc): looked at, never killed."""
     pids = []
     for d in glob.glob("/proc/[0-9]*"):
         try:
@@ -98,7 +100,7 @@ def _rank_pids(data_root):
         if data_root.encode() in cmd and b"--platform" in cmd and os.path.basename(cmd[0]).startswith(b"python"):
             if int(os.path.basename(d)) != os.getpid():
                 pids.append(int(os.path.basename(d)))
-    return [p for p in pids if _has_pmi(p)]
+    return [p for p in pids if _has_pmi(p) and not _has_pmi(parent_pid(p))]
 
 
 def _has_pmi(pid):

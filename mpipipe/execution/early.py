@@ -3,6 +3,10 @@ script's first run() instead of adding to it.
 
 - On an executor rank, its first worker process starts (execution/worker.py,
   start_early): it boots while the script imports the rest and builds its plan.
+  It is forked from the rank (execution/forked.py) when that is safe: one
+  thread, no MPI loaded yet, no module of the script's half-imported. It is
+  the moment all ranks and their workers compete for the cores, and a fork
+  spares the CPU of a new interpreter importing the worker's modules.
 - MPI itself is not started here: a rank that has called MPI_Init and then
   leaves with an error (a plan that fails to build on every rank) makes
   MPICH's launcher kill the other ranks before rank 0's one-line message is
@@ -45,4 +49,4 @@ def begin() -> None:
     if rank > 0:
         from mpipipe.execution.worker import start_early
 
-        start_early(1)
+        start_early(1, fork=True)  # forked, not a new interpreter, where that is safe (execution/forked.py)

@@ -6,7 +6,8 @@ attempt, and starts a fresh worker for the rest.
 
 This module is both sides: `WorkerHandle` lives in the executor, `main()` is
 the worker process (`main()`, started with `python -c` so that importing the
-package first does not load this module twice).
+package first does not load this module twice, or called in a child forked
+from the executor rank before MPI starts: execution/forked.py).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import traceback
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from mpipipe.execution import rangerun
+from mpipipe.execution import forked, rangerun
 from mpipipe.execution.attempt import (describe_failure, drop_spilled, encode_value,  # noqa: F401  (plan_steps)
                                       maybe_strike, spill)
 from mpipipe.execution.framing import FrameReader, _HEADER, read_msg, write_msg
@@ -186,9 +187,12 @@ def _take_on(setup: Dict[str, Any]) -> None:
         pass
 
 
-def main() -> None:
-    log_path = sys.argv[1] if len(sys.argv) > 1 else ""  # "": started early, its log comes with the setup
-    slot = TaskSlot.attach(int(sys.argv[2])) if len(sys.argv) > 2 else None  # which task runs, for the executor
+def main(args: Optional[List[str]] = None) -> None:
+    """The worker process: `args` (else the command line's): its log ("": started early, its log comes with the
+    setup) and the descriptor of its TaskSlot; stdin and stdout are its pipes from and to the executor."""
+    args = sys.argv[1:] if args is None else args
+    log_path = args[0] if args else ""
+    slot = TaskSlot.attach(int(args[1])) if len(args) > 1 else None  # which task runs, for the executor
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     leave_stop_signals_to_rank0()  # a closed terminal or mpiexec's SIGTERM: rank 0 stops the job, then this worker
@@ -256,7 +260,7 @@ class WorkerHandle:
         self.log_path = log_path
         self.setup = setup
         self.inflight: Deque[Any] = deque()  # Task or TaskRange, in the order the worker runs them
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: Optional[Any] = None  # a subprocess.Popen, or a forked.ForkedProcess (start(fork=True))
         self._out = bytearray()
         self._reader = FrameReader()
         self.restarts = 0
@@ -265,9 +269,10 @@ class WorkerHandle:
         self.slot: Optional[TaskSlot] = None  # which task the worker runs (shared with it)
         self._finished = 0  # tasks the worker reported since it started
 
-    def start(self) -> None:
+    def start(self, fork: bool = False) -> None:
         """Start the worker process; with no log path yet (started early, before the job's setup is known) it
-        waits for configure()."""
+        waits for configure(). `fork`: fork it from this process if that is safe now (forked.fork_allowed;
+        only for a worker started early), else start a new interpreter."""
         if self.slot is not None:
             self.slot.close()
         self.slot, slot_fd = TaskSlot.create()
@@ -275,7 +280,9 @@ class WorkerHandle:
         argv = [sys.executable, "-c", "from mpipipe.execution.worker import main; main()", self.log_path,
                 str(slot_fd)]
         try:
-            if not self.log_path:
+            if fork and not self.log_path and forked.fork_allowed():
+                self.proc = forked.fork_process(lambda: main(argv[3:]), keep=(slot_fd,), env=child_env())
+            elif not self.log_path:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(),
                                              close_fds=True, pass_fds=(slot_fd,))
             else:
@@ -512,14 +519,14 @@ def stop_workers(workers: List[WorkerHandle], timeouts: List[float]) -> None:
 _EARLY: List[WorkerHandle] = []  # workers an executor rank started before it joined its world
 
 
-def start_early(count: int) -> None:
+def start_early(count: int, fork: bool = False) -> None:
     """Have `count` worker processes started now (those started earlier count), while this executor rank joins
     its world (MPI start-up takes as long as a worker's), so they are ready when the first tasks come; Executor
-    takes them (take_early)."""
+    takes them (take_early). `fork`: fork them from this process where that is safe (WorkerHandle.start)."""
     for _ in range(count - len(_EARLY)):
         w = WorkerHandle("", {})
         try:
-            w.start()
+            w.start(fork=fork)
         except OSError:
             return
         _EARLY.append(w)
