@@ -5,6 +5,8 @@ the largest process, answers compared row for row, and where mpipipe's time went
     python scripts/bench/user_sort.py                     # 10,000,000 records of 100 bytes, 3 rounds
     BENCH_QUICK=1 python scripts/bench/user_groupby.py    # 1,000,000 rows
     python scripts/bench/user_groupby.py --launch mpi     # the user scripts under mpiexec -n 3 instead
+    python scripts/bench/user_groupby.py --launch mpi --executors 3 --shuffle both
+                                        # mpiexec -n 4, each user script with its shuffle in files and over MPI
 
 The user scripts are what a smallpond user would have written with only the
 imports changed: no split added by hand, no option tuned. They run as they
@@ -56,13 +58,13 @@ GOALS = {"groupby": {"wall": 1.5, "peak_rss_mb": 1.5}, "sort": {"wall": 1.3}}
 METRICS = [("wall", "time (s)", "s"), ("peak_rss_mb", "peak RSS, largest process (MiB)", "MB")]
 
 
-def mpipipe_tools(workload: str, launch: str) -> Dict[str, str]:
-    """tool label -> user script."""
-    where = "mpiexec -n 3" if launch == "mpi" else "local, 2 executors"
-    if workload == "groupby":
-        return {f"mpipipe plan, user script ({where})": "groupby_plan.py",
-                f"mpipipe DataFrame, user script ({where})": "groupby_dataframe.py"}
-    return {f"mpipipe DataFrame, user script ({where})": "sort_dataframe.py"}
+def mpipipe_tools(workload: str, launch: str, executors: int = 2, shuffles: tuple = ("",)) -> Dict[str, tuple]:
+    """tool label -> (user script, SP_SHUFFLE or "" for the default)."""
+    where = f"mpiexec -n {executors + 1}" if launch == "mpi" else f"local, {executors} executors"
+    names = {"groupby": [("plan", "groupby_plan.py"), ("DataFrame", "groupby_dataframe.py")],
+             "sort": [("DataFrame", "sort_dataframe.py")]}[workload]
+    return {f"mpipipe {api}, user script ({where}{f', {shuffle} shuffle' if shuffle else ''})": (script, shuffle)
+            for api, script in names for shuffle in shuffles}
 
 
 def job_id(script: str) -> str:
@@ -70,12 +72,14 @@ def job_id(script: str) -> str:
 
 
 def user_command(script: str, input_dir: str, output: Optional[str], partitions: int, executors: int,
-                 work: str, launch: str) -> tuple:
+                 work: str, launch: str, shuffle: str = "") -> tuple:
     """(argv, environment) of one user script run."""
     argv = [B.PYTHON, os.path.join(USER, script), "-i", os.path.join(input_dir, "*.parquet"), "-n", str(partitions)]
     if output:
         argv += ["-o", output]
     env = {"SP_DATA_ROOT": work, "SP_JOB_ID": job_id(script), "SP_PROGRESS_INTERVAL": "0"}
+    if shuffle:
+        env["SP_SHUFFLE"] = shuffle
     if launch == "mpi":
         argv = [B.mpiexec(), "-n", str(executors + 1)] + argv
     else:
@@ -85,8 +89,8 @@ def user_command(script: str, input_dir: str, output: Optional[str], partitions:
 
 def output_files(tool: str, out: Dict[str, str], work: str, scripts: Dict[str, str]) -> List[str]:
     """A tool's result files, in the order that holds the answer's order (file name order)."""
-    if tool in scripts and scripts[tool] == "groupby_plan.py":  # the plan's last node, in its job directory
-        pattern = os.path.join(work, job_id(scripts[tool]), "outputs", "groupby", "*", "*.parquet")
+    if tool in scripts and scripts[tool][0] == "groupby_plan.py":  # the plan's last node, in its job directory
+        pattern = os.path.join(work, job_id(scripts[tool][0]), "outputs", "groupby", "*", "*.parquet")
     elif out[tool].endswith(".parquet"):
         pattern = out[tool]
     else:
@@ -130,12 +134,32 @@ def goal_lines(workload: str, ratios: List[Dict[str, Any]]) -> List[str]:
     return out
 
 
+def shuffle_lines(scripts: Dict[str, tuple], stats: Dict[str, Any]) -> List[str]:
+    """The MPI shuffle's median time over the files shuffle's, per user script run both ways."""
+    out = []
+    by_script: Dict[str, Dict[str, str]] = {}
+    for tool, (script, shuffle) in scripts.items():
+        by_script.setdefault(script, {})[shuffle] = tool
+    for script, tools in by_script.items():
+        if "files" in tools and "mpi" in tools:
+            r = B.ratio(stats[tools["mpi"]].get("wall"), stats[tools["files"]].get("wall"))
+            if r is not None:
+                out.append(f"{script}: MPI shuffle / files shuffle, median time: {B.fmt_ratio(r)}x")
+    return out
+
+
 def main(workload: str) -> None:
     rows = {"groupby": (1_000_000, 20_000_000), "sort": (500_000, 10_000_000)}[workload][0 if B.quick() else 1]
-    a = B.data_workload_args(__doc__.splitlines()[0], rows, lambda ap: ap.add_argument(
-        "--launch", choices=["local", "mpi"], default="local",
-        help="run the user scripts on the local platform (default) or under mpiexec -n EXECUTORS+1"))
+    def more(ap: Any) -> None:
+        ap.add_argument("--launch", choices=["local", "mpi"], default="local",
+                        help="run the user scripts on the local platform (default) or under mpiexec -n EXECUTORS+1")
+        ap.add_argument("--shuffle", choices=["default", "files", "mpi", "both"], default="default",
+                        help="SP_SHUFFLE of the user scripts; both: each script twice, files and mpi (with --launch "
+                             "mpi), and the ratio of the two")
+
+    a = B.data_workload_args(__doc__.splitlines()[0], rows, more)
     launch = a.launch
+    shuffles = {"default": ("",), "both": ("files", "mpi")}.get(a.shuffle, (a.shuffle,))
     work = os.path.join(B.WORK, f"user-{workload}")
     os.makedirs(work, exist_ok=True)
     t0 = time.perf_counter()
@@ -151,13 +175,14 @@ def main(workload: str) -> None:
     print(f"{workload} as users write it: {what} in {a.files} files ({size / 1e6:,.0f} MB) under "
           f"{os.path.relpath(input_dir)} (ready in {time.perf_counter() - t0:.1f} s), {a.reps} rounds", flush=True)
 
-    scripts = mpipipe_tools(workload, launch)
+    scripts = mpipipe_tools(workload, launch, a.executors, shuffles)
     timeout = 600 if B.quick() else 1800
     out: Dict[str, str] = {}
     cmds: Dict[str, tuple] = {}
-    for tool, script in scripts.items():
+    for tool, (script, shuffle) in scripts.items():
         out[tool] = "" if script == "groupby_plan.py" else os.path.join(work, job_id(script) + "-out")
-        cmds[tool] = user_command(script, input_dir, out[tool] or None, a.partitions, a.executors, work, launch)
+        cmds[tool] = user_command(script, input_dir, out[tool] or None, a.partitions, a.executors, work, launch,
+                                  shuffle)
     bench = os.path.join(B.HERE, f"{workload}.py")
     for tool, engine in ((DUCKDB, "duckdb"), (POLARS, "polars")):
         out[tool] = os.path.join(work, f"{engine}.parquet" if workload == "groupby" else f"{engine}-out")
@@ -172,11 +197,11 @@ def main(workload: str) -> None:
             if os.path.isfile(out[tool]):
                 os.remove(out[tool])
         if tool in scripts:
-            B.clear_job(work, job_id(scripts[tool]))
+            B.clear_job(work, job_id(scripts[tool][0]))
         argv, env = cmds[tool]
         rec = B.run(argv, timeout, env=env, label=tool, memory=True)
         if tool in scripts and rec["status"] == "ok":
-            rec["profile"] = jobprofile.profile(os.path.join(work, job_id(scripts[tool])), rec["start"],
+            rec["profile"] = jobprofile.profile(os.path.join(work, job_id(scripts[tool][0])), rec["start"],
                                                 rec["start"] + rec["wall"])
         return rec
 
@@ -207,7 +232,7 @@ def main(workload: str) -> None:
             checks.append(sort_check(tool, files, expected, ref if ref and tool != DUCKDB else None, a.rows))
 
     cmp = B.compare(runs, METRICS, list(scripts), [k for k, _, _ in METRICS])
-    notes = goal_lines(workload, cmp["ratios"])
+    notes = goal_lines(workload, cmp["ratios"]) + shuffle_lines(scripts, cmp["stats"])
     for tool in tools:
         names = collections.Counter(r.get("largest_process") for r in runs[tool] if r.get("largest_process"))
         if names:
