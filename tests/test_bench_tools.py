@@ -305,7 +305,7 @@ def test_the_user_scripts_give_duckdbs_answers_on_a_tiny_input(tmp_path):
         rec = B.run(argv, timeout=120, env=env, label=script, memory=True)
         assert rec["status"] == "ok", rec.get("error")
         assert rec["peak_rss_mb"] > 20
-        files = U.output_files(tool, out, work, {tool: script})
+        files = U.output_files(tool, out, work, {tool: (script, "")})
         if script.startswith("groupby"):
             assert groupby_bench.check_files(tool, files, ref).endswith("agrees with DuckDB")
         else:
