@@ -241,6 +241,8 @@ def test_every_reader_gets_the_same_rows_over_mpi_as_from_files(tmp_path, inputs
         if mode != "files":
             sent = [int(n) for n in re.findall(r"shuffle: sent (\d+) bucket", logs)]
             assert sum(sent) > 0, logs[-3000:]
+            # once a shuffle's readers are done, every rank frees its buckets
+            assert len(re.findall(r"dropped the buckets of .*user_partition", logs)) == 3, logs[-3000:]
         if mode == "spill":
             assert sum(int(n) for n in re.findall(r"(\d+) bytes spilled to disk", logs)) > 0, logs[-3000:]
         results[mode] = _tables(out)

@@ -177,6 +177,12 @@ class Executor:
                     for w in self.workers:
                         self._ensure_alive(w)
                         w.add_nodes(payload[0])
+                elif kind == P.DROP:
+                    if self.exchange is not None:
+                        for name in payload:
+                            self.exchange.store.drop_node(name)
+                        log.info("rank %d dropped the buckets of %s: their readers are done", self.t.rank,
+                                 ", ".join(payload))
                 elif kind == P.STOP:
                     return str(payload)
             chunk = self._chunk()

@@ -18,6 +18,7 @@ NODES = "nodes"    # S->E: plan code: the nodes of each run the executors have n
 RESULTS = "results"  # E->S: a batch of Result
 STOP = "stop"      # S->E: leave the loop (payload: reason)
 FATAL = "fatal"    # E->S: the executor cannot go on (payload: message)
+DROP = "drop"      # S->E: every reader of these MPI shuffles is done: their buckets may go (payload: node names)
 PIECE = "piece"    # E->E: a bucket of an MPI shuffle comes: its node, part, bucket and files (their bytes follow
 #                    as raw MPI messages, execution/mpi_shuffle.py)
 

@@ -93,6 +93,8 @@ class Scheduler:
         self.pinned = PinnedDispatch(ranks, options.workers_per_executor, transport.size)
         self.pinned.nodes.update(pinned or ())
         self.pinned.senders.update(senders or ())
+        # MPI shuffles whose buckets the executors may drop once these readers are complete
+        self.shuffle_readers = {s: [i.id for i in infos if s in i.inputs] for s in self.pinned.senders}
         self.speculation: Optional[Speculation] = (Speculation(self.graph, options.workers_per_executor)
                                                    if options.speculate else None)
         self.outcomes = Outcomes(self.graph, journal, options.job_dir, options.max_retries, options.fail_fast,
@@ -323,6 +325,8 @@ class Scheduler:
                 self._on_results(src, payload)
             elif kind == P.FATAL:
                 raise PlatformError(f"executor rank {src} stopped: {payload}")
+        if got and self.shuffle_readers:
+            self._drop_read_shuffles()
         sent = self._dispatch()
         if self.speculation is not None and not sent and not self.plain.ready and not self.placed.ready \
                 and not self.pinned.ready and not self.graph.expanding:
@@ -339,6 +343,17 @@ class Scheduler:
             self._state_written = now
             o.write_state("running", self.inflight.running_by_node())
         return bool(got or sent)
+
+    def _drop_read_shuffles(self) -> None:
+        """Tell the executors which MPI shuffles every reader has read: their buckets free the ranks' memory."""
+        nodes = self.graph.nodes
+        done = [s for s, readers in self.shuffle_readers.items() if all(nodes[r].complete for r in readers)]
+        if done:
+            for s in done:
+                del self.shuffle_readers[s]
+            names = [nodes[s].info.name for s in done]
+            for rank in range(1, self.t.size):
+                self.t.send(rank, (P.DROP, names))
 
     def status(self) -> str:
         return self.stop_reason or ("failed" if self.outcomes.failures else "succeeded")

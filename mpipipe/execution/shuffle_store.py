@@ -83,10 +83,12 @@ class ShuffleStore:
 
     def prepare(self) -> None:
         """Make the store's folders (owner-only), after removing the stores of ranks that died on this host."""
+        from mpipipe.ownership import make_private_dir
+
         sweep_dead(self.spill_dir)
         for root in (self.memory_root, self.disk_root):
             if root:
-                os.makedirs(os.path.dirname(root), mode=0o700, exist_ok=True)
+                make_private_dir(os.path.dirname(root), "the shuffle store folder")  # shared by this user's ranks
                 shutil.rmtree(root, ignore_errors=True)
                 os.makedirs(root, mode=0o700)
 
@@ -186,6 +188,12 @@ class ShuffleStore:
             shutil.rmtree(target, ignore_errors=True)
         else:
             shutil.rmtree(here, ignore_errors=True)
+
+    def drop_node(self, name: str) -> None:
+        """Forget every bucket of a node's shuffle (all its readers are done)."""
+        for root in (self.memory_root, self.disk_root):
+            if root:
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
     def close(self) -> None:
         for root in (self.memory_root, self.disk_root):
