@@ -390,6 +390,25 @@ def test_a_task_range_record_made_from_columns_is_the_batch_of_its_ok_records(tm
         assert expand(decode(encode(made))) == oks
 
 
+def test_a_batch_of_task_ranges_and_lone_tasks_is_made_from_the_ranges_columns_as_from_their_records(tmp_path):
+    """Several pieces reported in one message (ranges' RangeBlocks and lone tasks' records, in any order) make
+    the batch record their records make, the ranges' columns taken without a record per task."""
+    from mpipipe.execution.journal import RangeBlock
+
+    log = f"{tmp_path}/logs/rank-1/worker-0.log"
+    a = RangeBlock("f00d", "square", 7, 0, 3, [100.0, 100.25], [100.125, 100.5],
+                   [None, f"{tmp_path}/outputs/square/part-00008"], [None, {"rows": 3}], log, [10, 10, 52])
+    b = RangeBlock("f00d", "square", 12, 2, 3, [101.0, 101.5, 102.0], [101.25, 101.75, 102.5], [None] * 3,
+                   [None] * 3, f"{tmp_path}/logs/rank-1/worker-1.log", [0, 4, 4, 9])
+    lone = ok_record("f00d:9", "square", 9, 1, 3, 100.75, 100.875, None, value=5, log=(log, 52, 60))
+    for pieces in ([a, lone, b], [b, a], [lone, a]):
+        oks = [r for piece in pieces for r in (piece.records() if type(piece) is RangeBlock else [piece])]
+        assert ok_batch_record("f00d", "square", 3, pieces) == ok_batch_record("f00d", "square", 3, oks)
+        assert encode_ok_batch("f00d", "square", 3, pieces) == encode_ok_batch("f00d", "square", 3, oks)
+        assert [dict(r) for r in expand(decode(encode_ok_batch("f00d", "square", 3, pieces)))] == [
+            dict(r, log=list(r["log"])) for r in oks]
+
+
 def test_a_journal_in_the_earlier_format_reads_the_same(tmp_path):
     """Journals on users' disks keep the kind of run, nodes and end records under "type": they read, replay
     and resume exactly like journals of this version."""

@@ -315,32 +315,58 @@ def _ok_fields(r: Mapping[str, Any]) -> Tuple[Any, ...]:
     return r["p"], r["a"], r["t0"], r["t1"], r["o"], r.get("v"), r.get("vf"), r["log"]
 
 
-def ok_batch_record(fingerprint: str, name: str, rank: int, records: Sequence[Mapping[str, Any]]) -> OkBatchRecord:
-    """One record for several finished tasks of a node, from their "ok" records (p, a, t0, t1, o, v, vf, log).
-    Times are kept to the microsecond as offsets from the earliest start."""
-    parts, attempts, t0, t1, outputs, values, files, refs = zip(*map(_ok_fields, records))
+def ok_batch_record(fingerprint: str, name: str, rank: int, records: Sequence[Any]) -> OkBatchRecord:
+    """One record for several finished tasks of a node, from their "ok" records (p, a, t0, t1, o, v, vf, log)
+    or RangeBlocks, whose columns are taken as they are (the record their records() would give, without making
+    a record per task). Times are kept to the microsecond as offsets from the earliest start."""
+    parts: List[int] = []
+    attempts: List[int] = []
+    t0: List[float] = []
+    t1: List[float] = []
+    outputs: List[Optional[str]] = []
+    values: List[Any] = []
+    files: List[Optional[str]] = []
+    paths: Dict[Any, int] = {}
+    logs: List[Any] = []
+    for r in records:
+        if type(r) is RangeBlock:
+            n = len(r.t0)
+            parts += range(r.first, r.first + n)
+            attempts += [r.attempt] * n
+            t0 += r.t0
+            t1 += r.t1
+            outputs += r.outputs
+            values += r.values
+            files += [None] * n
+            refs = [paths.setdefault(r.log, len(paths))] * (3 * n)
+            refs[1::3] = r.log_offsets[:n]
+            refs[2::3] = r.log_offsets[1:n + 1]
+            logs += refs
+            continue
+        p, a, start, end, o, v, vf, ref = _ok_fields(r)
+        parts.append(p)
+        attempts.append(a)
+        t0.append(start)
+        t1.append(end)
+        outputs.append(o)
+        values.append(v)
+        files.append(vf)
+        logs += (-1, None, None) if ref is None else (paths.setdefault(ref[0], len(paths)), ref[1], ref[2])
     base = min(t0)
-    rec: Dict[str, Any] = {KIND: OK_BATCH, "f": fingerprint, "n": name, "r": rank, "p": list(parts)}
+    rec: Dict[str, Any] = {KIND: OK_BATCH, "f": fingerprint, "n": name, "r": rank, "p": parts}
     if any(attempts):
-        rec["a"] = list(attempts)
+        rec["a"] = attempts
     rec["t"] = base
     d = [0] * (2 * len(parts))
     d[0::2] = [round((t - base) * 1e6) for t in t0]
     d[1::2] = [round((t - base) * 1e6) for t in t1]
     rec["d"] = d
     if outputs.count(None) != len(outputs):
-        rec["o"] = list(outputs)
+        rec["o"] = outputs
     if values.count(None) != len(values):
-        rec["v"] = list(values)
+        rec["v"] = values
     if files.count(None) != len(files):
-        rec["vf"] = list(files)
-    paths: Dict[str, int] = {}
-    logs: List[Any] = []
-    for ref in refs:
-        if ref is None:
-            logs += (-1, None, None)
-        else:
-            logs += (paths.setdefault(ref[0], len(paths)), ref[1], ref[2])
+        rec["vf"] = files
     rec["lp"] = list(paths)
     rec["l"] = logs
     return rec  # type: ignore[return-value]

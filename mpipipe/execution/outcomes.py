@@ -187,14 +187,15 @@ class Outcomes:
                     rng.fingerprint, self.graph.name(nid), rank, rng.first, rng.attempt, run.t0, run.t1,
                     run.outputs, run.values, run.log, run.log_offsets)))
                 continue
-            recs = [r for piece in pieces for r in (piece.block.records() if type(piece) is RangeDone else (piece,))]
-            if len(recs) == 1:
-                r = recs[0]
+            if len(pieces) == 1:  # a lone task (a range of one included): the plain form
+                piece = pieces[0]
+                r = piece.block.record(piece.rng.first) if type(piece) is RangeDone else piece
                 self.journal.append_line(encode_ok(r["k"], r["n"], r["p"], r["a"], rank, r["t0"], r["t1"], r["o"],
                                                    r.get("v"), r["log"], r.get("vf")))
-            else:
+            else:  # several pieces: one line, a range's successes taken from its columns as they are
                 info = self.graph.nodes[nid].info
-                self.journal.append_line(encode_ok_batch(info.fingerprint, info.name, rank, recs))
+                self.journal.append_line(encode_ok_batch(info.fingerprint, info.name, rank,
+                                                         [p.block if type(p) is RangeDone else p for p in pieces]))
 
     # --- counts -------------------------------------------------------------------------------
 
