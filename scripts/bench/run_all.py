@@ -5,7 +5,7 @@
     python scripts/bench/run_all.py --only dispatch,sort
 
 Each workload script (startup, dispatch, groupby, sort, user_groupby,
-user_sort, scale, scale_sim) runs as its own process with a time limit; one
+user_sort, shuffle_mpi, scale, scale_sim) runs as its own process with a time limit; one
 that fails or runs out of time is reported and the others still run. A full
 run writes scripts/bench/results/ (results.json, results.md,
 per_task_overhead.svg); a quick run writes mpipipe-jobs/bench-results-quick/
@@ -24,8 +24,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as B  # noqa: E402
 
-WORKLOADS = ["startup", "dispatch", "groupby", "sort", "user_groupby", "user_sort", "scale", "scale_sim"]
+WORKLOADS = ["startup", "dispatch", "groupby", "sort", "user_groupby", "user_sort", "shuffle_mpi", "scale",
+             "scale_sim"]
 TIMEOUTS = {"startup": 600, "dispatch": 1800, "groupby": 1500, "sort": 1500, "user_groupby": 1500, "user_sort": 1500,
+            "shuffle_mpi": 1500,
             "scale": 1800, "scale_sim": 1800}
 QUICK_TIMEOUT = 600
 

@@ -148,7 +148,8 @@ def shuffle_lines(scripts: Dict[str, tuple], stats: Dict[str, Any]) -> List[str]
     return out
 
 
-def main(workload: str) -> None:
+def main(workload: str, label: str = "") -> None:
+    """Run `workload` ("groupby" or "sort"); `label` names its result (default user_<workload>)."""
     rows = {"groupby": (1_000_000, 20_000_000), "sort": (500_000, 10_000_000)}[workload][0 if B.quick() else 1]
     def more(ap: Any) -> None:
         ap.add_argument("--launch", choices=["local", "mpi"], default="local",
@@ -160,7 +161,7 @@ def main(workload: str) -> None:
     a = B.data_workload_args(__doc__.splitlines()[0], rows, more)
     launch = a.launch
     shuffles = {"default": ("",), "both": ("files", "mpi")}.get(a.shuffle, (a.shuffle,))
-    work = os.path.join(B.WORK, f"user-{workload}")
+    work = os.path.join(B.WORK, label or f"user-{workload}")
     os.makedirs(work, exist_ok=True)
     t0 = time.perf_counter()
     if workload == "groupby":
@@ -251,7 +252,7 @@ def main(workload: str) -> None:
             title = f"where the time of {tool} went (its median run, round {med['rep']}; from its journal)"
             sections.append({"title": title, "lines": jobprofile.lines(med["profile"]),
                              "markdown": jobprofile.markdown(med["profile"])})
-    res = {"workload": f"user_{workload}",
+    res = {"workload": label or f"user_{workload}",
            "title": (f"Group-by as users write it: {a.rows:,} rows, {a.files} files ({size / 1e6:,.0f} MB), hash "
                      f"partition into {a.partitions}, GROUP BY key" if workload == "groupby" else
                      f"Sort as users write it: {a.rows:,} records of 100 bytes, {a.files} files ({size / 1e6:,.0f} "
