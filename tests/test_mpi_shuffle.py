@@ -8,12 +8,15 @@ import glob
 import os
 import random
 import re
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import REPO, env_for_tests, mpiexec, python
+from helpers import BIN, REPO, env_for_tests, kill_tree, mpiexec, python, wait_for
+from journal_tools import records
 from table_tools import assert_rows
 from mpipipe.config import build_config
 from mpipipe.data.buckets import bucket_folders_of, reader_of
@@ -280,3 +283,35 @@ def test_the_local_platform_uses_files(tmp_path, inputs):
     assert "hash_partition" in os.listdir(tmp_path / "jobs" / "local" / "outputs")
     log = open(tmp_path / "jobs" / "local" / "logs" / "rank-0.log").read()
     assert "keeps files: the job does not run in an MPI world" in log
+
+
+def test_kill_9_of_the_whole_world_in_the_middle_of_the_readers_resumes(tmp_path, inputs):
+    want = str(tmp_path / "want")
+    done = mpiexec(4, SCRIPT, inputs, want, env=_env(tmp_path, "want", "files"), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    open(os.path.join(out, "slow"), "w").close()
+    root = str(tmp_path / "kjobs")
+    env = _env(tmp_path, "killed", "mpi", SP_DATA_ROOT=root)
+    argv = [os.path.join(BIN, "mpiexec"), "-n", "4", sys.executable, SCRIPT, inputs, out]
+    proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+    def sorted_some() -> bool:
+        try:
+            return any(r.get("s") == "ok" and "checked_sort" in str(r.get("o", "")) for r in records(root))
+        except AssertionError:
+            return False
+    try:
+        wait_for(sorted_some, 120, "the readers of the shuffle to start finishing")
+    finally:
+        kill_tree(proc)  # every rank and worker, by SIGKILL: their stores stay behind
+    left = glob.glob(f"/dev/shm/mpipipe-shuffle-{os.getuid()}/killed.*")
+    assert left, "the killed ranks' stores should still be there"
+    os.unlink(os.path.join(out, "slow"))
+    done = mpiexec(4, SCRIPT, inputs, out, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(re.search(r"(\d+) reused from the journal", done.stderr).group(1)) > 0, done.stderr[-2000:]
+    _same(_tables(out), _tables(want), "after kill -9")
+    _no_store_left("killed")  # the next ranks on the host removed the dead ranks' stores

@@ -1,12 +1,14 @@
 """A group-by and a nested shuffle whose buckets may move over MPI; results to OUT/<name>.parquet.
 
-    python mpi_shuffle.py INPUT_GLOB OUT [--fail-partition P]
+    python mpi_shuffle.py INPUT_GLOB OUT [--fail-partition P] [--slow]
 
 --fail-partition P: partition P of the node reading the shuffle fails on every attempt while the file
-OUT/fail exists (a run that stops after its map tasks finished, to be run again without it).
+OUT/fail exists (a run that stops after its map tasks finished, to be run again without it). --slow: each
+partition of that node takes a second while OUT/slow exists (time to kill the run in the middle of them).
 """
 import argparse
 import os
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,6 +21,8 @@ from mpipipe.logical import (ArrowComputeNode, Context, DataSinkNode, DataSource
 def checked_sort(runtime_ctx, tables):
     if os.path.exists(os.path.join(OUT, "fail")) and runtime_ctx.partition == FAIL:
         raise RuntimeError(f"partition {FAIL} fails on purpose")
+    if os.path.exists(os.path.join(OUT, "slow")):
+        time.sleep(1.0)
     return tables[0].sort_by([("id", "ascending")])
 
 
