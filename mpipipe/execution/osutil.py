@@ -115,3 +115,19 @@ def leave_hung_up_terminal() -> None:
                 os.close(null)
         except OSError:
             pass
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host (a zombie does not: one killed a moment ago may not be reaped
+    yet); one of another user's counts as running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

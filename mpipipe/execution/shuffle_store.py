@@ -21,6 +21,8 @@ import os
 import shutil
 from typing import Any, Dict, Optional
 
+from mpipipe.execution.osutil import process_alive
+
 log = logging.getLogger("mpipipe.shuffle")
 
 MEMORY_BASE = "/dev/shm"
@@ -247,21 +249,6 @@ def sweep_dead(spill_dir: Optional[str] = None) -> None:
             pid = name.rsplit(".", 1)[-1]
             if not pid.isdigit():
                 continue
-            if not _alive(int(pid)):
+            if not process_alive(int(pid)):
                 log.info("removing the shuffle store %s of a rank that died", name)
                 shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie does not: a rank killed a moment ago may not be reaped yet)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from mpipipe.config import JobConfig
 from mpipipe.errors import PlatformError
-from mpipipe.execution.osutil import die_with_parent
+from mpipipe.execution.osutil import die_with_parent, process_alive
 from mpipipe.execution.transport import Transport
 
 
@@ -306,13 +306,7 @@ def _alive(handle: str) -> bool:
             return False
     except ChildProcessError:
         pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pid)
 
 
 _HELLO = b"mpipipe-executor "

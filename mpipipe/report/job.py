@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from mpipipe.errors import JournalError
 from mpipipe.execution.journal import ATTEMPT_KINDS, END, JOURNAL_NAME, OK, RUN, kind, read_records, split_key
+from mpipipe.execution.osutil import process_alive
 
 MAX_BARS = 20_000             # task attempts drawn one by one; beyond, time slices per rank
 MAX_FAILURE_ROWS = 200        # rows of the failures table
@@ -238,13 +239,7 @@ def _lock_holder(job_dir: str) -> Optional[bool]:
         return None
     if words[3] != socket.gethostname() or os.name != "posix":
         return None
-    try:
-        os.kill(int(words[1]), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
+    return process_alive(int(words[1]))
 
 
 def num(v: Any) -> Optional[float]:
