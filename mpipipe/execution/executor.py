@@ -203,6 +203,8 @@ class Executor:
                     if limit is not None:
                         why = f"ran past its time limit of {limit:g} s and was stopped"
                     results.append(self._crash_result(w, task, why, start))
+                    if exchange is not None:
+                        exchange.forget(task)  # it may have published its buckets before it died
                     self.queue.extendleft(reversed(rest))
             moved = False
             if exchange is not None:

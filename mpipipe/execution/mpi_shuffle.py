@@ -130,6 +130,12 @@ class BucketExchange:
             elif type(res) is Result and res.status == OK and res.info.get("output"):
                 self._send_output(res.info["output"])
 
+    def forget(self, task: Task) -> None:
+        """Drop what a map attempt that died may have published here: another attempt's buckets replace it,
+        and until they come a reading task here must not take these for them."""
+        if task.node in self.senders:
+            self.store.remove(task.output)
+
     def _send_output(self, output: str) -> None:
         shape = self.by_name.get(os.path.basename(os.path.dirname(output)))
         if shape is None or os.path.dirname(os.path.dirname(output)) != self.store.outputs:
