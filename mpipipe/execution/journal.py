@@ -409,7 +409,7 @@ def encode_ok(key: str, name: str, partition: int, attempt: int, rank: int, t0: 
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
-def encode_ok_batch(fingerprint: str, name: str, rank: int, records: Sequence[Mapping[str, Any]]) -> bytes:
+def encode_ok_batch(fingerprint: str, name: str, rank: int, records: Sequence[Any]) -> bytes:
     """The line of ok_batch_record(...)."""
     return encode(ok_batch_record(fingerprint, name, rank, records))
 
