@@ -14,7 +14,7 @@ from mpipipe.console import console_logging, install_error_hook
 from mpipipe.errors import MpipipeError
 from mpipipe.flags import BUILTIN_FLAGS, SLURM_DESTS, SLURM_FLAGS  # noqa: F401 - part of this module's face
 from mpipipe.jobdir import default_job_id
-from mpipipe.jobmanager import JobManager, JobResult, report_error
+from mpipipe.jobmanager import JobManager, JobResult, report_error, start_executors_early
 from mpipipe.logical.intermediates import choose_intermediates
 from mpipipe.logical.plan import LogicalPlan
 
@@ -57,6 +57,10 @@ class Driver:
             context.use_command_line({k: ns[k] for k in BUILTIN_FLAGS + SLURM_DESTS if ns.get(k) is not None},
                                      {k: v for k, v in ns.items() if k not in self._builtin_dests},
                                      ns.get("launcher_overrides") or ())
+            try:  # the script's flags are known: its executors may boot while it builds its plan
+                start_executors_early(build_config(self.builtin_arguments(), init=context.init_options()))
+            except MpipipeError:
+                pass  # run() reports it
         return self._parsed
 
     def get_arguments(self) -> Dict[str, Any]:

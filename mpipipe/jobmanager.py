@@ -198,6 +198,9 @@ def shutdown(reason: str = "done") -> None:
     """Close every world this process keeps open (at exit this happens by itself)."""
     for rt in list(_RUNTIMES.values()):
         rt.close(reason)
+    from mpipipe.platform.local import discard_early
+
+    discard_early()  # executors started early that no run took
 
 
 def _close_at_exit() -> None:
@@ -444,6 +447,24 @@ class JobManager:
         except OSError as e:
             raise JournalError(f"cannot write {path}: {e.strerror}; free some space or choose another "
                                "--data-root") from None
+
+
+def start_executors_early(config: JobConfig) -> None:
+    """Start the job's local executors while the script builds its plan (LocalPlatform.start_early), from
+    mpipipe.init() and a Driver's flags; nothing for other platforms, a dry run, a notebook (its first action
+    may come much later), or with SP_EARLY_START=0."""
+    from mpipipe.execution.early import turned_off
+    from mpipipe.notebook import in_notebook
+
+    if config.dry_run or turned_off() or in_notebook() or world_rank() is not None or _RUNTIMES:
+        return
+    try:
+        cls, _reason = registry.choose(config)
+    except MpipipeError:
+        return  # the first run says what is wrong
+    start = getattr(cls, "start_early", None)
+    if start is not None:
+        start(cls(config))
 
 
 def report_error(e: MpipipeError, debug: bool) -> NoReturn:

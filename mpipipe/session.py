@@ -142,6 +142,9 @@ def init(platform: Optional[str] = None, **options: Any) -> Session:
     context.update(init=dict(options))
     session = Session(dict(options))
     _check(session)
+    from mpipipe.jobmanager import start_executors_early
+
+    start_executors_early(session.config)  # they boot while the script reads its data and builds frames
     return session
 
 

@@ -176,11 +176,13 @@ def parent_pid(pid: int) -> int:
 
 
 def local_executors(rank0_pid: int) -> Dict[int, int]:
-    """Executor rank -> pid of a local-platform run (python -m mpipipe.execution.local_executor FD RANK SIZE)."""
+    """Executor rank -> pid of a local-platform run (python -m mpipipe.execution.local_executor FD RANK SIZE);
+    a worker forked from its executor shows the same command line, and its parent is that executor."""
     ranks = {}
     for pid in descendants(rank0_pid):
         argv = process_argv(pid)
-        if "mpipipe.execution.local_executor" in argv:
+        if "mpipipe.execution.local_executor" in argv and \
+                "mpipipe.execution.local_executor" not in process_argv(parent_pid(pid)):
             i = argv.index("mpipipe.execution.local_executor")
             ranks[int(argv[i + 2])] = pid
     return ranks

@@ -34,9 +34,14 @@ def launcher_rank() -> Optional[int]:
     return None
 
 
+def turned_off() -> bool:
+    """SP_EARLY_START=0: nothing starts before the first run() (here, nor local executors at init())."""
+    return os.environ.get("SP_EARLY_START", "").strip().lower() in ("0", "false", "no", "off")
+
+
 def begin() -> None:
     """Do the start-up work of an MPI rank (once; nothing outside an MPI launcher)."""
-    if _BEGUN[0] or os.environ.get("SP_EARLY_START", "").strip().lower() in ("0", "false", "no", "off"):
+    if _BEGUN[0] or turned_off():
         return
     _BEGUN[0] = True
     rank = launcher_rank()

@@ -85,9 +85,10 @@ class Executor:
     arrive as NODES before its tasks, and the workers keep all of them.
     """
 
-    def __init__(self, transport: Transport, hello_timeout: float = 600.0) -> None:
+    def __init__(self, transport: Transport, hello_timeout: float = 600.0, patient: bool = False) -> None:
         self.t = transport
         self.hello_timeout = hello_timeout
+        self.patient = patient  # started before the job: the setup may be long in coming
         self.queue: Deque[Any] = deque()  # Task and TaskRange
         self.workers: List[WorkerHandle] = []
         self.setup: Dict[str, Any] = {}
@@ -118,7 +119,7 @@ class Executor:
 
     def _serve(self) -> None:
         host = host_description()
-        self.setup = P.executor_hello(self.t, host, self.hello_timeout)
+        self.setup = P.executor_hello(self.t, host, self.hello_timeout, self.patient)
         self.setup.update(rank=self.t.rank, size=self.t.size, host=host["host"])
         self.node_names = dict(self.setup.get("node_names", {}))  # plan code comes in NODES
         self.store = rank_store(self.setup, self.t.rank, self.t.size)

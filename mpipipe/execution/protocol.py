@@ -58,9 +58,10 @@ def scheduler_hello(t: Transport, setup: Dict[str, Any], timeout: float) -> Dict
     return hosts
 
 
-def executor_hello(t: Transport, host: Dict[str, Any], timeout: float) -> Dict[str, Any]:
-    """Wait for the setup from rank 0 and answer with this host's description."""
-    backoff = Backoff()
+def executor_hello(t: Transport, host: Dict[str, Any], timeout: float, patient: bool = False) -> Dict[str, Any]:
+    """Wait for the setup from rank 0 and answer with this host's description. `patient`: a transport whose
+    wait wakes when a message comes may sleep long between looks (an executor started before the job)."""
+    backoff = Backoff(cap=0.5) if patient else Backoff()
     deadline = time.monotonic() + timeout
     while True:
         for src, (kind, payload) in t.poll():

@@ -9,13 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from mpipipe.config import JobConfig
 from mpipipe.errors import ConfigError
 from mpipipe.execution.osutil import child_env, die_with_parent
 from mpipipe.execution.reap import wait_all
-from mpipipe.execution.transport import PipeTransport, make_pair
+from mpipipe.execution.protocol import STOP
+from mpipipe.execution.transport import PeerLost, PipeTransport, make_pair
 from mpipipe.platform.base import Platform, World
 
 
@@ -25,15 +26,17 @@ def executor_env(config: JobConfig) -> Dict[str, str]:
     return {"SP_HOSTS": config.hosts} if config.hosts else {}
 
 
-def start_local_executors(n: int, command_prefix: List[str], env: Optional[Dict[str, str]] = None) -> World:
-    """Start `n` executor processes wired to this process (rank 0) by socket pairs."""
+def start_local_executors(n: int, command_prefix: List[str], env: Optional[Dict[str, str]] = None,
+                          patient: bool = False) -> World:
+    """Start `n` executor processes wired to this process (rank 0) by socket pairs. `patient`: they wait for
+    the job's setup as long as this process lives (started before the script's first run)."""
     socks = {}
     procs = []
     for rank in range(1, n + 1):
         mine, theirs = make_pair()
         fd = theirs.fileno()
         cmd = command_prefix + [sys.executable, "-m", "mpipipe.execution.local_executor", str(fd), str(rank),
-                                str(n + 1)]
+                                str(n + 1)] + (["patient"] if patient else [])
         procs.append(subprocess.Popen(cmd, pass_fds=[fd], env=child_env(env), close_fds=True,
                                       preexec_fn=lambda: die_with_parent(signal.SIGKILL)))
         theirs.close()
@@ -65,9 +68,56 @@ class LocalPlatform(Platform):
         if given:
             raise ConfigError(f"{' and '.join(given)} start an MPI world on other hosts, but this job runs on the "
                               f"{self.name} platform, on this host only; add --platform mpi (or drop them)")
-        n = self.config.num_executors or max(1, os.cpu_count() or 1)
-        return start_local_executors(n, self.executor_command(), executor_env(self.config))
+        n, prefix, env = self._shape()
+        return _take_early(_key(n, prefix, env)) or start_local_executors(n, prefix, env)
+
+    def _shape(self) -> Tuple[int, List[str], Dict[str, str]]:
+        """(executors, command prefix, environment) of this job's executors."""
+        return (self.config.num_executors or max(1, os.cpu_count() or 1), self.executor_command(),
+                executor_env(self.config))
+
+    def start_early(self) -> None:
+        """Start the executors now, while the script builds its plan (mpipipe.init(), a Driver's flags): they
+        boot on the other cores meanwhile. connect() takes them if nothing they were started with changed
+        by then (their count, command, environment, the working folder), else stops them and starts others."""
+        if not _EARLY:
+            n, prefix, env = self._shape()
+            _EARLY.append((_key(n, prefix, env), start_local_executors(n, prefix, env, patient=True)))
 
     def disconnect(self, world: World) -> None:
         world.transport.close()
         stop_local_executors(world)
+
+
+_EARLY: List[Tuple[Any, World]] = []  # executors started before the first run, with what they were started with
+
+
+def _key(n: int, prefix: List[str], env: Dict[str, str]) -> Any:
+    return n, tuple(prefix), tuple(sorted(child_env(env).items())), os.getcwd(), sys.executable
+
+
+def _take_early(key: Any) -> Optional[World]:
+    """The executors started early, if they were started as `key` says and all still run; else None (and
+    those are stopped)."""
+    if not _EARLY:
+        return None
+    started, world = _EARLY.pop()
+    if started == key and all(p.poll() is None for p in world.handles):
+        return world
+    discard_early(world)
+    return None
+
+
+def discard_early(world: Optional[World] = None) -> None:
+    """Stop executors started early that no run will use (before they had the job's setup)."""
+    if world is None:
+        if not _EARLY:
+            return
+        world = _EARLY.pop()[1]
+    for rank in range(1, world.size):
+        try:
+            world.transport.send(rank, (STOP, "not used"))
+        except PeerLost:
+            pass
+    world.transport.close()
+    stop_local_executors(world, timeout=2.0)
