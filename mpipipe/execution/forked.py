@@ -101,7 +101,12 @@ def fork_process(body: Callable[[], Any], keep: Sequence[int] = (), env: Optiona
             pass
     child_in, to_child = os.pipe()
     from_child, child_out = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (child_in, to_child, from_child, child_out):
+            os.close(fd)
+        raise
     if pid == 0:  # pragma: no cover  (the child; coverage does not follow it)
         code = 1
         try:
