@@ -119,7 +119,12 @@ class Executor:
 
     def _serve(self) -> None:
         host = host_description()
-        self.setup = P.executor_hello(self.t, host, self.hello_timeout, self.patient)
+        try:
+            self.setup = P.executor_hello(self.t, host, self.hello_timeout, self.patient)
+        except PeerLost:  # rank 0 left before the job began (a script that failed before its first run)
+            stop_workers(take_early(), [1.0])
+            self.t.close()
+            return
         self.setup.update(rank=self.t.rank, size=self.t.size, host=host["host"])
         self.node_names = dict(self.setup.get("node_names", {}))  # plan code comes in NODES
         self.store = rank_store(self.setup, self.t.rank, self.t.size)
