@@ -22,6 +22,7 @@ import pytest
 
 from helpers import BIN, REPO, env_for_tests, mpiexec, python, run as run_cmd
 from journal_tools import ok_counts
+from mpipipe.data.fragment import Fragment
 from mpipipe.errors import PlanError
 from mpipipe.logical import (Context, CsvDataSet, DataSourceNode, HashPartitionNode, LogicalPlan, ParquetDataSet,
                              SqlEngineNode, UserDefinedPartitionNode)
@@ -107,6 +108,15 @@ def test_rule_counts_rows_and_bytes():
     assert mapsplit.auto_tasks(20_000_000, 1 << 20) == 2
     assert mapsplit.auto_tasks(None, 400 << 20) == 3  # text files: bytes only
     assert mapsplit.auto_tasks(10, 300 << 20) == 2  # wide rows: bytes decide
+
+
+def test_the_rule_rounds_up_to_whole_waves_of_common_executor_counts():
+    assert [mapsplit.whole_waves(k) for k in (1, 2, 3, 4, 5, 7, 8, 9, 33)] == [1, 2, 4, 4, 8, 8, 8, 16, 64]
+    # 7 units of bytes (the sort benchmark's 1.07 GB): 8 tasks, so 2 or 4 executors finish together
+    frags = [Fragment(f"/d/{i}.bin", "parquet") for i in range(8)]
+    sizes = {f.path: 118 << 20 for f in frags}
+    assert len(mapsplit.plan_slices(frags, {}, sizes, 8, 10_000)) == 8
+    assert len(mapsplit.plan_slices(frags, {}, sizes, 8, 10_000, wanted=7)) == 7  # map_tasks= is taken as given
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ bucket j of every task in task order, so each bucket holds the same rows, in the
 task.
 
 How many tasks: one per MAP_UNIT_ROWS rows (Parquet: counted in the footers the source read) or per
-MAP_UNIT_BYTES bytes of files, whichever gives more; at most MAX_MAP_TASKS, at most one per unit (row group,
+MAP_UNIT_BYTES bytes of files, whichever gives more, rounded up to a power of two (whole_waves); at most
+MAX_MAP_TASKS, at most one per unit (row group,
 or file), and no more than `max_bucket_files // nbuckets` (every task writes every bucket). The units are
 large because each task has a fixed cost, and a partial aggregate on the map side (mpipipe.logical.partial)
 leaves more partial rows the more slices it sees; on one host a one-task step already gets all of the
@@ -44,6 +45,13 @@ def auto_tasks(rows: Optional[int], size: Optional[int]) -> int:
     return max(1, by_rows, by_bytes)
 
 
+def whole_waves(k: int) -> int:
+    """`k` rounded up to a power of two. Executors come in counts such as 1, 2, 4 or 8, and tasks of equal size
+    in a count they do not divide leave executors idle through the last wave: the sort benchmark's 7 map tasks
+    on 2 executors kept one of them idle for a whole task (about 1.3 s of 10.6); 8 do not."""
+    return 1 << (max(1, k) - 1).bit_length()
+
+
 def plan_slices(frags: Sequence[Fragment], row_groups: Dict[str, Tuple[int, ...]], sizes: Dict[str, int],
                 nbuckets: int, max_bucket_files: int, wanted: Optional[int] = None,
                 files_only: bool = False) -> Optional[Slices]:
@@ -58,7 +66,7 @@ def plan_slices(frags: Sequence[Fragment], row_groups: Dict[str, Tuple[int, ...]
     if wanted is None:
         if rows is None and size is None:
             return None  # nothing tells how much work there is (object-store text files)
-        k = min(auto_tasks(sum(rows) if rows is not None else None, size), MAX_MAP_TASKS)
+        k = min(whole_waves(auto_tasks(sum(rows) if rows is not None else None, size)), MAX_MAP_TASKS)
     else:
         k = wanted
     k = min(k, max(1, max_bucket_files // max(1, nbuckets)))
