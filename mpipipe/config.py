@@ -145,7 +145,8 @@ class JobConfig:
 
 OPTION_NAMES = tuple(f.name for f in fields(JobConfig))
 ENV_PREFIX = "SP_"
-# SP_* names read elsewhere: SP_EARLY_START=0 turns off MPI's start-up at import (mpipipe.execution.early)
+# SP_* names read elsewhere: SP_EARLY_START=0 turns off the start-up work done before the first run (an MPI rank's
+# first worker at import, local executors at init(): mpipipe.execution.early)
 _OTHER_SP_VARS: "frozenset[str]" = frozenset({"SP_EARLY_START"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SHUFFLES = ("files", "mpi")  # how a shuffle's buckets move (mpipipe.logical.shuffles)
