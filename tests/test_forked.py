@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from helpers import BIN, env_for_tests, mpiexec
+from helpers import BIN, REPO, env_for_tests, mpiexec, run
 from test_kill_resume import _crash_at  # partition 5 kills its worker, odd ones print
 from mpipipe.execution import forked, reap
 from mpipipe.execution.forked import ForkedProcess, fork_process
@@ -197,3 +197,20 @@ def test_a_new_interpreter_where_a_fork_is_not_safe_or_early_start_is_off(before
     workers = _workers(data_root, str(tmp_path / "marks"), before, env)
     assert [w["started"] for w in workers] == ["new"] * 3
     assert workers[0]["mpi_env"] == [] and workers[0]["sockets"] == 0
+
+
+IN_PROCESS = ["test_fork_is_refused_with_mpi_loaded_a_thread_running_or_a_module_half_imported",
+              "test_a_forked_child_talks_through_its_pipes_and_drops_what_it_inherited",
+              "test_a_forked_child_that_raises_exits_1_with_its_traceback_and_one_killed_reads_like_popen",
+              "test_a_worker_started_early_by_fork_runs_tasks_logs_and_crashes_like_a_new_one"]
+
+
+def test_the_in_process_fork_tests_run_where_they_can_fork():
+    """The tests above fork this very process, which they refuse (skip) once an earlier test left a thread
+    running in it (a session fixture's server): then they run here, in a pytest process of their own, so a
+    full run never leaves them out."""
+    if forked._threads() == 1:
+        pytest.skip("this process has one thread: the tests above ran in it")
+    done = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout", "240",
+                os.path.abspath(__file__), "-k", " or ".join(IN_PROCESS)], timeout=300, cwd=REPO)
+    assert done.returncode == 0 and f"{len(IN_PROCESS)} passed" in done.stdout, done.stdout[-3000:]
