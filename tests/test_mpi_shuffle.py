@@ -106,6 +106,19 @@ def test_a_node_may_ask_for_mpi_when_the_job_says_files(tmp_path):
     assert [n.shuffle_transport for n in plan.nodes if hasattr(n, "nbuckets")] == ["mpi"]
 
 
+def test_the_dataframe_api_takes_the_choice_per_shuffle(tmp_path, monkeypatch):
+    import mpipipe
+
+    monkeypatch.setenv("SP_EARLY_START", "0")  # no executors: nothing runs here
+    sp = mpipipe.init(platform="local")
+    df = sp.from_arrow(pa.table({"x": list(range(10))}))
+    assert df.repartition(3, hash_by="x", shuffle="mpi").node.shuffle == "mpi"
+    assert df.repartition(3, by="x % 3", shuffle="files").node.shuffle == "files"
+    assert df.repartition(3, hash_by="x").node.shuffle is None  # the job's --shuffle
+    with pytest.raises(PlanError, match="shuffle"):
+        df.repartition(3, shuffle="mpi")  # a split by files or rows moves no buckets
+
+
 def test_bad_shuffle_values_are_refused(tmp_path):
     with pytest.raises(PlanError, match="shuffle must be 'files' or 'mpi'"):
         _plan(tmp_path, shuffle="memory")
