@@ -4,6 +4,7 @@ shuffle: every kind of reader, faults, a spill to disk, a run that stops and is 
 platform, where files are used."""
 from __future__ import annotations
 
+import collections
 import glob
 import os
 import random
@@ -21,6 +22,7 @@ from table_tools import assert_rows
 from mpipipe.config import build_config
 from mpipipe.data.buckets import bucket_folders_of, reader_of
 from mpipipe.errors import ConfigError, PlanError
+from mpipipe.execution.journal import read_records
 from mpipipe.execution import shuffle_store
 from mpipipe.execution.shuffle_store import ShuffleStore, sweep_dead
 from mpipipe.logical import (Context, DataSinkNode, DataSourceNode, HashPartitionNode, LimitNode, LogicalPlan,
@@ -279,11 +281,17 @@ def test_a_run_that_stopped_after_its_map_tasks_runs_them_again(tmp_path, inputs
     os.unlink(os.path.join(out, "fail"))
     done = mpiexec(4, SCRIPT, inputs, out, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    # the map tasks' buckets were in the stopped world's memory: they ran again; what the readers finished is
-    # reused
+    # the map tasks' buckets were in the stopped world's memory: those of the shuffle whose reader had not
+    # finished ran again; the other shuffle's readers all finished, so its map tasks are reused with them
     ran = int(re.search(r"(\d+) tasks ran", done.stderr).group(1))
     reused = int(re.search(r"(\d+) reused from the journal", done.stderr).group(1))
     assert reused > 0 and ran > 1, done.stderr[-2000:]
+    oks = collections.Counter((r["n"], r["k"]) for r in read_records(str(tmp_path / "jobs" / "again" / "journal.log"))
+                              if r.get("s") == "ok" and "k" in r)
+    by_node = collections.defaultdict(set)
+    for (name, _key), count in oks.items():
+        by_node[name].add(count)
+    assert by_node["hash_partition"] == {2} and by_node["hash_partition-2"] == {1}, dict(by_node)
     _same(_tables(out), _tables(want), "run again")
     _no_store_left("again")
 

@@ -93,6 +93,10 @@ class PlanGraph:
         self.active: Deque[int] = deque()  # nodes whose cursors still have partitions
         self.done_before: Dict[str, Dict[int, Dict[str, Any]]] = {}  # fingerprint -> partition -> record
         self.always_run: Set[int] = set()  # nodes whose tasks run whatever the journal says
+        # nodes whose outputs lived in an MPI world's memory (the map side of an MPI shuffle), and whether
+        # every node reading each of them is taken whole from the journal
+        self.memory_outputs: Set[int] = set()
+        self._readers_reused: Dict[int, bool] = {}
         self.watched: Set[int] = set()  # nodes whose settling someone waits for
         self.on_settled: Optional[Callable[[int], None]] = None
         # (node, first, count): due partitions of a node with nothing to reuse, as one run (else route() each)
@@ -218,7 +222,25 @@ class PlanGraph:
             return not check
         if not self._is_own_output(nid, p, out):
             return False
-        return os.path.exists(out) and (not check or os.path.exists(os.path.join(out, check)))
+        if not os.path.exists(out):
+            return nid in self.memory_outputs and self._read_by_reused_only(nid)
+        return not check or os.path.exists(os.path.join(out, check))
+
+    def _read_by_reused_only(self, nid: int) -> bool:
+        """A map task of an MPI shuffle left its buckets in the memory of a world that is gone: its record
+        stands only when every node reading it is taken whole from the journal (nobody reads the buckets)."""
+        got = self._readers_reused.get(nid)
+        if got is None:
+            got = True
+            for r in self.nodes[nid].children:
+                done = self._done_of(r)
+                n = self.nodes[r].info.npartitions
+                if done is None or len(done) < n or not all(
+                        q in done and self._still_there(r, q, done[q]) for q in range(n)):
+                    got = False
+                    break
+            self._readers_reused[nid] = got
+        return got
 
     def _is_own_output(self, nid: int, p: int, out: str) -> bool:
         """Whether a journaled output is the folder partition p of the node writes (or its speculative copy)."""

@@ -93,6 +93,7 @@ class Scheduler:
         self.pinned = PinnedDispatch(ranks, options.workers_per_executor, transport.size)
         self.pinned.nodes.update(pinned or ())
         self.pinned.senders.update(senders or ())
+        self.graph.memory_outputs.update(senders or ())
         # MPI shuffles whose buckets the executors may drop once these readers are complete
         self.shuffle_readers = {s: [i.id for i in infos if s in i.inputs] for s in self.pinned.senders}
         self.speculation: Optional[Speculation] = (Speculation(self.graph, options.workers_per_executor)
