@@ -266,6 +266,13 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"expected true/false, got {value!r}")
 
 
+def _one_of(text: str, allowed: Tuple[str, ...], given: Any) -> str:
+    """`text` (the value as spelled for comparing) if it is one of `allowed`."""
+    if text not in allowed:
+        raise ValueError(f"expected one of {', '.join(allowed)}, got {given!r}")
+    return text
+
+
 def convert_option(name: str, value: Any, source: str) -> Any:
     """One option's value from `source`, checked and typed by its declared kind."""
     kind = _KINDS[name]
@@ -300,10 +307,7 @@ def convert_option(name: str, value: Any, source: str) -> Any:
 
             return str(parse_faults(str(value)))
         if kind == "shuffle":
-            text = str(value).strip().lower()
-            if text not in SHUFFLES:
-                raise ValueError(f"expected one of {', '.join(SHUFFLES)}, got {value!r}")
-            return text
+            return _one_of(str(value).strip().lower(), SHUFFLES, value)
         if kind == "size":
             from mpipipe.errors import RequirementError
             from mpipipe.requirements import parse_size
@@ -313,15 +317,9 @@ def convert_option(name: str, value: Any, source: str) -> Any:
             except RequirementError as e:
                 raise ValueError(str(e)) from None
         if kind == "shuffle_format":
-            text = str(value).strip().lower()
-            if text not in _SHUFFLE_FORMATS:
-                raise ValueError(f"expected one of {', '.join(_SHUFFLE_FORMATS)}, got {value!r}")
-            return text
+            return _one_of(str(value).strip().lower(), _SHUFFLE_FORMATS, value)
         if kind == "level":
-            level = str(value).upper()
-            if level not in _LOG_LEVELS:
-                raise ValueError(f"expected one of {', '.join(_LOG_LEVELS)}, got {value!r}")
-            return level
+            return _one_of(str(value).upper(), _LOG_LEVELS, value)
         text = str(value)
         if kind == "job_id" and (not text or "/" in text or text in (".", "..")):
             raise ValueError(f"a job id names a folder: no '/', not empty, got {value!r}")

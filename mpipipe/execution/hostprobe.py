@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from mpipipe.errors import RequirementError
+from mpipipe.execution.osutil import physical_memory
 
 if TYPE_CHECKING:  # the requirement language is rank 0's (placement) and --hosts's: an executor's probe needs none
     from mpipipe.requirements import AcceleratorSpecification, HostSpecification
@@ -338,13 +339,6 @@ def _affinity() -> List[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def _physical_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
 def host_id(hostname: str) -> str:
     """Names a host for pooling: its name and its kernel's boot id (two machines that share a name stay
     apart; network namespaces or containers with names of their own too)."""
@@ -354,7 +348,7 @@ def host_id(hostname: str) -> str:
 
 def local_allocation(env: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """This process's cores and memory within its allocation (no device probe: no nvidia-smi call)."""
-    return allocation(_affinity(), _physical_memory(), cgroup_limits(), slurm_share(os.environ if env is None else env))
+    return allocation(_affinity(), physical_memory(), cgroup_limits(), slurm_share(os.environ if env is None else env))
 
 
 LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMIX_LOCAL_SIZE")
@@ -373,9 +367,9 @@ def probe(env: Optional[Mapping[str, str]] = None, cgroup_root: str = CGROUP_ROO
     """This host, within this process's allocation, as a small JSON-able description sent to rank 0."""
     env = os.environ if env is None else env
     slurm = slurm_share(env)
-    desc = allocation(_affinity(), _physical_memory(), cgroup_limits(cgroup_root), slurm)
+    desc = allocation(_affinity(), physical_memory(), cgroup_limits(cgroup_root), slurm)
     name = socket.gethostname()
-    accelerators = cuda_devices(env, nvidia_smi_rows(), slurm) + apple_mps(_physical_memory())
+    accelerators = cuda_devices(env, nvidia_smi_rows(), slurm) + apple_mps(physical_memory())
     desc.update(host=name, host_id=host_id(name), pid=os.getpid(), accelerators=accelerators)
     return desc
 

@@ -117,6 +117,14 @@ def leave_hung_up_terminal() -> None:
             pass
 
 
+def physical_memory() -> int:
+    """This host's memory in bytes (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
 def process_alive(pid: int) -> bool:
     """Whether process `pid` runs on this host (a zombie does not: one killed a moment ago may not be reaped
     yet); one of another user's counts as running."""

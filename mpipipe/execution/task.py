@@ -611,10 +611,9 @@ class RuntimeContext:
 
     @property
     def usable_memory_size(self) -> int:
-        try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError):
-            return 0
+        from mpipipe.execution.osutil import physical_memory
+
+        return physical_memory()
 
     def get_local_gpus(self) -> List[Any]:
         """The GPUs of this host as placement sees them (none is probed here: give devices with resources=)."""

@@ -11,24 +11,39 @@ Driver and the session, before the plan is run) and travels with the node to the
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List, Set
 
 PARQUET = "parquet"
 
 
-def choose_intermediates(plan: Any, shuffle_format: str) -> None:
-    """Set `intermediate_format` on every node of `plan` that has one."""
+def plan_results(plan: Any) -> Set[int]:
+    """Python ids of the nodes whose files are the plan's result: its roots, and the inputs of a RootNode."""
     roots = getattr(plan, "roots", ())
     final = {id(r) for r in roots}
     for r in roots:
         if getattr(r, "kind", None) == "root":
             final.update(id(d) for d in r.inputs)
+    return final
+
+
+def user_may_read(node: Any, results: Set[int]) -> bool:
+    """Whether the user may read `node`'s files: a result of the plan, a node the user named (smallpond's
+    `get_output(name)`), or one published with `output_path=`."""
+    return id(node) in results or bool(getattr(node, "named", False)) or bool(getattr(node, "publish_path", None))
+
+
+def readers_of(node: Any, nodes: List[Any]) -> List[Any]:
+    """The nodes among `nodes` that take `node` as an input."""
+    return [n for n in nodes if any(d is node for d in getattr(n, "inputs", ()))]
+
+
+def choose_intermediates(plan: Any, shuffle_format: str) -> None:
+    """Set `intermediate_format` on every node of `plan` that has one."""
+    results = plan_results(plan)
     nodes = list(getattr(plan, "nodes", ()))
     for node in nodes:
         if not hasattr(node, "intermediate_format"):
             continue
-        readers = [n for n in nodes if any(d is node for d in getattr(n, "inputs", ()))]
-        private = (id(node) not in final and not getattr(node, "named", False) and
-                   not getattr(node, "publish_path", None) and
-                   all(getattr(r, "reads_any_format", False) for r in readers))
+        private = not user_may_read(node, results) and \
+            all(getattr(r, "reads_any_format", False) for r in readers_of(node, nodes))
         node.intermediate_format = shuffle_format if private else PARQUET

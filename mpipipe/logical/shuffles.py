@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Collection, Dict, List, Optional, Set
 
+from mpipipe.logical.intermediates import plan_results, readers_of, user_may_read
+
 log = logging.getLogger("mpipipe.shuffle")
 
 MPI = "mpi"
@@ -33,10 +35,7 @@ def choose_transports(plan: Any, default: str, mpi_world: bool, launched: Collec
     """Set `shuffle_transport` on every partitioning node of `plan`; returns the ids of the nodes whose
     partitions are pinned to their owner rank. `launched`: names of nodes a launcher runs."""
     nodes = list(getattr(plan, "nodes", ()))
-    final = {id(r) for r in getattr(plan, "roots", ())}
-    for r in getattr(plan, "roots", ()):
-        if getattr(r, "kind", None) == "root":
-            final.update(id(d) for d in r.inputs)
+    results = plan_results(plan)
     pinned: Set[int] = set()
     said: Set[str] = set()
     for node in nodes:
@@ -46,8 +45,8 @@ def choose_transports(plan: Any, default: str, mpi_world: bool, launched: Collec
         node.shuffle_transport = FILES
         if asked != MPI:
             continue
-        readers = [n for n in nodes if any(d is node for d in getattr(n, "inputs", ()))]
-        why = _keeps_files(node, readers, id(node) in final, mpi_world, launched)
+        readers = readers_of(node, nodes)
+        why = _keeps_files(node, readers, user_may_read(node, results), mpi_world, launched)
         if why is not None:
             if why not in said:
                 log.info("shuffle of %s keeps files: %s", node.name, why)
@@ -59,12 +58,12 @@ def choose_transports(plan: Any, default: str, mpi_world: bool, launched: Collec
     return pinned
 
 
-def _keeps_files(node: Any, readers: List[Any], final: bool, mpi_world: bool,
+def _keeps_files(node: Any, readers: List[Any], readable: bool, mpi_world: bool,
                  launched: Collection[str]) -> Optional[str]:
     """Why the buckets of `node` cannot move over MPI, or None."""
     if not mpi_world:
         return "the job does not run in an MPI world (--shuffle mpi applies to MPI worlds)"
-    if final or getattr(node, "named", False) or getattr(node, "publish_path", None):
+    if readable:
         return "its files are an output the user may read (a plan root, a named node, or output_path=)"
     from mpipipe.logical.datanode import num_outputs
 
