@@ -245,13 +245,14 @@ class BucketExchange:
     # --- reading tasks ------------------------------------------------------------------------
 
     def admit(self, units: List[Any]) -> List[Any]:
-        """The units that may run now; reading tasks whose buckets are not all here wait (release())."""
+        """The units that may run now; reading tasks whose buckets are not all here wait (release()). Reading
+        tasks come one by one (execution/pinned.py), never as ranges."""
         if not self.readers:
             return units
         now = time.monotonic()
         out = []
         for u in units:
-            if u.node in self.readers and not self._ready(u):
+            if type(u) is Task and u.node in self.readers and not self._ready(u):
                 self.held.append((now, u))
             else:
                 out.append(u)
@@ -263,7 +264,7 @@ class BucketExchange:
             return []
         ready = [u for _, u in self.held if self._ready(u)]
         if ready:
-            self.held = [(t, u) for t, u in self.held if not any(u is r for r in ready)]
+            self.held = [(t, u) for t, u in self.held if u not in ready]
         return ready
 
     def expired(self) -> List[Result]:
@@ -276,31 +277,30 @@ class BucketExchange:
             return []
         self.held = [(t, u) for t, u in self.held if now - t <= HOLD_SECONDS]
         out = []
-        for _, u in late:
-            missing = self._missing(u)
-            for task in ([u] if type(u) is Task else [u.task(i) for i in range(u.count)]):
-                out.append(Result(task.tid, FAILED, {
-                    "error": f"{len(missing)} shuffled bucket(s) never reached rank {self.rank} within "
-                             f"{HOLD_SECONDS:.0f} s, e.g. {missing[:1]}", "traceback": "",
-                    "log": ("", 0, None), "t0": now, "t1": now}))
+        for _, task in late:
+            missing = self._missing(task)
+            out.append(Result(task.tid, FAILED, {
+                "error": f"{len(missing)} shuffled bucket(s) never reached rank {self.rank} within "
+                         f"{HOLD_SECONDS:.0f} s, e.g. {missing[:1]}", "traceback": "",
+                "log": ("", 0, None), "t0": now, "t1": now}))
         return out
 
-    def _ready(self, unit: Any) -> bool:
-        return not self._missing(unit, first_only=True)
+    def _ready(self, task: Task) -> bool:
+        return not self._missing(task, first_only=True)
 
-    def _missing(self, unit: Any, first_only: bool = False) -> List[str]:
-        parts = [unit.partition] if type(unit) is Task else range(unit.first, unit.first + unit.count)
+    def _missing(self, task: Task, first_only: bool = False) -> List[str]:
+        """The bucket folders `task` reads that are not here (the first one only, with first_only)."""
         missing: List[str] = []
-        for p in parts:
-            for i, nid in self.readers.get(unit.node, ()):
-                shape = self.senders.get(nid)
-                if shape is None:
-                    continue
-                for f in bucket_folders_of(unit.inputs[i], p, shape["nbuckets"], shape["nested"], shape["split"]):
-                    if not os.path.exists(self.store.resolve(f)):
-                        missing.append(f)
-                        if first_only:
-                            return missing
+        for i, nid in self.readers.get(task.node, ()):
+            shape = self.senders.get(nid)
+            if shape is None:
+                continue
+            for f in bucket_folders_of(task.inputs[i], task.partition, shape["nbuckets"], shape["nested"],
+                                       shape["split"]):
+                if not os.path.exists(self.store.resolve(f)):
+                    missing.append(f)
+                    if first_only:
+                        return missing
         return missing
 
     def summary(self) -> str:

@@ -19,13 +19,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from typing import Any, Dict, Optional
+import time
+from typing import Any, Dict, Optional, Tuple
 
-from mpipipe.execution.osutil import process_alive
+from mpipipe.execution.osutil import physical_memory, process_alive
 
 log = logging.getLogger("mpipipe.shuffle")
 
 MEMORY_BASE = "/dev/shm"
+WALK_SECONDS = 0.5
 KEEP_FREE = 0.10  # a host with less than this share of its memory available spills, whatever the budget says
 
 
@@ -41,11 +43,7 @@ def _base_folder(base: str) -> str:
 
 def default_budget(host_executors: int) -> int:
     """A quarter of the host's memory, shared by the executor ranks there."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        return 0
-    return int(total // 4 // max(1, host_executors))
+    return physical_memory() // 4 // max(1, host_executors)
 
 
 def memory_available() -> Optional[int]:
@@ -70,6 +68,7 @@ class ShuffleStore:
         self.budget = budget
         self.outputs = os.path.join(os.path.abspath(job_dir), "outputs")
         self.spill_dir: Optional[str] = None
+        self._used: Optional[Tuple[float, int]] = None  # (when the memory tier was counted, bytes)
 
     @classmethod
     def for_rank(cls, job_dir: str, name: str, budget: int, spill_dir: Optional[str] = None) -> "ShuffleStore":
@@ -120,7 +119,15 @@ class ShuffleStore:
     # --- tiers ----------------------------------------------------------------------------------
 
     def memory_used(self) -> int:
-        """Bytes this rank holds in its memory tier."""
+        """Bytes this rank holds in its memory tier: counted on disk at most every WALK_SECONDS (a store holds
+        a file per map task and bucket, and a rank asks once per bucket it receives), plus what tier_for
+        placed there since."""
+        now = time.monotonic()
+        if self._used is None or now - self._used[0] > WALK_SECONDS:
+            self._used = (now, self._walk())
+        return self._used[1]
+
+    def _walk(self) -> int:
         if not self.memory_root:
             return 0
         total = 0
@@ -139,20 +146,19 @@ class ShuffleStore:
         if not self.memory_root or nbytes > self.budget:
             return self.disk_root
         available = memory_available()
-        if available is not None:
-            try:
-                total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-            except (ValueError, OSError):
-                total = 0
-            if available - nbytes < KEEP_FREE * total:
-                return self.disk_root
+        if available is not None and available - nbytes < KEEP_FREE * physical_memory():
+            return self.disk_root
         try:
             fs = os.statvfs(self.memory_root)
             if fs.f_bavail * fs.f_frsize < nbytes + (64 << 20):
                 return self.disk_root
         except OSError:
             return self.disk_root
-        return self.memory_root if self.memory_used() + nbytes <= self.budget else self.disk_root
+        used = self.memory_used()
+        if used + nbytes > self.budget:
+            return self.disk_root
+        self._used = (self._used[0] if self._used else time.monotonic(), used + nbytes)
+        return self.memory_root
 
     def staging(self, tier: str, label: str) -> str:
         """A fresh folder in `tier` for something being written (a map attempt, a bucket being received)."""
