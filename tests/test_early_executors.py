@@ -24,14 +24,15 @@ def _run(tmp_path, *args, **env):
 @pytest.mark.parametrize("how", ["init", "driver"])
 def test_the_first_run_takes_the_executors_started_before_it(tmp_path, how):
     before, ran = _run(tmp_path, *(["--driver"] if how == "driver" else []))
-    assert len(before) == 2
-    assert {int(p) for p in ran[:len(ran) - (how == "init")]} <= set(before)
+    pids = {int(p) for p in ran[:len(ran) - (how == "init")]}
+    assert len(before) == 2 and pids and pids <= set(before)
 
 
 def test_executors_started_before_the_environment_changed_are_not_used(tmp_path):
     before, ran = _run(tmp_path, "--set-env")
-    assert len(before) == 2
-    assert not {int(p) for p in ran[:-1]} & set(before) and ran[-1] == "set"  # the tasks see the new variable
+    pids = {int(p) for p in ran[:-1]}
+    assert len(before) == 2 and pids and not pids & set(before)
+    assert ran[-1] == "set"  # the tasks see the new variable
 
 
 def test_nothing_starts_early_with_sp_early_start_0(tmp_path):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import glob
 import os
-import random
 import re
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 from helpers import BIN, REPO, env_for_tests, kill_tree, mpiexec, python, wait_for
 from journal_tools import records
 from table_tools import assert_rows
+from test_shuffle_files import UNORDERED, _table
 from mpipipe.config import build_config
 from mpipipe.data.buckets import bucket_folders_of, reader_of
 from mpipipe.errors import ConfigError, PlanError
@@ -31,25 +31,18 @@ from mpipipe.logical.shuffles import choose_transports, owner_rank, shuffle_exch
 
 FILES_SCRIPT = os.path.join(REPO, "tests", "pipelines", "shuffle_files.py")
 SCRIPT = os.path.join(REPO, "tests", "pipelines", "mpi_shuffle.py")
-UNORDERED = ("df_direct.parquet", "plan_streamed.parquet")  # a bucket's rows as the shuffle left them
 
 
-def _table(n: int, seed: int, first: int = 0) -> pa.Table:
-    rng = random.Random(seed)
-    return pa.table({
-        "id": pa.array(range(first, first + n), pa.int64()),
-        "key": pa.array([rng.randrange(50) for _ in range(n)], pa.int64()),
-        "val": pa.array([round(rng.uniform(0, 100), 3) for _ in range(n)], pa.float64()),
-        "tag": pa.array([None if rng.random() < 0.1 else rng.choice("abcde") for _ in range(n)], pa.string()),
-        "blob": pa.array([rng.randbytes(rng.randrange(0, 40)) for _ in range(n)], pa.binary()),
-    })
+def _rows(n: int, seed: int, first: int = 0) -> pa.Table:
+    """test_shuffle_files' table (ids, keys, floats, strings with nulls, binary) with ids first..first+n-1."""
+    return _table(n, seed).set_column(0, "id", pa.array(range(first, first + n), pa.int64()))
 
 
 @pytest.fixture()
 def inputs(tmp_path):
     os.makedirs(tmp_path / "in")
     for i in range(3):
-        pq.write_table(_table(1500, i, i * 1500), str(tmp_path / "in" / f"p{i}.parquet"), row_group_size=400)
+        pq.write_table(_rows(1500, i, i * 1500), str(tmp_path / "in" / f"p{i}.parquet"), row_group_size=400)
     return str(tmp_path / "in" / "*.parquet")
 
 
@@ -57,8 +50,8 @@ def inputs(tmp_path):
 
 
 def _plan(tmp_path, **hash_options):
-    pq.write_table(_table(100, 1), str(tmp_path / "a.parquet"))
-    pq.write_table(_table(100, 2, 100), str(tmp_path / "b.parquet"))
+    pq.write_table(_rows(100, 1), str(tmp_path / "a.parquet"))
+    pq.write_table(_rows(100, 2, 100), str(tmp_path / "b.parquet"))
     ctx = Context()
     src = DataSourceNode(ctx, ParquetDataSet([str(tmp_path / "*.parquet")]))
     hashed = HashPartitionNode(ctx, (src,), 4, ["key"], **hash_options)
@@ -268,10 +261,16 @@ def test_every_reader_gets_the_same_rows_over_mpi_as_from_files(tmp_path, inputs
         _same(results[mode], results["files"], mode)
 
 
-def test_a_run_that_stopped_after_its_map_tasks_runs_them_again(tmp_path, inputs):
+def _files_answer(tmp_path, inputs) -> str:
+    """The folder of mpi_shuffle.py's results with its shuffles in files: what the runs below must give."""
     want = str(tmp_path / "want")
     done = mpiexec(4, SCRIPT, inputs, want, env=_env(tmp_path, "want", "files"), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    return want
+
+
+def test_a_run_that_stopped_after_its_map_tasks_runs_them_again(tmp_path, inputs):
+    want = _files_answer(tmp_path, inputs)
     out = str(tmp_path / "out")
     os.makedirs(out)
     open(os.path.join(out, "fail"), "w").close()
@@ -307,9 +306,7 @@ def test_the_local_platform_uses_files(tmp_path, inputs):
 
 
 def test_kill_9_of_the_whole_world_in_the_middle_of_the_readers_resumes(tmp_path, inputs):
-    want = str(tmp_path / "want")
-    done = mpiexec(4, SCRIPT, inputs, want, env=_env(tmp_path, "want", "files"), timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    want = _files_answer(tmp_path, inputs)
     out = str(tmp_path / "out")
     os.makedirs(out)
     open(os.path.join(out, "slow"), "w").close()

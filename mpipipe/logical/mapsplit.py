@@ -9,8 +9,7 @@ task.
 
 How many tasks: one per MAP_UNIT_ROWS rows (Parquet: counted in the footers the source read) or per
 MAP_UNIT_BYTES bytes of files, whichever gives more, rounded up to a power of two (whole_waves); at most
-MAX_MAP_TASKS, at most one per unit (row group,
-or file), and no more than `max_bucket_files // nbuckets` (every task writes every bucket). The units are
+MAX_MAP_TASKS, at most one per unit (row group, or file), and no more than `max_bucket_files // nbuckets` (every task writes every bucket). The units are
 large because each task has a fixed cost, and a partial aggregate on the map side (mpipipe.logical.partial)
 leaves more partial rows the more slices it sees; on one host a one-task step already gets all of the
 host's cores (DataNode.task_resources), so the cut pays off across hosts and for inputs of many units.
@@ -48,7 +47,7 @@ def auto_tasks(rows: Optional[int], size: Optional[int]) -> int:
 def whole_waves(k: int) -> int:
     """`k` rounded up to a power of two. Executors come in counts such as 1, 2, 4 or 8, and tasks of equal size
     in a count they do not divide leave executors idle through the last wave: the sort benchmark's 7 map tasks
-    on 2 executors kept one of them idle for a whole task (about 1.3 s of 10.6); 8 do not."""
+    on 2 executors kept one of them idle for a whole task: 10.6 s, against 9.45 s with 8."""
     return 1 << (max(1, k) - 1).bit_length()
 
 
