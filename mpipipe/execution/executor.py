@@ -184,9 +184,9 @@ class Executor:
                         self._ensure_alive(w)
                         w.add_nodes(payload[0])
                 elif kind == P.DROP:
-                    if self.exchange is not None:
+                    if exchange is not None:
                         for name in payload:
-                            self.exchange.store.drop_node(name)
+                            exchange.store.drop_node(name)
                         log.info("rank %d dropped the buckets of %s: their readers are done", self.t.rank,
                                  ", ".join(payload))
                 elif kind == P.STOP:

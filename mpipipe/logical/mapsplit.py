@@ -9,10 +9,11 @@ task.
 
 How many tasks: one per MAP_UNIT_ROWS rows (Parquet: counted in the footers the source read) or per
 MAP_UNIT_BYTES bytes of files, whichever gives more, rounded up to a power of two (whole_waves); at most
-MAX_MAP_TASKS, at most one per unit (row group, or file), and no more than `max_bucket_files // nbuckets` (every task writes every bucket). The units are
-large because each task has a fixed cost, and a partial aggregate on the map side (mpipipe.logical.partial)
-leaves more partial rows the more slices it sees; on one host a one-task step already gets all of the
-host's cores (DataNode.task_resources), so the cut pays off across hosts and for inputs of many units.
+MAX_MAP_TASKS, at most one per unit (row group, or file), and no more than `max_bucket_files // nbuckets`
+(every task writes every bucket). The units are large because each task has a fixed cost, and a partial
+aggregate on the map side (mpipipe.logical.partial) leaves more partial rows the more slices it sees; on one
+host a one-task step already gets all of the host's cores (DataNode.task_resources), so the cut pays off
+across hosts and for inputs of many units.
 CSV and JSON files are split only when their column types are given (schema=): otherwise DuckDB decides the
 types from all files together, and a task seeing some files could decide others.
 """
