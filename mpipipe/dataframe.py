@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from mpipipe.errors import PlanError
+from mpipipe.logical import bucketing as B
 from mpipipe.logical import datanode as D
 from mpipipe.logical import transform as T
 from mpipipe.logical.dataset import CsvDataSet, JsonDataSet, ParquetDataSet, dataset_for
@@ -107,16 +108,16 @@ class DataFrame:
         if hash_by is not None and by is not None:
             raise PlanError("repartition: give hash_by or by, not both")
         if hash_by is not None:
-            return self._new(D.HashPartitionNode(self.ctx, self.node, npartitions, hash_columns=hash_by, **options))
+            return self._new(B.HashPartitionNode(self.ctx, self.node, npartitions, hash_columns=hash_by, **options))
         if by is not None:
-            return self._new(D.ColumnPartitionNode(self.ctx, self.node, npartitions, by, **options))
+            return self._new(B.ColumnPartitionNode(self.ctx, self.node, npartitions, by, **options))
         return self._new(D.DataSetPartitionNode(self.ctx, self.node, npartitions,
                                                 partition_by="rows" if by_rows else "files", **options))
 
     def random_shuffle(self, npartitions: Optional[int] = None, **options: Any) -> "DataFrame":
         """Rows spread at random over `npartitions` (default: the current count)."""
         n = npartitions or self.npartitions
-        return self._new(D.HashPartitionNode(self.ctx, self.node, n, random_shuffle=True, name="random_shuffle",
+        return self._new(B.HashPartitionNode(self.ctx, self.node, n, random_shuffle=True, name="random_shuffle",
                                              **options))
 
     def map(self, sql_or_func: SqlOrFunction, *, schema: Any = None, **options: Any) -> "DataFrame":

@@ -1,13 +1,13 @@
 """Every node of a plan under one module, as smallpond's `logical.node` has them.
 
 The base classes live in mpipipe.logical.plan; the data steps in datanode,
-transform and sink; smallpond's extra names are added here or in those
+bucketing, transform and sink; smallpond's extra names are added here or in those
 modules. Import from here in code ported from smallpond.
 """
-from mpipipe.logical.datanode import (ColumnPartitionNode, DataNode, DataSetPartitionNode, DataSourceNode,
-                                      EvenlyDistributedPartitionNode, HashPartitionNode, LoadPartitionedDataSetNode,
-                                      PartitionNode, RepeatPartitionNode, ShuffleNode, UserDefinedPartitionNode,
-                                      UserPartitionedDataSourceNode)
+from mpipipe.logical.bucketing import (ColumnPartitionNode, HashPartitionNode, LoadPartitionedDataSetNode,
+                                       ShuffleNode, UserDefinedPartitionNode)
+from mpipipe.logical.datanode import (DataNode, DataSetPartitionNode, DataSourceNode, EvenlyDistributedPartitionNode,
+                                      PartitionNode, RepeatPartitionNode, UserPartitionedDataSourceNode)
 from mpipipe.logical.plan import (ComputeNode, Context, LogicalPlan, Node, NodeInfo, code_fingerprint)
 from mpipipe.logical.sink import DataSinkNode, RootNode
 from mpipipe.logical.transform import (ArrowBatchNode, ArrowComputeNode, ArrowStreamNode, ConsolidateNode, LimitNode,

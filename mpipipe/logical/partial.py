@@ -14,7 +14,8 @@ from __future__ import annotations
 import copy
 from typing import Any, List, Optional, Sequence, Tuple
 
-from mpipipe.logical.datanode import HashPartitionNode, output_schema_of, rows_written
+from mpipipe.logical.bucketing import HashPartitionNode
+from mpipipe.logical.datanode import output_schema_of, rows_written
 from mpipipe.logical.plan import Context, Node, new_node_id
 from mpipipe.steps.partial_agg import Split, map_select, split_aggregate
 
